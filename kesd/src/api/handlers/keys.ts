@@ -1,0 +1,133 @@
+// /v1/key/*: the data-key hot path (generate, decrypt) stays synchronous when the key is cached.
+import { generateDataKey, keyId, legacyAlgorithmName, open, parseAlgorithm, seal } from '../../crypto/key.js';
+import type { CachedKey } from '../../state/enclave.js';
+import { isValidListPattern, isValidName, listPrefix, matchesListPattern } from '../../state/names.js';
+import { bytesField, field, parseJson, parseObject, stringField, type JsonObject } from '../body.js';
+import type { Reply, RequestContext } from '../context.js';
+import {
+  ErrDecrypt, ErrInvalidBody, ErrInvalidImportBody, ErrTooManyCiphertexts, invalidName, invalidPattern, KesError,
+} from '../errors.js';
+
+export function keyName(ctx: RequestContext): string {
+  if (!isValidName(ctx.arg)) throw invalidName('key name', ctx.arg);
+  return ctx.arg;
+}
+
+/** The addressed key: a cache hit returns synchronously. */
+function keyOf(ctx: RequestContext): CachedKey | Promise<CachedKey> {
+  return ctx.enclave!.cachedKey(ctx.arg) ?? ctx.enclave!.key(keyName(ctx));
+}
+
+function withKey(ctx: RequestContext, use: (key: CachedKey) => Reply): Reply | Promise<Reply> {
+  const key = keyOf(ctx);
+  return key instanceof Promise ? key.then(use) : use(key);
+}
+
+function openOrFail(key: CachedKey, ciphertext: Buffer, context: Buffer | undefined): Buffer {
+  try {
+    return open(key.secret, ciphertext, context);
+  } catch (err) {
+    if (err instanceof KesError) throw err;
+    throw ErrDecrypt;
+  }
+}
+
+export async function createKey(ctx: RequestContext): Promise<Reply> {
+  await ctx.enclave!.createKey(keyName(ctx), ctx.identity);
+}
+
+export async function importKey(ctx: RequestContext): Promise<Reply> {
+  const name = keyName(ctx);
+  const body = parseObject(ctx.body, { invalid: ErrInvalidImportBody });
+  // Both shapes: newest {"key","cipher"} and v0.22 {"bytes","algorithm"}; no algorithm means AES256.
+  const bytes = bytesField(body, 'key', ErrInvalidImportBody) ?? bytesField(body, 'bytes', ErrInvalidImportBody);
+  const cipher = stringField(body, 'cipher', ErrInvalidImportBody) || stringField(body, 'algorithm', ErrInvalidImportBody) || 'AES256';
+  const algorithm = parseAlgorithm(cipher);
+  if (algorithm === undefined) throw new KesError(406, `algorithm '${cipher}' is not supported`);
+  if (bytes === undefined || bytes.length !== 32) throw new KesError(406, `invalid key size for '${cipher}'`);
+  await ctx.enclave!.createKey(name, ctx.identity, { algorithm, bytes });
+}
+
+export async function describeKey(ctx: RequestContext): Promise<Reply> {
+  const key = await keyOf(ctx);
+  return {
+    json: {
+      name: key.name,
+      id: keyId(key.secret.bytes),
+      // The v0.22 names decode in both client generations; the newest names do not decode in v0.22.
+      algorithm: legacyAlgorithmName(key.secret.algorithm),
+      created_at: key.record.created_at,
+      created_by: key.record.created_by,
+    },
+  };
+}
+
+export async function deleteKey(ctx: RequestContext): Promise<Reply> {
+  await ctx.enclave!.deleteKey(keyName(ctx));
+}
+
+export function generateKey(ctx: RequestContext): Reply | Promise<Reply> {
+  const body = parseObject(ctx.body, { emptyOk: true });
+  const context = bytesField(body, 'context');
+  return withKey(ctx, (key) => {
+    const dek = generateDataKey(key.secret, context);
+    return { json: { plaintext: dek.plaintext.toString('base64'), ciphertext: dek.ciphertext.toString('base64') } };
+  });
+}
+
+export function encryptKey(ctx: RequestContext): Reply | Promise<Reply> {
+  const body = parseObject(ctx.body);
+  const plaintext = bytesField(body, 'plaintext');
+  if (plaintext === undefined) throw ErrInvalidBody;
+  const context = bytesField(body, 'context');
+  return withKey(ctx, (key) => ({ json: { ciphertext: seal(key.secret, plaintext, context).toString('base64') } }));
+}
+
+export function decryptKey(ctx: RequestContext): Reply | Promise<Reply> {
+  const body = parseObject(ctx.body);
+  const ciphertext = bytesField(body, 'ciphertext');
+  if (ciphertext === undefined) throw ErrInvalidBody;
+  const context = bytesField(body, 'context');
+  return withKey(ctx, (key) => ({ json: { plaintext: openOrFail(key, ciphertext, context).toString('base64') } }));
+}
+
+export function bulkDecryptKey(ctx: RequestContext): Reply | Promise<Reply> {
+  const items = parseJson(ctx.body);
+  if (!Array.isArray(items)) throw ErrInvalidBody;
+  if (items.length > 1000) throw ErrTooManyCiphertexts;
+  const requests = items.map((item: unknown) => {
+    if (item === null || typeof item !== 'object' || Array.isArray(item)) throw ErrInvalidBody;
+    const ciphertext = bytesField(item as JsonObject, 'ciphertext');
+    if (ciphertext === undefined) throw ErrInvalidBody;
+    return { ciphertext, context: bytesField(item as JsonObject, 'context') };
+  });
+  return withKey(ctx, (key) => ({
+    json: requests.map((r) => ({ plaintext: openOrFail(key, r.ciphertext, r.context).toString('base64') })),
+  }));
+}
+
+export function hmacKey(ctx: RequestContext): Reply | Promise<Reply> {
+  const body = parseObject(ctx.body);
+  const message = bytesField(body, 'message');
+  if (message === undefined && field(body, 'message') === undefined) throw ErrInvalidBody;
+  return withKey(ctx, (key) => ({ json: { hmac: ctx.enclave!.hmac(key, message ?? Buffer.alloc(0)).toString('base64') } }));
+}
+
+export function listKeys(ctx: RequestContext): Reply {
+  const pattern = ctx.arg;
+  if (!isValidListPattern(pattern)) throw invalidPattern(pattern);
+  const enclave = ctx.enclave!;
+  async function* lines() {
+    for await (const { name, record } of enclave.listKeys(listPrefix(pattern))) {
+      if (!matchesListPattern(pattern, name)) continue;
+      yield {
+        name,
+        id: keyId(Buffer.from(record.key, 'base64')),
+        algorithm: legacyAlgorithmName(record.algorithm),
+        created_at: record.created_at,
+        created_by: record.created_by,
+      };
+    }
+  }
+  return { ndjson: lines() };
+}

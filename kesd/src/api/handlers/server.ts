@@ -1,0 +1,66 @@
+// Server-level routes: version, readiness, status, metrics, the route table, and the log streams.
+import os from 'node:os';
+import type { Reply, RequestContext } from '../context.js';
+import { STREAMING } from '../context.js';
+import { KesError } from '../errors.js';
+
+export function version(ctx: RequestContext): Reply {
+  return { json: ctx.server.version };
+}
+
+async function storeLatencyMs(ctx: RequestContext): Promise<number | undefined> {
+  const start = process.hrtime.bigint();
+  try {
+    await ctx.server.system.store.status();
+  } catch {
+    return undefined;
+  }
+  return Math.max(1, Math.round(Number(process.hrtime.bigint() - start) / 1e6));
+}
+
+export async function ready(ctx: RequestContext): Promise<Reply> {
+  if ((await storeLatencyMs(ctx)) === undefined) throw new KesError(504, 'key store is not reachable');
+  if (ctx.server.system.sealed) throw new KesError(503, 'system is sealed');
+}
+
+/** Newest dialect: uptime in seconds; both keystore_* flags, as kms-go requires them to agree. */
+export async function status(ctx: RequestContext): Promise<Reply> {
+  const latency = await storeLatencyMs(ctx);
+  const mem = process.memoryUsage();
+  return {
+    json: {
+      version: ctx.server.version.version,
+      os: process.platform,
+      arch: process.arch === 'x64' ? 'amd64' : process.arch,
+      uptime: Math.floor((Date.now() - ctx.server.system.startedAt) / 1000),
+      num_cpu: os.availableParallelism(),
+      num_cpu_used: 1,
+      mem_heap_used: mem.heapUsed,
+      mem_stack_used: 0,
+      keystore_latency: latency ?? 0,
+      keystore_unreachable: latency === undefined,
+      keystore_unavailable: latency === undefined,
+      sealed: ctx.server.system.sealed,
+    },
+  };
+}
+
+export async function metrics(ctx: RequestContext): Promise<Reply> {
+  return { text: await ctx.server.metrics.exposition(), contentType: ctx.server.metrics.contentType };
+}
+
+export function api(ctx: RequestContext): Reply {
+  return {
+    json: ctx.server.routes.map((r) => ({ method: r.methods[0], path: r.path, max_body: r.maxBody, timeout: Math.round(r.timeoutMs / 1000) })),
+  };
+}
+
+export function auditLog(ctx: RequestContext): Reply {
+  ctx.server.audit.subscribe(ctx.req, ctx.res);
+  return STREAMING;
+}
+
+export function errorLog(ctx: RequestContext): Reply {
+  ctx.server.errors.subscribe(ctx.req, ctx.res);
+  return STREAMING;
+}

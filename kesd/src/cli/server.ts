@@ -1,0 +1,116 @@
+// `kesd init` and `kesd server`: the stateful data dir, as in `kes init` / `kes server <dir>` of KES v0.22.
+import { existsSync } from 'node:fs';
+import { mkdir, readFile, rename, rm } from 'node:fs/promises';
+import { basename, dirname, join, resolve } from 'node:path';
+import { parseInitConfig, readServerConfig, toServerConfig, writeServerConfig, type InitConfig, type ServerConfig } from '../store/config.js';
+import { syncDir } from '../store/atomic.js';
+import { openLmdbStore } from '../store/lmdb.js';
+import { openSealedRootKey, readUnsealKey, writeSealedRootKey, type RootKeyInfo } from '../store/unseal.js';
+import { randomBytes } from '../crypto/random.js';
+import { System } from '../state/system.js';
+import { ErrKeyExists } from '../api/errors.js';
+import { checkServerCertificate } from '../server/tls-check.js';
+import { runServer } from '../server/run.js';
+import { CliError, parse, positionals, type Command } from './command.js';
+
+// The LMDB data file inside the data dir (LMDB adds db-lock beside it).
+export const STORE_FILE = 'db';
+
+const initUsage = 'kesd init --config <init.yml> [--force] <dir>';
+
+/** Creates enclaves, policies, assignments and declared keys of an init.yml inside an open System. */
+export async function applyInitConfig(system: System, init: InitConfig): Promise<void> {
+  for (const e of init.enclaves) {
+    const enclave = await system.createEnclave(e.name, e.admin, init.sysadmin);
+    for (const p of e.policies) {
+      await enclave.writePolicy(p.name, { allow: p.allow, deny: p.deny }, init.sysadmin);
+      for (const id of p.identities) await enclave.assignPolicy(p.name, id, init.sysadmin);
+    }
+    for (const k of e.keys) await enclave.createKey(k, init.sysadmin);
+  }
+}
+
+/** Creates every declared key that is missing; existing keys are left alone. */
+export async function ensureDeclaredKeys(system: System, declared: Record<string, string[]>, sysadmin: string): Promise<number> {
+  let created = 0;
+  for (const [enclaveName, names] of Object.entries(declared)) {
+    const enclave = system.enclaves.get(enclaveName);
+    if (enclave === undefined) continue;
+    for (const name of names) {
+      try {
+        await enclave.createKey(name, sysadmin);
+        created++;
+      } catch (err) {
+        if (err !== ErrKeyExists) throw err;
+      }
+    }
+  }
+  return created;
+}
+
+/** Initialises a data dir: built in a sibling temp dir and renamed into place, so a failed init leaves nothing. */
+export async function initDataDir(dir: string, init: InitConfig, opts: { force?: boolean; env?: NodeJS.ProcessEnv; cwd?: string } = {}): Promise<void> {
+  const env = opts.env ?? process.env;
+  if (existsSync(dir) && !opts.force) throw new CliError(`'${dir}' already exists. Use 'kesd init --force' to replace it`);
+  const unsealKey = readUnsealKey(init.unsealEnv, env);
+  const serverConfig: ServerConfig = { ...toServerConfig(init, opts.cwd), keys: Object.fromEntries(init.enclaves.map((e) => [e.name, e.keys])) };
+  await checkServerCertificate(serverConfig.tls);
+
+  const staging = join(dirname(resolve(dir)), `.${basename(dir)}.init-${randomBytes(4).toString('hex')}`);
+  await mkdir(staging, { mode: 0o700 });
+  try {
+    const root: RootKeyInfo = { key: randomBytes(32), sysadmin: init.sysadmin, createdAt: new Date().toISOString() };
+    await writeSealedRootKey(staging, init.unsealEnv, unsealKey, root);
+    await writeServerConfig(staging, serverConfig);
+    const store = await openLmdbStore(join(staging, STORE_FILE));
+    try {
+      await applyInitConfig(await System.open(store, { key: root.key, sysadmin: root.sysadmin }), init);
+    } finally {
+      await store.close();
+    }
+    if (existsSync(dir)) await rm(dir, { recursive: true, force: true });
+    await rename(staging, dir);
+    await syncDir(dirname(resolve(dir)));
+  } catch (err) {
+    await rm(staging, { recursive: true, force: true });
+    throw err;
+  }
+}
+
+const init: Command = {
+  name: 'init',
+  summary: 'Initialise a stateful data dir from an init.yml (KES v0.22 format)',
+  usage: initUsage,
+  async run(argv) {
+    const { values, positionals: args } = parse(argv, { config: { type: 'string', short: 'c' }, force: { type: 'boolean', short: 'f' } }, initUsage);
+    const [dir] = positionals(args, 1, initUsage);
+    if (values.config === undefined) throw new CliError(`no init config specified: use --config <init.yml>\nusage: ${initUsage}`, 2);
+    const config = parseInitConfig(await readFile(values.config, 'utf8'), process.env);
+    await initDataDir(dir!, config, { force: values.force });
+    const enclaves = config.enclaves.map((e) => `${e.name} (${e.policies.length} policies, ${e.keys.length} keys)`).join(', ');
+    console.log(`Initialized kesd in ${dir}\n  Address:   ${config.address}\n  Sysadmin:  ${config.sysadmin}\n  Unseal:    environment variable ${config.unsealEnv}\n  Enclaves:  ${enclaves}`);
+    return 0;
+  },
+};
+
+const serverUsage = 'kesd server [--addr HOST:PORT] [--audit-log on|off] <dir>';
+
+const server: Command = {
+  name: 'server',
+  summary: 'Serve the KES API from an initialised data dir (unsealed by the key in the configured env var)',
+  usage: serverUsage,
+  async run(argv) {
+    const { values, positionals: args } = parse(argv, { addr: { type: 'string' }, 'audit-log': { type: 'string' } }, serverUsage);
+    const [dir] = positionals(args, 1, serverUsage);
+    const audit = values['audit-log'] ?? 'on';
+    if (audit !== 'on' && audit !== 'off') throw new CliError(`--audit-log must be 'on' or 'off', got '${audit}'`, 2);
+    const config = await readServerConfig(dir!);
+    // Unseal before the store is opened: a wrong key must leave the data dir untouched.
+    const { root } = await openSealedRootKey(dir!, process.env);
+    await checkServerCertificate(config.tls);
+    await runServer({ dir: dir!, config, root, address: values.addr ?? config.address, auditStdout: audit === 'on' });
+    return 0;
+  },
+};
+
+export const serverCommands: readonly Command[] = [init, server];

@@ -1,0 +1,209 @@
+// Request dispatch: route → method → identity → authorisation → body → handler → reply, then audit and metrics.
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { TLSSocket } from 'node:tls';
+import type { Reply, RequestContext, Route, ServerContext } from '../api/context.js';
+import { STREAMING } from '../api/context.js';
+import {
+  ErrBodyTooLarge, ErrNotAllowed, ErrNotFound, invalidName, KesError, methodNotAllowed,
+} from '../api/errors.js';
+import { RouteTable } from '../api/routes.js';
+import type { Enclave } from '../state/enclave.js';
+import { isValidName } from '../state/names.js';
+import { identityOf } from './identity.js';
+
+const EMPTY = Buffer.alloc(0);
+const TIMEOUT = new KesError(503, 'request timeout exceeded');
+const INTERNAL = new KesError(500, 'internal server error');
+
+function enclaveNameOf(req: IncomingMessage, query: string): string {
+  if (query !== '') {
+    const name = new URLSearchParams(query).get('enclave');
+    if (name !== null && name !== '') return name;
+  }
+  const header = req.headers['kes-enclave'];
+  return typeof header === 'string' && header !== '' ? header : 'default';
+}
+
+function writeError(res: ServerResponse, err: KesError): void {
+  if (res.headersSent) {
+    res.destroy();
+    return;
+  }
+  const body = JSON.stringify({ message: err.message }) + '\n';
+  const headers: Record<string, string | number> = { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) };
+  if (err.status === 405) headers['accept'] = (err as KesError & { accept?: string }).accept ?? '';
+  res.writeHead(err.status, headers);
+  res.end(body);
+}
+
+async function writeNdjson(res: ServerResponse, lines: AsyncIterable<unknown>): Promise<void> {
+  res.writeHead(200, { 'content-type': 'application/x-ndjson' });
+  try {
+    for await (const line of lines) {
+      if (!res.write(JSON.stringify(line) + '\n')) await new Promise((resolve) => res.once('drain', resolve));
+      if (res.destroyed) return;
+    }
+  } catch (err) {
+    res.write(JSON.stringify({ error: err instanceof KesError ? err.message : 'failed to list' }) + '\n');
+  }
+  res.end();
+}
+
+function writeReply(res: ServerResponse, reply: Reply): void | Promise<void> {
+  if (reply === STREAMING) return;
+  if (reply === undefined) {
+    res.writeHead(200, { 'content-length': 0 });
+    res.end();
+  } else if ('json' in reply) {
+    const body = JSON.stringify(reply.json) + '\n';
+    res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) });
+    res.end(body);
+  } else if ('text' in reply) {
+    res.writeHead(200, { 'content-type': reply.contentType, 'content-length': Buffer.byteLength(reply.text) });
+    res.end(reply.text);
+  } else {
+    return writeNdjson(res, reply.ndjson);
+  }
+}
+
+/** Reads at most maxBody bytes; a larger body is 413 and never buffered. */
+function readBody(req: IncomingMessage, maxBody: number, done: (err: KesError | undefined, body: Buffer) => void): void {
+  const declared = Number(req.headers['content-length'] ?? 0);
+  if (declared > maxBody) return done(ErrBodyTooLarge, EMPTY);
+  if (req.readableEnded || (declared === 0 && req.headers['transfer-encoding'] === undefined)) {
+    req.resume();
+    return done(undefined, EMPTY);
+  }
+  const chunks: Buffer[] = [];
+  let size = 0;
+  let failed = false;
+  req.on('data', (chunk: Buffer) => {
+    if (failed) return;
+    size += chunk.length;
+    if (size > maxBody) {
+      failed = true;
+      done(ErrBodyTooLarge, EMPTY);
+      return;
+    }
+    chunks.push(chunk);
+  });
+  req.on('end', () => {
+    if (!failed) done(undefined, chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size));
+  });
+  req.on('error', () => {
+    failed = true;
+  });
+}
+
+export function createDispatcher(server: ServerContext): (req: IncomingMessage, res: ServerResponse) => void {
+  const table = new RouteTable(server.routes);
+  const { system, audit, metrics, errors } = server;
+
+  return (req, res) => {
+    const start = process.hrtime.bigint();
+    const url = req.url ?? '/';
+    const q = url.indexOf('?');
+    const rawPath = q < 0 ? url : url.slice(0, q);
+    const query = q < 0 ? '' : url.slice(q + 1);
+    let identity = '';
+    let enclaveName: string | undefined;
+    let path = rawPath;
+    let timer: NodeJS.Timeout | undefined;
+    metrics.active.inc();
+
+    res.once('finish', () => finish());
+    res.once('close', () => finish());
+    let finished = false;
+    const finish = () => {
+      if (finished) return;
+      finished = true;
+      if (timer !== undefined) clearTimeout(timer);
+      metrics.active.dec();
+      const ns = Number(process.hrtime.bigint() - start);
+      metrics.observe(res.statusCode, ns / 1e9);
+      audit.record({
+        time: new Date().toISOString(),
+        request: { ip: req.socket.remoteAddress ?? '', enclave: enclaveName, path, identity: identity || undefined },
+        response: { code: res.statusCode, time: ns },
+      });
+    };
+
+    const fail = (err: unknown) => {
+      if (err instanceof KesError) return writeError(res, err);
+      errors.log(`${req.method} ${path} failed`, err);
+      writeError(res, INTERNAL);
+    };
+
+    try {
+      const found = table.lookup(rawPath);
+      if (found === undefined) throw ErrNotFound;
+      const { route } = found;
+      if (!route.methods.includes(req.method ?? '')) {
+        throw Object.assign(methodNotAllowed(req.method ?? '', route.methods[0]!), { accept: route.methods.join(', ') });
+      }
+      let arg: string;
+      try {
+        arg = found.arg.includes('%') ? decodeURIComponent(found.arg) : found.arg;
+      } catch {
+        throw invalidName('key name', found.arg);
+      }
+      path = route.path.endsWith('/') ? route.path + arg : route.path;
+
+      let enclave: Enclave | undefined;
+      if (route.auth !== 'none') {
+        identity = identityOf(req.socket as TLSSocket);
+        enclaveName = enclaveNameOf(req, query);
+        if (!isValidName(enclaveName)) throw invalidName('enclave name', enclaveName);
+        enclave = authorize(route, identity, enclaveName, path);
+      }
+
+      if (route.timeoutMs > 0) {
+        timer = setTimeout(() => writeError(res, TIMEOUT), route.timeoutMs);
+        timer.unref();
+      }
+      readBody(req, route.maxBody, (err, body) => {
+        if (err !== undefined) {
+          writeError(res, err);
+          req.resume();
+          return;
+        }
+        const ctx: RequestContext = { req, res, route, path, arg, identity, enclave, enclaveName: enclaveName ?? 'default', body, server };
+        try {
+          const reply = route.handle(ctx);
+          if (reply instanceof Promise) {
+            reply.then((r) => writeReply(res, r)).then(undefined, fail);
+          } else {
+            const written = writeReply(res, reply);
+            if (written instanceof Promise) written.then(undefined, fail);
+          }
+        } catch (err) {
+          fail(err);
+        }
+      });
+    } catch (err) {
+      fail(err);
+      req.resume();
+    }
+  };
+
+  function authorize(route: Route, identity: string, enclaveName: string, path: string): Enclave | undefined {
+    switch (route.auth) {
+      case 'none':
+      case 'identify':
+        return undefined;
+      case 'sysadmin':
+        if (identity !== system.sysadmin) throw ErrNotAllowed;
+        return undefined;
+      case 'server':
+        if (identity === system.sysadmin) return undefined;
+        return allowedIn(system.enclave(enclaveName), identity, path);
+      case 'enclave':
+        return allowedIn(system.enclave(enclaveName), identity, path);
+    }
+  }
+
+  function allowedIn(enclave: Enclave, identity: string, path: string): Enclave {
+    if (!enclave.isAllowed(identity, path)) throw ErrNotAllowed;
+    return enclave;
+  }
+}

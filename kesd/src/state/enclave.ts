@@ -1,0 +1,207 @@
+// One enclave: its keys (cached in memory on first use), policies, identities and secrets.
+import { hmacSha256, newSecretKey, type Algorithm, type SecretKey } from '../crypto/key.js';
+import { randomBytes } from '../crypto/random.js';
+import {
+  ErrAssignAdmin, ErrDeleteAdmin, ErrIdentityNotFound, ErrKeyExists, ErrKeyNotFound, ErrPolicyNotFound,
+  ErrSecretExists, ErrSecretNotFound, ErrStoreWrite,
+} from '../api/errors.js';
+import { isAllowed, type PolicyRules } from './policy.js';
+import { paths, type EnclaveRecord, type IdentityRecord, type KeyRecord, type PolicyRecord, type RecordStore, type SecretRecord } from './records.js';
+
+export interface CachedKey {
+  readonly name: string;
+  readonly secret: SecretKey;
+  readonly hmacKey: Buffer;
+  readonly record: KeyRecord;
+}
+
+const now = () => new Date().toISOString();
+
+/** Runs store writes and maps backend failures to a 502 that names the operation, as KES does. */
+async function storeOp<T>(what: string, op: () => Promise<T>): Promise<T> {
+  try {
+    return await op();
+  } catch (err) {
+    throw Object.assign(ErrStoreWrite(what), { cause: err });
+  }
+}
+
+export class Enclave {
+  readonly policies = new Map<string, PolicyRecord>();
+  readonly identities = new Map<string, IdentityRecord>();
+  private readonly keys = new Map<string, CachedKey>();
+  private readonly keyLocks = new Map<string, Promise<unknown>>();
+  private mutations: Promise<unknown> = Promise.resolve();
+
+  constructor(readonly name: string, readonly info: EnclaveRecord, private readonly records: RecordStore) {}
+
+  async load(): Promise<void> {
+    for await (const { name, record } of this.records.list<PolicyRecord>(paths.policy(this.info.uid))) this.policies.set(name, record);
+    for await (const { name, record } of this.records.list<IdentityRecord>(paths.identity(this.info.uid))) this.identities.set(name, record);
+  }
+
+  /** The enclave admin passes everything; others need a policy that allows the path. */
+  isAllowed(identity: string, path: string): boolean {
+    if (identity === this.info.admin) return true;
+    const assigned = this.identities.get(identity);
+    if (assigned === undefined) return false;
+    const policy = this.policies.get(assigned.policy);
+    return policy !== undefined && isAllowed(policy, path);
+  }
+
+  // ---- keys -------------------------------------------------------------------------------------------
+
+  /** The cached key, or undefined if it must be loaded (the hot path stays synchronous on a hit). */
+  cachedKey(name: string): CachedKey | undefined {
+    return this.keys.get(name);
+  }
+
+  async key(name: string): Promise<CachedKey> {
+    const cached = this.keys.get(name);
+    if (cached !== undefined) return cached;
+    const pending = this.keyLocks.get(name);
+    if (pending !== undefined) await pending.catch(() => undefined);
+    const record = await storeOp('read key', () => this.records.get<KeyRecord>(paths.key(this.info.uid, name)));
+    if (record === undefined) throw ErrKeyNotFound;
+    if (this.keyLocks.has(name)) return this.key(name); // a create/delete raced the read: read again
+    return this.cacheKey(name, record);
+  }
+
+  private cacheKey(name: string, record: KeyRecord): CachedKey {
+    const entry: CachedKey = {
+      name,
+      secret: { algorithm: record.algorithm, bytes: Buffer.from(record.key, 'base64') },
+      hmacKey: Buffer.from(record.hmac, 'base64'),
+      record,
+    };
+    this.keys.set(name, entry);
+    return entry;
+  }
+
+  /** Serialises create/delete of one key name so the cache never outlives or predates the store. */
+  private async withKeyLock<T>(name: string, op: () => Promise<T>): Promise<T> {
+    while (this.keyLocks.has(name)) await this.keyLocks.get(name)!.catch(() => undefined);
+    const running = op();
+    this.keyLocks.set(name, running);
+    try {
+      return await running;
+    } finally {
+      this.keyLocks.delete(name);
+    }
+  }
+
+  async createKey(name: string, createdBy: string, material?: { algorithm: Algorithm; bytes: Buffer }): Promise<void> {
+    const secret = material ?? newSecretKey();
+    const record: KeyRecord = {
+      algorithm: secret.algorithm,
+      key: Buffer.from(secret.bytes).toString('base64'),
+      hmac: randomBytes(32).toString('base64'),
+      created_at: now(),
+      created_by: createdBy,
+    };
+    await this.withKeyLock(name, async () => {
+      const created = await storeOp('create key', () => this.records.putIfAbsent(paths.key(this.info.uid, name), record));
+      if (!created) throw ErrKeyExists;
+      this.cacheKey(name, record);
+    });
+  }
+
+  async deleteKey(name: string): Promise<void> {
+    await this.withKeyLock(name, async () => {
+      const deleted = await storeOp('delete key', () => this.records.delete(paths.key(this.info.uid, name)));
+      const cached = this.keys.get(name);
+      this.keys.delete(name);
+      cached?.secret.bytes.fill(0);
+      if (!deleted) throw ErrKeyNotFound;
+    });
+  }
+
+  listKeys(namePrefix = ''): AsyncGenerator<{ name: string; record: KeyRecord }> {
+    return this.records.list<KeyRecord>(paths.key(this.info.uid), namePrefix);
+  }
+
+  hmac(key: CachedKey, message: Uint8Array): Buffer {
+    return hmacSha256(key.hmacKey, message);
+  }
+
+  /** Drops key material from memory (used when the system is sealed). */
+  forgetKeys(): void {
+    for (const k of this.keys.values()) {
+      k.secret.bytes.fill(0);
+      k.hmacKey.fill(0);
+    }
+    this.keys.clear();
+  }
+
+  // ---- policies and identities (held in memory, written through) ---------------------------------------
+
+  private serial<T>(op: () => Promise<T>): Promise<T> {
+    const run = this.mutations.then(op, op);
+    this.mutations = run.catch(() => undefined);
+    return run;
+  }
+
+  writePolicy(name: string, rules: PolicyRules, createdBy: string): Promise<void> {
+    return this.serial(async () => {
+      const record: PolicyRecord = { allow: [...rules.allow], deny: [...rules.deny], created_at: now(), created_by: createdBy };
+      await storeOp('write policy', () => this.records.put(paths.policy(this.info.uid, name), record));
+      this.policies.set(name, record);
+    });
+  }
+
+  policy(name: string): PolicyRecord {
+    const p = this.policies.get(name);
+    if (p === undefined) throw ErrPolicyNotFound;
+    return p;
+  }
+
+  deletePolicy(name: string): Promise<void> {
+    return this.serial(async () => {
+      if (!this.policies.has(name)) throw ErrPolicyNotFound;
+      await storeOp('delete policy', () => this.records.delete(paths.policy(this.info.uid, name)));
+      this.policies.delete(name);
+    });
+  }
+
+  assignPolicy(policy: string, identity: string, createdBy: string): Promise<void> {
+    return this.serial(async () => {
+      if (identity === this.info.admin) throw ErrAssignAdmin;
+      const record: IdentityRecord = { policy, created_at: now(), created_by: createdBy };
+      await storeOp('assign policy', () => this.records.put(paths.identity(this.info.uid, identity), record));
+      this.identities.set(identity, record);
+    });
+  }
+
+  deleteIdentity(identity: string): Promise<void> {
+    return this.serial(async () => {
+      if (identity === this.info.admin) throw ErrDeleteAdmin;
+      if (!this.identities.has(identity)) throw ErrIdentityNotFound;
+      await storeOp('delete identity', () => this.records.delete(paths.identity(this.info.uid, identity)));
+      this.identities.delete(identity);
+    });
+  }
+
+  // ---- secrets ----------------------------------------------------------------------------------------
+
+  async createSecret(name: string, bytes: Buffer, createdBy: string): Promise<void> {
+    const t = now();
+    const record: SecretRecord = { type: 'generic', bytes: bytes.toString('base64'), created_at: t, mod_time: t, created_by: createdBy };
+    const created = await storeOp('create secret', () => this.records.putIfAbsent(paths.secret(this.info.uid, name), record));
+    if (!created) throw ErrSecretExists;
+  }
+
+  async secret(name: string): Promise<SecretRecord> {
+    const record = await storeOp('read secret', () => this.records.get<SecretRecord>(paths.secret(this.info.uid, name)));
+    if (record === undefined) throw ErrSecretNotFound;
+    return record;
+  }
+
+  async deleteSecret(name: string): Promise<void> {
+    const deleted = await storeOp('delete secret', () => this.records.delete(paths.secret(this.info.uid, name)));
+    if (!deleted) throw ErrSecretNotFound;
+  }
+
+  listSecrets(namePrefix = ''): AsyncGenerator<{ name: string; record: SecretRecord }> {
+    return this.records.list<SecretRecord>(paths.secret(this.info.uid), namePrefix);
+  }
+}

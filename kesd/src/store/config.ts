@@ -1,0 +1,206 @@
+// The two YAML files of stateful mode (kes-protocol §9.1, §9.4):
+//   init.yml     input of `kesd init`, the KES v0.22 format plus `enclave.<name>.keys` and `tls.ca`;
+//   <dir>/.init  the server config `kesd init` writes and `kesd server` reads.
+// Both are read strictly (yaml-reader.ts): unknown fields are errors, `${VAR}` values come from the environment.
+import { readFile } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
+import { stringify } from 'yaml';
+import { writeFileAtomic } from './atomic.js';
+import { ConfigError, ENV_REF, Reader, type Y } from './yaml-reader.js';
+
+export { ConfigError } from './yaml-reader.js';
+
+export interface PolicyConfig { name: string; allow: string[]; deny: string[]; identities: string[] }
+export interface EnclaveConfig { name: string; admin: string; policies: PolicyConfig[]; keys: string[] }
+export interface InitConfig {
+  version: 'v1';
+  /** Defaults to 0.0.0.0:7373. */
+  address: string;
+  sysadmin: string;
+  tls: {
+    key: string; cert: string; password: string; ca?: string; verifyCert: boolean;
+    /** The VAR when the password was written as `${VAR}`: .init then stores the reference, not the secret. */
+    passwordEnv?: string;
+    /** Parsed and validated as KES does, not carried into .init. */
+    proxy: { identities: string[]; header: string };
+  };
+  unsealEnv: string;
+  enclaves: EnclaveConfig[];
+}
+export interface ServerConfig {
+  version: '1';
+  address: string;
+  /** Absolute paths. password may be a `${VAR}` reference, expanded by readServerConfig. */
+  tls: { key: string; cert: string; password?: string; ca?: string; verifyCert: boolean };
+  unsealEnv: string;
+  /** Keys declared per enclave in init.yml (`enclave.<name>.keys`), enclave name → key names. */
+  keys?: Record<string, string[]>;
+}
+
+export const SERVER_CONFIG_FILE = '.init';
+const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
+
+/** Parses and validates init.yml. */
+export function parseInitConfig(text: string, env: NodeJS.ProcessEnv): InitConfig {
+  const r = new Reader('init config', env);
+  const top = r.obj(r.parse(text), '', ['version', 'address', 'system', 'tls', 'unseal', 'enclave']);
+  const version = r.str(top.get('version'), 'version', true);
+  if (version !== 'v1') r.fail(`version '${version}' is not supported: must be 'v1'`);
+
+  const admin = r.obj(r.obj(top.get('system'), 'system', ['admin']).get('admin'), 'system.admin', ['identity']);
+  const sysadmin = r.identity(admin.get('identity'), 'system.admin.identity');
+
+  const unseal = r.obj(r.obj(top.get('unseal'), 'unseal', ['environment']).get('environment'), 'unseal.environment', ['name']);
+  const unsealEnv = r.str(unseal.get('name'), 'unseal.environment.name', true)!;
+  if (!ENV_NAME.test(unsealEnv)) r.fail(`'unseal.environment.name': '${unsealEnv}' is not a valid environment variable name`);
+
+  const tls = r.obj(top.get('tls'), 'tls', ['key', 'cert', 'password', 'ca', 'proxy', 'client']);
+  const proxy = r.obj(tls.get('proxy'), 'tls.proxy', ['identity', 'header']);
+  const password = r.str(tls.get('password'), 'tls.password') ?? '';
+  const passwordRef = ENV_REF.exec(String(tls.get('password') ?? '').trim()); // str() above checked it is a scalar
+  const ca = r.str(tls.get('ca'), 'tls.ca');
+  const config: InitConfig = {
+    version: 'v1',
+    address: r.address(top.get('address'), 'address'),
+    sysadmin,
+    tls: {
+      key: r.str(tls.get('key'), 'tls.key', true)!,
+      cert: r.str(tls.get('cert'), 'tls.cert', true)!,
+      password,
+      ...(passwordRef ? { passwordEnv: passwordRef[1]! } : {}),
+      ...(ca ? { ca } : {}),
+      verifyCert: r.bool(r.obj(tls.get('client'), 'tls.client', ['verify_cert']).get('verify_cert'), 'tls.client.verify_cert'),
+      proxy: {
+        identities: r.list(proxy.get('identity'), 'tls.proxy.identity').map((v, i) => r.identity(v, `tls.proxy.identity[${i}]`)),
+        header: r.str(r.obj(proxy.get('header'), 'tls.proxy.header', ['cert']).get('cert'), 'tls.proxy.header.cert') ?? 'X-Tls-Client-Cert',
+      },
+    },
+    unsealEnv,
+    enclaves: [],
+  };
+  for (const [name, v] of r.obj(top.get('enclave'), 'enclave', [])) config.enclaves.push(parseEnclave(r, name, v, sysadmin));
+  if (config.enclaves.length === 0) r.fail('no enclave configuration specified');
+  return config;
+}
+
+function parseEnclave(r: Reader, name: string, v: Y, sysadmin: string): EnclaveConfig {
+  const path = `enclave.${name}`;
+  r.name('enclave', name);
+  const e = r.obj(v, path, ['admin', 'policy', 'keys']);
+  const admin = r.identity(r.obj(e.get('admin'), `${path}.admin`, ['identity']).get('identity'), `${path}.admin.identity`);
+  if (admin === sysadmin) r.fail(`enclave '${name}': the enclave admin must not be the system admin`);
+
+  const owner = new Map<string, string>(); // identity → policy, to find identities assigned twice
+  const policies: PolicyConfig[] = [];
+  for (const [pname, pv] of r.obj(e.get('policy'), `${path}.policy`, [])) {
+    const ppath = `${path}.policy.${pname}`;
+    const where = `enclave '${name}': policy '${pname}'`;
+    r.name(`enclave '${name}': policy`, pname);
+    const p = r.obj(pv, ppath, ['allow', 'deny', 'identities']);
+    const patterns = (field: string) =>
+      r.list(p.get(field), `${ppath}.${field}`).map((x, i) => checkPattern(r, where, r.str(x, `${ppath}.${field}[${i}]`) ?? ''));
+    const identities = r.list(p.get('identities'), `${ppath}.identities`).map((x, i) => r.identity(x, `${ppath}.identities[${i}]`));
+    for (const id of identities) {
+      if (id === sysadmin) r.fail(`${where}: identity '${id}' is the system admin and cannot be assigned a policy`);
+      if (id === admin) r.fail(`${where}: identity '${id}' is the enclave admin and cannot be assigned a policy`);
+      const other = owner.get(id);
+      if (other !== undefined) r.fail(`${where}: identity '${id}' is already assigned to policy '${other}'`);
+      owner.set(id, pname);
+    }
+    policies.push({ name: pname, allow: patterns('allow'), deny: patterns('deny'), identities });
+  }
+
+  const keys: string[] = [];
+  r.list(e.get('keys'), `${path}.keys`).forEach((kv, i) => {
+    const k = r.str(r.obj(kv, `${path}.keys[${i}]`, ['name']).get('name'), `${path}.keys[${i}].name`, true)!;
+    r.name(`enclave '${name}': key`, k);
+    if (keys.includes(k)) r.fail(`enclave '${name}': key '${k}' is listed twice`);
+    keys.push(k);
+  });
+  return { name, admin, policies, keys };
+}
+
+// Newest-KES pattern semantics (kes-protocol §3.2): exact match, or a prefix ending in a single trailing '*'.
+function checkPattern(r: Reader, where: string, pattern: string): string {
+  if (pattern === '') r.fail(`${where}: empty pattern`);
+  const stem = pattern.endsWith('*') ? pattern.slice(0, -1) : pattern;
+  if (/[*?[\\]/.test(stem)) {
+    r.fail(`${where}: pattern '${pattern}' uses glob syntax that kesd does not support; only a trailing '*' is a wildcard`);
+  }
+  return pattern;
+}
+
+/** The .init content for an init.yml: TLS paths made absolute against `cwd` (KES resolves them against the cwd). */
+export function toServerConfig(init: InitConfig, cwd: string = process.cwd()): ServerConfig {
+  const password = init.tls.passwordEnv ? `\${${init.tls.passwordEnv}}` : init.tls.password;
+  const keys = init.enclaves.filter((e) => e.keys.length > 0).map((e) => [e.name, e.keys] as const);
+  return {
+    version: '1',
+    address: init.address,
+    tls: {
+      key: resolve(cwd, init.tls.key),
+      cert: resolve(cwd, init.tls.cert),
+      ...(password ? { password } : {}),
+      ...(init.tls.ca ? { ca: resolve(cwd, init.tls.ca) } : {}),
+      verifyCert: init.tls.verifyCert,
+    },
+    unsealEnv: init.unsealEnv,
+    ...(keys.length > 0 ? { keys: Object.fromEntries(keys) } : {}),
+  };
+}
+
+/** Writes <dir>/.init atomically, mode 0600. */
+export async function writeServerConfig(dir: string, cfg: ServerConfig): Promise<void> {
+  const doc = {
+    version: cfg.version,
+    address: cfg.address,
+    tls: {
+      key: cfg.tls.key,
+      cert: cfg.tls.cert,
+      password: cfg.tls.password ?? '',
+      ...(cfg.tls.ca ? { ca: cfg.tls.ca } : {}),
+      client: { verify_cert: cfg.tls.verifyCert },
+    },
+    unseal: { environment: { name: cfg.unsealEnv } },
+    ...(cfg.keys && Object.keys(cfg.keys).length > 0 ? { keys: cfg.keys } : {}),
+  };
+  await writeFileAtomic(join(dir, SERVER_CONFIG_FILE), stringify(doc), 0o600);
+}
+
+/** Reads <dir>/.init; `${VAR}` values (e.g. the key password) are expanded from `env`. */
+export async function readServerConfig(dir: string, env: NodeJS.ProcessEnv = process.env): Promise<ServerConfig> {
+  const path = join(dir, SERVER_CONFIG_FILE);
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') throw new ConfigError(`server config '${path}' does not exist (was the directory initialized with 'kesd init'?)`);
+    throw new ConfigError(`server config '${path}': cannot read: ${(err as Error).message}`);
+  }
+  const r = new Reader(`server config '${path}'`, env);
+  const top = r.obj(r.parse(text), '', ['version', 'address', 'tls', 'unseal', 'keys']);
+  const version = r.str(top.get('version'), 'version', true);
+  if (version !== '1') r.fail(`config version '${version}' is not supported`);
+  const tls = r.obj(top.get('tls'), 'tls', ['key', 'cert', 'password', 'ca', 'client']);
+  const password = r.str(tls.get('password'), 'tls.password');
+  const ca = r.str(tls.get('ca'), 'tls.ca');
+  const unseal = r.obj(r.obj(top.get('unseal'), 'unseal', ['environment']).get('environment'), 'unseal.environment', ['name']);
+  const keys = new Map<string, string[]>();
+  for (const [enclave, list] of r.obj(top.get('keys'), 'keys', [])) {
+    r.name('enclave', enclave);
+    keys.set(enclave, r.list(list, `keys.${enclave}`).map((k, i) => r.name(`enclave '${enclave}': key`, r.str(k, `keys.${enclave}[${i}]`, true)!)));
+  }
+  return {
+    version: '1',
+    address: r.address(top.get('address'), 'address'),
+    tls: {
+      key: r.str(tls.get('key'), 'tls.key', true)!,
+      cert: r.str(tls.get('cert'), 'tls.cert', true)!,
+      ...(password ? { password } : {}),
+      ...(ca ? { ca } : {}),
+      verifyCert: r.bool(r.obj(tls.get('client'), 'tls.client', ['verify_cert']).get('verify_cert'), 'tls.client.verify_cert'),
+    },
+    unsealEnv: r.str(unseal.get('name'), 'unseal.environment.name', true)!,
+    ...(keys.size > 0 ? { keys: Object.fromEntries(keys) } : {}),
+  };
+}

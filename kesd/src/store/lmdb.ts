@@ -1,0 +1,141 @@
+// The embedded Store backend: one LMDB environment, string keys (paths), raw binary values.
+//
+// Layout: `path` names a single data file (noSubdir), e.g. `<dir>/store.mdb`; LMDB keeps its reader table
+// in `<path>-lock` next to it. Several processes (cluster workers) may open the same file: LMDB allows
+// many readers and serialises writers through the lock file, and nothing here takes an exclusive lock.
+//
+// Durability: lmdb-js turns `overlappingSync` on by default on Linux. Its write promises then resolve once a
+// commit is *visible*, and the fsync happens later (node_modules/lmdb/README.md, "Overlapping Sync Options").
+// We turn it off. The writer thread then starts each transaction without MDB_NOSYNC
+// (node_modules/lmdb/src/writer.cpp, WriteWorker::Write), so mdb_txn_commit fdatasyncs the data pages and
+// the meta page before it returns, and the write promise settles only after that. The README's put() contract:
+// "Once the promise resolves, the transaction will have been fully written to the physical storage medium".
+// A kill -9 test cannot tell these modes apart (the page cache survives the process); an strace of a put
+// shows fdatasync returning before the promise settles. Open the file only through openLmdbStore, so no
+// handle in the process ever turns overlappingSync back on.
+import { mkdir } from 'node:fs/promises';
+import { dirname } from 'node:path';
+import { open, IF_EXISTS, type RootDatabase } from 'lmdb';
+import type { Store, StoreRecord } from './store.js';
+import { syncDir } from './atomic.js';
+
+// The map is reserved address space, not disk: the file grows with its data. 64 GiB leaves room for a
+// very large key store; lmdb-js also grows the map itself when a commit needs more (its mdb.c addition).
+const MAP_SIZE = 64 * 1024 ** 3;
+const noop = () => {};
+
+export class StoreError extends Error {
+  override name = 'StoreError';
+}
+
+class LmdbStore implements Store {
+  private closed = false;
+
+  constructor(
+    private readonly db: RootDatabase<Buffer, string>,
+    private readonly path: string,
+  ) {}
+
+  async get(path: string): Promise<Uint8Array | undefined> {
+    this.assertOpen();
+    return this.db.get(path);
+  }
+
+  async putIfAbsent(path: string, value: Uint8Array): Promise<boolean> {
+    this.assertOpen();
+    // The condition is checked inside the writer's transaction, so concurrent callers (threads or
+    // processes) cannot both win. Resolves true iff the condition held and the put was committed.
+    return this.wrap('put', path, () => this.db.ifNoExists(path, () => void this.db.put(path, value as Buffer)));
+  }
+
+  async put(path: string, value: Uint8Array): Promise<void> {
+    this.assertOpen();
+    await this.wrap('put', path, () => this.db.put(path, value as Buffer));
+  }
+
+  async delete(path: string): Promise<boolean> {
+    this.assertOpen();
+    // A plain remove() resolves true even when nothing was there; conditioning it on existence gives the
+    // "was something deleted" answer atomically.
+    return this.wrap('delete', path, () => this.db.ifVersion(path, IF_EXISTS, () => void this.db.remove(path)));
+  }
+
+  async *list(prefix: string): AsyncIterable<StoreRecord> {
+    this.assertOpen();
+    // getRange walks a cursor lazily: one record is decoded per step, so memory stays flat. String keys
+    // sort by their UTF-8 bytes, so all keys with the prefix are contiguous from `start: prefix` onwards.
+    const range = this.db.getRange(prefix === '' ? {} : { start: prefix });
+    for (const { key, value } of range) {
+      if (typeof key !== 'string' || !key.startsWith(prefix)) break;
+      yield { path: key, value };
+    }
+  }
+
+  async status(): Promise<void> {
+    this.assertOpen();
+    this.db.getStats(); // a real read of the environment: throws if it is unusable
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await this.db.close();
+  }
+
+  // Besides the promise a write returns, lmdb-js may create a shared commit promise that nobody holds
+  // (seen with conditional writes of large values). If that commit fails, the orphan rejects unobserved and
+  // Node kills the process. `committed.then` attaches to the current one; the failure itself is reported
+  // through the write's own promise.
+  private observeCommit(): void {
+    this.db.committed.then(noop, noop);
+  }
+
+  private assertOpen(): void {
+    if (this.closed) throw new StoreError(`store '${this.path}' is closed`);
+  }
+
+  // Turns both synchronous throws (e.g. key too large) and commit failures (MDB_MAP_FULL, ENOSPC, EIO)
+  // into a rejected promise with context; the process keeps running.
+  private async wrap<T>(op: string, path: string, start: () => Promise<T>): Promise<T> {
+    try {
+      const pending = start();
+      this.observeCommit();
+      return await pending;
+    } catch (err) {
+      this.observeCommit();
+      const reason = await commitFailure(err);
+      throw new StoreError(`store: ${op} '${path}' failed: ${reason}`, { cause: err });
+    }
+  }
+}
+
+// A failed commit rejects with "Commit failed (see commitError for details)" and carries the real error as
+// `commitError`, a second promise that lmdb-js rejects in the same native callback. Left unobserved, that
+// promise is an unhandled rejection, which kills the process; so observe it and report its message.
+async function commitFailure(err: unknown): Promise<string> {
+  const pending = (err as { commitError?: Promise<unknown> } | null)?.commitError;
+  if (!pending || typeof pending.then !== 'function') return (err as Error).message;
+  let detail: string | undefined;
+  pending.catch((e: unknown) => void (detail = (e as Error)?.message));
+  await new Promise((r) => setImmediate(r));
+  return detail ?? (err as Error).message;
+}
+
+export async function openLmdbStore(path: string): Promise<Store> {
+  const dir = dirname(path);
+  await mkdir(dir, { recursive: true });
+  let db: RootDatabase<Buffer, string>;
+  try {
+    db = open<Buffer, string>({
+      path,
+      noSubdir: true,
+      encoding: 'binary',
+      overlappingSync: false,
+      mapSize: MAP_SIZE,
+    });
+  } catch (err) {
+    throw new StoreError(`store: cannot open '${path}': ${(err as Error).message}`, { cause: err });
+  }
+  await syncDir(dir); // make the new file's directory entry durable too
+  return new LmdbStore(db, path);
+}

@@ -1,0 +1,22 @@
+// The storage seam: a small ordered key-value interface. The embedded LMDB backend implements it;
+// a replicated backend (etcd) can implement it later. Values are opaque bytes (already sealed above this layer).
+export interface StoreRecord {
+  readonly path: string;
+  readonly value: Uint8Array;
+}
+
+export interface Store {
+  /** The value at path, or undefined. */
+  get(path: string): Promise<Uint8Array | undefined>;
+  /** Writes value only if path is absent. Resolves true if written, false if it existed. Durable on resolve. */
+  putIfAbsent(path: string, value: Uint8Array): Promise<boolean>;
+  /** Creates or replaces. Durable on resolve. */
+  put(path: string, value: Uint8Array): Promise<void>;
+  /** Resolves true if something was deleted. Durable on resolve. */
+  delete(path: string): Promise<boolean>;
+  /** All records whose path starts with prefix, in ascending path order, streamed (never buffered whole). */
+  list(prefix: string): AsyncIterable<StoreRecord>;
+  /** Throws if the backend cannot serve (used by /v1/ready and /v1/status). */
+  status(): Promise<void>;
+  close(): Promise<void>;
+}

@@ -1,0 +1,196 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { createInterface } from 'node:readline';
+import { openLmdbStore } from '../../kesd/src/store/lmdb.js';
+import type { Store } from '../../kesd/src/store/store.js';
+
+const repoRoot = fileURLToPath(new URL('../../', import.meta.url));
+const lmdbModule = pathToFileURL(join(repoRoot, 'kesd/src/store/lmdb.ts')).href;
+
+function tempDir(t: { after(fn: () => void): void }): string {
+  const dir = mkdtempSync(join(tmpdir(), 'kesd-lmdb-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  return dir;
+}
+
+async function withStore(t: { after(fn: () => void): void }, fn: (s: Store, file: string) => Promise<void>): Promise<void> {
+  const file = join(tempDir(t), 'store.mdb');
+  const s = await openLmdbStore(file);
+  try {
+    await fn(s, file);
+  } finally {
+    await s.close();
+  }
+}
+
+const b = (s: string) => Buffer.from(s);
+async function paths(s: Store, prefix: string): Promise<string[]> {
+  const out: string[] = [];
+  for await (const r of s.list(prefix)) out.push(r.path);
+  return out;
+}
+
+test('put, get, overwrite and missing paths', (t) =>
+  withStore(t, async (s) => {
+    assert.equal(await s.get('a/x'), undefined);
+    await s.put('a/x', b('one'));
+    assert.deepEqual(Buffer.from((await s.get('a/x'))!), b('one'));
+    await s.put('a/x', new Uint8Array([0, 255, 7]));
+    assert.deepEqual(Buffer.from((await s.get('a/x'))!), Buffer.from([0, 255, 7]));
+    await s.status();
+  }));
+
+test('putIfAbsent writes only when absent', (t) =>
+  withStore(t, async (s) => {
+    assert.equal(await s.putIfAbsent('k', b('first')), true);
+    assert.equal(await s.putIfAbsent('k', b('second')), false);
+    assert.deepEqual(Buffer.from((await s.get('k'))!), b('first'));
+  }));
+
+test('50 concurrent putIfAbsent on one path: exactly one wins and its value is stored', (t) =>
+  withStore(t, async (s) => {
+    const results = await Promise.all(Array.from({ length: 50 }, (_, i) => s.putIfAbsent('race', b(`v${i}`))));
+    const winners = results.flatMap((ok, i) => (ok ? [i] : []));
+    assert.equal(winners.length, 1);
+    assert.deepEqual(Buffer.from((await s.get('race'))!), b(`v${winners[0]}`));
+  }));
+
+test('delete reports whether something was deleted', (t) =>
+  withStore(t, async (s) => {
+    await s.put('d', b('x'));
+    assert.equal(await s.delete('d'), true);
+    assert.equal(await s.get('d'), undefined);
+    assert.equal(await s.delete('d'), false);
+    assert.equal(await s.delete('never'), false);
+  }));
+
+test('list returns exactly the prefix, in ascending order', (t) =>
+  withStore(t, async (s) => {
+    for (const p of ['b', 'a/2', 'ab', 'a/10', 'a', 'a/', 'ab/1', 'a/1', 'a0', 'a.']) await s.put(p, b(p));
+    assert.deepEqual(await paths(s, 'a/'), ['a/', 'a/1', 'a/10', 'a/2']);
+    assert.deepEqual(await paths(s, 'ab'), ['ab', 'ab/1']);
+    assert.deepEqual(await paths(s, 'a'), ['a', 'a.', 'a/', 'a/1', 'a/10', 'a/2', 'a0', 'ab', 'ab/1']);
+    assert.deepEqual(await paths(s, ''), ['a', 'a.', 'a/', 'a/1', 'a/10', 'a/2', 'a0', 'ab', 'ab/1', 'b']);
+    assert.deepEqual(await paths(s, 'zzz'), []);
+    assert.deepEqual(await paths(s, 'a/2/'), []);
+    for await (const r of s.list('ab/')) assert.deepEqual(Buffer.from(r.value), b(r.path));
+  }));
+
+test('list is a lazy async iterator that can stop early and survives concurrent writes', (t) =>
+  withStore(t, async (s) => {
+    await Promise.all(Array.from({ length: 2000 }, (_, i) => s.put(`e/${String(i).padStart(5, '0')}`, b(`${i}`))));
+    const iterable = s.list('e/');
+    assert.equal(typeof iterable[Symbol.asyncIterator], 'function');
+    const it = iterable[Symbol.asyncIterator]();
+    const first = await it.next();
+    assert.equal(first.done, false);
+    assert.equal(first.value.path, 'e/00000');
+    await it.return?.();
+    assert.equal((await it.next()).done, true);
+
+    let n = 0;
+    for await (const r of s.list('e/')) {
+      if (n % 500 === 0) await s.put(`e/zz${n}`, b('late')); // writes while a cursor is open
+      assert.ok(r.path.startsWith('e/'));
+      if (++n === 1500) break;
+    }
+    assert.equal(n, 1500);
+    assert.equal((await paths(s, 'e/')).length, 2003); // 2000 + the puts at n = 0, 500, 1000
+  }));
+
+test('data survives close and reopen; a closed store rejects', async (t) => {
+  const file = join(tempDir(t), 'nested', 'store.mdb');
+  const s1 = await openLmdbStore(file);
+  await s1.put('p/1', b('one'));
+  assert.equal(await s1.putIfAbsent('p/2', b('two')), true);
+  await s1.close();
+  await assert.rejects(s1.get('p/1'), /closed/);
+  await assert.rejects(s1.put('p/3', b('x')), /closed/);
+  await assert.rejects(s1.status(), /closed/);
+
+  const s2 = await openLmdbStore(file);
+  t.after(() => s2.close());
+  assert.deepEqual(Buffer.from((await s2.get('p/1'))!), b('one'));
+  assert.deepEqual(await paths(s2, 'p/'), ['p/1', 'p/2']);
+});
+
+// The child writes with 16 writes in flight and prints "ack <i>" only after a write's promise resolved.
+const WRITER = `
+import { openLmdbStore } from ${JSON.stringify(lmdbModule)};
+const s = await openLmdbStore(process.argv[2]);
+let next = 0;
+async function worker() {
+  for (;;) {
+    const i = next++;
+    await s.put('w/' + i, Buffer.from('value-' + i));
+    process.stdout.write('ack ' + i + '\\n');
+  }
+}
+for (let k = 0; k < 16; k++) worker();
+`;
+
+test('every acknowledged write survives kill -9 of the writing process (another process has it open)', async (t) => {
+  const dir = tempDir(t);
+  const file = join(dir, 'store.mdb');
+  const script = join(dir, 'writer.mjs');
+  writeFileSync(script, WRITER);
+  const reader = await openLmdbStore(file); // a second process on the same environment, open throughout
+  t.after(() => reader.close());
+
+  const child = spawn(process.execPath, ['--import', 'tsx', script, file], { cwd: repoRoot, stdio: ['ignore', 'pipe', 'inherit'] });
+  const acked: number[] = [];
+  const exited = new Promise<NodeJS.Signals | null>((r) => child.on('exit', (_code, sig) => r(sig)));
+  for await (const line of createInterface({ input: child.stdout! })) {
+    const m = /^ack (\d+)$/.exec(line);
+    if (m) acked.push(Number(m[1]));
+    if (acked.length === 300) child.kill('SIGKILL');
+  }
+  assert.equal(await exited, 'SIGKILL');
+  assert.ok(acked.length >= 300);
+
+  for (const i of acked) assert.deepEqual(Buffer.from((await reader.get(`w/${i}`)) ?? []), b(`value-${i}`), `w/${i} (live reader)`);
+  await reader.close();
+  const reopened = await openLmdbStore(file);
+  t.after(() => reopened.close());
+  for (const i of acked) assert.deepEqual(Buffer.from((await reopened.get(`w/${i}`)) ?? []), b(`value-${i}`), `w/${i} (reopened)`);
+  await reopened.put('after-crash', b('ok')); // the dead writer's lock did not wedge the environment
+  assert.equal(await reopened.putIfAbsent('after-crash', b('x')), false);
+});
+
+// Under RLIMIT_FSIZE the commit's page writes fail (EFBIG / short write), like a full disk.
+const FILLER = `
+import { openLmdbStore } from ${JSON.stringify(lmdbModule)};
+const s = await openLmdbStore(process.argv[2]);
+await s.put('small', Buffer.alloc(10));
+try { await s.put('big', Buffer.alloc(16 << 20)); console.log('big-written'); } catch (e) { console.log('rejected ' + e.name + ': ' + e.message); }
+try { await s.putIfAbsent('big2', Buffer.alloc(16 << 20)); console.log('big2-written'); } catch (e) { console.log('rejected ' + e.name + ': ' + e.message); }
+const settled = await Promise.allSettled([s.put('c1', Buffer.alloc(10)), s.putIfAbsent('c2', Buffer.alloc(16 << 20)), s.delete('small')]);
+console.log('batch ' + settled.map((r) => r.status).join(','));
+console.log('big-present ' + ((await s.get('big')) !== undefined || (await s.get('big2')) !== undefined));
+await s.put('small2', Buffer.alloc(10));
+await s.status();
+console.log('still-writable ' + (await s.get('small2')).length);
+await s.close();
+`;
+
+test('a failed commit (file size limit, like a full disk) rejects the write and the process keeps serving', async (t) => {
+  const dir = tempDir(t);
+  const script = join(dir, 'filler.mjs');
+  writeFileSync(script, FILLER);
+  const r = spawnSync('sh', ['-c', 'ulimit -f 2048 && exec "$@"', 'sh', process.execPath, '--import', 'tsx', script, join(dir, 'store.mdb')], {
+    cwd: repoRoot,
+    encoding: 'utf8',
+  });
+  assert.equal(r.status, 0, r.stderr);
+  assert.match(r.stdout, /^rejected StoreError: store: put 'big' failed: .+$/m);
+  assert.match(r.stdout, /^rejected StoreError: store: put 'big2' failed: .+$/m);
+  // Writes of one event turn share a transaction, so the small neighbours may fail with it; none may crash.
+  assert.match(r.stdout, /^batch (fulfilled|rejected),rejected,(fulfilled|rejected)$/m);
+  assert.match(r.stdout, /^big-present false$/m);
+  assert.match(r.stdout, /^still-writable 10$/m);
+});
