@@ -25,14 +25,24 @@ export function kesd(args: string[], opts: { env?: NodeJS.ProcessEnv; cwd?: stri
 }
 
 /** Starts `kesd server`, resolving with the port once it listens (or rejecting with its output if it exits). */
-export function startServer(args: string[], env: NodeJS.ProcessEnv): Promise<{ child: ChildProcess; port: number; output: () => string }> {
+export interface ServerProcess {
+  readonly child: ChildProcess;
+  readonly port: number;
+  /** What the server wrote so far to stderr (logs) and stdout (audit lines). */
+  output(): string;
+  stdout(): string;
+}
+
+export function startServer(args: string[], env: NodeJS.ProcessEnv): Promise<ServerProcess> {
   return new Promise((res, rej) => {
-    const child = spawn(process.execPath, [KESD_BIN, 'server', ...args], { env, stdio: ['ignore', 'ignore', 'pipe'] });
+    const child = spawn(process.execPath, [KESD_BIN, 'server', ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
     let stderr = '';
+    let stdout = '';
+    child.stdout!.on('data', (d) => (stdout += d));
     child.stderr!.on('data', (d) => {
       stderr += d;
       const m = /listening on \S+:(\d+)/.exec(stderr);
-      if (m) res({ child, port: Number(m[1]), output: () => stderr });
+      if (m) res({ child, port: Number(m[1]), output: () => stderr, stdout: () => stdout });
     });
     child.on('exit', (code) => rej(new Error(`kesd server exited with ${code}: ${stderr}`)));
   });
