@@ -2,10 +2,11 @@
 import { clientCommands } from './cli/client.js';
 import { CliError, type Command } from './cli/command.js';
 import { identityCommands } from './cli/identity.js';
+import { importCommands } from './cli/import.js';
 import { serverCommands } from './cli/server.js';
 import { VERSION } from './version.js';
 
-const commands: readonly Command[] = [...serverCommands, ...identityCommands, ...clientCommands];
+const commands: readonly Command[] = [...serverCommands, ...identityCommands, ...importCommands, ...clientCommands];
 
 function help(): string {
   const width = Math.max(...commands.map((c) => c.name.length));

@@ -50,7 +50,7 @@ async function writeNdjson(res: ServerResponse, lines: AsyncIterable<unknown>): 
 }
 
 function writeReply(res: ServerResponse, reply: Reply): void | Promise<void> {
-  if (reply === STREAMING) return;
+  if (reply === STREAMING || res.headersSent) return; // headers sent: the route timed out meanwhile
   if (reply === undefined) {
     res.writeHead(200, { 'content-length': 0 });
     res.end();
@@ -66,8 +66,15 @@ function writeReply(res: ServerResponse, reply: Reply): void | Promise<void> {
   }
 }
 
-/** Reads at most maxBody bytes; a larger body is 413 and never buffered. */
+/**
+ * Reads at most maxBody bytes; a larger body is 413 and never buffered. Routes without a body ignore one,
+ * as KES does (its body limit only bites when a handler reads).
+ */
 function readBody(req: IncomingMessage, maxBody: number, done: (err: KesError | undefined, body: Buffer) => void): void {
+  if (maxBody === 0) {
+    req.resume();
+    return done(undefined, EMPTY);
+  }
   const declared = Number(req.headers['content-length'] ?? 0);
   if (declared > maxBody) return done(ErrBodyTooLarge, EMPTY);
   if (req.readableEnded || (declared === 0 && req.headers['transfer-encoding'] === undefined)) {

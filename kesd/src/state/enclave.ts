@@ -17,6 +17,13 @@ export interface CachedKey {
 
 const now = () => new Date().toISOString();
 
+export interface KeyMaterial {
+  readonly algorithm: Algorithm;
+  readonly bytes: Buffer;
+  readonly hmac?: Buffer;
+  readonly createdAt?: string;
+}
+
 /** Runs store writes and maps backend failures to a 502 that names the operation, as KES does. */
 async function storeOp<T>(what: string, op: () => Promise<T>): Promise<T> {
   try {
@@ -90,13 +97,14 @@ export class Enclave {
     }
   }
 
-  async createKey(name: string, createdBy: string, material?: { algorithm: Algorithm; bytes: Buffer }): Promise<void> {
+  /** Creates a key: random material, or imported material (a migration may also carry its HMAC key and dates). */
+  async createKey(name: string, createdBy: string, material?: KeyMaterial): Promise<void> {
     const secret = material ?? newSecretKey();
     const record: KeyRecord = {
       algorithm: secret.algorithm,
       key: Buffer.from(secret.bytes).toString('base64'),
-      hmac: randomBytes(32).toString('base64'),
-      created_at: now(),
+      hmac: (material?.hmac ?? randomBytes(32)).toString('base64'),
+      created_at: material?.createdAt ?? now(),
       created_by: createdBy,
     };
     await this.withKeyLock(name, async () => {
