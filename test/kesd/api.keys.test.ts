@@ -256,6 +256,9 @@ test('bulk decrypt returns the plaintexts in request order', async () => {
   items.reverse();
   const r = await ok(admin('POST', `/v1/key/bulk/decrypt/${name}`, items.map(({ ciphertext, context }) => ({ ciphertext, context }))));
   assert.deepEqual(r.json(), items.map(({ word }) => ({ plaintext: b64(word) })));
+  // One ciphertext that does not decrypt fails the whole call.
+  const bad = [...items.map(({ ciphertext, context }) => ({ ciphertext, context })), { ciphertext: items[0]!.ciphertext }];
+  assertError(await admin('POST', `/v1/key/bulk/decrypt/${name}`, bad), 400, 'decryption failed: ciphertext is not authentic');
 });
 
 test('bulk decrypt of more than 1000 ciphertexts is 400 too many ciphertexts', async () => {
@@ -370,6 +373,20 @@ for (const [sent, name] of invalidNames) {
     assertError(await admin('GET', `/v1/key/describe/${sent}`), 400, message);
   });
 }
+
+test('a percent-escaped key name is decoded', async () => {
+  const name = fresh('esc');
+  await ok(admin('POST', `/v1/key/create/${name.replace('-', '%2D')}`));
+  assert.equal((await ok(admin('GET', `/v1/key/describe/${name}`))).json().name, name);
+});
+
+test('concurrent creates of one key name: exactly one succeeds', async () => {
+  const name = fresh('race');
+  const replies = await Promise.all(Array.from({ length: 8 }, (_, i) => admin(i % 2 ? 'PUT' : 'POST', `/v1/key/create/${name}`)));
+  assert.equal(replies.filter((r) => r.status === 200).length, 1, replies.map((r) => r.text).join(' | '));
+  for (const r of replies.filter((r) => r.status !== 200)) assertError(r, 400, 'key already exists');
+  await ok(admin('POST', `/v1/key/generate/${name}`, {}));
+});
 
 test('an 80-character key name is valid', async () => {
   const name = `${fresh('long')}-`.padEnd(80, 'x');
