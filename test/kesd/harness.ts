@@ -59,6 +59,8 @@ export interface TestServerOptions {
   readonly keys?: string[];
   readonly userPolicy?: { allow: string[]; deny: string[] };
   readonly verifyCert?: boolean;
+  /** Make this identity (e.g. of an API key) the 'default' enclave's admin instead of the generated one. */
+  readonly adminIdentity?: string;
 }
 
 export async function startTestServer(opts: TestServerOptions = {}): Promise<TestServer> {
@@ -77,7 +79,7 @@ export async function startTestServer(opts: TestServerOptions = {}): Promise<Tes
     enclaves: [
       {
         name: 'default',
-        admin: admin.identity,
+        admin: opts.adminIdentity ?? admin.identity,
         policies: [{ name: 'app', ...(opts.userPolicy ?? { allow: ['/v1/key/*', '/v1/status'], deny: ['/v1/key/delete/*'] }), identities: [user.identity] }],
         keys: opts.keys ?? ['minio-default'],
       },

@@ -1,0 +1,16 @@
+// Paths of the real peer binaries built by `npm run peers` (scripts/peers.mjs, versions in peers.json).
+import { existsSync, readFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+
+const repo = resolve(import.meta.dirname, '../..');
+const binJson = join(resolve(process.env.KESD_PEERS_DIR ?? join(repo, '.peers')), 'bin.json');
+
+export type Peer = 'minio' | 'mc' | 'kes-v0.22' | 'kes-latest';
+
+/** The binary of a peer; throws (never skips) when it was not built, so a missing peer is a red run. */
+export function peer(name: Peer): string {
+  if (!existsSync(binJson)) throw new Error(`peers not built: ${binJson} is missing; run 'npm run peers'`);
+  const path = (JSON.parse(readFileSync(binJson, 'utf8')) as Record<string, string>)[name];
+  if (!path || !existsSync(path)) throw new Error(`peer '${name}' is not built; run 'npm run peers'`);
+  return path;
+}
