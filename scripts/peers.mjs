@@ -1,16 +1,18 @@
 #!/usr/bin/env node
 // Builds the real interop peers (minio, mc, kes …) pinned in peers.json with `go install module@version`.
-// Each peer+version gets its own directory under $KESD_PEERS_DIR or <repo>/.peers, so a version change
+// Each peer+version gets its own directory under $KESD_PEERS_DIR or ~/.cache/stateful-kes/peers (outside the
+// clone, so fresh clones on the same machine reuse the builds), so a version change
 // rebuilds and an unchanged one is reused. Prints and writes <dir>/bin.json: name → absolute binary path.
 //   node scripts/peers.mjs           build what is missing (sequentially), then print the map
 //   node scripts/peers.mjs --check   exit 0 if every binary exists, else 1; never builds
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync, createWriteStream } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { homedir } from 'node:os';
 
 const repo = resolve(dirname(fileURLToPath(import.meta.url)), '..');
-const dir = resolve(process.env.KESD_PEERS_DIR || join(repo, '.peers'));
+const dir = resolve(process.env.KESD_PEERS_DIR || join(process.env.XDG_CACHE_HOME || join(homedir(), '.cache'), 'stateful-kes', 'peers'));
 const peers = JSON.parse(readFileSync(join(repo, 'peers.json'), 'utf8'));
 const check = process.argv.includes('--check');
 
@@ -30,29 +32,39 @@ function elapsed(start) {
   return `${Math.floor(s / 60)}m${String(s % 60).padStart(2, '0')}s`;
 }
 
-// `go install module@version` into peer.home, its output going to <home>/build.log; resolves to the exit code.
-function goInstall(peer, log) {
-  const env = {
-    ...process.env,
-    GOBIN: peer.home,
-    GOFLAGS: `${process.env.GOFLAGS ?? ''} -trimpath`.trim(),
-    CGO_ENABLED: '0',
-  };
-  const child = spawn('go', ['install', '-v', `${peer.module}@${peer.version}`], { env, stdio: ['ignore', 'pipe', 'pipe'] });
-  const out = createWriteStream(log);
-  let lines = 0;
-  for (const stream of [child.stdout, child.stderr]) {
-    stream.on('data', (chunk) => {
-      out.write(chunk);
-      lines += chunk.toString().split('\n').length - 1;
-    });
-  }
-  const start = Date.now();
-  const beat = setInterval(() => console.log(`  … ${peer.name}: ${elapsed(start)}, ${lines} packages/lines so far`), 60_000);
+const goEnv = { ...process.env, GOFLAGS: `${process.env.GOFLAGS ?? ''} -trimpath`.trim(), CGO_ENABLED: '0' };
+
+// Runs `go args…` in cwd with its output appended to log; resolves to the exit code.
+function go(args, { cwd, log, env = goEnv }) {
+  const out = createWriteStream(log, { flags: 'a' });
+  out.write(`$ go ${args.join(' ')}\n`);
+  const child = spawn('go', args, { cwd, env, stdio: ['ignore', 'pipe', 'pipe'] });
+  child.stdout.pipe(out, { end: false });
+  child.stderr.pipe(out, { end: false });
   return new Promise((done) => {
-    child.on('error', (err) => out.end(`\n${err.message}\n`, () => (clearInterval(beat), done(127))));
-    child.on('close', (code) => out.end(() => (clearInterval(beat), done(code ?? 1))));
+    child.on('error', (err) => out.end(`${err.message}\n`, () => done(127)));
+    child.on('close', (code) => out.end(() => done(code ?? 1)));
   });
+}
+
+// `go install module@version` with GOBIN=peer.home. The proxy here refuses the version list of some
+// modules (github.com/minio/kes: 403), which `go install` needs for its deprecation check; then the same
+// build list is built from a throwaway module instead (`go get` + `go build`), with the GODEBUG defaults
+// `go install` would use (those of the module's own go line).
+async function build(peer, log) {
+  const code = await go(['install', '-v', `${peer.module}@${peer.version}`], { cwd: peer.home, log, env: { ...goEnv, GOBIN: peer.home } });
+  if (code === 0 || !/loading deprecation for .*@v\/list: 403/s.test(readFileSync(log, 'utf8'))) return code;
+  console.log(`  ${peer.name}: the proxy refuses the module's version list, so go install can't run; building via a throwaway module`);
+  const cwd = join(peer.home, 'mod');
+  rmSync(cwd, { recursive: true, force: true });
+  mkdirSync(cwd);
+  for (const args of [['mod', 'init', 'peers-build'], ['get', `${peer.module}@${peer.version}`]]) {
+    const step = await go(args, { cwd, log });
+    if (step !== 0) return step;
+  }
+  const moduleGo = spawnSync('go', ['list', '-f', '{{.Module.GoVersion}}', peer.module], { cwd, env: goEnv, encoding: 'utf8' }).stdout.trim();
+  const step = await go(['mod', 'edit', `-godebug=default=go${moduleGo || '1.20'}`], { cwd, log });
+  return step || go(['build', '-v', '-o', peer.built, peer.module], { cwd, log });
 }
 
 const missing = entries.filter((p) => !existsSync(p.bin));
@@ -71,12 +83,16 @@ for (const [i, p] of entries.entries()) {
   console.log(`${tag}: building (go install; minio takes 10-25 min on 2 cores) …`);
   mkdirSync(p.home, { recursive: true });
   const log = join(p.home, 'build.log');
+  rmSync(log, { force: true });
   const start = Date.now();
-  const code = await goInstall(p, log);
+  const lastLine = () => readFileSync(log, 'utf8').trimEnd().split('\n').pop();
+  const beat = setInterval(() => console.log(`  … ${p.name}: ${elapsed(start)}, at ${lastLine()}`), 60_000);
+  const code = await build(p, log);
+  clearInterval(beat);
   if (code !== 0 || !existsSync(p.built)) {
     const tail = readFileSync(log, 'utf8').trimEnd().split('\n').slice(-40).join('\n');
     console.error(tail);
-    fail(`building ${p.name} (${p.module}@${p.version}) failed: ${code !== 0 ? `go install exited ${code}` : `no ${p.built} produced`}; full log: ${log}`);
+    fail(`building ${p.name} (${p.module}@${p.version}) failed: ${code !== 0 ? `go exited ${code}` : `no ${p.built} produced`}; full log: ${log}`);
   }
   if (p.built !== p.bin) {
     rmSync(p.bin, { force: true });

@@ -1,9 +1,10 @@
 // Paths of the real peer binaries built by `npm run peers` (scripts/peers.mjs, versions in peers.json).
 import { existsSync, readFileSync } from 'node:fs';
+import { homedir } from 'node:os';
 import { join, resolve } from 'node:path';
 
-const repo = resolve(import.meta.dirname, '../..');
-const binJson = join(resolve(process.env.KESD_PEERS_DIR ?? join(repo, '.peers')), 'bin.json');
+const cache = process.env.KESD_PEERS_DIR || join(process.env.XDG_CACHE_HOME || join(homedir(), '.cache'), 'stateful-kes', 'peers');
+const binJson = join(resolve(cache), 'bin.json');
 
 export type Peer = 'minio' | 'mc' | 'kes-v0.22' | 'kes-latest';
 
