@@ -1,8 +1,8 @@
 // `kesd init` and `kesd server`: the stateful data dir, as in `kes init` / `kes server <dir>` of KES v0.22.
 import { existsSync } from 'node:fs';
-import { mkdir, readFile, rename, rm } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rename, rm } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
-import { parseInitConfig, readServerConfig, toServerConfig, writeServerConfig, type InitConfig, type ServerConfig } from '../store/config.js';
+import { parseInitConfig, readServerConfig, SERVER_CONFIG_FILE, toServerConfig, writeServerConfig, type InitConfig, type ServerConfig } from '../store/config.js';
 import { syncDir } from '../store/atomic.js';
 import { openLmdbStore } from '../store/lmdb.js';
 import { openSealedRootKey, readUnsealKey, writeSealedRootKey, type RootKeyInfo } from '../store/unseal.js';
@@ -18,17 +18,39 @@ export const STORE_FILE = 'db';
 
 const initUsage = 'kesd init --config <init.yml> [--force] <dir>';
 
-/** Creates enclaves, policies, assignments and declared keys of an init.yml inside an open System. */
-export async function applyInitConfig(system: System, init: InitConfig): Promise<void> {
+/**
+ * Brings a System in line with an init.yml: creates missing enclaves, writes policies that differ, assigns declared
+ * identities, creates missing keys. Idempotent, so it runs at init and (with `server --init`) at every start;
+ * what was created through the API is left alone.
+ */
+export async function applyDeclarations(system: System, init: InitConfig): Promise<number> {
+  let changes = 0;
   for (const e of init.enclaves) {
-    const enclave = await system.createEnclave(e.name, e.admin, init.sysadmin);
-    for (const p of e.policies) {
-      await enclave.writePolicy(p.name, { allow: p.allow, deny: p.deny }, init.sysadmin);
-      for (const id of p.identities) await enclave.assignPolicy(p.name, id, init.sysadmin);
+    let enclave = system.enclaves.get(e.name);
+    if (enclave === undefined) {
+      enclave = await system.createEnclave(e.name, e.admin, init.sysadmin);
+      changes++;
+    } else if (enclave.info.admin !== e.admin) {
+      throw new CliError(`enclave '${e.name}' exists with admin ${enclave.info.admin}, but init.yml names ${e.admin}; an enclave admin cannot change`);
     }
-    for (const k of e.keys) await enclave.createKey(k, init.sysadmin);
+    for (const p of e.policies) {
+      const current = enclave.policies.get(p.name);
+      if (current === undefined || !sameList(current.allow, p.allow) || !sameList(current.deny, p.deny)) {
+        await enclave.writePolicy(p.name, { allow: p.allow, deny: p.deny }, init.sysadmin);
+        changes++;
+      }
+      for (const id of p.identities) {
+        if (enclave.identities.get(id)?.policy === p.name) continue;
+        await enclave.assignPolicy(p.name, id, init.sysadmin);
+        changes++;
+      }
+    }
+    changes += await ensureDeclaredKeys(system, { [e.name]: e.keys }, init.sysadmin);
   }
+  return changes;
 }
+
+const sameList = (a: readonly string[], b: readonly string[]) => a.length === b.length && a.every((x, i) => x === b[i]);
 
 /** Creates every declared key that is missing; existing keys are left alone. */
 export async function ensureDeclaredKeys(system: System, declared: Record<string, string[]>, sysadmin: string): Promise<number> {
@@ -51,12 +73,13 @@ export async function ensureDeclaredKeys(system: System, declared: Record<string
 /** Initialises a data dir: built in a sibling temp dir and renamed into place, so a failed init leaves nothing. */
 export async function initDataDir(dir: string, init: InitConfig, opts: { force?: boolean; env?: NodeJS.ProcessEnv; cwd?: string } = {}): Promise<void> {
   const env = opts.env ?? process.env;
-  if (existsSync(dir) && !opts.force) throw new CliError(`'${dir}' already exists. Use 'kesd init --force' to replace it`);
+  if (existsSync(dir) && !opts.force && !(await isEmptyDir(dir))) throw new CliError(`'${dir}' already exists. Use 'kesd init --force' to replace it`);
   const unsealKey = readUnsealKey(init.unsealEnv, env);
   const serverConfig: ServerConfig = { ...toServerConfig(init, opts.cwd), keys: Object.fromEntries(init.enclaves.map((e) => [e.name, e.keys])) };
   await checkServerCertificate(serverConfig.tls);
 
   const staging = join(dirname(resolve(dir)), `.${basename(dir)}.init-${randomBytes(4).toString('hex')}`);
+  await mkdir(dirname(staging), { recursive: true });
   await mkdir(staging, { mode: 0o700 });
   try {
     const root: RootKeyInfo = { key: randomBytes(32), sysadmin: init.sysadmin, createdAt: new Date().toISOString() };
@@ -64,7 +87,7 @@ export async function initDataDir(dir: string, init: InitConfig, opts: { force?:
     await writeServerConfig(staging, serverConfig);
     const store = await openLmdbStore(join(staging, STORE_FILE));
     try {
-      await applyInitConfig(await System.open(store, { key: root.key, sysadmin: root.sysadmin }), init);
+      await applyDeclarations(await System.open(store, { key: root.key, sysadmin: root.sysadmin }), init);
     } finally {
       await store.close();
     }
@@ -74,6 +97,14 @@ export async function initDataDir(dir: string, init: InitConfig, opts: { force?:
   } catch (err) {
     await rm(staging, { recursive: true, force: true });
     throw err;
+  }
+}
+
+async function isEmptyDir(dir: string): Promise<boolean> {
+  try {
+    return (await readdir(dir)).length === 0;
+  } catch {
+    return false;
   }
 }
 
@@ -93,22 +124,31 @@ const init: Command = {
   },
 };
 
-const serverUsage = 'kesd server [--addr HOST:PORT] [--audit-log on|off] <dir>';
+const serverUsage = 'kesd server [--addr HOST:PORT] [--init init.yml] [--audit-log on|off] <dir>';
 
 const server: Command = {
   name: 'server',
-  summary: 'Serve the KES API from an initialised data dir (unsealed by the key in the configured env var)',
+  summary: 'Serve the KES API from a data dir (unsealed by the key in the configured env var); with --init, initialise it first if needed and apply init.yml at every start',
   usage: serverUsage,
   async run(argv) {
-    const { values, positionals: args } = parse(argv, { addr: { type: 'string' }, 'audit-log': { type: 'string' } }, serverUsage);
+    const { values, positionals: args } = parse(argv, { addr: { type: 'string' }, init: { type: 'string' }, 'audit-log': { type: 'string' } }, serverUsage);
     const [dir] = positionals(args, 1, serverUsage);
     const audit = values['audit-log'] ?? 'on';
     if (audit !== 'on' && audit !== 'off') throw new CliError(`--audit-log must be 'on' or 'off', got '${audit}'`, 2);
-    const config = await readServerConfig(dir!);
-    // Unseal before the store is opened: a wrong key must leave the data dir untouched.
+    const declared = values.init === undefined ? undefined : parseInitConfig(await readFile(values.init, 'utf8'), process.env);
+    if (declared !== undefined && !existsSync(join(dir!, SERVER_CONFIG_FILE))) {
+      await initDataDir(dir!, declared);
+      console.error(`kesd: initialised ${dir} from ${values.init}`);
+    }
+    // Unseal before anything is written or the store is opened: a wrong key must leave the data dir untouched.
     const { root } = await openSealedRootKey(dir!, process.env);
+    if (declared !== undefined) {
+      if (declared.sysadmin !== root.sysadmin) throw new CliError(`${values.init} names system admin ${declared.sysadmin}, but ${dir} was initialised for ${root.sysadmin}`);
+      await writeServerConfig(dir!, toServerConfig(declared));
+    }
+    const config = await readServerConfig(dir!);
     await checkServerCertificate(config.tls);
-    await runServer({ dir: dir!, config, root, address: values.addr ?? config.address, auditStdout: audit === 'on' });
+    await runServer({ dir: dir!, config, root, address: values.addr ?? config.address, auditStdout: audit === 'on', declared });
     return 0;
   },
 };

@@ -3,12 +3,12 @@ import { join } from 'node:path';
 import pino from 'pino';
 import type { ServerContext } from '../api/context.js';
 import { routes } from '../api/routes.js';
-import type { ServerConfig } from '../store/config.js';
+import type { InitConfig, ServerConfig } from '../store/config.js';
 import { openLmdbStore } from '../store/lmdb.js';
 import type { RootKeyInfo } from '../store/unseal.js';
 import { System } from '../state/system.js';
 import { VERSION } from '../version.js';
-import { ensureDeclaredKeys, STORE_FILE } from '../cli/server.js';
+import { applyDeclarations, ensureDeclaredKeys, STORE_FILE } from '../cli/server.js';
 import { AuditLog } from './audit.js';
 import { ErrorLog } from './errorlog.js';
 import { Metrics } from './metrics.js';
@@ -20,6 +20,8 @@ export interface KesdOptions {
   readonly root: RootKeyInfo;
   readonly address: string;
   readonly auditStdout: boolean;
+  /** An init.yml to apply at start (`server --init`): enclaves, policies, assignments and keys. */
+  readonly declared?: InitConfig;
 }
 
 export interface Kesd extends RunningServer {
@@ -33,10 +35,13 @@ export async function startKesd(opts: KesdOptions): Promise<Kesd> {
   const store = await openLmdbStore(join(opts.dir, STORE_FILE));
   const system = await System.open(store, { key: opts.root.key, sysadmin: opts.root.sysadmin });
   await ensureDeclaredKeys(system, opts.config.keys ?? {}, opts.root.sysadmin);
+  if (opts.declared !== undefined) await applyDeclarations(system, opts.declared);
+  const skipAuth = new Set(opts.config.skipAuth ?? []);
 
   const audit = new AuditLog(stdout ? (line) => stdout.write(line) : undefined);
   const errors = new ErrorLog(logger);
-  const ctx: ServerContext = { system, version: VERSION, audit, errors, metrics: new Metrics(system.startedAt, audit, errors), routes };
+  const served = routes.map((r) => (skipAuth.has(r.path) ? { ...r, auth: 'none' as const } : r));
+  const ctx: ServerContext = { system, version: VERSION, audit, errors, metrics: new Metrics(system.startedAt, audit, errors), routes: served };
   const tls = { certFile: opts.config.tls.cert, keyFile: opts.config.tls.key, password: opts.config.tls.password, caFile: opts.config.tls.ca, verifyCert: opts.config.tls.verifyCert };
   const running = await startServer(ctx, opts.address, tls);
   return {

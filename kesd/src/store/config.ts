@@ -26,6 +26,8 @@ export interface InitConfig {
   };
   unsealEnv: string;
   enclaves: EnclaveConfig[];
+  /** Routes answered without a client certificate (`api.<path>.skip_auth`, as in the newest KES), e.g. for probes. */
+  skipAuth?: string[];
 }
 export interface ServerConfig {
   version: '1';
@@ -35,15 +37,29 @@ export interface ServerConfig {
   unsealEnv: string;
   /** Keys declared per enclave in init.yml (`enclave.<name>.keys`), enclave name → key names. */
   keys?: Record<string, string[]>;
+  /** Routes served without authentication (init.yml `api.<path>.skip_auth`). */
+  skipAuth?: string[];
 }
 
 export const SERVER_CONFIG_FILE = '.init';
 const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
+/** Only read-only server routes may skip authentication: never a key, policy or enclave route. */
+export const SKIPPABLE_ROUTES = ['/v1/ready', '/v1/status', '/v1/metrics', '/v1/api'];
+
+function parseApi(r: Reader, v: Y, prefix: string): string[] {
+  const skip: string[] = [];
+  for (const [path, route] of r.obj(v, prefix, [])) {
+    const where = `${prefix}.${path}`;
+    if (!SKIPPABLE_ROUTES.includes(path)) r.fail(`'${where}': only ${SKIPPABLE_ROUTES.join(', ')} may be configured`);
+    if (r.bool(r.obj(route, where, ['skip_auth']).get('skip_auth'), `${where}.skip_auth`)) skip.push(path);
+  }
+  return skip;
+}
 
 /** Parses and validates init.yml. */
 export function parseInitConfig(text: string, env: NodeJS.ProcessEnv): InitConfig {
   const r = new Reader('init config', env);
-  const top = r.obj(r.parse(text), '', ['version', 'address', 'system', 'tls', 'unseal', 'enclave']);
+  const top = r.obj(r.parse(text), '', ['version', 'address', 'system', 'tls', 'unseal', 'enclave', 'api']);
   const version = r.str(top.get('version'), 'version', true);
   if (version !== 'v1') r.fail(`version '${version}' is not supported: must be 'v1'`);
 
@@ -77,6 +93,7 @@ export function parseInitConfig(text: string, env: NodeJS.ProcessEnv): InitConfi
     },
     unsealEnv,
     enclaves: [],
+    skipAuth: parseApi(r, top.get('api'), 'api'),
   };
   for (const [name, v] of r.obj(top.get('enclave'), 'enclave', [])) config.enclaves.push(parseEnclave(r, name, v, sysadmin));
   if (config.enclaves.length === 0) r.fail('no enclave configuration specified');
@@ -146,6 +163,7 @@ export function toServerConfig(init: InitConfig, cwd: string = process.cwd()): S
     },
     unsealEnv: init.unsealEnv,
     ...(keys.length > 0 ? { keys: Object.fromEntries(keys) } : {}),
+    ...(init.skipAuth && init.skipAuth.length > 0 ? { skipAuth: init.skipAuth } : {}),
   };
 }
 
@@ -163,6 +181,7 @@ export async function writeServerConfig(dir: string, cfg: ServerConfig): Promise
     },
     unseal: { environment: { name: cfg.unsealEnv } },
     ...(cfg.keys && Object.keys(cfg.keys).length > 0 ? { keys: cfg.keys } : {}),
+    ...(cfg.skipAuth && cfg.skipAuth.length > 0 ? { api: Object.fromEntries(cfg.skipAuth.map((p) => [p, { skip_auth: true }])) } : {}),
   };
   await writeFileAtomic(join(dir, SERVER_CONFIG_FILE), stringify(doc), 0o600);
 }
@@ -178,13 +197,14 @@ export async function readServerConfig(dir: string, env: NodeJS.ProcessEnv = pro
     throw new ConfigError(`server config '${path}': cannot read: ${(err as Error).message}`);
   }
   const r = new Reader(`server config '${path}'`, env);
-  const top = r.obj(r.parse(text), '', ['version', 'address', 'tls', 'unseal', 'keys']);
+  const top = r.obj(r.parse(text), '', ['version', 'address', 'tls', 'unseal', 'keys', 'api']);
   const version = r.str(top.get('version'), 'version', true);
   if (version !== '1') r.fail(`config version '${version}' is not supported`);
   const tls = r.obj(top.get('tls'), 'tls', ['key', 'cert', 'password', 'ca', 'client']);
   const password = r.str(tls.get('password'), 'tls.password');
   const ca = r.str(tls.get('ca'), 'tls.ca');
   const unseal = r.obj(r.obj(top.get('unseal'), 'unseal', ['environment']).get('environment'), 'unseal.environment', ['name']);
+  const skipAuth = parseApi(r, top.get('api'), 'api');
   const keys = new Map<string, string[]>();
   for (const [enclave, list] of r.obj(top.get('keys'), 'keys', [])) {
     r.name('enclave', enclave);
@@ -202,5 +222,6 @@ export async function readServerConfig(dir: string, env: NodeJS.ProcessEnv = pro
     },
     unsealEnv: r.str(unseal.get('name'), 'unseal.environment.name', true)!,
     ...(keys.size > 0 ? { keys: Object.fromEntries(keys) } : {}),
+    ...(skipAuth.length > 0 ? { skipAuth } : {}),
   };
 }
