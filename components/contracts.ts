@@ -1,0 +1,34 @@
+// What the components hand each other. Each component file exports its class; these shapes are the seams.
+import type * as pulumi from '@pulumi/pulumi';
+
+/** A TLS identity: a certificate, its private key (secret), and its KES identity (hex SHA-256 of the SPKI). */
+export interface TlsIdentity {
+  readonly certPem: pulumi.Output<string>;
+  readonly keyPem: pulumi.Output<string>;
+  readonly identity: pulumi.Output<string>;
+}
+
+/** Where the kesd unseal key lives in the cluster; the value itself never leaves the Secret. */
+export interface UnsealKeyRef {
+  readonly secretName: pulumi.Output<string>;
+  readonly secretKey: string;
+  /** The env var kesd reads it from (init.yml `unseal.environment.name`). */
+  readonly envName: string;
+}
+
+/** How kesd is reached from MinIO. */
+export interface KesdEndpoints {
+  /** The client Service URL, e.g. https://kesd.kesd.svc.cluster.local:7373. */
+  readonly serviceUrl: pulumi.Output<string>;
+  /** MINIO_KMS_KES_ENDPOINT: every pod, in MinIO's ellipsis syntax when replicas > 1. */
+  readonly minioEndpoint: pulumi.Output<string>;
+}
+
+export const KESD_PORT = 7373;
+export const UNSEAL_ENV = 'KESD_UNSEAL_KEY';
+export const UNSEAL_SECRET_KEY = 'unseal-key';
+
+/** Labels every object of a component carries (selector-safe, deterministic). */
+export function labels(app: string, component: string): Record<string, string> {
+  return { 'app.kubernetes.io/name': app, 'app.kubernetes.io/component': component, 'app.kubernetes.io/part-of': 'stateful-kes', 'app.kubernetes.io/managed-by': 'pulumi' };
+}
