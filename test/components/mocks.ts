@@ -6,7 +6,6 @@ import * as pulumi from '@pulumi/pulumi';
 export interface RecordedResource {
   readonly type: string;
   readonly name: string;
-  readonly urn: string;
   readonly inputs: Record<string, any>;
   readonly provider: string;
   readonly custom: boolean;
@@ -29,7 +28,7 @@ export async function setupMocks(opts: { config?: Record<string, string>; previe
       async newResource(args) {
         const computed = (await hooks.get(args.type)?.(args)) ?? {};
         const metadata = args.inputs.metadata ? { name: args.name, ...args.inputs.metadata } : undefined;
-        recorded.push({ type: args.type, name: args.name, urn: args.urn ?? '', inputs: args.inputs, provider: args.provider ?? '', custom: args.custom ?? true });
+        recorded.push({ type: args.type, name: args.name, inputs: args.inputs, provider: args.provider ?? '', custom: args.custom ?? true });
         return { id: `${args.name}-id`, state: { ...args.inputs, ...(metadata ? { metadata } : {}), ...computed } };
       },
       call: (args) => args.inputs,
@@ -60,6 +59,16 @@ export function unsecret<T>(value: T): T {
   }
   return value;
 }
+
+/**
+ * Records each child's parent and dependsOn: pass as the component's `transformations` option (it propagates to
+ * children); mocks do not see parents otherwise.
+ */
+export const lineage = new Map<string, { parent: string | undefined; dependsOn: unknown }>();
+export const recordLineage: pulumi.ResourceTransformation = (a) => {
+  lineage.set(a.name, { parent: (a.opts.parent as { __name?: string } | undefined)?.__name, dependsOn: a.opts.dependsOn });
+  return undefined;
+};
 
 export function byType(type: string): RecordedResource[] {
   return recorded.filter((r) => r.type === type);
