@@ -1,0 +1,161 @@
+// The stack's configuration, validated up front: every problem names the config key and the allowed values.
+export interface StackConfig {
+  readonly cluster:
+    | { readonly mode: 'kind'; readonly name: string; readonly workers: number; readonly nodeImage?: string }
+    | { readonly mode: 'existing'; readonly kubeconfig?: string; readonly context?: string };
+  readonly namespaces: { readonly operator: string; readonly kesd: string; readonly tenant: string };
+  readonly operator: { readonly replicas: number };
+  readonly tenant: { readonly name: string; readonly servers: number; readonly volumesPerServer: number; readonly volumeSize: string; readonly storageClass?: string };
+  readonly kesd: { readonly replicas: number; readonly storageSize: string; readonly storageClass?: string; readonly image?: string; readonly defaultKey: string };
+  readonly keys: readonly string[];
+  readonly buckets: readonly { readonly name: string; readonly key: string }[];
+}
+
+export class StackConfigError extends Error {
+  constructor(readonly problems: string[]) {
+    super(`invalid stack configuration:\n  - ${problems.join('\n  - ')}`);
+  }
+}
+
+const DNS_LABEL = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
+const QUANTITY = /^[1-9][0-9]*(Ki|Mi|Gi|Ti)$/;
+const KEY_NAME = /^[0-9A-Za-z_-]{1,80}$/;
+const BUCKET = /^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/;
+
+/** Reads values of one config object, collecting problems instead of stopping at the first. */
+class Reader {
+  private readonly used = new Set<string>();
+
+  constructor(private readonly problems: string[], private readonly key: string, private readonly raw: Record<string, unknown>) {}
+
+  private fail(field: string, message: string): undefined {
+    this.problems.push(`stateful-kes:${this.key}.${field}: ${message}`);
+    return undefined;
+  }
+
+  string(field: string, def: string | undefined, pattern?: RegExp, allowed?: string): string | undefined {
+    this.used.add(field);
+    const v = this.raw[field];
+    if (v === undefined || v === null) return def;
+    if (typeof v !== 'string') return this.fail(field, `must be a string${allowed ? ` (${allowed})` : ''}, got ${JSON.stringify(v)}`);
+    if (pattern && !pattern.test(v)) return this.fail(field, `'${v}' is not allowed: ${allowed}`);
+    return v;
+  }
+
+  oneOf<T extends string>(field: string, def: T, values: readonly T[]): T {
+    const v = this.string(field, def, undefined, values.join(' | '));
+    if (v !== undefined && !values.includes(v as T)) {
+      this.fail(field, `'${v}' is not allowed: one of ${values.join(' | ')}`);
+      return def;
+    }
+    return (v ?? def) as T;
+  }
+
+  int(field: string, def: number, min: number, max: number): number {
+    this.used.add(field);
+    const v = this.raw[field];
+    if (v === undefined || v === null) return def;
+    const n = typeof v === 'string' && /^\d+$/.test(v) ? Number(v) : v;
+    if (typeof n !== 'number' || !Number.isInteger(n) || n < min || n > max) {
+      this.fail(field, `must be an integer from ${min} to ${max}, got ${JSON.stringify(v)}`);
+      return def;
+    }
+    return n;
+  }
+
+  /** Reports fields nobody read: a typo must not be silently ignored. */
+  done(): void {
+    for (const k of Object.keys(this.raw)) if (!this.used.has(k)) this.fail(k, 'unknown setting');
+  }
+}
+
+function object(problems: string[], key: string, raw: unknown): Record<string, unknown> {
+  if (raw === undefined || raw === null) return {};
+  if (typeof raw !== 'object' || Array.isArray(raw)) {
+    problems.push(`stateful-kes:${key}: must be an object`);
+    return {};
+  }
+  return raw as Record<string, unknown>;
+}
+
+/** Validates the raw config objects (as `pulumi.Config.getObject` returns them) and applies defaults. */
+export function parseStackConfig(raw: Record<string, unknown>): StackConfig {
+  const problems: string[] = [];
+  for (const k of Object.keys(raw)) {
+    if (!['cluster', 'namespaces', 'operator', 'tenant', 'kesd', 'keys', 'buckets'].includes(k)) problems.push(`stateful-kes:${k}: unknown setting`);
+  }
+
+  const c = new Reader(problems, 'cluster', object(problems, 'cluster', raw.cluster));
+  const mode = c.oneOf('mode', 'kind', ['kind', 'existing'] as const);
+  const cluster: StackConfig['cluster'] =
+    mode === 'kind'
+      ? { mode, name: c.string('name', 'stateful-kes', DNS_LABEL, 'a lowercase DNS label')!, workers: c.int('workers', 1, 0, 8), nodeImage: c.string('nodeImage', undefined) }
+      : { mode, kubeconfig: c.string('kubeconfig', undefined), context: c.string('context', undefined) };
+  c.done();
+
+  const n = new Reader(problems, 'namespaces', object(problems, 'namespaces', raw.namespaces));
+  const ns = (field: string, def: string) => n.string(field, def, DNS_LABEL, 'a lowercase DNS label (RFC 1123)') ?? def;
+  const namespaces = { operator: ns('operator', 'minio-operator'), kesd: ns('kesd', 'kesd'), tenant: ns('tenant', 'tenant-1') };
+  n.done();
+
+  const o = new Reader(problems, 'operator', object(problems, 'operator', raw.operator));
+  const operator = { replicas: o.int('replicas', 1, 1, 3) };
+  o.done();
+
+  const t = new Reader(problems, 'tenant', object(problems, 'tenant', raw.tenant));
+  const tenant = {
+    name: t.string('name', 'myminio', DNS_LABEL, 'a lowercase DNS label') ?? 'myminio',
+    servers: t.int('servers', 4, 1, 32),
+    volumesPerServer: t.int('volumesPerServer', 2, 1, 16),
+    volumeSize: t.string('volumeSize', '2Gi', QUANTITY, 'a size such as 2Gi') ?? '2Gi',
+    storageClass: t.string('storageClass', undefined, DNS_LABEL, 'a StorageClass name'),
+  };
+  t.done();
+
+  const k = new Reader(problems, 'kesd', object(problems, 'kesd', raw.kesd));
+  const kesd = {
+    // More than one replica needs a shared store (the etcd backend), which kesd does not have yet.
+    replicas: k.int('replicas', 1, 1, 1),
+    storageSize: k.string('storageSize', '1Gi', QUANTITY, 'a size such as 1Gi') ?? '1Gi',
+    storageClass: k.string('storageClass', undefined, DNS_LABEL, 'a StorageClass name'),
+    image: k.string('image', undefined, /^[^\s]+:[^\s]+$|^[^\s]+@sha256:[0-9a-f]{64}$/, 'an image reference with a tag or digest (omit it to build kesd from this repo)'),
+    defaultKey: k.string('defaultKey', 'minio-default-key', KEY_NAME, '1-80 characters of [0-9A-Za-z_-]') ?? 'minio-default-key',
+  };
+  k.done();
+
+  const keys = list(problems, 'keys', raw.keys).flatMap((v, i) => {
+    if (typeof v === 'string' && KEY_NAME.test(v)) return [v];
+    problems.push(`stateful-kes:keys[${i}]: ${JSON.stringify(v)} is not a key name (1-80 characters of [0-9A-Za-z_-])`);
+    return [];
+  });
+  const buckets = list(problems, 'buckets', raw.buckets).flatMap((v, i) => {
+    const b = new Reader(problems, `buckets[${i}]`, object(problems, `buckets[${i}]`, v));
+    const name = b.string('name', undefined, BUCKET, 'an S3 bucket name (3-63 of a-z 0-9 . -)');
+    const key = b.string('key', undefined, KEY_NAME, 'a KES key name (1-80 characters of [0-9A-Za-z_-])');
+    b.done();
+    if (name === undefined || key === undefined) {
+      if (name === undefined && key === undefined) problems.push(`stateful-kes:buckets[${i}]: needs both 'name' and 'key'`);
+      return [];
+    }
+    return [{ name, key }];
+  });
+  const names = buckets.map((b) => b.name);
+  names.forEach((b, i) => names.indexOf(b) !== i && problems.push(`stateful-kes:buckets: bucket '${b}' is listed twice`));
+
+  if (problems.length > 0) throw new StackConfigError(problems);
+  return { cluster, namespaces, operator, tenant, kesd, keys, buckets };
+}
+
+function list(problems: string[], key: string, raw: unknown): unknown[] {
+  if (raw === undefined || raw === null) return [];
+  if (!Array.isArray(raw)) {
+    problems.push(`stateful-kes:${key}: must be a list`);
+    return [];
+  }
+  return raw;
+}
+
+/** Every key kesd must hold: MinIO's default key, the extra keys, and each bucket's key (deduplicated, ordered). */
+export function declaredKeys(config: StackConfig): string[] {
+  return [...new Set([config.kesd.defaultKey, ...config.keys, ...config.buckets.map((b) => b.key)])];
+}
