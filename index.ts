@@ -1,4 +1,84 @@
-// The Pulumi program: reads config, composes the components in components/, and exports the stack outputs.
-// It holds no logic. The components (KindCluster, MinioOperator, KesIdentities, UnsealKey, Kesd, MinioTenant)
-// are not written yet: this program deploys nothing until they are (see the open Pulumi issue).
-export {};
+// The Pulumi program: reads and validates config, composes the components, exports what other stacks consume.
+import * as pulumi from '@pulumi/pulumi';
+import { Buckets } from './components/buckets';
+import { KesIdentities } from './components/kes-identities';
+import { Kesd } from './components/kesd';
+import { KESD_NAMES } from './components/kesd-config';
+import { existingClusterProvider, KindCluster } from './components/kind-cluster';
+import { MinioOperator } from './components/minio-operator';
+import { MinioTenant } from './components/minio-tenant';
+import { Namespaces } from './components/namespaces';
+import { declaredKeys, parseStackConfig } from './components/stack-config';
+import { UnsealKey } from './components/unseal-key';
+
+const raw = new pulumi.Config('stateful-kes');
+const config = parseStackConfig(
+  Object.fromEntries(['cluster', 'namespaces', 'operator', 'tenant', 'kesd', 'keys', 'buckets'].map((k) => [k, raw.getObject(k)])),
+);
+
+const kind = config.cluster.mode === 'kind' ? new KindCluster('kind', { name: config.cluster.name, workers: config.cluster.workers, nodeImage: config.cluster.nodeImage }) : undefined;
+const provider = kind?.provider ?? existingClusterProvider('cluster', config.cluster.mode === 'existing' ? config.cluster : {});
+
+const operator = new MinioOperator('minio-operator', { namespace: config.namespaces.operator, replicas: config.operator.replicas, provider });
+const namespaces = new Namespaces('namespaces', { names: { kesd: config.namespaces.kesd, tenant: config.namespaces.tenant }, provider });
+
+const identities = new KesIdentities('kes-identities', {
+  namespace: config.namespaces.kesd,
+  serviceName: KESD_NAMES.service,
+  headlessServiceName: KESD_NAMES.headlessService,
+  statefulSetName: KESD_NAMES.statefulSet,
+  replicas: config.kesd.replicas,
+});
+const unsealKey = new UnsealKey('kesd-unseal-key', { namespace: namespaces.names.kesd!, provider });
+
+const kesd = new Kesd('kesd', {
+  namespace: namespaces.names.kesd!,
+  replicas: config.kesd.replicas,
+  storageSize: config.kesd.storageSize,
+  storageClass: config.kesd.storageClass,
+  image: config.kesd.image ? { ref: config.kesd.image } : { build: { kindClusterName: kind?.name } },
+  identities: { server: identities.server, caCertPem: identities.caCertPem, sysadmin: identities.sysadmin, enclaveAdmin: identities.enclaveAdmin, minio: identities.minio },
+  unsealKey,
+  keys: declaredKeys(config),
+  tenantNamespace: namespaces.names.tenant!,
+  provider,
+});
+
+const tenant = new MinioTenant('minio-tenant', {
+  namespace: namespaces.names.tenant!,
+  name: config.tenant.name,
+  servers: config.tenant.servers,
+  volumesPerServer: config.tenant.volumesPerServer,
+  volumeSize: config.tenant.volumeSize,
+  storageClass: config.tenant.storageClass,
+  kesd,
+  kesdCaCertPem: identities.caCertPem,
+  minioClient: identities.minio,
+  defaultKey: config.kesd.defaultKey,
+  provider,
+  dependsOn: [kesd.statefulSet, operator.chart],
+});
+
+if (config.buckets.length > 0) {
+  new Buckets('buckets', { namespace: namespaces.names.tenant!, tenant, buckets: [...config.buckets], provider, dependsOn: [tenant] });
+}
+
+// Stack outputs (documented in the README for StackReference consumers).
+export const kesdEndpoint = kesd.serviceUrl;
+export const kesdMinioEndpoint = kesd.minioEndpoint;
+export const kesdCaCert = identities.caCertPem;
+export const kesdNamespace = namespaces.names.kesd;
+export const tenantNamespace = namespaces.names.tenant;
+export const s3Endpoint = tenant.s3Endpoint;
+export const consoleEndpoint = tenant.consoleEndpoint;
+export const identitiesHex = {
+  sysadmin: identities.sysadmin.identity,
+  enclaveAdmin: identities.enclaveAdmin.identity,
+  minio: identities.minio.identity,
+};
+export const enclaveAdminCert = identities.enclaveAdmin.certPem;
+export const enclaveAdminKey = identities.enclaveAdmin.keyPem;
+export const defaultKey = config.kesd.defaultKey;
+export const kubeconfig = kind ? kind.kubeconfig : undefined;
+export const rootUser = tenant.rootUser;
+export const rootPassword = tenant.rootPassword;

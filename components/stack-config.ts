@@ -19,7 +19,8 @@ export class StackConfigError extends Error {
 
 const DNS_LABEL = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
 const QUANTITY = /^[1-9][0-9]*(Ki|Mi|Gi|Ti)$/;
-const KEY_NAME = /^[0-9A-Za-z_-]{1,80}$/;
+// KES key names: 1-80 of [0-9A-Za-z_-], '-' neither first nor last, '_' alone rejected (kesd enforces the same).
+const KEY_NAME = /^(?!_$)(?!-)[0-9A-Za-z_-]{0,79}[0-9A-Za-z_]$/;
 const BUCKET = /^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/;
 
 /** Reads values of one config object, collecting problems instead of stopping at the first. */
@@ -119,19 +120,19 @@ export function parseStackConfig(raw: Record<string, unknown>): StackConfig {
     storageSize: k.string('storageSize', '1Gi', QUANTITY, 'a size such as 1Gi') ?? '1Gi',
     storageClass: k.string('storageClass', undefined, DNS_LABEL, 'a StorageClass name'),
     image: k.string('image', undefined, /^[^\s]+:[^\s]+$|^[^\s]+@sha256:[0-9a-f]{64}$/, 'an image reference with a tag or digest (omit it to build kesd from this repo)'),
-    defaultKey: k.string('defaultKey', 'minio-default-key', KEY_NAME, '1-80 characters of [0-9A-Za-z_-]') ?? 'minio-default-key',
+    defaultKey: k.string('defaultKey', 'minio-default-key', KEY_NAME, 'a KES key name: 1-80 of [0-9A-Za-z_-], not starting or ending with -') ?? 'minio-default-key',
   };
   k.done();
 
   const keys = list(problems, 'keys', raw.keys).flatMap((v, i) => {
     if (typeof v === 'string' && KEY_NAME.test(v)) return [v];
-    problems.push(`stateful-kes:keys[${i}]: ${JSON.stringify(v)} is not a key name (1-80 characters of [0-9A-Za-z_-])`);
+    problems.push(`stateful-kes:keys[${i}]: ${JSON.stringify(v)} is not a KES key name (1-80 of [0-9A-Za-z_-], not starting or ending with -)`);
     return [];
   });
   const buckets = list(problems, 'buckets', raw.buckets).flatMap((v, i) => {
     const b = new Reader(problems, `buckets[${i}]`, object(problems, `buckets[${i}]`, v));
     const name = b.string('name', undefined, BUCKET, 'an S3 bucket name (3-63 of a-z 0-9 . -)');
-    const key = b.string('key', undefined, KEY_NAME, 'a KES key name (1-80 characters of [0-9A-Za-z_-])');
+    const key = b.string('key', undefined, KEY_NAME, 'a KES key name (1-80 of [0-9A-Za-z_-], not starting or ending with -)');
     b.done();
     if (name === undefined || key === undefined) {
       if (name === undefined && key === undefined) problems.push(`stateful-kes:buckets[${i}]: needs both 'name' and 'key'`);

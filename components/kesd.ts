@@ -1,0 +1,270 @@
+// kesd in the cluster: its image, TLS Secret, init.yml, Services, StatefulSet (one PVC per pod), PDB and NetworkPolicy.
+import * as path from 'node:path';
+import * as pulumi from '@pulumi/pulumi';
+import * as k8s from '@pulumi/kubernetes';
+import * as command from '@pulumi/command';
+import * as dockerbuild from '@pulumi/docker-build';
+import { KESD_PORT, labels, type KesdEndpoints, type TlsIdentity, type UnsealKeyRef } from './contracts';
+import {
+  DEFAULT_CLUSTER_DOMAIN,
+  KESD_CONTAINER_SECURITY_CONTEXT,
+  KESD_NAMES,
+  KESD_PATHS,
+  KESD_POD_SECURITY_CONTEXT,
+  kesdImageTag,
+  kesdInitYaml,
+  kesdMinioEndpoint,
+  kesdServerArgs,
+  kesdServiceUrl,
+  kesdSourceHash,
+  sha256Hex,
+} from './kesd-config';
+
+/** Build the image from this repo (and `kind load` it when a cluster name is given), or use an existing image. */
+export type KesdImage = { build: { kindClusterName?: pulumi.Input<string> } } | { ref: string };
+
+export interface KesdArgs {
+  /** The namespace (created by the caller). */
+  namespace: pulumi.Input<string>;
+  replicas: number;
+  storageSize: string;
+  storageClass?: string;
+  image: KesdImage;
+  identities: {
+    server: TlsIdentity;
+    caCertPem: pulumi.Output<string>;
+    sysadmin: TlsIdentity;
+    enclaveAdmin: TlsIdentity;
+    minio: TlsIdentity;
+  };
+  unsealKey: UnsealKeyRef;
+  /** Keys kesd creates if missing in the `default` enclave, MinIO's default key among them. */
+  keys: string[];
+  /** MinIO's namespace: its pods may reach kesd. */
+  tenantNamespace: pulumi.Input<string>;
+  provider: k8s.Provider;
+  clusterDomain?: string;
+}
+
+/** Labels that let a pod in kesd's namespace (an admin Job, a debug pod) through the NetworkPolicy. */
+export const KESD_ADMIN_LABELS: Record<string, string> = { 'stateful-kes.io/kesd-client': 'admin' };
+
+/** The build context: the repository root (components/ is one level down). */
+export const REPO_ROOT = path.resolve(__dirname, '..');
+
+const APP = 'kesd';
+const COMPONENT = 'key-server';
+const SELECTOR = { 'app.kubernetes.io/name': APP, 'app.kubernetes.io/component': COMPONENT };
+const PORT_NAME = 'https';
+
+export class Kesd extends pulumi.ComponentResource implements KesdEndpoints {
+  readonly serviceUrl: pulumi.Output<string>;
+  readonly minioEndpoint: pulumi.Output<string>;
+  /** Pulumi awaits its readiness: make the Tenant depend on it, so MinIO starts with kesd answering. */
+  readonly statefulSet: k8s.apps.v1.StatefulSet;
+  readonly serviceName: pulumi.Output<string>;
+  readonly headlessServiceName: pulumi.Output<string>;
+  readonly imageRef: pulumi.Output<string>;
+
+  constructor(name: string, args: KesdArgs, opts?: pulumi.ComponentResourceOptions) {
+    super('stateful-kes:index:Kesd', name, {}, opts);
+    // Each replica has its own PVC, so its own root key and key material: two replicas would hand MinIO data keys
+    // that the other cannot decrypt. More than one needs a shared store, which kesd does not have yet.
+    if (args.replicas !== 1) throw new Error(`Kesd: replicas must be 1 (each replica has its own store), got ${args.replicas}`);
+
+    const k8sOpts = { parent: this, provider: args.provider };
+    const meta = (objectName: string) => ({ name: objectName, namespace: args.namespace, labels: labels(APP, COMPONENT) });
+    const clusterDomain = args.clusterDomain ?? DEFAULT_CLUSTER_DOMAIN;
+    const { server, caCertPem, sysadmin, enclaveAdmin, minio } = args.identities;
+
+    const image = this.image(name, args.image);
+    this.imageRef = image.ref;
+
+    const tlsSecret = new k8s.core.v1.Secret(
+      `${name}-tls`,
+      {
+        metadata: meta(KESD_NAMES.tlsSecret),
+        type: 'kubernetes.io/tls',
+        stringData: { 'tls.crt': server.certPem, 'tls.key': pulumi.secret(server.keyPem), 'ca.crt': caCertPem },
+      },
+      k8sOpts,
+    );
+
+    // tls.ca stays unset: with it the server names the CA in its CertificateRequest, and Go clients (MinIO, kes) then
+    // send no certificate unless theirs is issued by that CA. KES authorises by identity, so it would add nothing.
+    const initYaml = pulumi
+      .all([sysadmin.identity, enclaveAdmin.identity, minio.identity])
+      .apply(([sysadminId, adminId, minioId]) =>
+        kesdInitYaml({
+          sysadmin: sysadminId,
+          enclave: { name: 'default', admin: adminId },
+          minioIdentity: minioId,
+          keys: args.keys,
+          tlsDir: KESD_PATHS.tlsDir,
+          unsealEnv: args.unsealKey.envName,
+        }),
+      );
+    const initConfig = new k8s.core.v1.ConfigMap(`${name}-init`, { metadata: meta(KESD_NAMES.initConfigMap), data: { 'init.yml': initYaml } }, k8sOpts);
+
+    const port = { name: PORT_NAME, port: KESD_PORT, targetPort: PORT_NAME, protocol: 'TCP' };
+    const headless = new k8s.core.v1.Service(
+      `${name}-hl`,
+      // publishNotReadyAddresses: pod DNS names resolve while a pod starts, as StatefulSet peers expect.
+      { metadata: meta(KESD_NAMES.headlessService), spec: { clusterIP: 'None', publishNotReadyAddresses: true, selector: SELECTOR, ports: [port] } },
+      k8sOpts,
+    );
+    const service = new k8s.core.v1.Service(
+      `${name}-svc`,
+      { metadata: meta(KESD_NAMES.service), spec: { type: 'ClusterIP', selector: SELECTOR, ports: [port] } },
+      k8sOpts,
+    );
+
+    const container: k8s.types.input.core.v1.Container = {
+      name: APP,
+      image: image.ref,
+      imagePullPolicy: 'IfNotPresent',
+      args: kesdServerArgs(KESD_PORT),
+      env: [
+        { name: args.unsealKey.envName, valueFrom: { secretKeyRef: { name: args.unsealKey.secretName, key: args.unsealKey.secretKey } } },
+      ],
+      ports: [{ name: PORT_NAME, containerPort: KESD_PORT, protocol: 'TCP' }],
+      // The first start initialises the data dir: give it a minute before liveness counts.
+      startupProbe: { tcpSocket: { port: PORT_NAME }, periodSeconds: 2, failureThreshold: 30 },
+      // /v1/ready is served without a client certificate (init.yml api skip_auth); it fails while sealed.
+      readinessProbe: { httpGet: { scheme: 'HTTPS', path: '/v1/ready', port: PORT_NAME }, periodSeconds: 5, timeoutSeconds: 3, failureThreshold: 3 },
+      livenessProbe: { tcpSocket: { port: PORT_NAME }, periodSeconds: 10, timeoutSeconds: 3, failureThreshold: 6 },
+      resources: { requests: { cpu: '50m', memory: '64Mi' }, limits: { cpu: '1', memory: '256Mi' } },
+      securityContext: KESD_CONTAINER_SECURITY_CONTEXT,
+      volumeMounts: [
+        { name: 'data', mountPath: KESD_PATHS.stateDir },
+        { name: 'tls', mountPath: KESD_PATHS.tlsDir, readOnly: true },
+        // subPath: the file does not follow ConfigMap edits, but checksum/init rolls the pods on every change.
+        { name: 'init', mountPath: KESD_PATHS.initFile, subPath: 'init.yml', readOnly: true },
+        { name: 'tmp', mountPath: KESD_PATHS.tmpDir },
+      ],
+    };
+
+    this.statefulSet = new k8s.apps.v1.StatefulSet(
+      `${name}-sts`,
+      {
+        metadata: meta(KESD_NAMES.statefulSet),
+        spec: {
+          serviceName: headless.metadata.name,
+          replicas: args.replicas,
+          podManagementPolicy: 'Parallel',
+          updateStrategy: { type: 'RollingUpdate' },
+          // The PVC holds the sealed keys: never delete it with the StatefulSet or on scale-down.
+          persistentVolumeClaimRetentionPolicy: { whenDeleted: 'Retain', whenScaled: 'Retain' },
+          selector: { matchLabels: SELECTOR },
+          template: {
+            metadata: {
+              labels: labels(APP, COMPONENT),
+              // Non-secret inputs only: a new init.yml or server certificate restarts kesd, which reads both at start.
+              annotations: {
+                'checksum/init': initYaml.apply(sha256Hex),
+                'checksum/tls': server.certPem.apply(sha256Hex),
+              },
+            },
+            spec: {
+              automountServiceAccountToken: false,
+              enableServiceLinks: false,
+              securityContext: KESD_POD_SECURITY_CONTEXT,
+              containers: [container],
+              volumes: [
+                { name: 'tls', secret: { secretName: tlsSecret.metadata.name, defaultMode: 0o440 } },
+                { name: 'init', configMap: { name: initConfig.metadata.name, items: [{ key: 'init.yml', path: 'init.yml' }] } },
+                { name: 'tmp', emptyDir: { sizeLimit: '16Mi' } },
+              ],
+            },
+          },
+          volumeClaimTemplates: [
+            {
+              metadata: { name: 'data', labels: labels(APP, COMPONENT) },
+              spec: {
+                accessModes: ['ReadWriteOnce'],
+                ...(args.storageClass !== undefined ? { storageClassName: args.storageClass } : {}),
+                resources: { requests: { storage: args.storageSize } },
+              },
+            },
+          ],
+        },
+      },
+      { ...k8sOpts, dependsOn: image.loaded },
+    );
+
+    new k8s.policy.v1.PodDisruptionBudget(
+      `${name}-pdb`,
+      { metadata: meta(KESD_NAMES.statefulSet), spec: { maxUnavailable: 1, selector: { matchLabels: SELECTOR } } },
+      k8sOpts,
+    );
+
+    new k8s.networking.v1.NetworkPolicy(
+      `${name}-netpol`,
+      {
+        metadata: meta(KESD_NAMES.statefulSet),
+        spec: {
+          podSelector: { matchLabels: SELECTOR },
+          policyTypes: ['Ingress'],
+          ingress: [
+            {
+              from: [
+                { namespaceSelector: { matchLabels: { 'kubernetes.io/metadata.name': args.tenantNamespace } } },
+                { podSelector: { matchLabels: KESD_ADMIN_LABELS } },
+              ],
+              ports: [{ protocol: 'TCP', port: KESD_PORT }],
+            },
+          ],
+        },
+      },
+      k8sOpts,
+    );
+
+    this.serviceName = service.metadata.name;
+    this.headlessServiceName = headless.metadata.name;
+    const names = { statefulSet: KESD_NAMES.statefulSet, service: KESD_NAMES.service, headlessService: KESD_NAMES.headlessService };
+    this.serviceUrl = pulumi.output(args.namespace).apply((namespace) => kesdServiceUrl({ ...names, namespace, port: KESD_PORT, clusterDomain }));
+    this.minioEndpoint = pulumi
+      .output(args.namespace)
+      .apply((namespace) => kesdMinioEndpoint({ ...names, namespace, replicas: args.replicas, port: KESD_PORT, clusterDomain }));
+
+    this.registerOutputs({
+      serviceUrl: this.serviceUrl,
+      minioEndpoint: this.minioEndpoint,
+      statefulSet: this.statefulSet,
+      serviceName: this.serviceName,
+      headlessServiceName: this.headlessServiceName,
+      imageRef: this.imageRef,
+    });
+  }
+
+  /** The image reference, and what must exist before pods can start with it. */
+  private image(name: string, image: KesdImage): { ref: pulumi.Output<string>; loaded: pulumi.Resource[] } {
+    if ('ref' in image) return { ref: pulumi.output(image.ref), loaded: [] };
+
+    // Content-addressed tag, known at preview: a kesd change shows as a new image in the StatefulSet diff.
+    const tag = kesdImageTag(kesdSourceHash(REPO_ROOT));
+    // Relative to the working dir (the project root under `pulumi up`), so state does not hold a machine's path.
+    const context = path.relative(process.cwd(), REPO_ROOT) || '.';
+    const built = new dockerbuild.Image(
+      `${name}-image`,
+      {
+        context: { location: context },
+        dockerfile: { location: path.posix.join(context.split(path.sep).join('/'), 'kesd/Dockerfile') },
+        tags: [tag],
+        push: false,
+        buildOnPreview: false,
+        exports: [{ docker: {} }],
+      },
+      { parent: this },
+    );
+    if (image.build.kindClusterName === undefined) return { ref: pulumi.output(tag), loaded: [built] };
+
+    // kind nodes do not see the host's Docker images; load by tag (kind cannot run images referenced by digest).
+    const load = new command.local.Command(
+      `${name}-kind-load`,
+      { create: pulumi.interpolate`kind load docker-image ${tag} --name ${image.build.kindClusterName}`, triggers: [built.digest] },
+      { parent: this, dependsOn: [built] },
+    );
+    return { ref: pulumi.output(tag), loaded: [load] };
+  }
+}

@@ -1,0 +1,502 @@
+// Kesd: the pure config (init.yml, endpoints, image hash) and the component under Pulumi mocks.
+import { test, before } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import https from 'node:https';
+import { tmpdir } from 'node:os';
+import { dirname, join, posix, relative, resolve } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import * as pulumi from '@pulumi/pulumi';
+import * as k8s from '@pulumi/kubernetes';
+import { StatefulSet } from 'kubernetes-models/apps/v1';
+import { ConfigMap, Secret, Service } from 'kubernetes-models/v1';
+import { PodDisruptionBudget } from 'kubernetes-models/policy/v1';
+import { NetworkPolicy } from 'kubernetes-models/networking.k8s.io/v1';
+import { parseInitConfig } from '../../kesd/src/store/config.js';
+import { isAllowed, patternError } from '../../kesd/src/state/policy.js';
+import { newIdentity } from '../../kesd/src/identity/certificate.js';
+import { request } from '../kesd/harness.js';
+import { byType, lineage, onResource, recordLineage, setupMocks, unsecret, valueOf, type RecordedResource } from './mocks.ts';
+import { KESD_PORT, UNSEAL_ENV, UNSEAL_SECRET_KEY } from '../../components/contracts.ts';
+import { kesdServerDnsNames } from '../../components/kes-identity.ts';
+import {
+  KESD_CONTAINER_SECURITY_CONTEXT, KESD_NAMES, KESD_PATHS, KESD_POD_SECURITY_CONTEXT, MINIO_POLICY_ALLOW, kesdImageSources,
+  kesdImageTag, kesdInitYaml, kesdMinioEndpoint, kesdServerArgs, kesdServiceUrl, kesdSourceHash, sha256Hex,
+} from '../../components/kesd-config.ts';
+
+const REPO = resolve(import.meta.dirname, '../..');
+const SYS = 'a'.repeat(64);
+const ADMIN = 'b'.repeat(64);
+const MINIO = '1234567890'.repeat(6) + '1234'; // all digits: YAML would read it as a number unless quoted
+const KEYS = ['minio-default-key', 'ml-datasets-key'];
+const init = (over: Partial<Parameters<typeof kesdInitYaml>[0]> = {}) =>
+  kesdInitYaml({ sysadmin: SYS, enclave: { name: 'default', admin: ADMIN }, minioIdentity: MINIO, keys: KEYS, tlsDir: '/etc/kesd/tls', ...over });
+
+// ---- init.yml -----------------------------------------------------------------------------------------------------
+
+test('init.yml parses with kesd\'s own strict reader into the intended enclave, policy, keys and probe route', () => {
+  const parsed = parseInitConfig(init(), {});
+  assert.equal(parsed.sysadmin, SYS);
+  assert.equal(parsed.address, `0.0.0.0:${KESD_PORT}`);
+  assert.deepEqual(parsed.tls, { key: '/etc/kesd/tls/tls.key', cert: '/etc/kesd/tls/tls.crt', password: '', verifyCert: false, proxy: { identities: [], header: 'X-Tls-Client-Cert' } });
+  assert.equal(parsed.unsealEnv, UNSEAL_ENV);
+  assert.deepEqual(parsed.skipAuth, ['/v1/ready']);
+  assert.deepEqual(parsed.enclaves, [
+    { name: 'default', admin: ADMIN, keys: KEYS, policies: [{ name: 'minio', allow: [...MINIO_POLICY_ALLOW], deny: [], identities: [MINIO] }] },
+  ]);
+});
+
+test('init.yml carries tls.ca and another unseal env var only when asked', () => {
+  const parsed = parseInitConfig(init({ caFile: '/etc/kesd/tls/ca.crt', unsealEnv: 'OTHER_KEY' }), {});
+  assert.equal(parsed.tls.ca, '/etc/kesd/tls/ca.crt');
+  assert.equal(parsed.unsealEnv, 'OTHER_KEY');
+  assert.equal(parseInitConfig(init(), {}).tls.ca, undefined);
+});
+
+test('init.yml is deterministic and names no ${VAR} that kesd would expand', () => {
+  assert.equal(init(), init());
+  assert.ok(!init().includes('${'));
+});
+
+test('MinIO\'s policy uses only exact or trailing-* patterns and allows what MinIO calls, nothing destructive', () => {
+  for (const p of MINIO_POLICY_ALLOW) assert.equal(patternError(p), undefined, p);
+  const policy = { allow: [...MINIO_POLICY_ALLOW], deny: [] };
+  for (const path of ['/v1/key/create/k', '/v1/key/generate/k', '/v1/key/decrypt/k', '/v1/key/describe/k', '/v1/key/list/*', '/v1/key/hmac/k', '/v1/status', '/v1/api', '/v1/metrics']) {
+    assert.ok(isAllowed(policy, path), path);
+  }
+  for (const path of ['/v1/key/delete/k', '/v1/key/import/k', '/v1/policy/write/x', '/v1/enclave/create/x', '/v1/sys/seal', '/v1/log/audit']) {
+    assert.ok(!isAllowed(policy, path), path);
+  }
+});
+
+test('kesdInitYaml refuses what kesd would refuse at start: bad identities, shared identities, bad or repeated keys, relative paths', () => {
+  assert.throws(() => init({ sysadmin: 'A'.repeat(64) }), /sysadmin identity .* 64 lowercase hex/);
+  assert.throws(() => init({ minioIdentity: ADMIN }), /three different identities/);
+  assert.throws(() => init({ keys: ['k', 'k'] }), /'k' is listed twice/);
+  assert.throws(() => init({ keys: ['bad key'] }), /'bad key' is not a valid kesd name/);
+  assert.throws(() => init({ keys: ['-lead'] }), /not a valid kesd name/);
+  assert.throws(() => init({ tlsDir: 'tls' }), /tlsDir 'tls' must be an absolute path/);
+  assert.throws(() => init({ unsealEnv: '1X' }), /not a valid environment variable name/);
+});
+
+test('the container args start kesd on the PVC subdirectory with init.yml, listening on all interfaces', () => {
+  assert.deepEqual(kesdServerArgs(), ['server', '/var/lib/kesd/data', '--init', '/etc/kesd/init.yml', '--addr', '0.0.0.0:7373']);
+  assert.equal(dirname(KESD_PATHS.dataDir), KESD_PATHS.stateDir, 'the data dir sits directly on the PVC so init can rename into place');
+});
+
+// A real kesd process, from source, with the rendered init.yml: what the pod does at its first start.
+test('kesd serves the rendered init.yml: the probe route needs no certificate, MinIO can use the declared key but not delete it', { timeout: 60_000 }, async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'kesd-component-'));
+  let child: ChildProcess | undefined;
+  try {
+    const [server, sysadmin, admin, minio] = await Promise.all([
+      newIdentity({ subject: 'kesd', keyType: 'p256', ips: ['127.0.0.1'] }),
+      newIdentity({ subject: 'sysadmin' }),
+      newIdentity({ subject: 'enclave-admin' }),
+      newIdentity({ subject: 'minio' }),
+    ]);
+    const tlsDir = join(dir, 'tls');
+    mkdirSync(tlsDir);
+    writeFileSync(join(tlsDir, 'tls.crt'), server.certPem);
+    writeFileSync(join(tlsDir, 'tls.key'), server.keyPem, { mode: 0o600 });
+    const initFile = join(dir, 'init.yml');
+    writeFileSync(initFile, kesdInitYaml({ sysadmin: sysadmin.identity, enclave: { name: 'default', admin: admin.identity }, minioIdentity: minio.identity, keys: ['minio-default-key'], tlsDir }));
+    const local: Record<string, string> = { [KESD_PATHS.dataDir]: join(dir, 'pvc', 'data'), [KESD_PATHS.initFile]: initFile, [`0.0.0.0:${KESD_PORT}`]: '127.0.0.1:0' };
+    const args = kesdServerArgs().map((a) => local[a] ?? a);
+    const cli = pathToFileURL(join(REPO, 'kesd/src/cli.ts')).href;
+    const env = { ...process.env, [UNSEAL_ENV]: Buffer.alloc(32, 7).toString('base64') };
+    child = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', `const { main } = await import(${JSON.stringify(cli)}); process.exitCode = await main(process.argv.slice(1));`, ...args, '--audit-log', 'off'], { cwd: REPO, env, stdio: ['ignore', 'ignore', 'pipe'] });
+    const port = await new Promise<number>((res, rej) => {
+      let stderr = '';
+      child!.stderr!.on('data', (d) => {
+        stderr += d;
+        const m = /listening on \S+:(\d+)/.exec(stderr);
+        if (m) res(Number(m[1]));
+      });
+      child!.on('exit', (code) => rej(new Error(`kesd exited with ${code}: ${stderr}`)));
+    });
+    const kubelet = new https.Agent({ rejectUnauthorized: false });
+    assert.equal((await request(kubelet, port, 'GET', '/v1/ready')).status, 200, 'readiness probe without a client certificate');
+    const asMinio = new https.Agent({ rejectUnauthorized: false, cert: minio.certPem, key: minio.keyPem });
+    const dek = await request(asMinio, port, 'POST', '/v1/key/generate/minio-default-key', {});
+    assert.equal(dek.status, 200, dek.text);
+    const { ciphertext } = dek.json() as { ciphertext: string };
+    assert.equal((await request(asMinio, port, 'POST', '/v1/key/decrypt/minio-default-key', { ciphertext })).status, 200);
+    assert.equal((await request(asMinio, port, 'GET', '/v1/status')).status, 200);
+    assert.equal((await request(asMinio, port, 'DELETE', '/v1/key/delete/minio-default-key')).status, 403);
+  } finally {
+    if (child && child.exitCode === null) {
+      const exited = new Promise((res) => child!.once('exit', res));
+      child.kill('SIGTERM');
+      await exited;
+    }
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+// ---- endpoints ----------------------------------------------------------------------------------------------------
+
+const where = { statefulSet: 'kesd', headlessService: 'kesd-hl', service: 'kesd', namespace: 'kesd', port: 7373, clusterDomain: 'cluster.local' };
+
+test('one replica: MinIO dials the client Service (its ClusterIP survives pod restarts)', () => {
+  assert.equal(kesdMinioEndpoint({ ...where, replicas: 1 }), 'https://kesd.kesd.svc.cluster.local:7373');
+  assert.equal(kesdServiceUrl(where), 'https://kesd.kesd.svc.cluster.local:7373');
+});
+
+test('three replicas: every pod through the headless Service, in MinIO\'s ellipsis syntax', () => {
+  assert.equal(kesdMinioEndpoint({ ...where, replicas: 3 }), 'https://kesd-{0...2}.kesd-hl.kesd.svc.cluster.local:7373');
+  assert.equal(kesdMinioEndpoint({ ...where, replicas: 2, namespace: 'kms', clusterDomain: 'corp.example' }), 'https://kesd-{0...1}.kesd-hl.kms.svc.corp.example:7373');
+  assert.throws(() => kesdMinioEndpoint({ ...where, replicas: 0 }), /positive integer/);
+});
+
+test('every host MinIO may dial is a SAN of the server certificate KesIdentities issues', () => {
+  for (const replicas of [1, 3]) {
+    const sans = kesdServerDnsNames({ namespace: 'kesd', service: KESD_NAMES.service, headlessService: KESD_NAMES.headlessService, statefulSet: KESD_NAMES.statefulSet, replicas });
+    const endpoint = kesdMinioEndpoint({ ...where, ...KESD_NAMES, replicas });
+    const m = /^https:\/\/([^:]+):7373$/.exec(endpoint)!;
+    const hosts = m[1]!.includes('{') ? Array.from({ length: replicas }, (_, i) => m[1]!.replace(/\{0\.\.\.\d+\}/, String(i))) : [m[1]!];
+    for (const h of hosts) assert.ok(sans.includes(h), `${h} in ${sans.join(', ')}`);
+  }
+});
+
+// ---- image --------------------------------------------------------------------------------------------------------
+
+/** A minimal copy of what the image is built from, plus files that are not part of it. */
+function sourceTree(): string {
+  const dir = mkdtempSync(join(tmpdir(), 'kesd-src-'));
+  for (const f of ['package.json', 'package-lock.json', 'kesd/package.json', 'kesd/tsconfig.json', 'kesd/Dockerfile', 'kesd/Dockerfile.dockerignore', 'kesd/bin/kesd.js']) {
+    mkdirSync(dirname(join(dir, f)), { recursive: true });
+    cpSync(join(REPO, f), join(dir, f));
+  }
+  mkdirSync(join(dir, 'kesd/src/store'), { recursive: true });
+  cpSync(join(REPO, 'kesd/src/cli.ts'), join(dir, 'kesd/src/cli.ts'));
+  cpSync(join(REPO, 'kesd/src/store/config.ts'), join(dir, 'kesd/src/store/config.ts'));
+  mkdirSync(join(dir, 'kesd/dist'));
+  writeFileSync(join(dir, 'kesd/dist/cli.js'), '// build output\n');
+  writeFileSync(join(dir, 'README.md'), 'readme\n');
+  return dir;
+}
+
+test('the source hash is 12 hex chars, stable across calls, and covers exactly the image sources', () => {
+  const dir = sourceTree();
+  try {
+    const h = kesdSourceHash(dir);
+    assert.match(h, /^[0-9a-f]{12}$/);
+    assert.equal(kesdSourceHash(dir), h);
+    assert.deepEqual(kesdImageSources(dir), [
+      'kesd/Dockerfile', 'kesd/Dockerfile.dockerignore', 'kesd/bin/kesd.js', 'kesd/package.json', 'kesd/src/cli.ts', 'kesd/src/store/config.ts',
+      'kesd/tsconfig.json', 'package-lock.json', 'package.json',
+    ]);
+    assert.equal(kesdSourceHash(REPO), kesdSourceHash(REPO));
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('the source hash changes with a kesd source file, a new file, the Dockerfile or the lockfile, not with build output or docs', () => {
+  const dir = sourceTree();
+  try {
+    const h0 = kesdSourceHash(dir);
+    writeFileSync(join(dir, 'README.md'), 'changed\n');
+    writeFileSync(join(dir, 'kesd/dist/cli.js'), '// rebuilt\n');
+    assert.equal(kesdSourceHash(dir), h0, 'docs and dist/ are not image sources');
+    const seen = new Set([h0]);
+    const change = (f: string, text: string) => {
+      writeFileSync(join(dir, f), text, { flag: 'a' });
+      const h = kesdSourceHash(dir);
+      assert.ok(!seen.has(h), `${f} changes the hash`);
+      seen.add(h);
+    };
+    change('kesd/src/store/config.ts', '\n// edited\n');
+    change('kesd/src/store/new.ts', 'export {};\n');
+    change('kesd/bin/kesd.js', '\n');
+    change('kesd/Dockerfile', '\n');
+    change('package-lock.json', ' ');
+    // A rename with the same content is a change too (the path is hashed).
+    cpSync(join(dir, 'kesd/src/store/new.ts'), join(dir, 'kesd/src/store/renamed.ts'));
+    rmSync(join(dir, 'kesd/src/store/new.ts'));
+    assert.ok(!seen.has(kesdSourceHash(dir)));
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('the Dockerfile copies, the dockerignore admits and the hash covers the same sources', () => {
+  const dockerfile = readFileSync(join(REPO, 'kesd/Dockerfile'), 'utf8');
+  const copied = [...dockerfile.matchAll(/^COPY (?!--from)(.+) \S+$/gm)].flatMap((m) => m[1]!.split(/\s+/));
+  const admitted = readFileSync(join(REPO, 'kesd/Dockerfile.dockerignore'), 'utf8').split('\n').filter((l) => l.startsWith('!')).map((l) => l.slice(1).replace(/\/$/, ''));
+  assert.deepEqual([...new Set(copied)].sort(), [...admitted].sort());
+  const hashed = kesdImageSources(REPO);
+  for (const src of copied) assert.ok(hashed.some((f) => f === src || f.startsWith(`${src}/`)), `${src} is hashed`);
+  assert.ok(hashed.includes('kesd/Dockerfile'));
+  assert.match(dockerfile, /npm ci --workspace kesd --omit=dev --include=optional/);
+  assert.match(dockerfile, /^USER 1000:1000$/m);
+});
+
+test('the image tag is stateful-kes/kesd:<hash>', () => {
+  assert.equal(kesdImageTag('0123456789ab'), 'stateful-kes/kesd:0123456789ab');
+  assert.throws(() => kesdImageTag('latest'), /12 hex/);
+});
+
+// ---- the component under mocks ------------------------------------------------------------------------------------
+
+const DIGEST = `sha256:${'d'.repeat(64)}`;
+let provider: k8s.Provider;
+let built: import('../../components/kesd.ts').Kesd;
+let external: import('../../components/kesd.ts').Kesd;
+let ids: { server: Awaited<ReturnType<typeof newIdentity>>; ca: Awaited<ReturnType<typeof newIdentity>>; sysadmin: Awaited<ReturnType<typeof newIdentity>>; admin: Awaited<ReturnType<typeof newIdentity>>; minio: Awaited<ReturnType<typeof newIdentity>> };
+let KesdClass: typeof import('../../components/kesd.ts').Kesd;
+
+const tlsIdentity = (id: { certPem: string; keyPem: string; identity: string }) => ({
+  certPem: pulumi.output(id.certPem),
+  keyPem: pulumi.secret(id.keyPem),
+  identity: pulumi.output(id.identity),
+});
+
+function kesdArgs(image: import('../../components/kesd.ts').KesdImage, over: Partial<import('../../components/kesd.ts').KesdArgs> = {}): import('../../components/kesd.ts').KesdArgs {
+  return {
+    namespace: 'kesd',
+    replicas: 1,
+    storageSize: '1Gi',
+    storageClass: 'standard',
+    image,
+    identities: { server: tlsIdentity(ids.server), caCertPem: pulumi.output(ids.ca.certPem), sysadmin: tlsIdentity(ids.sysadmin), enclaveAdmin: tlsIdentity(ids.admin), minio: tlsIdentity(ids.minio) },
+    unsealKey: { secretName: pulumi.output('unseal'), secretKey: UNSEAL_SECRET_KEY, envName: UNSEAL_ENV },
+    keys: KEYS,
+    tenantNamespace: 'tenant-1',
+    provider,
+    ...over,
+  };
+}
+
+before(async () => {
+  await setupMocks();
+  onResource('docker-build:index:Image', (a) => ({ digest: DIGEST, ref: `${a.inputs.tags[0]}@${DIGEST}`, contextHash: 'c'.repeat(64) }));
+  onResource('command:local:Command', () => ({ stdout: '', stderr: '' }));
+  KesdClass = (await import('../../components/kesd.ts')).Kesd;
+  provider = new k8s.Provider('kind', { kubeconfig: 'kind-kubeconfig' });
+  const [server, ca, sysadmin, admin, minio] = await Promise.all([
+    newIdentity({ subject: 'kesd', keyType: 'p256', dnsNames: ['kesd.kesd.svc.cluster.local'] }),
+    newIdentity({ subject: 'ca', keyType: 'p256' }),
+    newIdentity({ subject: 'sysadmin' }),
+    newIdentity({ subject: 'enclave-admin' }),
+    newIdentity({ subject: 'minio' }),
+  ]);
+  ids = { server, ca, sysadmin, admin, minio };
+  built = new KesdClass('kesd', kesdArgs({ build: { kindClusterName: 'stateful-kes' } }), { transformations: [recordLineage] });
+  external = new KesdClass('ext', kesdArgs({ ref: 'registry.example/kesd:0.1.0' }, { storageClass: undefined, storageSize: '5Gi' }));
+  await Promise.all([built, external].flatMap((k) => [valueOf(k.statefulSet.id), valueOf(k.minioEndpoint), valueOf(k.imageRef)]));
+  // PDB and NetworkPolicy are registered alongside; wait until every child has reached the mocks.
+  for (let i = 0; i < 100 && byType('kubernetes:networking.k8s.io/v1:NetworkPolicy').length < 2; i++) await new Promise((r) => setTimeout(r, 20));
+});
+
+const of = (owner: string, type: string): RecordedResource[] => byType(type).filter((r) => r.name.startsWith(`${owner}-`));
+const one = (owner: string, type: string): RecordedResource => {
+  const found = of(owner, type);
+  assert.equal(found.length, 1, `${owner}: one ${type}`);
+  return found[0]!;
+};
+const K8S = {
+  sts: 'kubernetes:apps/v1:StatefulSet',
+  svc: 'kubernetes:core/v1:Service',
+  cm: 'kubernetes:core/v1:ConfigMap',
+  secret: 'kubernetes:core/v1:Secret',
+  pdb: 'kubernetes:policy/v1:PodDisruptionBudget',
+  netpol: 'kubernetes:networking.k8s.io/v1:NetworkPolicy',
+};
+const sts = (owner = 'kesd') => unsecret(one(owner, K8S.sts).inputs);
+const podSpec = (owner = 'kesd') => sts(owner).spec.template.spec;
+const container = (owner = 'kesd') => podSpec(owner).containers[0];
+
+test('children: one Secret, ConfigMap, StatefulSet, PDB, NetworkPolicy and two Services, all with the passed provider', () => {
+  const children = Object.values(K8S).flatMap((t) => of('kesd', t));
+  assert.equal(children.length, 7);
+  for (const c of children) assert.match(c.provider, /::pulumi:providers:kubernetes::kind::/, c.name);
+  assert.deepEqual(of('kesd', K8S.svc).map((s) => s.inputs.metadata.name).sort(), ['kesd', 'kesd-hl']);
+  for (const c of children) assert.equal(unsecret(c.inputs).metadata.namespace, 'kesd', c.name);
+  assert.equal(byType('kubernetes:core/v1:Namespace').length, 0, 'the caller owns the namespace');
+});
+
+test('every child is parented by the component', () => {
+  for (const child of ['kesd-image', 'kesd-kind-load', 'kesd-tls', 'kesd-init', 'kesd-hl', 'kesd-svc', 'kesd-sts', 'kesd-pdb', 'kesd-netpol']) {
+    assert.equal(lineage.get(child)?.parent, 'kesd', child);
+  }
+});
+
+test('every object passes kubernetes-models validation', () => {
+  const validate = (owner: string) => {
+    assert.doesNotThrow(() => new StatefulSet(sts(owner)).validate(), `${owner} StatefulSet`);
+    for (const s of of(owner, K8S.svc)) assert.doesNotThrow(() => new Service(unsecret(s.inputs)).validate(), s.name);
+    assert.doesNotThrow(() => new ConfigMap(unsecret(one(owner, K8S.cm).inputs)).validate());
+    assert.doesNotThrow(() => new Secret(unsecret(one(owner, K8S.secret).inputs)).validate());
+    assert.doesNotThrow(() => new PodDisruptionBudget(unsecret(one(owner, K8S.pdb).inputs)).validate());
+    assert.doesNotThrow(() => new NetworkPolicy(unsecret(one(owner, K8S.netpol).inputs)).validate());
+  };
+  validate('kesd');
+  validate('ext');
+});
+
+test('the TLS Secret holds the server cert, its key (marked secret) and the CA, in kubernetes.io/tls form', () => {
+  const secret = one('kesd', K8S.secret);
+  const isWrapped = (v: unknown) => (v as Record<string, unknown>)?.['4dabf18193072939515e22adb298388d'] === '1b47061264138c4ac30d75fd1eb44270';
+  assert.ok(isWrapped(secret.inputs.stringData) || isWrapped(secret.inputs.stringData['tls.key']), 'tls.key reaches the provider as a secret');
+  const plain = unsecret(secret.inputs);
+  assert.equal(plain.metadata.name, KESD_NAMES.tlsSecret);
+  assert.equal(plain.type, 'kubernetes.io/tls');
+  assert.deepEqual(plain.stringData, { 'tls.crt': ids.server.certPem, 'tls.key': ids.server.keyPem, 'ca.crt': ids.ca.certPem });
+});
+
+test('the ConfigMap\'s init.yml is not secret, names the real identities and keys, and is what checksum/init hashes', () => {
+  const cm = one('kesd', K8S.cm);
+  assert.equal(JSON.stringify(cm.inputs), JSON.stringify(unsecret(cm.inputs)), 'identities are not secret: diffs stay readable');
+  const text = cm.inputs.data['init.yml'] as string;
+  const parsed = parseInitConfig(text, {});
+  assert.equal(parsed.sysadmin, ids.sysadmin.identity);
+  assert.equal(parsed.enclaves[0]!.admin, ids.admin.identity);
+  assert.deepEqual(parsed.enclaves[0]!.policies[0]!.identities, [ids.minio.identity]);
+  assert.deepEqual(parsed.enclaves[0]!.keys, KEYS);
+  assert.equal(parsed.tls.cert, '/etc/kesd/tls/tls.crt');
+  assert.equal(parsed.tls.ca, undefined, 'no tls.ca: Go clients would withhold certificates from other issuers');
+  const annotations = sts().spec.template.metadata.annotations;
+  assert.equal(annotations['checksum/init'], sha256Hex(text));
+  assert.equal(annotations['checksum/tls'], createHash('sha256').update(ids.server.certPem).digest('hex'), 'a new server certificate restarts kesd');
+  assert.ok(!JSON.stringify(annotations).includes('PRIVATE'));
+});
+
+test('the StatefulSet: Parallel, headless serviceName, PVC per pod kept on delete, kesd args, unseal env from the Secret', () => {
+  const s = sts();
+  assert.equal(s.metadata.name, 'kesd');
+  assert.equal(s.spec.serviceName, 'kesd-hl');
+  assert.equal(s.spec.replicas, 1);
+  assert.equal(s.spec.podManagementPolicy, 'Parallel');
+  assert.deepEqual(s.spec.persistentVolumeClaimRetentionPolicy, { whenDeleted: 'Retain', whenScaled: 'Retain' });
+  for (const [k, v] of Object.entries(s.spec.selector.matchLabels)) assert.equal(s.spec.template.metadata.labels[k], v);
+  assert.deepEqual(s.spec.volumeClaimTemplates, [
+    { metadata: { name: 'data', labels: s.metadata.labels }, spec: { accessModes: ['ReadWriteOnce'], storageClassName: 'standard', resources: { requests: { storage: '1Gi' } } } },
+  ]);
+  const ext = sts('ext').spec.volumeClaimTemplates[0].spec;
+  assert.equal(ext.storageClassName, undefined, 'no storageClass: the cluster default');
+  assert.equal(ext.resources.requests.storage, '5Gi');
+  const c = container();
+  assert.deepEqual(c.args, kesdServerArgs());
+  assert.deepEqual(c.env, [{ name: UNSEAL_ENV, valueFrom: { secretKeyRef: { name: 'unseal', key: UNSEAL_SECRET_KEY } } }]);
+  assert.deepEqual(c.ports, [{ name: 'https', containerPort: 7373, protocol: 'TCP' }]);
+  assert.equal(c.imagePullPolicy, 'IfNotPresent');
+  assert.ok(c.resources.requests.cpu && c.resources.requests.memory && c.resources.limits.memory);
+  const mounts = Object.fromEntries(c.volumeMounts.map((m: { mountPath: string }) => [m.mountPath, m]));
+  assert.equal(mounts['/var/lib/kesd'].name, 'data');
+  assert.deepEqual(mounts['/etc/kesd/init.yml'], { name: 'init', mountPath: '/etc/kesd/init.yml', subPath: 'init.yml', readOnly: true });
+  assert.equal(mounts['/etc/kesd/tls'].readOnly, true);
+  assert.equal(mounts['/tmp'].name, 'tmp');
+  const volumes = Object.fromEntries(podSpec().volumes.map((v: { name: string }) => [v.name, v]));
+  assert.equal(volumes.tls.secret.secretName, KESD_NAMES.tlsSecret);
+  assert.equal(volumes.init.configMap.name, KESD_NAMES.initConfigMap);
+  assert.ok(volumes.tmp.emptyDir);
+  assert.equal(podSpec().automountServiceAccountToken, false);
+});
+
+test('probes: readiness over HTTPS on /v1/ready (no client cert needed), liveness on the TCP port', () => {
+  const c = container();
+  assert.deepEqual(c.readinessProbe.httpGet, { scheme: 'HTTPS', path: '/v1/ready', port: 'https' });
+  assert.deepEqual(c.livenessProbe.tcpSocket, { port: 'https' });
+  assert.deepEqual(c.startupProbe.tcpSocket, { port: 'https' });
+  assert.ok(parseInitConfig(one('kesd', K8S.cm).inputs.data['init.yml'], {}).skipAuth?.includes(c.readinessProbe.httpGet.path));
+});
+
+test('the security context is restricted: non-root uid 1000, fsGroup 1000, read-only root, no privilege escalation, no capabilities, RuntimeDefault seccomp', () => {
+  const pod = podSpec().securityContext;
+  assert.deepEqual(pod, KESD_POD_SECURITY_CONTEXT);
+  assert.equal(pod.runAsNonRoot, true);
+  assert.equal(pod.runAsUser, 1000);
+  assert.equal(pod.fsGroup, 1000);
+  assert.deepEqual(pod.seccompProfile, { type: 'RuntimeDefault' });
+  const c = container().securityContext;
+  assert.deepEqual(c, KESD_CONTAINER_SECURITY_CONTEXT);
+  assert.equal(c.runAsNonRoot, true);
+  assert.equal(c.readOnlyRootFilesystem, true);
+  assert.equal(c.allowPrivilegeEscalation, false);
+  assert.deepEqual(c.capabilities, { drop: ['ALL'] });
+  assert.deepEqual(c.seccompProfile, { type: 'RuntimeDefault' });
+});
+
+test('Services: headless kesd-hl publishes not-ready pods, client kesd on 7373, both select the kesd pods', () => {
+  const byName: Record<string, any> = Object.fromEntries(of('kesd', K8S.svc).map((s) => [s.inputs.metadata.name, unsecret(s.inputs)]));
+  assert.equal(byName['kesd-hl'].spec.clusterIP, 'None');
+  assert.equal(byName['kesd-hl'].spec.publishNotReadyAddresses, true);
+  assert.equal(byName.kesd.spec.type, 'ClusterIP');
+  for (const s of Object.values(byName)) {
+    assert.deepEqual(s.spec.ports, [{ name: 'https', port: 7373, targetPort: 'https', protocol: 'TCP' }]);
+    assert.deepEqual(s.spec.selector, sts().spec.selector.matchLabels);
+  }
+});
+
+test('PDB allows one pod down; the NetworkPolicy admits 7373 only from the tenant namespace and kesd admin pods', async () => {
+  const selector = sts().spec.selector.matchLabels;
+  const pdb = unsecret(one('kesd', K8S.pdb).inputs);
+  assert.equal(pdb.spec.maxUnavailable, 1);
+  assert.deepEqual(pdb.spec.selector.matchLabels, selector);
+  const np = unsecret(one('kesd', K8S.netpol).inputs);
+  const { KESD_ADMIN_LABELS } = await import('../../components/kesd.ts');
+  assert.deepEqual(np.spec.podSelector.matchLabels, selector);
+  assert.deepEqual(np.spec.policyTypes, ['Ingress']);
+  assert.deepEqual(np.spec.ingress, [
+    {
+      from: [{ namespaceSelector: { matchLabels: { 'kubernetes.io/metadata.name': 'tenant-1' } } }, { podSelector: { matchLabels: KESD_ADMIN_LABELS } }],
+      ports: [{ protocol: 'TCP', port: 7373 }],
+    },
+  ]);
+});
+
+test('the built image is tagged kesdImageTag(kesdSourceHash(repo)), built from the root context without a preview build, loaded locally', async () => {
+  const tag = kesdImageTag(kesdSourceHash(REPO));
+  const image = one('kesd', 'docker-build:index:Image');
+  assert.deepEqual(image.inputs.tags, [tag]);
+  // Relative to the working dir (the project root under `pulumi up`): no machine-specific path in state.
+  const context = relative(process.cwd(), REPO) || '.';
+  assert.deepEqual(image.inputs.context, { location: context });
+  assert.deepEqual(image.inputs.dockerfile, { location: posix.join(context, 'kesd/Dockerfile') });
+  assert.equal(image.inputs.push, false);
+  assert.equal(image.inputs.buildOnPreview, false);
+  assert.deepEqual(image.inputs.exports, [{ docker: {} }]);
+  assert.equal(image.provider, '', 'not the Kubernetes provider');
+  assert.equal(container().image, tag, 'pods run the tag, never a digest (kind cannot)');
+  assert.equal(await valueOf(built.imageRef), tag);
+});
+
+test('kind load runs for the tag in the named cluster, re-runs when the digest changes, and the StatefulSet waits for it', () => {
+  const load = one('kesd', 'command:local:Command');
+  assert.equal(load.inputs.create, `kind load docker-image ${kesdImageTag(kesdSourceHash(REPO))} --name stateful-kes`);
+  assert.deepEqual(load.inputs.triggers, [DIGEST]);
+  const deps = lineage.get('kesd-sts')?.dependsOn as pulumi.Resource[] | undefined;
+  assert.ok(Array.isArray(deps) && deps.length === 1);
+  assert.equal((deps[0] as unknown as { __name: string }).__name, 'kesd-kind-load');
+  const loadDeps = lineage.get('kesd-kind-load')?.dependsOn as pulumi.Resource[] | undefined;
+  assert.deepEqual(loadDeps?.map((r) => (r as unknown as { __name: string }).__name), ['kesd-image']);
+});
+
+test('with image.ref nothing is built or loaded and the pods run that ref', async () => {
+  assert.equal(of('ext', 'docker-build:index:Image').length, 0);
+  assert.equal(of('ext', 'command:local:Command').length, 0);
+  assert.equal(container('ext').image, 'registry.example/kesd:0.1.0');
+  assert.equal(await valueOf(external.imageRef), 'registry.example/kesd:0.1.0');
+});
+
+test('building without a kind cluster name loads into the local Docker only: no kind load command', async () => {
+  const local = new KesdClass('local', kesdArgs({ build: {} }));
+  await valueOf(local.statefulSet.id);
+  assert.equal(of('local', 'docker-build:index:Image').length, 1);
+  assert.equal(of('local', 'command:local:Command').length, 0);
+});
+
+test('outputs: service URL, MinIO endpoint, Service names', async () => {
+  assert.equal(await valueOf(built.serviceUrl), 'https://kesd.kesd.svc.cluster.local:7373');
+  assert.equal(await valueOf(built.minioEndpoint), 'https://kesd.kesd.svc.cluster.local:7373');
+  assert.equal(await valueOf(built.serviceName), 'kesd');
+  assert.equal(await valueOf(built.headlessServiceName), 'kesd-hl');
+});
+
+test('more than one replica is refused: each replica would hold its own keys', () => {
+  assert.throws(() => new KesdClass('three', kesdArgs({ ref: 'x:1' }, { replicas: 3 })), /replicas must be 1/);
+});
