@@ -14,8 +14,9 @@ if (!values.out) {
 }
 const render = await renderStack({ stack: values.stack, tlsCache: values['tls-cache'] });
 mkdirSync(values.out, { recursive: true, mode: 0o700 });
-render.manifests.forEach((m, i) => {
-  const file = `${String(i + 1).padStart(2, '0')}-${m.kind.toLowerCase()}-${m.metadata.namespace ?? 'cluster'}-${m.metadata.name}.yaml`;
+// Named by what they are, not by registration order (which varies with how fast outputs resolve).
+render.manifests.forEach((m) => {
+  const file = `${m.metadata.namespace ?? '_cluster'}--${m.kind.toLowerCase()}--${m.metadata.name}.yaml`;
   writeFileSync(join(values.out!, file), stringify(m, { lineWidth: 0 }), { mode: 0o600 });
 });
 for (const c of render.charts) writeFileSync(join(values.out, `chart-${c.name}.yaml`), stringify(c, { lineWidth: 0 }), { mode: 0o600 });

@@ -56,9 +56,7 @@ export async function renderStack(opts: { stack?: string; config?: Record<string
   const program = (await import(resolve(REPO, 'index.ts'))) as Record<string, unknown>;
   await quiescent();
   const outputs: Record<string, unknown> = {};
-  for (const [k, v] of Object.entries(program)) {
-    outputs[k] = await new Promise((res) => (v && typeof v === 'object' && 'apply' in v ? (v as { apply(f: (x: unknown) => void): void }).apply(res) : res(v)));
-  }
+  for (const [k, v] of Object.entries(program)) outputs[k] = await resolveDeep(v);
   const manifests: Manifest[] = [];
   const charts: Render['charts'] = [];
   for (const r of recorded) {
@@ -72,6 +70,12 @@ export async function renderStack(opts: { stack?: string; config?: Record<string
     }
   }
   return { manifests, charts, resources: recorded, outputs };
+}
+
+async function resolveDeep(v: unknown): Promise<unknown> {
+  if (v && typeof v === 'object' && 'apply' in v) return new Promise((res) => (v as { apply(f: (x: unknown) => void): void }).apply(res));
+  if (v && typeof v === 'object' && !Array.isArray(v)) return Object.fromEntries(await Promise.all(Object.entries(v).map(async ([k, x]) => [k, await resolveDeep(x)])));
+  return v;
 }
 
 export function toYaml(render: Render): string {
