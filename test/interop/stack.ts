@@ -39,17 +39,18 @@ export class Minio {
   private child: ChildProcess | undefined;
   readonly url: string;
   readonly log: string;
-  readonly user = 'kesd-interop';
-  readonly password = 'kesd-interop-secret-123';
+  user = 'kesd-interop';
+  password = 'kesd-interop-secret-123';
 
-  constructor(readonly dir: string, readonly port: number, readonly consolePort: number, public kms: KmsClient) {
+  /** `launcher` runs MinIO through another command (e.g. `unshare` for a private /etc/hosts); `env` replaces the KMS env. */
+  constructor(readonly dir: string, readonly port: number, readonly consolePort: number, public kms: KmsClient, private readonly opts: { launcher?: string[]; env?: NodeJS.ProcessEnv } = {}) {
     this.url = `http://127.0.0.1:${port}`;
     this.log = join(dir, 'minio.log');
   }
 
   async start(): Promise<void> {
     await mkdir(join(this.dir, 'disk'), { recursive: true });
-    const env = {
+    const env = this.opts.env ?? {
       ...process.env,
       MINIO_ROOT_USER: this.user,
       MINIO_ROOT_PASSWORD: this.password,
@@ -62,7 +63,8 @@ export class Minio {
       MINIO_KMS_KES_KEY_NAME: this.kms.defaultKey,
     };
     const out = createWriteStream(this.log, { flags: 'a' });
-    const child = spawn(peer('minio'), ['server', join(this.dir, 'disk'), '--address', `127.0.0.1:${this.port}`, '--console-address', `127.0.0.1:${this.consolePort}`, '--certs-dir', join(this.dir, 'certs')], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    const [command, ...prefix] = [...(this.opts.launcher ?? []), peer('minio')];
+    const child = spawn(command!, [...prefix, 'server', join(this.dir, 'disk'), '--address', `127.0.0.1:${this.port}`, '--console-address', `127.0.0.1:${this.consolePort}`, '--certs-dir', join(this.dir, 'certs')], { env, stdio: ['ignore', 'pipe', 'pipe'] });
     child.stdout!.pipe(out);
     child.stderr!.pipe(out);
     this.child = child;
