@@ -4,7 +4,7 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createDecipheriv, createHash, createHmac, randomBytes } from 'node:crypto';
 import https from 'node:https';
-import { request, startTestServer, type Reply, type TestServer } from './harness.js';
+import { readReply, request, startTestServer, type Reply, type TestServer } from './harness.js';
 
 let s: TestServer;
 before(async () => {
@@ -52,13 +52,7 @@ function openRawAes(key: Buffer, ciphertext: Buffer, aad: Buffer = Buffer.alloc(
 function send(method: string, path: string, opts: { headers?: Record<string, string | number>; chunks?: Buffer[]; agent?: https.Agent } = {}): Promise<Reply> {
   return new Promise((resolve, reject) => {
     const req = https.request({ host: '127.0.0.1', port: s.port, method, path, agent: opts.agent ?? s.agent(s.admin), headers: opts.headers ?? {} }, (res) => {
-      const chunks: Buffer[] = [];
-      res.on('data', (c: Buffer) => chunks.push(c));
-      res.on('end', () => {
-        const text = Buffer.concat(chunks).toString('utf8');
-        resolve({ status: res.statusCode ?? 0, headers: res.headers, text, json: () => JSON.parse(text) });
-      });
-      res.on('error', reject);
+      readReply(res).then(resolve, reject);
     });
     req.on('error', reject);
     for (const c of opts.chunks ?? []) req.write(c);
