@@ -32,6 +32,8 @@ export interface ServerContext {
   readonly errors: ErrorLog;
   readonly metrics: Metrics;
   readonly routes: readonly Route[];
+  /** How many processes serve the API (cluster workers); 1 if unset. */
+  readonly workers?: number;
 }
 
 export interface RequestContext {

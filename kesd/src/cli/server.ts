@@ -1,5 +1,6 @@
 // `kesd init` and `kesd server`: the stateful data dir, as in `kes init` / `kes server <dir>` of KES v0.22.
 import { existsSync } from 'node:fs';
+import os from 'node:os';
 import { mkdir, readdir, readFile, rename, rm } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import { parseInitConfig, readServerConfig, SERVER_CONFIG_FILE, toServerConfig, writeServerConfig, type InitConfig, type ServerConfig } from '../store/config.js';
@@ -11,6 +12,7 @@ import { System } from '../state/system.js';
 import { ErrKeyExists } from '../api/errors.js';
 import { checkServerCertificate } from '../server/tls-check.js';
 import { runServer } from '../server/run.js';
+import { runCluster } from '../server/cluster.js';
 import { CliError, parse, positionals, type Command } from './command.js';
 
 // The LMDB data file inside the data dir (LMDB adds db-lock beside it).
@@ -124,17 +126,19 @@ const init: Command = {
   },
 };
 
-const serverUsage = 'kesd server [--addr HOST:PORT] [--init init.yml] [--audit-log on|off] <dir>';
+const serverUsage = 'kesd server [--addr HOST:PORT] [--init init.yml] [--audit-log on|off] [--workers N] <dir>';
 
 const server: Command = {
   name: 'server',
-  summary: 'Serve the KES API from a data dir (unsealed by the key in the configured env var); with --init, initialise it first if needed and apply init.yml at every start',
+  summary: 'Serve the KES API from a data dir (unsealed by the key in the configured env var); with --init, initialise it first if needed and apply init.yml at every start; --workers N processes (default: one per CPU)',
   usage: serverUsage,
   async run(argv) {
-    const { values, positionals: args } = parse(argv, { addr: { type: 'string' }, init: { type: 'string' }, 'audit-log': { type: 'string' } }, serverUsage);
+    const { values, positionals: args } = parse(argv, { addr: { type: 'string' }, init: { type: 'string' }, 'audit-log': { type: 'string' }, workers: { type: 'string' } }, serverUsage);
     const [dir] = positionals(args, 1, serverUsage);
     const audit = values['audit-log'] ?? 'on';
     if (audit !== 'on' && audit !== 'off') throw new CliError(`--audit-log must be 'on' or 'off', got '${audit}'`, 2);
+    const workers = values.workers === undefined ? os.availableParallelism() : /^\d+$/.test(values.workers) ? Number(values.workers) : NaN;
+    if (!(workers >= 1 && workers <= 256)) throw new CliError(`--workers must be a number from 1 to 256, got '${values.workers}'`, 2);
     const declared = values.init === undefined ? undefined : parseInitConfig(await readFile(values.init, 'utf8'), process.env);
     if (declared !== undefined && !existsSync(join(dir!, SERVER_CONFIG_FILE))) {
       await initDataDir(dir!, declared);
@@ -148,7 +152,10 @@ const server: Command = {
     }
     const config = await readServerConfig(dir!);
     await checkServerCertificate(config.tls);
-    await runServer({ dir: dir!, config, root, address: values.addr ?? config.address, auditStdout: audit === 'on', declared });
+    const opts = { dir: dir!, config, root, address: values.addr ?? config.address, auditStdout: audit === 'on', declared };
+    // One worker is the plain single process; more run on node:cluster (server/cluster.ts).
+    if (workers > 1) return runCluster(opts, workers);
+    await runServer(opts);
     return 0;
   },
 };

@@ -9,7 +9,7 @@ export interface AuditEvent {
 }
 
 export class AuditLog {
-  private readonly stream = new EventStream();
+  readonly stream = new EventStream();
   events = 0;
 
   constructor(private readonly stdout: ((line: string) => void) | undefined) {}
@@ -18,8 +18,8 @@ export class AuditLog {
     return this.stream.dropped;
   }
 
-  subscribe(req: IncomingMessage, res: ServerResponse): void {
-    this.stream.subscribe(req, res);
+  subscribe(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    return this.stream.subscribe(req, res);
   }
 
   record(event: AuditEvent): void {

@@ -4,13 +4,13 @@ import type { Logger } from 'pino';
 import { EventStream } from './stream.js';
 
 export class ErrorLog {
-  private readonly stream = new EventStream();
+  readonly stream = new EventStream();
   events = 0;
 
   constructor(private readonly logger: Logger | undefined) {}
 
-  subscribe(req: IncomingMessage, res: ServerResponse): void {
-    this.stream.subscribe(req, res);
+  subscribe(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    return this.stream.subscribe(req, res);
   }
 
   log(message: string, err?: unknown): void {

@@ -1,14 +1,16 @@
 // Prometheus metrics under the KES family names, so KES dashboards and `kes metric` keep working.
 // Latency buckets start at 50 µs: the data-key path is far below KES's 10 ms first bucket.
 import os from 'node:os';
-import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { Counter, Gauge, Histogram, Registry, type Aggregator } from 'prom-client';
 import type { AuditLog } from './audit.js';
 import type { ErrorLog } from './errorlog.js';
 
 export const LATENCY_BUCKETS = [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 1.5, 3, 5, 10];
 
 export class Metrics {
-  private readonly registry = new Registry();
+  readonly registry = new Registry();
+  /** Set in a cluster worker: the exposition of the whole server (all workers), instead of this process's. */
+  gather: (() => Promise<string>) | undefined;
   private readonly success = new Counter({ name: 'kes_http_request_success', help: 'Number of requests that succeeded (2xx)', labelNames: ['code'], registers: [this.registry] });
   private readonly error = new Counter({ name: 'kes_http_request_error', help: 'Number of requests that failed with a client error (4xx)', labelNames: ['code'], registers: [this.registry] });
   private readonly failure = new Counter({ name: 'kes_http_request_failure', help: 'Number of requests that failed with a server error (5xx)', labelNames: ['code'], registers: [this.registry] });
@@ -17,17 +19,18 @@ export class Metrics {
   readonly contentType = this.registry.contentType;
 
   constructor(startedAt: number, audit: AuditLog, errors: ErrorLog) {
-    const gauge = (name: string, help: string, value: () => number) =>
-      new Gauge({ name, help, registers: [this.registry], collect() { this.set(value()); } });
+    // In a cluster, workers' values are summed unless a gauge says otherwise (aggregator).
+    const gauge = (name: string, help: string, value: () => number, aggregator: Aggregator = 'sum') =>
+      new Gauge({ name, help, aggregator, registers: [this.registry], collect() { this.set(value()); } });
     // Counted where they happen (no hot-path cost here); exposed as counters as KES does.
     const counter = (name: string, help: string, value: () => number) =>
       new Counter({ name, help, registers: [this.registry], collect() { this.reset(); this.inc(value()); } });
     counter('kes_log_error_events', 'Number of error log events', () => errors.events);
     counter('kes_log_audit_events', 'Number of audit log events', () => audit.events);
     counter('kesd_log_audit_dropped_events', 'Audit events dropped for slow /v1/log/audit subscribers', () => audit.dropped);
-    gauge('kes_system_up_time', 'Uptime in seconds', () => (Date.now() - startedAt) / 1000);
-    gauge('kes_system_num_cpu', 'Number of CPUs', () => os.availableParallelism());
-    gauge('kes_system_num_cpu_used', 'Number of CPUs used by this process', () => 1);
+    gauge('kes_system_up_time', 'Uptime in seconds', () => (Date.now() - startedAt) / 1000, 'max');
+    gauge('kes_system_num_cpu', 'Number of CPUs', () => os.availableParallelism(), 'first');
+    gauge('kes_system_num_cpu_used', 'Number of CPUs used (one per worker process)', () => 1);
     gauge('kes_system_num_threads', 'Number of threads', () => 1);
     gauge('kes_system_mem_heap_used', 'Heap bytes in use', () => process.memoryUsage().heapUsed);
     gauge('kes_system_mem_heap_objects', 'Heap objects (not tracked by V8; 0)', () => 0);
@@ -44,7 +47,7 @@ export class Metrics {
 
   /** Prometheus text; families without samples are omitted, because the kms-go client rejects them. */
   async exposition(): Promise<string> {
-    const text = await this.registry.metrics();
+    const text = this.gather !== undefined ? await this.gather() : await this.registry.metrics();
     return text
       .split(/(?=^# HELP )/m)
       .filter((family) => family.split('\n').some((line) => line !== '' && !line.startsWith('#')))

@@ -6,11 +6,13 @@ import { routes } from '../api/routes.js';
 import type { InitConfig, ServerConfig } from '../store/config.js';
 import { openLmdbStore } from '../store/lmdb.js';
 import type { RootKeyInfo } from '../store/unseal.js';
+import type { ChangeBus } from '../state/changes.js';
 import { System } from '../state/system.js';
 import { VERSION } from '../version.js';
 import { applyDeclarations, ensureDeclaredKeys, STORE_FILE } from '../cli/server.js';
 import { AuditLog } from './audit.js';
 import { ErrorLog } from './errorlog.js';
+import { LineWriter } from './lines.js';
 import { Metrics } from './metrics.js';
 import { startServer, type RunningServer } from './server.js';
 
@@ -22,6 +24,17 @@ export interface KesdOptions {
   readonly auditStdout: boolean;
   /** An init.yml to apply at start (`server --init`): enclaves, policies, assignments and keys. */
   readonly declared?: InitConfig;
+  /** Set in a cluster worker (worker.ts): the primary has applied the declarations; changes go to the others. */
+  readonly worker?: WorkerLink;
+}
+
+export interface WorkerLink {
+  readonly bus: ChangeBus;
+  readonly sealed: boolean;
+  readonly startedAt: number;
+  readonly workers: number;
+  /** Connects the worker's log streams and metrics to the other workers, before it serves. */
+  attach(ctx: ServerContext): void;
 }
 
 export interface Kesd extends RunningServer {
@@ -29,19 +42,37 @@ export interface Kesd extends RunningServer {
   stop(): Promise<void>;
 }
 
-export async function startKesd(opts: KesdOptions): Promise<Kesd> {
-  const logger = pino({ base: undefined }, pino.destination(2));
-  const stdout = opts.auditStdout ? pino.destination({ dest: 1, sync: false, minLength: 4096 }) : undefined;
-  const store = await openLmdbStore(join(opts.dir, STORE_FILE));
-  const system = await System.open(store, { key: opts.root.key, sysadmin: opts.root.sysadmin });
+/** What happens once per start, before serving: declared keys are created and init.yml is applied. */
+async function declare(system: System, opts: KesdOptions): Promise<void> {
   await ensureDeclaredKeys(system, opts.config.keys ?? {}, opts.root.sysadmin);
   if (opts.declared !== undefined) await applyDeclarations(system, opts.declared);
+}
+
+/** The cluster primary's part of a start: the declarations, on a store it closes before the workers open it. */
+export async function declareInStore(opts: KesdOptions): Promise<void> {
+  const store = await openLmdbStore(join(opts.dir, STORE_FILE));
+  try {
+    await declare(await System.open(store, { key: opts.root.key, sysadmin: opts.root.sysadmin }, { resumeSweeps: false }), opts);
+  } finally {
+    await store.close();
+  }
+}
+
+export async function startKesd(opts: KesdOptions): Promise<Kesd> {
+  const logger = pino({ base: undefined }, pino.destination(2));
+  const stdout = opts.auditStdout ? new LineWriter(1) : undefined;
+  const store = await openLmdbStore(join(opts.dir, STORE_FILE));
+  const worker = opts.worker;
+  const system = await System.open(store, { key: opts.root.key, sysadmin: opts.root.sysadmin }, { bus: worker?.bus, sealed: worker?.sealed, startedAt: worker?.startedAt });
+  if (worker === undefined) await declare(system, opts);
   const skipAuth = new Set(opts.config.skipAuth ?? []);
 
   const audit = new AuditLog(stdout ? (line) => stdout.write(line) : undefined);
   const errors = new ErrorLog(logger);
   const served = routes.map((r) => (skipAuth.has(r.path) ? { ...r, auth: 'none' as const } : r));
-  const ctx: ServerContext = { system, version: VERSION, audit, errors, metrics: new Metrics(system.startedAt, audit, errors), routes: served };
+  const metrics = new Metrics(system.startedAt, audit, errors);
+  const ctx: ServerContext = { system, version: VERSION, audit, errors, metrics, routes: served, workers: worker?.workers };
+  worker?.attach(ctx);
   const tls = { certFile: opts.config.tls.cert, keyFile: opts.config.tls.key, password: opts.config.tls.password, caFile: opts.config.tls.ca, verifyCert: opts.config.tls.verifyCert };
   const running = await startServer(ctx, opts.address, tls);
   return {
@@ -50,16 +81,22 @@ export async function startKesd(opts: KesdOptions): Promise<Kesd> {
     async stop() {
       await running.close();
       await store.close();
-      stdout?.flushSync();
+      await stdout?.drain();
     },
   };
+}
+
+/** The start banner; tests and operators look for "listening on HOST:PORT". */
+export function banner(opts: KesdOptions, port: number, workers = 1): string {
+  const host = opts.address.replace(/:\d+$/, '');
+  return `kesd ${VERSION.version} listening on ${host}:${port}\n  sysadmin ${opts.root.sysadmin}\n  verify client certificates: ${opts.config.tls.verifyCert ? 'on' : 'off'}` +
+    (workers > 1 ? `\n  worker processes: ${workers}` : '');
 }
 
 /** Runs until SIGTERM/SIGINT; SIGHUP reloads the TLS certificate without dropping connections. */
 export async function runServer(opts: KesdOptions): Promise<void> {
   const kesd = await startKesd(opts);
-  const host = opts.address.replace(/:\d+$/, '');
-  console.error(`kesd ${VERSION.version} listening on ${host}:${kesd.port}\n  sysadmin ${opts.root.sysadmin}\n  verify client certificates: ${opts.config.tls.verifyCert ? 'on' : 'off'}`);
+  console.error(banner(opts, kesd.port));
   process.on('SIGHUP', () => {
     try {
       kesd.reloadTls();

@@ -5,6 +5,7 @@ import {
   ErrAssignAdmin, ErrDeleteAdmin, ErrIdentityNotFound, ErrKeyExists, ErrKeyNotFound, ErrPolicyNotFound,
   ErrSecretExists, ErrSecretNotFound, ErrStoreWrite,
 } from '../api/errors.js';
+import type { Change, ChangeBus } from './changes.js';
 import { isAllowed, type PolicyRules } from './policy.js';
 import { paths, type EnclaveRecord, type IdentityRecord, type KeyRecord, type PolicyRecord, type RecordStore, type SecretRecord } from './records.js';
 
@@ -38,9 +39,11 @@ export class Enclave {
   readonly identities = new Map<string, IdentityRecord>();
   private readonly keys = new Map<string, CachedKey>();
   private readonly keyLocks = new Map<string, Promise<unknown>>();
+  /** Counts cache drops, so a read that a drop overtook (a delete in another process) reads again. */
+  private drops = 0;
   private mutations: Promise<unknown> = Promise.resolve();
 
-  constructor(readonly name: string, readonly info: EnclaveRecord, private readonly records: RecordStore) {}
+  constructor(readonly name: string, readonly info: EnclaveRecord, private readonly records: RecordStore, private readonly bus: ChangeBus) {}
 
   async load(): Promise<void> {
     for await (const { name, record } of this.records.list<PolicyRecord>(paths.policy(this.info.uid))) this.policies.set(name, record);
@@ -68,9 +71,10 @@ export class Enclave {
     if (cached !== undefined) return cached;
     const pending = this.keyLocks.get(name);
     if (pending !== undefined) await pending.catch(() => undefined);
+    const drops = this.drops;
     const record = await storeOp('read key', () => this.records.get<KeyRecord>(paths.key(this.info.uid, name)));
     if (record === undefined) throw ErrKeyNotFound;
-    if (this.keyLocks.has(name)) return this.key(name); // a create/delete raced the read: read again
+    if (this.keyLocks.has(name) || this.drops !== drops) return this.key(name); // a create/delete raced the read: read again
     return this.cacheKey(name, record);
   }
 
@@ -117,11 +121,18 @@ export class Enclave {
   async deleteKey(name: string): Promise<void> {
     await this.withKeyLock(name, async () => {
       const deleted = await storeOp('delete key', () => this.records.delete(paths.key(this.info.uid, name)));
-      const cached = this.keys.get(name);
-      this.keys.delete(name);
-      cached?.secret.bytes.fill(0);
+      this.dropKey(name);
       if (!deleted) throw ErrKeyNotFound;
     });
+    await this.bus.publish({ kind: 'key', enclave: this.name, name });
+  }
+
+  private dropKey(name: string): void {
+    this.drops++;
+    const cached = this.keys.get(name);
+    this.keys.delete(name);
+    cached?.secret.bytes.fill(0);
+    cached?.hmacKey.fill(0);
   }
 
   listKeys(namePrefix = ''): AsyncGenerator<{ name: string; record: KeyRecord }> {
@@ -134,6 +145,7 @@ export class Enclave {
 
   /** Drops key material from memory (used when the system is sealed). */
   forgetKeys(): void {
+    this.drops++;
     for (const k of this.keys.values()) {
       k.secret.bytes.fill(0);
       k.hmacKey.fill(0);
@@ -149,12 +161,16 @@ export class Enclave {
     return run;
   }
 
-  writePolicy(name: string, rules: PolicyRules, createdBy: string): Promise<void> {
-    return this.serial(async () => {
+  // Each mutation publishes its change after its serial section: a remote change waits in that queue, so
+  // waiting there for the other processes' acknowledgements could deadlock two processes mutating at once.
+
+  async writePolicy(name: string, rules: PolicyRules, createdBy: string): Promise<void> {
+    await this.serial(async () => {
       const record: PolicyRecord = { allow: [...rules.allow], deny: [...rules.deny], created_at: now(), created_by: createdBy };
       await storeOp('write policy', () => this.records.put(paths.policy(this.info.uid, name), record));
       this.policies.set(name, record);
     });
+    await this.bus.publish({ kind: 'policy', enclave: this.name, name });
   }
 
   policy(name: string): PolicyRecord {
@@ -163,30 +179,54 @@ export class Enclave {
     return p;
   }
 
-  deletePolicy(name: string): Promise<void> {
-    return this.serial(async () => {
+  async deletePolicy(name: string): Promise<void> {
+    await this.serial(async () => {
       if (!this.policies.has(name)) throw ErrPolicyNotFound;
       await storeOp('delete policy', () => this.records.delete(paths.policy(this.info.uid, name)));
       this.policies.delete(name);
     });
+    await this.bus.publish({ kind: 'policy', enclave: this.name, name });
   }
 
-  assignPolicy(policy: string, identity: string, createdBy: string): Promise<void> {
-    return this.serial(async () => {
+  async assignPolicy(policy: string, identity: string, createdBy: string): Promise<void> {
+    await this.serial(async () => {
       if (identity === this.info.admin) throw ErrAssignAdmin;
       const record: IdentityRecord = { policy, created_at: now(), created_by: createdBy };
       await storeOp('assign policy', () => this.records.put(paths.identity(this.info.uid, identity), record));
       this.identities.set(identity, record);
     });
+    await this.bus.publish({ kind: 'identity', enclave: this.name, identity });
   }
 
-  deleteIdentity(identity: string): Promise<void> {
-    return this.serial(async () => {
+  async deleteIdentity(identity: string): Promise<void> {
+    await this.serial(async () => {
       if (identity === this.info.admin) throw ErrDeleteAdmin;
       if (!this.identities.has(identity)) throw ErrIdentityNotFound;
       await storeOp('delete identity', () => this.records.delete(paths.identity(this.info.uid, identity)));
       this.identities.delete(identity);
     });
+    await this.bus.publish({ kind: 'identity', enclave: this.name, identity });
+  }
+
+  /** Applies a change another process made to this enclave: reloads the record, or drops the cached key. */
+  async apply(change: Change): Promise<void> {
+    const uid = this.info.uid;
+    switch (change.kind) {
+      case 'key':
+        return this.dropKey(change.name);
+      case 'policy':
+        return this.serial(async () => {
+          const record = await this.records.get<PolicyRecord>(paths.policy(uid, change.name));
+          if (record === undefined) this.policies.delete(change.name);
+          else this.policies.set(change.name, record);
+        });
+      case 'identity':
+        return this.serial(async () => {
+          const record = await this.records.get<IdentityRecord>(paths.identity(uid, change.identity));
+          if (record === undefined) this.identities.delete(change.identity);
+          else this.identities.set(change.identity, record);
+        });
+    }
   }
 
   // ---- secrets ----------------------------------------------------------------------------------------

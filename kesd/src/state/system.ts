@@ -2,6 +2,7 @@
 import { randomBytes } from '../crypto/random.js';
 import { ErrEnclaveExists, ErrEnclaveNotFound, ErrSealed, ErrStoreWrite } from '../api/errors.js';
 import type { Store } from '../store/store.js';
+import { localBus, type Change, type ChangeBus } from './changes.js';
 import { Enclave } from './enclave.js';
 import { deriveRecordKey, paths, RecordStore, type EnclaveRecord } from './records.js';
 
@@ -10,23 +11,40 @@ export interface RootKey {
   readonly sysadmin: string;
 }
 
+export interface SystemOptions {
+  /** Where changes go for the other processes serving the same store (cluster workers); none by default. */
+  readonly bus?: ChangeBus;
+  /** Start sealed (a cluster worker restarted after a seal). */
+  readonly sealed?: boolean;
+  /** When the server started (a cluster worker gets the primary's start time). */
+  readonly startedAt?: number;
+  /** Finish enclave sweeps a previous run left unfinished (default true). */
+  readonly resumeSweeps?: boolean;
+}
+
 export class System {
   readonly enclaves = new Map<string, Enclave>();
-  readonly startedAt = Date.now();
+  readonly startedAt: number;
   sealed = false;
+  private mutations: Promise<unknown> = Promise.resolve();
 
-  private constructor(readonly sysadmin: string, readonly records: RecordStore) {}
+  private constructor(readonly sysadmin: string, readonly records: RecordStore, private readonly bus: ChangeBus, startedAt: number) {
+    this.startedAt = startedAt;
+  }
 
   /** Loads enclaves, policies and identities (keys load lazily), and resumes unfinished enclave sweeps. */
-  static async open(store: Store, root: RootKey): Promise<System> {
-    const system = new System(root.sysadmin, new RecordStore(store, deriveRecordKey(root.key)));
+  static async open(store: Store, root: RootKey, opts: SystemOptions = {}): Promise<System> {
+    const system = new System(root.sysadmin, new RecordStore(store, deriveRecordKey(root.key)), opts.bus ?? localBus, opts.startedAt ?? Date.now());
+    system.sealed = opts.sealed ?? false;
     for await (const { name, record } of system.records.list<EnclaveRecord>(paths.enclaves)) {
-      const enclave = new Enclave(name, record, system.records);
+      const enclave = new Enclave(name, record, system.records, system.bus);
       await enclave.load();
       system.enclaves.set(name, enclave);
     }
-    for await (const path of system.records.listPaths(paths.sweeps)) {
-      void system.sweep(path.slice(paths.sweeps.length));
+    if (opts.resumeSweeps ?? true) {
+      for await (const path of system.records.listPaths(paths.sweeps)) {
+        void system.sweep(path.slice(paths.sweeps.length));
+      }
     }
     return system;
   }
@@ -43,34 +61,50 @@ export class System {
     return enclave;
   }
 
+  /** Enclave mutations, local and remote, run one at a time, so the map always ends as the store is. */
+  private serial<T>(op: () => Promise<T>): Promise<T> {
+    const run = this.mutations.then(op, op);
+    this.mutations = run.catch(() => undefined);
+    return run;
+  }
+
   async createEnclave(name: string, admin: string, createdBy: string): Promise<Enclave> {
     if (this.sealed) throw ErrSealed;
     const record: EnclaveRecord = { uid: randomBytes(16).toString('hex'), admin, created_at: new Date().toISOString(), created_by: createdBy };
-    let created: boolean;
-    try {
-      created = await this.records.putIfAbsent(paths.enclave(name), record);
-    } catch (err) {
-      throw Object.assign(ErrStoreWrite('create enclave'), { cause: err });
-    }
-    if (!created) throw ErrEnclaveExists;
-    const enclave = new Enclave(name, record, this.records);
-    this.enclaves.set(name, enclave);
+    const enclave = await this.serial(async () => {
+      let created: boolean;
+      try {
+        created = await this.records.putIfAbsent(paths.enclave(name), record);
+      } catch (err) {
+        throw Object.assign(ErrStoreWrite('create enclave'), { cause: err });
+      }
+      if (!created) throw ErrEnclaveExists;
+      const enclave = new Enclave(name, record, this.records, this.bus);
+      this.enclaves.set(name, enclave);
+      return enclave;
+    });
+    await this.bus.publish({ kind: 'enclave', enclave: name });
     return enclave;
   }
 
   /** Deleting the enclave record removes the enclave at once; its records are swept afterwards. */
   async deleteEnclave(name: string): Promise<void> {
     if (this.sealed) throw ErrSealed;
-    const enclave = this.enclaves.get(name);
+    const enclave = await this.serial(async () => {
+      const enclave = this.enclaves.get(name);
+      if (enclave === undefined) return undefined;
+      try {
+        await this.records.put(paths.sweep(enclave.info.uid), { enclave: name });
+        await this.records.delete(paths.enclave(name));
+      } catch (err) {
+        throw Object.assign(ErrStoreWrite('delete enclave'), { cause: err });
+      }
+      this.enclaves.delete(name);
+      enclave.forgetKeys();
+      return enclave;
+    });
     if (enclave === undefined) return;
-    try {
-      await this.records.put(paths.sweep(enclave.info.uid), { enclave: name });
-      await this.records.delete(paths.enclave(name));
-    } catch (err) {
-      throw Object.assign(ErrStoreWrite('delete enclave'), { cause: err });
-    }
-    this.enclaves.delete(name);
-    enclave.forgetKeys();
+    await this.bus.publish({ kind: 'enclave', enclave: name });
     await this.sweep(enclave.info.uid);
   }
 
@@ -82,9 +116,40 @@ export class System {
   }
 
   /** Stops all key operations until a restart; key material is dropped from memory. */
-  seal(): void {
+  async seal(): Promise<void> {
     if (this.sealed) throw ErrSealed;
+    this.sealHere();
+    await this.bus.publish({ kind: 'seal' });
+  }
+
+  private sealHere(): void {
     this.sealed = true;
     for (const enclave of this.enclaves.values()) enclave.forgetKeys();
+  }
+
+  /** Applies a change another process published (see ChangeBus). */
+  async apply(change: Change): Promise<void> {
+    switch (change.kind) {
+      case 'seal':
+        return this.sealHere();
+      case 'enclave':
+        return this.serial(() => this.reloadEnclave(change.enclave));
+      default:
+        await this.enclaves.get(change.enclave)?.apply(change);
+    }
+  }
+
+  private async reloadEnclave(name: string): Promise<void> {
+    const record = await this.records.get<EnclaveRecord>(paths.enclave(name));
+    const current = this.enclaves.get(name);
+    if (current !== undefined && current.info.uid === record?.uid) return;
+    if (current !== undefined) {
+      this.enclaves.delete(name);
+      current.forgetKeys();
+    }
+    if (record === undefined) return;
+    const enclave = new Enclave(name, record, this.records, this.bus);
+    await enclave.load();
+    this.enclaves.set(name, enclave);
   }
 }

@@ -38,6 +38,7 @@ class LmdbStore implements Store {
 
   async get(path: string): Promise<Uint8Array | undefined> {
     this.assertOpen();
+    this.fresh();
     return this.db.get(path);
   }
 
@@ -62,6 +63,7 @@ class LmdbStore implements Store {
 
   async *list(prefix: string): AsyncIterable<StoreRecord> {
     this.assertOpen();
+    this.fresh();
     // getRange walks a cursor lazily: one record is decoded per step, so memory stays flat. String keys
     // sort by their UTF-8 bytes, so all keys with the prefix are contiguous from `start: prefix` onwards.
     const range = this.db.getRange(prefix === '' ? {} : { start: prefix });
@@ -88,6 +90,14 @@ class LmdbStore implements Store {
   // through the write's own promise.
   private observeCommit(): void {
     this.db.committed.then(noop, noop);
+  }
+
+  // lmdb-js reuses one read snapshot until a timer of the next event turn (or its own commit) resets it. A
+  // commit by another process (cluster worker) in between would stay invisible, and a request that already
+  // saw it answered could read stale data here. Resetting first makes every read see all committed writes;
+  // it costs a native call per read, and reads happen only on cache misses and admin paths.
+  private fresh(): void {
+    this.db.resetReadTxn();
   }
 
   private assertOpen(): void {

@@ -6,7 +6,7 @@ export interface StoreRecord {
 }
 
 export interface Store {
-  /** The value at path, or undefined. */
+  /** The value at path, or undefined. Reads (get, list) see every write committed before they start, by any process. */
   get(path: string): Promise<Uint8Array | undefined>;
   /** Writes value only if path is absent. Resolves true if written, false if it existed. Durable on resolve. */
   putIfAbsent(path: string, value: Uint8Array): Promise<boolean>;

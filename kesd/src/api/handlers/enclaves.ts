@@ -31,7 +31,7 @@ export async function deleteEnclave(ctx: RequestContext): Promise<Reply> {
   await ctx.server.system.deleteEnclave(enclaveName(ctx));
 }
 
-export function sealSystem(ctx: RequestContext): Reply {
-  ctx.server.system.seal();
+export async function sealSystem(ctx: RequestContext): Promise<Reply> {
+  await ctx.server.system.seal();
   ctx.server.errors.log('system sealed by the system admin: key operations stop until a restart');
 }

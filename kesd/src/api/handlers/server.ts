@@ -34,7 +34,7 @@ export async function status(ctx: RequestContext): Promise<Reply> {
       arch: process.arch === 'x64' ? 'amd64' : process.arch,
       uptime: Math.floor((Date.now() - ctx.server.system.startedAt) / 1000),
       num_cpu: os.availableParallelism(),
-      num_cpu_used: 1,
+      num_cpu_used: ctx.server.workers ?? 1,
       mem_heap_used: mem.heapUsed,
       mem_stack_used: 0,
       keystore_latency: latency ?? 0,
@@ -55,12 +55,12 @@ export function api(ctx: RequestContext): Reply {
   };
 }
 
-export function auditLog(ctx: RequestContext): Reply {
-  ctx.server.audit.subscribe(ctx.req, ctx.res);
+export async function auditLog(ctx: RequestContext): Promise<Reply> {
+  await ctx.server.audit.subscribe(ctx.req, ctx.res);
   return STREAMING;
 }
 
-export function errorLog(ctx: RequestContext): Reply {
-  ctx.server.errors.subscribe(ctx.req, ctx.res);
+export async function errorLog(ctx: RequestContext): Promise<Reply> {
+  await ctx.server.errors.subscribe(ctx.req, ctx.res);
   return STREAMING;
 }

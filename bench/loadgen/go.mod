@@ -1,0 +1,3 @@
+module stateful-kes/bench/loadgen
+
+go 1.25

@@ -1,0 +1,166 @@
+// A cluster worker (forked by cluster.ts, whose header describes the protocol): serves the API as a single kesd
+// process would, and keeps in step with the other workers through the primary. This file is the entry point.
+import { AggregatorRegistry, Counter } from 'prom-client';
+import type { ServerContext } from '../api/context.js';
+import type { Change, ChangeBus } from '../state/changes.js';
+import type { Ask, Call, Message, StartOptions, StreamName } from './cluster.js';
+import { startKesd, type Kesd } from './run.js';
+import type { StreamRelay } from './stream.js';
+
+/** The IPC channel to the primary. */
+class Link {
+  private nextAsk = 0;
+  private readonly asks = new Map<number, (data: unknown) => void>();
+  readonly start: Promise<StartOptions>;
+
+  constructor(handle: { call(call: Call): Promise<unknown>; events(stream: StreamName, lines: string): void }) {
+    let started: (options: StartOptions) => void = () => {};
+    this.start = new Promise((resolve) => (started = resolve));
+    process.on('message', (message: Message) => {
+      switch (message?.kesd) {
+        case 'start':
+          return started(message.options);
+        case 'answer': {
+          const resolve = this.asks.get(message.id);
+          this.asks.delete(message.id);
+          return resolve?.(message.data);
+        }
+        case 'call':
+          return void handle.call(message.call).then((data) => this.send({ kesd: 'reply', id: message.id, data }));
+        case 'events':
+          return handle.events(message.stream, message.lines);
+      }
+    });
+    this.send({ kesd: 'hello' });
+  }
+
+  send(message: Message): void {
+    process.send!(message, undefined, {}, () => {}); // without the primary this process exits anyway (node:cluster)
+  }
+
+  ask(ask: Ask): Promise<unknown> {
+    const id = ++this.nextAsk;
+    return new Promise((resolve) => {
+      this.asks.set(id, resolve);
+      this.send({ kesd: 'ask', id, ask });
+    });
+  }
+}
+
+/** One log stream's link to the other workers: forwards this worker's events, batched per event-loop turn. */
+class Relay implements StreamRelay {
+  private announced = false;
+  private last: Promise<void> = Promise.resolve();
+  private batch = '';
+
+  constructor(private readonly stream: StreamName, private readonly link: Link, public forwarding: boolean) {}
+
+  forward(line: string): void {
+    if (this.batch === '') setImmediate(() => this.flush());
+    this.batch += line;
+  }
+
+  private flush(): void {
+    const lines = this.batch;
+    this.batch = '';
+    this.link.send({ kesd: 'events', stream: this.stream, lines });
+  }
+
+  subscribed(any: boolean): Promise<void> {
+    if (any !== this.announced) {
+      this.announced = any;
+      this.last = this.link.ask({ what: 'subscribe', stream: this.stream, on: any }).then(() => undefined);
+    }
+    return this.last;
+  }
+}
+
+let attached: (ctx: ServerContext) => void = () => {};
+const served = new Promise<ServerContext>((resolve) => (attached = resolve));
+let running: Promise<Kesd> | undefined;
+let stopping = false;
+const relays = {} as Record<StreamName, Relay>;
+
+async function handle(call: Call): Promise<unknown> {
+  if (call.what === 'forward') {
+    relays[call.stream].forwarding = call.on;
+    return undefined;
+  }
+  const ctx = await served;
+  switch (call.what) {
+    case 'apply':
+      try {
+        return await ctx.system.apply(call.change);
+      } catch (err) {
+        // The change is in the store; a fresh start reads it from there.
+        console.error(`kesd: worker could not apply a change (${(err as Error).message}); exiting to restart`);
+        process.exit(1);
+      }
+    case 'metrics':
+      return ctx.metrics.registry.getMetricsAsJSON();
+    case 'reload':
+      try {
+        (await running!).reloadTls();
+        return null;
+      } catch (err) {
+        return (err as Error).message;
+      }
+  }
+}
+
+async function stop(): Promise<void> {
+  if (stopping) return;
+  stopping = true;
+  const kesd = await running?.catch(() => undefined);
+  await kesd?.stop();
+  process.exit(0);
+}
+
+// The primary coordinates: it reloads TLS on SIGHUP and stops the workers on SIGINT/SIGTERM (sent to it, or to
+// the whole process group, as a terminal does); a SIGTERM to this worker alone stops it too (it is restarted).
+process.on('SIGHUP', () => {});
+process.on('SIGINT', () => {});
+process.on('SIGTERM', () => void stop());
+
+const link = new Link({ call: handle, events: (stream, lines) => void served.then((ctx) => (stream === 'audit' ? ctx.audit : ctx.errors).stream.deliver(lines)) });
+const options = await link.start;
+for (const s of ['audit', 'error'] as const) relays[s] = new Relay(s, link, options.forward[s]);
+const bus: ChangeBus = { publish: (change: Change) => link.ask({ what: 'change', change }).then(() => undefined) };
+
+running = startKesd({
+  dir: options.dir,
+  config: options.config,
+  root: { ...options.root, key: Buffer.from(options.root.key, 'base64') },
+  address: options.address,
+  auditStdout: options.auditStdout,
+  worker: {
+    bus,
+    sealed: options.sealed,
+    startedAt: options.startedAt,
+    workers: options.workers,
+    attach(ctx) {
+      ctx.audit.stream.relay = relays.audit;
+      ctx.errors.stream.relay = relays.error;
+      const { audit, metrics } = ctx;
+      new Counter({
+        name: 'kesd_worker_requests',
+        help: 'Requests served by each worker process',
+        labelNames: ['worker'],
+        registers: [metrics.registry],
+        collect() {
+          this.reset();
+          this.labels(String(options.slot)).inc(audit.events);
+        },
+      });
+      metrics.gather = async () => {
+        const others = (await link.ask({ what: 'metrics' })) as object[];
+        return AggregatorRegistry.aggregate([await metrics.registry.getMetricsAsJSON(), ...others]).metrics();
+      };
+      attached(ctx);
+    },
+  },
+});
+running.catch((err: Error) => {
+  console.error(`kesd: worker ${options.slot}: ${err.message}`);
+  process.exit(1);
+});
