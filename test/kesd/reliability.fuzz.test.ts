@@ -11,23 +11,29 @@
 //   - afterwards the same processes still run (no crash, no worker restart), /version and generate + decrypt
 //     work, and the server's RSS stayed within a generous (gross) bound.
 // Slow clients: slowloris connections sending a header byte per ~100 ms, slow bodies, and ~500 idle TLS
-// connections; meanwhile a normal client's generate requests must keep succeeding (latency reported).
+// connections, from a separate attacker process; meanwhile a normal client's generate requests must keep
+// succeeding (latency reported). Stalled connections (no request, or a partial head and then silence) must be
+// closed by the server within its headersTimeout plus Node's 30 s checking interval.
 //
 // The heap check runs the same fuzz against an in-process kesd (startTestServer) and compares its JS heap after
 // a forced GC before and after; the process's RSS is compared too, with a gross bound.
 //
 // Settings: KESD_FUZZ_REQUESTS (CI 1500), KESD_FUZZ_HEAP_REQUESTS (CI 1000), KESD_FUZZ_SEED (replay),
 // KESD_SOAK_SECONDS (attack length, CI 4), KESD_SLOWLORIS (CI 150 connections), KESD_IDLE_CONNECTIONS (CI 500),
-// KESD_RELIABILITY_WORKERS (pass --workers N; default: kesd's own default).
+// KESD_STALL_LIMIT_SECONDS (CI 45), KESD_RELIABILITY_WORKERS (pass --workers N; default: kesd's own default).
 import { after, before, test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import tls from 'node:tls';
 import v8 from 'node:v8';
 import vm from 'node:vm';
 import { routes } from '../../kesd/src/api/routes.js';
 import { makeIdentity, request as httpsRequest, startTestServer, type TestIdentity } from './harness.js';
 import {
-  agentFor, b64, call, envInt, groupPids, groupRss, makeFixture, MiB, percentile, pool, rng, seedFrom, sleep, startKesd,
+  agentFor, b64, call, deadline, envInt, groupPids, groupRss, makeFixture, MiB, percentile, pool, rng, seedFrom, sleep, startKesd,
   type Fixture, type KesdProcess, type Rng,
 } from './load.js';
 
@@ -47,6 +53,7 @@ let fx: Fixture;
 let proc: KesdProcess;
 let pids: number[];
 let canary: { plaintext: string; ciphertext: string };
+let stalled: StallProbes;
 
 before(async () => {
   fx = await makeFixture({
@@ -59,8 +66,10 @@ before(async () => {
   const admin = agentFor(fx.admin);
   canary = (await call(admin, proc.port, 'POST', '/v1/key/generate/canary', { context: b64('ctx') })).json();
   admin.destroy();
+  stalled = openStallProbes(proc.port); // checked by the last test, while the others run
 });
 after(async () => {
+  stalled?.destroy();
   await proc?.stop();
   await fx?.remove();
 });
@@ -306,13 +315,13 @@ function randomRequest(r: Rng, who: Who): Input {
     rawPath = r.pick(['/', '/v1', '/v1/', '/v2/key/create/x', '/V1/KEY/LIST/*', '/v1/key', '/v1/key/', '*', '/version/', '/versions', '/.well-known/x', '/v1/%6Bey/list/*']);
   }
   // Never seal the shared server or delete its enclave: the properties are checked on a live one afterwards.
-  let decodedArg = '';
+  let decodedPath = '';
   try {
-    decodedArg = decodeURIComponent(rawPath);
+    decodedPath = decodeURIComponent(rawPath);
   } catch {
     // not decodable: the server answers 400
   }
-  if (who === 'sysadmin' && (/^\/+v1\/+sys\/+seal/.test(rawPath) || /^\/+v1\/+enclave\/+delete\/+default\/*$/.test(decodedArg))) method = 'GET';
+  if (who === 'sysadmin' && (/^\/+v1\/+sys\/+seal/.test(rawPath) || /^\/+v1\/+enclave\/+delete\/+default\/*$/.test(decodedPath))) method = 'GET';
   const target = rawPath + randomQuery(r);
   const { body, chunked, large } = (method === 'GET' || method === 'HEAD') && r.chance(0.7) ? {} : randomBody(r);
   const headers = ['Host: 127.0.0.1', 'Connection: close', ...randomHeaders(r)];
@@ -492,57 +501,83 @@ test(`fuzz an in-process kesd: its JS heap after GC stays flat over ${HEAP_REQUE
 
 // ---- slow clients ------------------------------------------------------------------------------------------
 
-interface Attack {
-  readonly sockets: Set<tls.TLSSocket>;
-  /** Attack connections the server closed. */
-  closedByServer: number;
-  opened: number;
-  stop(): void;
+// The attacker runs in its own process: opening hundreds of TLS connections would otherwise stall the event loop
+// of the very client whose latency is measured. It prints "ready" once every connection was started, and its
+// counts as JSON when it ends. Every socket reads, so a close by the server is seen.
+const ATTACKER = `
+import tls from 'node:tls';
+const cfg = JSON.parse(process.env.KESD_ATTACK);
+const stats = { opened: 0, closedByServer: { slowloris: 0, slowBody: 0, idle: 0 }, openAtEnd: 0 };
+const sockets = new Set();
+const until = Date.now() + cfg.seconds * 1000;
+let stopped = false;
+function open(kind, who, first, drip, reopen) {
+  if (stopped || Date.now() > until) return;
+  const s = tls.connect({ host: '127.0.0.1', port: cfg.port, rejectUnauthorized: false, cert: who?.cert, key: who?.key });
+  stats.opened++;
+  sockets.add(s);
+  let i = 0;
+  let timer;
+  s.on('secureConnect', () => {
+    if (first !== '') s.write(first);
+    if (drip !== undefined) timer = setInterval(() => { if (!s.destroyed) s.write(drip[i++ % drip.length]); }, 90 + Math.random() * 20);
+  });
+  s.on('data', () => {});
+  s.on('error', () => {});
+  s.on('close', () => {
+    clearInterval(timer);
+    sockets.delete(s);
+    if (stopped) return;
+    stats.closedByServer[kind]++;
+    if (reopen) setTimeout(() => open(kind, who, first, drip, reopen), 50);
+  });
+}
+// Slowloris: a request head, one byte per ~100 ms, never finished; reconnects when the server cuts it.
+for (let i = 0; i < cfg.slowloris; i++) setTimeout(() => open('slowloris', i % 2 ? cfg.stranger : undefined, 'GET /version HTTP/1.1\\r\\nHost: 127.0.0.1\\r\\n', 'X-Slow-' + i + ': aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\\r\\n', true), i * 5);
+// Slow bodies: a generate request whose declared 100 kB body arrives one byte per ~100 ms.
+for (let i = 0; i < cfg.slowBodies; i++) setTimeout(() => open('slowBody', cfg.admin, 'POST /v1/key/generate/canary HTTP/1.1\\r\\nHost: 127.0.0.1\\r\\nContent-Length: 100000\\r\\n\\r\\n{"context":"', 'A', true), i * 20);
+// Idle: TLS connections that never send a byte (not reopened).
+for (let i = 0; i < cfg.idle; i++) setTimeout(() => open('idle', i % 3 === 0 ? cfg.stranger : undefined, '', undefined, false), i * 4);
+setTimeout(() => console.log('ready'), Math.max(cfg.slowloris * 5, cfg.idle * 4) + 1000);
+setTimeout(() => {
+  stats.openAtEnd = sockets.size;
+  stopped = true;
+  for (const s of sockets) s.destroy();
+  console.log(JSON.stringify(stats));
+  process.exit(0);
+}, cfg.seconds * 1000);
+`;
+
+interface AttackStats {
+  readonly opened: number;
+  readonly closedByServer: { slowloris: number; slowBody: number; idle: number };
+  readonly openAtEnd: number;
 }
 
-function startAttack(port: number, until: number): Attack {
-  const attack: Attack = { sockets: new Set(), closedByServer: 0, opened: 0, stop: () => {} };
-  let stopped = false;
-  const open = (who: TestIdentity | undefined, first: string, drip: string | undefined, reopen: boolean): void => {
-    if (stopped || Date.now() > until) return;
-    const s = tls.connect({ host: '127.0.0.1', port, rejectUnauthorized: false, cert: who?.cert, key: who?.key });
-    attack.opened++;
-    attack.sockets.add(s);
-    let i = 0;
-    let timer: NodeJS.Timeout | undefined;
-    s.on('secureConnect', () => {
-      if (first !== '') s.write(first);
-      if (drip !== undefined) {
-        timer = setInterval(() => {
-          if (!s.destroyed) s.write(drip[i++ % drip.length]!);
-        }, 90 + Math.random() * 20);
-      }
+/** Starts the attacker; resolves once its connections are up, with a promise of its final counts. */
+async function startAttacker(port: number, seconds: number): Promise<{ pid: number; done: Promise<AttackStats> }> {
+  const dir = await mkdtemp(join(tmpdir(), 'kesd-attack-'));
+  const script = join(dir, 'attack.mjs');
+  await writeFile(script, ATTACKER);
+  const pem = (id: TestIdentity) => ({ cert: id.cert, key: id.key });
+  const cfg = { port, seconds, slowloris: SLOWLORIS, slowBodies: 10, idle: IDLE, stranger: pem(fx.ids.stranger!), admin: pem(fx.admin) };
+  const child = spawn(process.execPath, [script], { env: { ...process.env, KESD_ATTACK: JSON.stringify(cfg) }, stdio: ['ignore', 'pipe', 'inherit'] });
+  let out = '';
+  const done = new Promise<AttackStats>((resolve, reject) => {
+    child.on('exit', (code) => {
+      void rm(dir, { recursive: true, force: true });
+      const last = out.trim().split('\n').pop() ?? '';
+      if (code === 0 && last.startsWith('{')) resolve(JSON.parse(last));
+      else reject(new Error(`attacker exited with ${code}: ${out}`));
     });
-    s.on('error', () => {});
-    s.on('close', () => {
-      clearInterval(timer);
-      attack.sockets.delete(s);
-      if (!stopped) {
-        attack.closedByServer++;
-        if (reopen) setTimeout(() => open(who, first, drip, reopen), 50);
-      }
-    });
-  };
-  // Slowloris: a request head, one byte per ~100 ms, never finished; reconnects when the server cuts it.
-  for (let i = 0; i < SLOWLORIS; i++) {
-    setTimeout(() => open(i % 2 === 0 ? undefined : fx.ids.stranger, 'GET /version HTTP/1.1\r\nHost: 127.0.0.1\r\n', `X-Slow-${i}: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n`, true), i * 5);
-  }
-  // Slow bodies: a generate request whose declared 100 kB body arrives one byte per ~100 ms.
-  for (let i = 0; i < 10; i++) {
-    setTimeout(() => open(fx.admin, 'POST /v1/key/generate/canary HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100000\r\n\r\n{"context":"', 'A', true), i * 20);
-  }
-  // Idle: TLS connections that never send a byte.
-  for (let i = 0; i < IDLE; i++) setTimeout(() => open(i % 3 === 0 ? fx.ids.user : undefined, '', undefined, false), i * 4);
-  attack.stop = () => {
-    stopped = true;
-    for (const s of attack.sockets) s.destroy();
-  };
-  return attack;
+  });
+  done.catch(() => undefined);
+  const ready = new Promise<void>((resolve) => child.stdout!.on('data', (d) => {
+    out += d;
+    if (/^ready$/m.test(out)) resolve();
+  }));
+  await deadline(Promise.race([ready, done.then(() => undefined)]), 60_000, 'the attacker to open its connections');
+  return { pid: child.pid!, done };
 }
 
 /** Sequential generate requests until `until`: keep-alive, and every 10th on a fresh connection. */
@@ -578,22 +613,24 @@ test(`slow clients: ${SLOWLORIS} slowloris, 10 slow bodies, ${IDLE} idle TLS con
   assert.deepEqual(baseline.failures, []);
   const rssBefore = await groupRss(proc.pid);
 
-  const attackEnds = Date.now() + 1000 + ATTACK_SECONDS * 1000;
-  const attack = startAttack(proc.port, attackEnds);
-  let during: Awaited<ReturnType<typeof normalClient>>;
+  const attacker = await startAttacker(proc.port, ATTACK_SECONDS + 5);
   let peak = 0;
+  let during: Awaited<ReturnType<typeof normalClient>>;
   try {
-    await sleep(1000); // most attack connections are up
     const sampler = setInterval(() => void groupRss(proc.pid).then((rss) => (peak = Math.max(peak, rss))), 500);
-    during = await normalClient(proc.port, attackEnds, 100_000);
+    during = await normalClient(proc.port, Date.now() + ATTACK_SECONDS * 1000, 1_000_000);
     clearInterval(sampler);
-    t.diagnostic(`attack: ${attack.opened} connections opened, ${attack.sockets.size} open at the end, ${attack.closedByServer} closed by the server`);
   } finally {
-    attack.stop();
+    const stats = await deadline(attacker.done, 30_000, 'the attacker to finish').catch((err) => {
+      process.kill(attacker.pid, 'SIGKILL');
+      throw err;
+    });
+    t.diagnostic(`attack: ${stats.opened} connections opened, ${stats.openAtEnd} still open at the end; closed by the server: ${JSON.stringify(stats.closedByServer)}`);
   }
   t.diagnostic(`before the attack: keep-alive ${fmt(baseline.keepAlive)}; new connection ${fmt(baseline.fresh)}`);
   t.diagnostic(`during the attack: keep-alive ${fmt(during.keepAlive)}; new connection ${fmt(during.fresh)}`);
   t.diagnostic(`server RSS ${(rssBefore / MiB).toFixed(0)} MiB before, ${(peak / MiB).toFixed(0)} MiB peak during the attack`);
+  assert.ok(proc.alive(), `kesd died during the attack: ${proc.output().slice(-3000)}`);
   assert.deepEqual(during.failures, [], 'every generate request during the attack succeeded');
   assert.ok(during.keepAlive.length >= 10, `only ${during.keepAlive.length} requests got through during the attack`);
   assert.ok(during.fresh.length >= 1, 'no new connection got through during the attack');
@@ -601,3 +638,61 @@ test(`slow clients: ${SLOWLORIS} slowloris, 10 slow bodies, ${IDLE} idle TLS con
   await sleep(500);
   await serverStillServes();
 });
+
+// ---- stalled connections -------------------------------------------------------------------------------------
+
+/** How long a connection that never completes a request head may stay open: kesd's headersTimeout (10 s) plus
+ * Node's connectionsCheckingInterval (30 s), plus slack. */
+const STALL_LIMIT_S = envInt('KESD_STALL_LIMIT_SECONDS', 45);
+
+interface StallProbes {
+  readonly openedAt: number;
+  /** Seconds after openedAt at which the server closed each probe (undefined: still open). */
+  readonly closedAfter: Record<string, number | undefined>;
+  destroy(): void;
+}
+
+/** Three connections that stall before a request head is complete; they stay open until the server closes them. */
+function openStallProbes(port: number): StallProbes {
+  const openedAt = Date.now();
+  const closedAfter: Record<string, number | undefined> = {};
+  const sockets: tls.TLSSocket[] = [];
+  let destroyed = false;
+  const probe = (name: string, first: string | undefined) => {
+    closedAfter[name] = undefined;
+    const socket = tls.connect({ host: '127.0.0.1', port, rejectUnauthorized: false }, () => {
+      if (first !== undefined) socket.write(first);
+    });
+    socket.on('data', () => {}); // a 408 or whatever the server says on its way out
+    socket.on('error', () => {});
+    socket.on('close', () => {
+      if (!destroyed) closedAfter[name] = (Date.now() - openedAt) / 1000;
+    });
+    sockets.push(socket);
+  };
+  probe('TLS handshake, then nothing', undefined);
+  probe('a partial request head, then nothing', 'GET /version HTTP/1.1\r\nHost: 127.0.0.1\r\n');
+  probe('a request line, then nothing', 'POST /v1/key/generate/canary HTTP/1.1\r\n');
+  return {
+    openedAt,
+    closedAfter,
+    destroy() {
+      destroyed = true;
+      for (const socket of sockets) socket.destroy();
+    },
+  };
+}
+
+test(
+  `stalled connections (no request, or a partial head and then silence) are closed within ${STALL_LIMIT_S} s`,
+  {
+    timeout: (STALL_LIMIT_S + 30) * 1000,
+  },
+  async (t) => {
+    const deadlineAt = stalled.openedAt + STALL_LIMIT_S * 1000;
+    while (Date.now() < deadlineAt && Object.values(stalled.closedAfter).some((v) => v === undefined)) await sleep(250);
+    for (const [name, after] of Object.entries(stalled.closedAfter)) t.diagnostic(`${name}: ${after === undefined ? `still open after ${STALL_LIMIT_S} s` : `closed by the server after ${after.toFixed(1)} s`}`);
+    const open = Object.entries(stalled.closedAfter).filter(([, v]) => v === undefined).map(([name]) => name);
+    assert.deepEqual(open, [], `still open after ${STALL_LIMIT_S} s`);
+  },
+);
