@@ -13,6 +13,7 @@
 // A kill -9 test cannot tell these modes apart (the page cache survives the process); an strace of a put
 // shows fdatasync returning before the promise settles. Open the file only through openLmdbStore, so no
 // handle in the process ever turns overlappingSync back on.
+import { statfsSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { open, IF_EXISTS, type RootDatabase } from 'lmdb';
@@ -24,16 +25,29 @@ import { syncDir } from './atomic.js';
 const MAP_SIZE = 64 * 1024 ** 3;
 const noop = () => {};
 
+// lmdb-js 3.5.6 batches concurrent writes into one transaction. When such a batched commit fails (ENOSPC), it
+// corrupts its own heap: the process aborts ("corrupted size vs. prev_size", "malloc(): corrupted top size"),
+// reproducible with 8 concurrent puts on a full 2 MiB tmpfs; one write at a time fails cleanly every time.
+// So writes go one at a time while the disk is nearly full (a batch can then no longer fail for space) or
+// shortly after any write failed (the disk may be full in ways statfs does not show, e.g. a quota).
+export const LOW_SPACE_BYTES = 64 * 1024 ** 2;
+const AFTER_FAILURE_MS = 10_000;
+
 export class StoreError extends Error {
   override name = 'StoreError';
 }
 
 class LmdbStore implements Store {
   private closed = false;
+  /** The tail of the one-at-a-time write chain (see LOW_SPACE_BYTES). */
+  private serial: Promise<unknown> = Promise.resolve();
+  private lastFailure = -Infinity;
+  private pendingCareful = 0;
 
   constructor(
     private readonly db: RootDatabase<Buffer, string>,
     private readonly path: string,
+    private readonly lowSpaceBytes: number,
   ) {}
 
   async get(path: string): Promise<Uint8Array | undefined> {
@@ -106,12 +120,34 @@ class LmdbStore implements Store {
 
   // Turns both synchronous throws (e.g. key too large) and commit failures (MDB_MAP_FULL, ENOSPC, EIO)
   // into a rejected promise with context; the process keeps running.
-  private async wrap<T>(op: string, path: string, start: () => Promise<T>): Promise<T> {
+  private wrap<T>(op: string, path: string, start: () => Promise<T>): Promise<T> {
+    if (this.pendingCareful === 0 && !this.careful()) return this.attempt(op, path, start);
+    this.pendingCareful++;
+    const run = () => this.attempt(op, path, start);
+    const result = this.serial.then(run, run).finally(() => this.pendingCareful--);
+    this.serial = result.catch(noop);
+    return result;
+  }
+
+  /** Writes one at a time when the disk is nearly full or a write failed recently. */
+  private careful(): boolean {
+    if (performance.now() - this.lastFailure < AFTER_FAILURE_MS) return true;
+    try {
+      const fs = statfsSync(dirname(this.path));
+      if (fs.bavail * fs.bsize < this.lowSpaceBytes) return true;
+    } catch {
+      return true;
+    }
+    return false;
+  }
+
+  private async attempt<T>(op: string, path: string, start: () => Promise<T>): Promise<T> {
     try {
       const pending = start();
       this.observeCommit();
       return await pending;
     } catch (err) {
+      this.lastFailure = performance.now();
       this.observeCommit();
       const reason = await commitFailure(err);
       throw new StoreError(`store: ${op} '${path}' failed: ${reason}`, { cause: err });
@@ -131,7 +167,12 @@ async function commitFailure(err: unknown): Promise<string> {
   return detail ?? (err as Error).message;
 }
 
-export async function openLmdbStore(path: string): Promise<Store> {
+export interface LmdbOptions {
+  /** Below this much free space writes go one at a time (default LOW_SPACE_BYTES). */
+  readonly lowSpaceBytes?: number;
+}
+
+export async function openLmdbStore(path: string, opts: LmdbOptions = {}): Promise<Store> {
   const dir = dirname(path);
   await mkdir(dir, { recursive: true });
   let db: RootDatabase<Buffer, string>;
@@ -147,5 +188,5 @@ export async function openLmdbStore(path: string): Promise<Store> {
     throw new StoreError(`store: cannot open '${path}': ${(err as Error).message}`, { cause: err });
   }
   await syncDir(dir); // make the new file's directory entry durable too
-  return new LmdbStore(db, path);
+  return new LmdbStore(db, path, opts.lowSpaceBytes ?? LOW_SPACE_BYTES);
 }
