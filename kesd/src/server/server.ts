@@ -1,11 +1,12 @@
 // The HTTPS listener: TLS ≥ 1.2, any client certificate requested (KES authorises by identity, not by chain)
 // unless verify_cert is on; long keep-alive because Go clients keep idle connections for 90 s.
-import { readFileSync } from 'node:fs';
 import https from 'node:https';
 import type { AddressInfo } from 'node:net';
-import type { SecureContextOptions } from 'node:tls';
+import type { SecureContextOptions, TLSSocket } from 'node:tls';
 import type { ServerContext } from '../api/context.js';
+import { routes } from '../api/routes.js';
 import { createDispatcher } from './http.js';
+import { loadServerTls } from './tls-check.js';
 
 export interface TlsFiles {
   readonly certFile: string;
@@ -18,18 +19,23 @@ export interface TlsFiles {
 export interface RunningServer {
   readonly server: https.Server;
   readonly port: number;
-  /** Re-reads the certificate and key; new handshakes use them, open connections are kept. */
+  /**
+   * Re-reads the certificate, key and CAs; new handshakes use them, open connections are kept. Throws (and
+   * keeps the running ones) if a file is missing or bad, the key does not match or the certificate has no SAN.
+   */
   reloadTls(): void;
   close(): Promise<void>;
 }
 
 function secureContext(tls: TlsFiles): SecureContextOptions {
-  return {
-    cert: readFileSync(tls.certFile),
-    key: readFileSync(tls.keyFile),
-    passphrase: tls.password || undefined,
-    ca: tls.caFile ? readFileSync(tls.caFile) : undefined,
-  };
+  const { cert, key, passphrase, ca } = loadServerTls({ cert: tls.certFile, key: tls.keyFile, password: tls.password, ca: tls.caFile });
+  return { cert, key, passphrase, ca };
+}
+
+/** Some route is served without authentication by configuration (`api.<path>.skip_auth`), not by nature (/version). */
+function skipsAuth(ctx: ServerContext): boolean {
+  const declared = new Map(routes.map((r) => [r.path, r.auth]));
+  return ctx.routes.some((r) => r.auth === 'none' && declared.get(r.path) !== 'none');
 }
 
 /** Splits "host:port", "[::]:port" or ":port" (KES address syntax). */
@@ -41,12 +47,15 @@ export function parseAddress(address: string): { host: string | undefined; port:
 }
 
 export async function startServer(ctx: ServerContext, address: string, tls: TlsFiles): Promise<RunningServer> {
+  // verify_cert with skip_auth routes: as KES (VerifyClientCertIfGiven), a client without a certificate gets
+  // through the handshake (to reach those routes; the others answer 400), one with a bad certificate does not.
+  const verifyIfGiven = tls.verifyCert && skipsAuth(ctx);
   const server = https.createServer(
     {
       ...secureContext(tls),
       minVersion: 'TLSv1.2',
       requestCert: true,
-      rejectUnauthorized: tls.verifyCert,
+      rejectUnauthorized: tls.verifyCert && !verifyIfGiven,
       keepAliveTimeout: 120_000,
       headersTimeout: 10_000,
       requestTimeout: 30_000,
@@ -54,6 +63,12 @@ export async function startServer(ctx: ServerContext, address: string, tls: TlsF
     createDispatcher(ctx),
   );
   server.keepAliveTimeout = 120_000;
+  if (verifyIfGiven) {
+    // Before the HTTP layer sees the socket; Node closes rejected ones the same way (no alert after the handshake).
+    server.prependListener('secureConnection', (socket: TLSSocket) => {
+      if (!socket.authorized && socket.getPeerX509Certificate() !== undefined) socket.destroy();
+    });
+  }
   const { host, port } = parseAddress(address);
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
