@@ -1,19 +1,20 @@
 // The Pulumi program: reads and validates config, composes the components, exports what other stacks consume.
 import * as pulumi from '@pulumi/pulumi';
 import { Buckets } from './components/buckets';
+import { EtcdCluster } from './components/etcd-cluster';
 import { KesIdentities } from './components/kes-identities';
-import { Kesd } from './components/kesd';
+import { Kesd, KESD_SELECTOR } from './components/kesd';
 import { KESD_NAMES } from './components/kesd-config';
 import { existingClusterProvider, KindCluster } from './components/kind-cluster';
 import { MinioOperator } from './components/minio-operator';
 import { MinioTenant } from './components/minio-tenant';
 import { Namespaces } from './components/namespaces';
-import { declaredKeys, parseStackConfig } from './components/stack-config';
+import { declaredKeys, parseStackConfig, STACK_CONFIG_KEYS } from './components/stack-config';
 import { UnsealKey } from './components/unseal-key';
 
 const raw = new pulumi.Config('stateful-kes');
 const config = parseStackConfig(
-  Object.fromEntries(['cluster', 'namespaces', 'operator', 'tenant', 'kesd', 'keys', 'buckets'].map((k) => [k, raw.getObject(k)])),
+  Object.fromEntries(STACK_CONFIG_KEYS.map((k) => [k, raw.getObject(k)])),
 );
 
 const kind = config.cluster.mode === 'kind' ? new KindCluster('kind', { name: config.cluster.name, workers: config.cluster.workers, nodeImage: config.cluster.nodeImage }) : undefined;
@@ -31,11 +32,26 @@ const identities = new KesIdentities('kes-identities', {
 });
 const unsealKey = new UnsealKey('kesd-unseal-key', { namespace: namespaces.names.kesd!, provider });
 
+// Several kesd replicas share their keys through etcd, in kesd's namespace (kesd mounts its client Secret).
+const etcd =
+  config.kesd.replicas > 1
+    ? new EtcdCluster('etcd', {
+        namespace: namespaces.names.kesd!,
+        storageSize: config.etcd.storageSize,
+        storageClass: config.etcd.storageClass,
+        clientSelector: KESD_SELECTOR,
+        provider,
+      })
+    : undefined;
+
 const kesd = new Kesd('kesd', {
   namespace: namespaces.names.kesd!,
   replicas: config.kesd.replicas,
   storageSize: config.kesd.storageSize,
   storageClass: config.kesd.storageClass,
+  etcd,
+  cpu: config.kesd.cpu,
+  workers: config.kesd.workers,
   image: config.kesd.image ? { ref: config.kesd.image } : { build: { kindClusterName: kind?.name } },
   identities: { server: identities.server, caCertPem: identities.caCertPem, sysadmin: identities.sysadmin, enclaveAdmin: identities.enclaveAdmin, minio: identities.minio },
   unsealKey,
@@ -68,6 +84,8 @@ export const kesdEndpoint = kesd.serviceUrl;
 export const kesdMinioEndpoint = kesd.minioEndpoint;
 export const kesdCaCert = identities.caCertPem;
 export const kesdNamespace = namespaces.names.kesd;
+/** etcd's client URLs when kesd runs on etcd (kesd.replicas > 1), else undefined. */
+export const etcdEndpoints = etcd?.endpoints;
 export const tenantNamespace = namespaces.names.tenant;
 export const s3Endpoint = tenant.s3Endpoint;
 export const consoleEndpoint = tenant.consoleEndpoint;

@@ -24,6 +24,18 @@ export interface KesdEndpoints {
   readonly minioEndpoint: pulumi.Output<string>;
 }
 
+/** A shared store for kesd (what EtcdCluster provides): with it, every kesd replica serves the same keys. */
+export interface EtcdStoreRef {
+  /** Every member's client URL, e.g. https://etcd-0.etcd-hl.kesd.svc.cluster.local:2379. */
+  readonly endpoints: pulumi.Output<string[]>;
+  /** A kubernetes.io/tls Secret in kesd's namespace: kesd's client certificate, its key, and the etcd CA (ca.crt). */
+  readonly clientTlsSecretName: pulumi.Output<string>;
+  /** The client certificate, for a checksum annotation: a new one restarts kesd. */
+  readonly clientCertPem: pulumi.Output<string>;
+  /** kesd starts only once this is ready (Pulumi awaits a StatefulSet's rollout). */
+  readonly statefulSet: pulumi.Resource;
+}
+
 export const KESD_PORT = 7373;
 export const UNSEAL_ENV = 'KESD_UNSEAL_KEY';
 export const UNSEAL_SECRET_KEY = 'unseal-key';

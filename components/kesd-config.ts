@@ -22,8 +22,13 @@ export const KESD_PATHS = {
   dataDir: '/var/lib/kesd/data',
   initFile: '/etc/kesd/init.yml',
   tlsDir: '/etc/kesd/tls',
+  /** kesd's etcd client certificate, key and the etcd CA (the EtcdCluster's client Secret). */
+  etcdTlsDir: '/etc/kesd/etcd',
   tmpDir: '/tmp',
 } as const;
+
+/** Where kesd keeps its records in etcd. */
+export const KESD_ETCD_PREFIX = 'kesd/';
 
 /** What MinIO may call (kes-protocol: its KMS client needs key create/generate/decrypt plus status and listing). */
 export const MINIO_POLICY_ALLOW = [
@@ -53,6 +58,16 @@ export interface KesdInitInput {
   caFile?: string;
   /** The env var holding the unseal key; UNSEAL_ENV unless the UnsealKey says otherwise. */
   unsealEnv?: string;
+  /** The shared store; without it kesd uses the embedded one in its data dir. */
+  etcd?: KesdEtcdStore;
+}
+
+export interface KesdEtcdStore {
+  /** Every member's client URL (https://host:port). */
+  endpoints: string[];
+  prefix: string;
+  /** Absolute directory holding ca.crt, tls.crt and tls.key. */
+  tlsDir: string;
 }
 
 const IDENTITY = /^[0-9a-f]{64}$/;
@@ -61,7 +76,7 @@ const NAME = /^(?!-)(?!_$)[0-9A-Za-z_-]{1,80}(?<!-)$/;
 
 /** init.yml for `kesd server --init`: KES v0.22 format plus `enclave.<name>.keys` and `api` skip_auth for probes. */
 export function kesdInitYaml(input: KesdInitInput): string {
-  const { sysadmin, enclave, minioIdentity, keys, tlsDir, caFile, unsealEnv = UNSEAL_ENV } = input;
+  const { sysadmin, enclave, minioIdentity, keys, tlsDir, caFile, unsealEnv = UNSEAL_ENV, etcd } = input;
   for (const [what, id] of [['sysadmin', sysadmin], ['enclave admin', enclave.admin], ['MinIO identity', minioIdentity]] as const) {
     if (!IDENTITY.test(id)) throw new Error(`kesd init.yml: ${what} identity '${id}' is not 64 lowercase hex characters`);
   }
@@ -76,6 +91,7 @@ export function kesdInitYaml(input: KesdInitInput): string {
   for (const [what, p] of [['tlsDir', tlsDir], ['caFile', caFile]] as const) {
     if (p !== undefined && !p.startsWith('/')) throw new Error(`kesd init.yml: ${what} '${p}' must be an absolute path`);
   }
+  if (etcd !== undefined) checkEtcdStore(etcd);
 
   const doc = {
     version: 'v1',
@@ -87,6 +103,7 @@ export function kesdInitYaml(input: KesdInitInput): string {
       ...(caFile !== undefined ? { ca: caFile } : {}),
     },
     unseal: { environment: { name: unsealEnv } },
+    ...(etcd !== undefined ? { store: { etcd: etcdStoreDoc(etcd) } } : {}),
     enclave: {
       [enclave.name]: {
         admin: { identity: enclave.admin },
@@ -97,6 +114,26 @@ export function kesdInitYaml(input: KesdInitInput): string {
     api: { [READY_PATH]: { skip_auth: true } },
   };
   return stringify(doc, { lineWidth: 0 });
+}
+
+function checkEtcdStore(etcd: KesdEtcdStore): void {
+  if (etcd.endpoints.length === 0) throw new Error('kesd init.yml: store.etcd needs at least one endpoint');
+  for (const e of etcd.endpoints) {
+    if (!/^https:\/\/[a-z0-9.-]+:\d{1,5}$/.test(e)) throw new Error(`kesd init.yml: etcd endpoint '${e}' must be https://host:port`);
+  }
+  const dup = etcd.endpoints.find((e, i) => etcd.endpoints.indexOf(e) !== i);
+  if (dup !== undefined) throw new Error(`kesd init.yml: etcd endpoint '${dup}' is listed twice`);
+  if (!/^[A-Za-z0-9_./-]+\/$/.test(etcd.prefix)) throw new Error(`kesd init.yml: etcd prefix '${etcd.prefix}' must be non-empty, end with '/', and hold no spaces`);
+  if (!etcd.tlsDir.startsWith('/')) throw new Error(`kesd init.yml: etcd tlsDir '${etcd.tlsDir}' must be an absolute path`);
+}
+
+/** init.yml `store.etcd`: the members, the key prefix, and kesd's client TLS for etcd. */
+function etcdStoreDoc(etcd: KesdEtcdStore): Record<string, unknown> {
+  return {
+    endpoints: [...etcd.endpoints],
+    prefix: etcd.prefix,
+    tls: { ca: posix.join(etcd.tlsDir, 'ca.crt'), cert: posix.join(etcd.tlsDir, 'tls.crt'), key: posix.join(etcd.tlsDir, 'tls.key') },
+  };
 }
 
 export interface KesdEndpointInput {
@@ -152,9 +189,47 @@ export function kesdImageTag(hash: string): string {
   return `stateful-kes/kesd:${hash}`;
 }
 
-/** The container args: initialise the data dir on first start, apply init.yml at every start. */
-export function kesdServerArgs(port: number = KESD_PORT): string[] {
-  return ['server', KESD_PATHS.dataDir, '--init', KESD_PATHS.initFile, '--addr', `0.0.0.0:${port}`];
+/**
+ * The container args: initialise the data dir on first start, apply init.yml at every start, and run `workers`
+ * processes (always given: kesd's default, one per CPU of the node, ignores the container's CPU limit).
+ */
+export function kesdServerArgs(workers: number, port: number = KESD_PORT): string[] {
+  if (!Number.isInteger(workers) || workers < 1 || workers > 256) throw new Error(`kesd args: workers must be an integer from 1 to 256, got ${workers}`);
+  return ['server', KESD_PATHS.dataDir, '--init', KESD_PATHS.initFile, '--addr', `0.0.0.0:${port}`, '--workers', String(workers)];
+}
+
+/** Millicores of a Kubernetes CPU quantity: '500m' → 500, '2' → 2000, '1.5' → 1500. */
+export function cpuMillis(quantity: string): number {
+  const m = /^(?:(\d+)m|(\d+(?:\.\d{1,3})?))$/.exec(quantity);
+  const millis = m?.[1] !== undefined ? Number(m[1]) : m?.[2] !== undefined ? Math.round(Number(m[2]) * 1000) : NaN;
+  if (!(millis > 0)) throw new Error(`kesd: CPU '${quantity}' is not a positive Kubernetes CPU quantity such as 500m, 1 or 1.5`);
+  return millis;
+}
+
+/**
+ * kesd's worker count: an explicit one, else one per whole CPU of the container's limit (its request when there is
+ * no limit), at least 1. A pod sees every CPU of its node, so kesd's own default would fork more workers than the
+ * CFS quota lets run, and they would only contend for it.
+ */
+export function kesdWorkers(cpu: { limit?: string; request?: string }, workers?: number): number {
+  if (workers !== undefined) {
+    if (!Number.isInteger(workers) || workers < 1 || workers > 256) throw new Error(`kesd: workers must be an integer from 1 to 256, got ${workers}`);
+    return workers;
+  }
+  const basis = cpu.limit ?? cpu.request;
+  return basis === undefined ? 1 : Math.max(1, Math.min(256, Math.floor(cpuMillis(basis) / 1000)));
+}
+
+/** Memory per kesd process: its RSS levels off near 256 MiB under heavy connection churn (docs/reliability.md). */
+const MEMORY_PER_WORKER_MI = 256;
+/** The cluster primary only forks and relays: it needs far less than a worker. */
+const PRIMARY_MEMORY_MI = 64;
+
+/** The container's resources for a CPU limit and worker count: memory scales with the processes kesd runs. */
+export function kesdResources(cpuLimit: string, workers: number): { requests: Record<string, string>; limits: Record<string, string> } {
+  cpuMillis(cpuLimit);
+  const limitMi = MEMORY_PER_WORKER_MI * workers + (workers > 1 ? PRIMARY_MEMORY_MI : 0);
+  return { requests: { cpu: '50m', memory: `${64 * workers}Mi` }, limits: { cpu: cpuLimit, memory: `${limitMi}Mi` } };
 }
 
 /** The uid/gid kesd runs as; the image's USER matches, fsGroup makes the PVC writable. */

@@ -1,22 +1,26 @@
-// kesd in the cluster: its image, TLS Secret, init.yml, Services, StatefulSet (one PVC per pod), PDB and NetworkPolicy.
+// kesd in the cluster: its image, TLS Secret, init.yml, Services, StatefulSet, PDB and NetworkPolicy. One replica keeps
+// its keys on a PVC (the embedded store); several share an etcd cluster and keep nothing on disk.
 import * as path from 'node:path';
 import * as pulumi from '@pulumi/pulumi';
 import * as k8s from '@pulumi/kubernetes';
 import * as command from '@pulumi/command';
 import * as dockerbuild from '@pulumi/docker-build';
-import { KESD_PORT, labels, type KesdEndpoints, type TlsIdentity, type UnsealKeyRef } from './contracts';
+import { KESD_PORT, labels, type EtcdStoreRef, type KesdEndpoints, type TlsIdentity, type UnsealKeyRef } from './contracts';
 import {
   DEFAULT_CLUSTER_DOMAIN,
   KESD_CONTAINER_SECURITY_CONTEXT,
+  KESD_ETCD_PREFIX,
   KESD_NAMES,
   KESD_PATHS,
   KESD_POD_SECURITY_CONTEXT,
   kesdImageTag,
   kesdInitYaml,
   kesdMinioEndpoint,
+  kesdResources,
   kesdServerArgs,
   kesdServiceUrl,
   kesdSourceHash,
+  kesdWorkers,
   sha256Hex,
 } from './kesd-config';
 
@@ -26,9 +30,17 @@ export type KesdImage = { build: { kindClusterName?: pulumi.Input<string> } } | 
 export interface KesdArgs {
   /** The namespace (created by the caller). */
   namespace: pulumi.Input<string>;
+  /** More than one needs `etcd`. */
   replicas: number;
+  /** The PVC of the embedded store (ignored with `etcd`). */
   storageSize: string;
   storageClass?: string;
+  /** The shared store; required when replicas > 1. */
+  etcd?: EtcdStoreRef;
+  /** The container's CPU limit; defaults to DEFAULT_KESD_CPU. */
+  cpu?: string;
+  /** kesd processes per pod; defaults to kesdWorkers() of the CPU limit. */
+  workers?: number;
   image: KesdImage;
   identities: {
     server: TlsIdentity;
@@ -52,9 +64,14 @@ export const KESD_ADMIN_LABELS: Record<string, string> = { 'stateful-kes.io/kesd
 /** The build context: the repository root (components/ is one level down). */
 export const REPO_ROOT = path.resolve(__dirname, '..');
 
+/** The CPU limit of a kesd container unless the stack sets one. */
+export const DEFAULT_KESD_CPU = '1';
+
 const APP = 'kesd';
 const COMPONENT = 'key-server';
-const SELECTOR = { 'app.kubernetes.io/name': APP, 'app.kubernetes.io/component': COMPONENT };
+/** Selects kesd's pods (for the etcd NetworkPolicy, among others). */
+export const KESD_SELECTOR = { 'app.kubernetes.io/name': APP, 'app.kubernetes.io/component': COMPONENT };
+const SELECTOR = KESD_SELECTOR;
 const PORT_NAME = 'https';
 
 export class Kesd extends pulumi.ComponentResource implements KesdEndpoints {
@@ -68,9 +85,15 @@ export class Kesd extends pulumi.ComponentResource implements KesdEndpoints {
 
   constructor(name: string, args: KesdArgs, opts?: pulumi.ComponentResourceOptions) {
     super('stateful-kes:index:Kesd', name, {}, opts);
-    // Each replica has its own PVC, so its own root key and key material: two replicas would hand MinIO data keys
-    // that the other cannot decrypt. More than one needs a shared store, which kesd does not have yet.
-    if (args.replicas !== 1) throw new Error(`Kesd: replicas must be 1 (each replica has its own store), got ${args.replicas}`);
+    if (!Number.isInteger(args.replicas) || args.replicas < 1) throw new Error(`Kesd: replicas must be a positive integer, got ${args.replicas}`);
+    // On the embedded store each replica would have its own root key and keys: MinIO would get data keys from one
+    // replica that the others cannot decrypt.
+    if (args.replicas > 1 && args.etcd === undefined) {
+      throw new Error(`Kesd: replicas = ${args.replicas} needs a shared store: pass 'etcd' (an EtcdCluster), or use replicas = 1`);
+    }
+    const etcd = args.etcd;
+    const cpu = args.cpu ?? DEFAULT_KESD_CPU;
+    const workers = kesdWorkers({ limit: cpu }, args.workers);
 
     const k8sOpts = { parent: this, provider: args.provider };
     const meta = (objectName: string) => ({ name: objectName, namespace: args.namespace, labels: labels(APP, COMPONENT) });
@@ -93,8 +116,8 @@ export class Kesd extends pulumi.ComponentResource implements KesdEndpoints {
     // tls.ca stays unset: with it the server names the CA in its CertificateRequest, and Go clients (MinIO, kes) then
     // send no certificate unless theirs is issued by that CA. KES authorises by identity, so it would add nothing.
     const initYaml = pulumi
-      .all([sysadmin.identity, enclaveAdmin.identity, minio.identity])
-      .apply(([sysadminId, adminId, minioId]) =>
+      .all([sysadmin.identity, enclaveAdmin.identity, minio.identity, etcd?.endpoints])
+      .apply(([sysadminId, adminId, minioId, etcdEndpoints]) =>
         kesdInitYaml({
           sysadmin: sysadminId,
           enclave: { name: 'default', admin: adminId },
@@ -102,6 +125,7 @@ export class Kesd extends pulumi.ComponentResource implements KesdEndpoints {
           keys: args.keys,
           tlsDir: KESD_PATHS.tlsDir,
           unsealEnv: args.unsealKey.envName,
+          etcd: etcdEndpoints === undefined ? undefined : { endpoints: etcdEndpoints, prefix: KESD_ETCD_PREFIX, tlsDir: KESD_PATHS.etcdTlsDir },
         }),
       );
     const initConfig = new k8s.core.v1.ConfigMap(`${name}-init`, { metadata: meta(KESD_NAMES.initConfigMap), data: { 'init.yml': initYaml } }, k8sOpts);
@@ -123,7 +147,7 @@ export class Kesd extends pulumi.ComponentResource implements KesdEndpoints {
       name: APP,
       image: image.ref,
       imagePullPolicy: 'IfNotPresent',
-      args: kesdServerArgs(KESD_PORT),
+      args: kesdServerArgs(workers, KESD_PORT),
       env: [
         { name: args.unsealKey.envName, valueFrom: { secretKeyRef: { name: args.unsealKey.secretName, key: args.unsealKey.secretKey } } },
       ],
@@ -133,50 +157,25 @@ export class Kesd extends pulumi.ComponentResource implements KesdEndpoints {
       // /v1/ready is served without a client certificate (init.yml api skip_auth); it fails while sealed.
       readinessProbe: { httpGet: { scheme: 'HTTPS', path: '/v1/ready', port: PORT_NAME }, periodSeconds: 5, timeoutSeconds: 3, failureThreshold: 3 },
       livenessProbe: { tcpSocket: { port: PORT_NAME }, periodSeconds: 10, timeoutSeconds: 3, failureThreshold: 6 },
-      resources: { requests: { cpu: '50m', memory: '64Mi' }, limits: { cpu: '1', memory: '256Mi' } },
+      resources: kesdResources(cpu, workers),
       securityContext: KESD_CONTAINER_SECURITY_CONTEXT,
       volumeMounts: [
         { name: 'data', mountPath: KESD_PATHS.stateDir },
         { name: 'tls', mountPath: KESD_PATHS.tlsDir, readOnly: true },
+        ...(etcd ? [{ name: 'etcd-tls', mountPath: KESD_PATHS.etcdTlsDir, readOnly: true }] : []),
         // subPath: the file does not follow ConfigMap edits, but checksum/init rolls the pods on every change.
         { name: 'init', mountPath: KESD_PATHS.initFile, subPath: 'init.yml', readOnly: true },
         { name: 'tmp', mountPath: KESD_PATHS.tmpDir },
       ],
     };
 
-    this.statefulSet = new k8s.apps.v1.StatefulSet(
-      `${name}-sts`,
-      {
-        metadata: meta(KESD_NAMES.statefulSet),
-        spec: {
-          serviceName: headless.metadata.name,
-          replicas: args.replicas,
-          podManagementPolicy: 'Parallel',
-          updateStrategy: { type: 'RollingUpdate' },
+    // With etcd the data dir holds only the .init file (the root key is in etcd): an emptyDir, rebuilt from init.yml.
+    const dataVolumes = etcd ? [{ name: 'data', emptyDir: { sizeLimit: '16Mi' } }] : [];
+    const claims = etcd
+      ? {}
+      : {
           // The PVC holds the sealed keys: never delete it with the StatefulSet or on scale-down.
           persistentVolumeClaimRetentionPolicy: { whenDeleted: 'Retain', whenScaled: 'Retain' },
-          selector: { matchLabels: SELECTOR },
-          template: {
-            metadata: {
-              labels: labels(APP, COMPONENT),
-              // Non-secret inputs only: a new init.yml or server certificate restarts kesd, which reads both at start.
-              annotations: {
-                'checksum/init': initYaml.apply(sha256Hex),
-                'checksum/tls': server.certPem.apply(sha256Hex),
-              },
-            },
-            spec: {
-              automountServiceAccountToken: false,
-              enableServiceLinks: false,
-              securityContext: KESD_POD_SECURITY_CONTEXT,
-              containers: [container],
-              volumes: [
-                { name: 'tls', secret: { secretName: tlsSecret.metadata.name, defaultMode: 0o440 } },
-                { name: 'init', configMap: { name: initConfig.metadata.name, items: [{ key: 'init.yml', path: 'init.yml' }] } },
-                { name: 'tmp', emptyDir: { sizeLimit: '16Mi' } },
-              ],
-            },
-          },
           volumeClaimTemplates: [
             {
               metadata: { name: 'data', labels: labels(APP, COMPONENT) },
@@ -187,11 +186,55 @@ export class Kesd extends pulumi.ComponentResource implements KesdEndpoints {
               },
             },
           ],
+        };
+
+    this.statefulSet = new k8s.apps.v1.StatefulSet(
+      `${name}-sts`,
+      {
+        metadata: meta(KESD_NAMES.statefulSet),
+        spec: {
+          serviceName: headless.metadata.name,
+          replicas: args.replicas,
+          podManagementPolicy: 'Parallel',
+          updateStrategy: { type: 'RollingUpdate' },
+          ...claims,
+          selector: { matchLabels: SELECTOR },
+          template: {
+            metadata: {
+              labels: labels(APP, COMPONENT),
+              // Non-secret inputs only: a new init.yml or server certificate restarts kesd, which reads both at start.
+              annotations: {
+                'checksum/init': initYaml.apply(sha256Hex),
+                'checksum/tls': server.certPem.apply(sha256Hex),
+                ...(etcd ? { 'checksum/etcd-tls': etcd.clientCertPem.apply(sha256Hex) } : {}),
+              },
+            },
+            spec: {
+              automountServiceAccountToken: false,
+              enableServiceLinks: false,
+              securityContext: KESD_POD_SECURITY_CONTEXT,
+              // Replicas on different nodes where there are several: one node going down leaves MinIO the others.
+              ...(args.replicas > 1
+                ? { topologySpreadConstraints: [{ maxSkew: 1, topologyKey: 'kubernetes.io/hostname', whenUnsatisfiable: 'ScheduleAnyway', labelSelector: { matchLabels: SELECTOR } }] }
+                : {}),
+              containers: [container],
+              volumes: [
+                ...dataVolumes,
+                { name: 'tls', secret: { secretName: tlsSecret.metadata.name, defaultMode: 0o440 } },
+                ...(etcd ? [{ name: 'etcd-tls', secret: { secretName: etcd.clientTlsSecretName, defaultMode: 0o440 } }] : []),
+                { name: 'init', configMap: { name: initConfig.metadata.name, items: [{ key: 'init.yml', path: 'init.yml' }] } },
+                { name: 'tmp', emptyDir: { sizeLimit: '16Mi' } },
+              ],
+            },
+          },
         },
       },
-      { ...k8sOpts, dependsOn: image.loaded },
+      // With etcd, kesd starts once the cluster has a quorum: it initialises the store there at its first start.
+      { ...k8sOpts, dependsOn: [...image.loaded, ...(etcd ? [etcd.statefulSet] : [])] },
     );
 
+    // One pod down at a time: with N replicas MinIO keeps N-1 to fail over to; a lone replica cannot be protected
+    // without blocking node drains.
     new k8s.policy.v1.PodDisruptionBudget(
       `${name}-pdb`,
       { metadata: meta(KESD_NAMES.statefulSet), spec: { maxUnavailable: 1, selector: { matchLabels: SELECTOR } } },

@@ -1,4 +1,6 @@
 // The stack's configuration, validated up front: every problem names the config key and the allowed values.
+import { etcdQuotaBytes } from './etcd-config';
+
 export interface StackConfig {
   readonly cluster:
     | { readonly mode: 'kind'; readonly name: string; readonly workers: number; readonly nodeImage?: string }
@@ -6,7 +8,17 @@ export interface StackConfig {
   readonly namespaces: { readonly operator: string; readonly kesd: string; readonly tenant: string };
   readonly operator: { readonly replicas: number };
   readonly tenant: { readonly name: string; readonly servers: number; readonly volumesPerServer: number; readonly volumeSize: string; readonly storageClass?: string };
-  readonly kesd: { readonly replicas: number; readonly storageSize: string; readonly storageClass?: string; readonly image?: string; readonly defaultKey: string };
+  readonly kesd: {
+    readonly replicas: number;
+    readonly storageSize: string;
+    readonly storageClass?: string;
+    readonly cpu: string;
+    readonly workers?: number;
+    readonly image?: string;
+    readonly defaultKey: string;
+  };
+  /** kesd's shared store, deployed only when kesd.replicas > 1. */
+  readonly etcd: { readonly storageSize: string; readonly storageClass?: string };
   readonly keys: readonly string[];
   readonly buckets: readonly { readonly name: string; readonly key: string }[];
 }
@@ -19,6 +31,8 @@ export class StackConfigError extends Error {
 
 const DNS_LABEL = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
 const QUANTITY = /^[1-9][0-9]*(Ki|Mi|Gi|Ti)$/;
+// At least 100m; whole or decimal CPUs, or millicores.
+const CPU = /^([1-9][0-9]{2,}m|[1-9][0-9]*(\.[0-9]{1,3})?|0\.[1-9][0-9]{0,2})$/;
 // KES key names: 1-80 of [0-9A-Za-z_-], '-' neither first nor last, '_' alone rejected (kesd enforces the same).
 const KEY_NAME = /^(?!_$)(?!-)[0-9A-Za-z_-]{0,79}[0-9A-Za-z_]$/;
 const BUCKET = /^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/;
@@ -28,11 +42,6 @@ class Reader {
   private readonly used = new Set<string>();
 
   constructor(private readonly problems: string[], private readonly key: string, private readonly raw: Record<string, unknown>) {}
-
-  private fail(field: string, message: string): undefined {
-    this.problems.push(`stateful-kes:${this.key}.${field}: ${message}`);
-    return undefined;
-  }
 
   string(field: string, def: string | undefined, pattern?: RegExp, allowed?: string): string | undefined {
     this.used.add(field);
@@ -50,6 +59,33 @@ class Reader {
       return def;
     }
     return (v ?? def) as T;
+  }
+
+  /** A CPU quantity, written as a string ('500m', '1') or a plain number (1, 1.5). */
+  cpu(field: string, def: string): string {
+    const allowed = 'a CPU limit of at least 100m, such as 500m, 1 or 2';
+    const v = this.raw[field];
+    if (typeof v !== 'number') return this.string(field, def, CPU, allowed) ?? def;
+    this.used.add(field);
+    if (CPU.test(String(v))) return String(v);
+    this.fail(field, `${v} is not allowed: ${allowed}`);
+    return def;
+  }
+
+  /** Whether the field is set at all (to tell a default from an explicit value). */
+  has(field: string): boolean {
+    return this.raw[field] !== undefined && this.raw[field] !== null;
+  }
+
+  fail(field: string, message: string): undefined {
+    this.problems.push(`stateful-kes:${this.key}.${field}: ${message}`);
+    return undefined;
+  }
+
+  optionalInt(field: string, min: number, max: number): number | undefined {
+    this.used.add(field);
+    if (!this.has(field)) return undefined;
+    return this.int(field, min, min, max); // on a bad value the problem is recorded and parsing fails anyway
   }
 
   int(field: string, def: number, min: number, max: number): number {
@@ -79,11 +115,14 @@ function object(problems: string[], key: string, raw: unknown): Record<string, u
   return raw as Record<string, unknown>;
 }
 
+/** The top-level config keys (`stateful-kes:<key>`). */
+export const STACK_CONFIG_KEYS = ['cluster', 'namespaces', 'operator', 'tenant', 'kesd', 'etcd', 'keys', 'buckets'];
+
 /** Validates the raw config objects (as `pulumi.Config.getObject` returns them) and applies defaults. */
 export function parseStackConfig(raw: Record<string, unknown>): StackConfig {
   const problems: string[] = [];
   for (const k of Object.keys(raw)) {
-    if (!['cluster', 'namespaces', 'operator', 'tenant', 'kesd', 'keys', 'buckets'].includes(k)) problems.push(`stateful-kes:${k}: unknown setting`);
+    if (!STACK_CONFIG_KEYS.includes(k)) problems.push(`stateful-kes:${k}: unknown setting`);
   }
 
   const c = new Reader(problems, 'cluster', object(problems, 'cluster', raw.cluster));
@@ -115,14 +154,39 @@ export function parseStackConfig(raw: Record<string, unknown>): StackConfig {
 
   const k = new Reader(problems, 'kesd', object(problems, 'kesd', raw.kesd));
   const kesd = {
-    // More than one replica needs a shared store (the etcd backend), which kesd does not have yet.
-    replicas: k.int('replicas', 1, 1, 1),
+    // 1: the embedded store on a PVC. More: every replica on the etcd cluster the stack then deploys.
+    replicas: k.int('replicas', 1, 1, 16),
     storageSize: k.string('storageSize', '1Gi', QUANTITY, 'a size such as 1Gi') ?? '1Gi',
     storageClass: k.string('storageClass', undefined, DNS_LABEL, 'a StorageClass name'),
+    cpu: k.cpu('cpu', '1'),
+    workers: k.optionalInt('workers', 1, 64),
     image: k.string('image', undefined, /^[^\s]+:[^\s]+$|^[^\s]+@sha256:[0-9a-f]{64}$/, 'an image reference with a tag or digest (omit it to build kesd from this repo)'),
     defaultKey: k.string('defaultKey', 'minio-default-key', KEY_NAME, 'a KES key name: 1-80 of [0-9A-Za-z_-], not starting or ending with -') ?? 'minio-default-key',
   };
+  // With etcd kesd keeps no data on disk: a PVC setting would be silently ignored.
+  if (kesd.replicas > 1) {
+    for (const field of ['storageSize', 'storageClass']) {
+      if (k.has(field)) k.fail(field, `not used with replicas > 1 (kesd keeps its keys in etcd): set etcd.${field} instead`);
+    }
+  }
   k.done();
+
+  const e = new Reader(problems, 'etcd', object(problems, 'etcd', raw.etcd));
+  const etcd = {
+    storageSize: e.string('storageSize', '1Gi', QUANTITY, 'a size such as 1Gi') ?? '1Gi',
+    storageClass: e.string('storageClass', undefined, DNS_LABEL, 'a StorageClass name'),
+  };
+  if (QUANTITY.test(etcd.storageSize)) {
+    try {
+      etcdQuotaBytes(etcd.storageSize);
+    } catch (err) {
+      e.fail('storageSize', (err as Error).message.replace(/^etcd: /, ''));
+    }
+  }
+  if (kesd.replicas === 1 && Object.keys(object([], 'etcd', raw.etcd)).length > 0) {
+    problems.push('stateful-kes:etcd: only used with kesd.replicas > 1 (one replica keeps its keys on its own PVC)');
+  }
+  e.done();
 
   const keys = list(problems, 'keys', raw.keys).flatMap((v, i) => {
     if (typeof v === 'string' && KEY_NAME.test(v)) return [v];
@@ -144,7 +208,7 @@ export function parseStackConfig(raw: Record<string, unknown>): StackConfig {
   names.forEach((b, i) => names.indexOf(b) !== i && problems.push(`stateful-kes:buckets: bucket '${b}' is listed twice`));
 
   if (problems.length > 0) throw new StackConfigError(problems);
-  return { cluster, namespaces, operator, tenant, kesd, keys, buckets };
+  return { cluster, namespaces, operator, tenant, kesd, etcd, keys, buckets };
 }
 
 function list(problems: string[], key: string, raw: unknown): unknown[] {

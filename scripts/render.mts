@@ -1,4 +1,5 @@
-// `npm run render -- --out DIR [--stack dev] [--tls-cache FILE]`: writes every Kubernetes object of a stack as YAML,
+// `npm run render -- --out DIR [--stack dev|ha] [--tls-cache FILE]`: writes every Kubernetes object of a stack (the
+// config of Pulumi.<stack>.yaml; `ha` is three kesd replicas on etcd) as YAML,
 // rendered through the Pulumi mocks with generated certificates and keys filled in. No cluster, no Pulumi CLI.
 // The output contains private keys and the unseal key: it is for review and tests, never for a shared place.
 import { mkdirSync, writeFileSync } from 'node:fs';
@@ -9,7 +10,7 @@ import { stringify } from 'yaml';
 
 const { values } = parseArgs({ options: { out: { type: 'string' }, stack: { type: 'string', default: 'dev' }, 'tls-cache': { type: 'string' } } });
 if (!values.out) {
-  console.error('usage: npm run render -- --out DIR [--stack dev] [--tls-cache FILE]');
+  console.error('usage: npm run render -- --out DIR [--stack dev|ha] [--tls-cache FILE]');
   process.exit(2);
 }
 const render = await renderStack({ stack: values.stack, tlsCache: values['tls-cache'] });

@@ -14,6 +14,7 @@ import { StatefulSet } from 'kubernetes-models/apps/v1';
 import { ConfigMap, Secret, Service } from 'kubernetes-models/v1';
 import { PodDisruptionBudget } from 'kubernetes-models/policy/v1';
 import { NetworkPolicy } from 'kubernetes-models/networking.k8s.io/v1';
+import { parse } from 'yaml';
 import { parseInitConfig } from '../../kesd/src/store/config.js';
 import { isAllowed, patternError } from '../../kesd/src/state/policy.js';
 import { newIdentity } from '../../kesd/src/identity/certificate.js';
@@ -22,8 +23,8 @@ import { byType, lineage, onResource, recordLineage, setupMocks, unsecret, value
 import { KESD_PORT, UNSEAL_ENV, UNSEAL_SECRET_KEY } from '../../components/contracts.ts';
 import { kesdServerDnsNames } from '../../components/kes-identity.ts';
 import {
-  KESD_CONTAINER_SECURITY_CONTEXT, KESD_NAMES, KESD_PATHS, KESD_POD_SECURITY_CONTEXT, MINIO_POLICY_ALLOW, kesdImageSources,
-  kesdImageTag, kesdInitYaml, kesdMinioEndpoint, kesdServerArgs, kesdServiceUrl, kesdSourceHash, sha256Hex,
+  KESD_CONTAINER_SECURITY_CONTEXT, KESD_ETCD_PREFIX, KESD_NAMES, KESD_PATHS, KESD_POD_SECURITY_CONTEXT, MINIO_POLICY_ALLOW, cpuMillis, kesdImageSources,
+  kesdImageTag, kesdInitYaml, kesdMinioEndpoint, kesdResources, kesdServerArgs, kesdServiceUrl, kesdSourceHash, kesdWorkers, sha256Hex,
 } from '../../components/kesd-config.ts';
 
 const REPO = resolve(import.meta.dirname, '../..');
@@ -60,6 +61,51 @@ test('init.yml is deterministic and names no ${VAR} that kesd would expand', () 
   assert.ok(!init().includes('${'));
 });
 
+const ETCD = {
+  endpoints: ['https://etcd-0.etcd-hl.kesd.svc.cluster.local:2379', 'https://etcd-1.etcd-hl.kesd.svc.cluster.local:2379', 'https://etcd-2.etcd-hl.kesd.svc.cluster.local:2379'],
+  prefix: KESD_ETCD_PREFIX,
+  tlsDir: KESD_PATHS.etcdTlsDir,
+};
+
+test('init.yml with etcd: store.etcd lists every member, the kesd/ prefix and the client TLS files', () => {
+  const doc = parse(init({ etcd: ETCD }));
+  assert.deepEqual(doc.store, {
+    etcd: {
+      endpoints: ETCD.endpoints,
+      prefix: 'kesd/',
+      tls: { ca: '/etc/kesd/etcd/ca.crt', cert: '/etc/kesd/etcd/tls.crt', key: '/etc/kesd/etcd/tls.key' },
+    },
+  });
+  assert.equal(parse(init()).store, undefined, 'without etcd: the embedded store, no store block');
+  const { store: _, ...rest } = doc;
+  assert.deepEqual(rest, parse(init()), 'the rest of init.yml is the same in both shapes');
+});
+
+test('init.yml with etcd is read by kesd\'s own strict reader into the same members, prefix and TLS files', (t) => {
+  let parsed: ReturnType<typeof parseInitConfig>;
+  try {
+    parsed = parseInitConfig(init({ etcd: ETCD }), {});
+  } catch (err) {
+    // kesd's etcd backend is a separate change; without it kesd's reader refuses `store` and there is nothing to check.
+    if (/unknown field 'store'/.test((err as Error).message)) return t.skip("kesd's init.yml reader does not know 'store'");
+    throw err;
+  }
+  assert.deepEqual((parsed as { store?: unknown }).store, {
+    etcd: { endpoints: ETCD.endpoints, prefix: 'kesd/', tls: { ca: '/etc/kesd/etcd/ca.crt', cert: '/etc/kesd/etcd/tls.crt', key: '/etc/kesd/etcd/tls.key' } },
+  });
+  assert.equal(parsed.sysadmin, SYS);
+});
+
+test('kesdInitYaml refuses an etcd store kesd could not use', () => {
+  assert.throws(() => init({ etcd: { ...ETCD, endpoints: [] } }), /at least one endpoint/);
+  assert.throws(() => init({ etcd: { ...ETCD, endpoints: ['http://etcd-0:2379'] } }), /'http:\/\/etcd-0:2379' must be https:\/\/host:port/);
+  assert.throws(() => init({ etcd: { ...ETCD, endpoints: ['https://etcd-0'] } }), /must be https:\/\/host:port/);
+  assert.throws(() => init({ etcd: { ...ETCD, endpoints: [ETCD.endpoints[0]!, ETCD.endpoints[0]!] } }), /listed twice/);
+  assert.throws(() => init({ etcd: { ...ETCD, prefix: 'kesd' } }), /prefix 'kesd' must be non-empty, end with '\/'/);
+  assert.throws(() => init({ etcd: { ...ETCD, prefix: '' } }), /prefix '' must/);
+  assert.throws(() => init({ etcd: { ...ETCD, tlsDir: 'etcd' } }), /tlsDir 'etcd' must be an absolute path/);
+});
+
 test('MinIO\'s policy uses only exact or trailing-* patterns and allows what MinIO calls, nothing destructive', () => {
   for (const p of MINIO_POLICY_ALLOW) assert.equal(patternError(p), undefined, p);
   const policy = { allow: [...MINIO_POLICY_ALLOW], deny: [] };
@@ -81,9 +127,43 @@ test('kesdInitYaml refuses what kesd would refuse at start: bad identities, shar
   assert.throws(() => init({ unsealEnv: '1X' }), /not a valid environment variable name/);
 });
 
-test('the container args start kesd on the PVC subdirectory with init.yml, listening on all interfaces', () => {
-  assert.deepEqual(kesdServerArgs(), ['server', '/var/lib/kesd/data', '--init', '/etc/kesd/init.yml', '--addr', '0.0.0.0:7373']);
+test('the container args start kesd on the PVC subdirectory with init.yml, listening on all interfaces, with an explicit worker count', () => {
+  assert.deepEqual(kesdServerArgs(1), ['server', '/var/lib/kesd/data', '--init', '/etc/kesd/init.yml', '--addr', '0.0.0.0:7373', '--workers', '1']);
+  assert.deepEqual(kesdServerArgs(4, 8443).slice(-4), ['--addr', '0.0.0.0:8443', '--workers', '4']);
+  for (const bad of [0, 1.5, 257]) assert.throws(() => kesdServerArgs(bad), /workers must be an integer from 1 to 256/);
   assert.equal(dirname(KESD_PATHS.dataDir), KESD_PATHS.stateDir, 'the data dir sits directly on the PVC so init can rename into place');
+});
+
+// ---- workers and resources --------------------------------------------------------------------------------------
+
+test('CPU quantities parse to millicores; anything else is refused by name', () => {
+  assert.equal(cpuMillis('500m'), 500);
+  assert.equal(cpuMillis('1'), 1000);
+  assert.equal(cpuMillis('1.5'), 1500);
+  assert.equal(cpuMillis('0.25'), 250);
+  assert.equal(cpuMillis('2500m'), 2500);
+  for (const bad of ['', '0', '0m', '-1', '2 cores', '1e3', '1.2345', 'm']) assert.throws(() => cpuMillis(bad), /is not a positive Kubernetes CPU quantity/, bad);
+});
+
+test('workers: one per whole CPU of the limit (the request without a limit), at least one; an explicit count wins', () => {
+  assert.equal(kesdWorkers({ limit: '1' }), 1);
+  assert.equal(kesdWorkers({ limit: '500m' }), 1, 'less than a CPU still runs one worker');
+  assert.equal(kesdWorkers({ limit: '1999m' }), 1, 'a fraction of a CPU does not earn a worker');
+  assert.equal(kesdWorkers({ limit: '2' }), 2);
+  assert.equal(kesdWorkers({ limit: '4.5', request: '8' }), 4, 'the limit decides, not the request');
+  assert.equal(kesdWorkers({ request: '3' }), 3);
+  assert.equal(kesdWorkers({}), 1, 'no CPU figure at all: one worker, not one per node CPU');
+  assert.equal(kesdWorkers({ limit: '1000' }), 256, 'capped at what kesd accepts');
+  assert.equal(kesdWorkers({ limit: '1' }, 3), 3);
+  assert.throws(() => kesdWorkers({ limit: '1' }, 0), /workers must be an integer from 1 to 256, got 0/);
+  assert.throws(() => kesdWorkers({ limit: 'lots' }), /'lots' is not a positive Kubernetes CPU quantity/);
+});
+
+test('resources: the CPU limit as given, memory that grows with the processes kesd runs', () => {
+  assert.deepEqual(kesdResources('1', 1), { requests: { cpu: '50m', memory: '64Mi' }, limits: { cpu: '1', memory: '256Mi' } });
+  // Four workers plus the cluster primary.
+  assert.deepEqual(kesdResources('4', 4), { requests: { cpu: '50m', memory: '256Mi' }, limits: { cpu: '4', memory: '1088Mi' } });
+  assert.throws(() => kesdResources('x', 1), /'x' is not a positive/);
 });
 
 // A real kesd process, from source, with the rendered init.yml: what the pod does at its first start.
@@ -104,7 +184,7 @@ test('kesd serves the rendered init.yml: the probe route needs no certificate, M
     const initFile = join(dir, 'init.yml');
     writeFileSync(initFile, kesdInitYaml({ sysadmin: sysadmin.identity, enclave: { name: 'default', admin: admin.identity }, minioIdentity: minio.identity, keys: ['minio-default-key'], tlsDir }));
     const local: Record<string, string> = { [KESD_PATHS.dataDir]: join(dir, 'pvc', 'data'), [KESD_PATHS.initFile]: initFile, [`0.0.0.0:${KESD_PORT}`]: '127.0.0.1:0' };
-    const args = kesdServerArgs().map((a) => local[a] ?? a);
+    const args = kesdServerArgs(1).map((a) => local[a] ?? a);
     const cli = pathToFileURL(join(REPO, 'kesd/src/cli.ts')).href;
     const env = { ...process.env, [UNSEAL_ENV]: Buffer.alloc(32, 7).toString('base64') };
     child = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', `const { main } = await import(${JSON.stringify(cli)}); process.exitCode = await main(process.argv.slice(1));`, ...args, '--audit-log', 'off'], { cwd: REPO, env, stdio: ['ignore', 'ignore', 'pipe'] });
@@ -248,6 +328,8 @@ let built: import('../../components/kesd.ts').Kesd;
 let external: import('../../components/kesd.ts').Kesd;
 let ids: { server: Awaited<ReturnType<typeof newIdentity>>; ca: Awaited<ReturnType<typeof newIdentity>>; sysadmin: Awaited<ReturnType<typeof newIdentity>>; admin: Awaited<ReturnType<typeof newIdentity>>; minio: Awaited<ReturnType<typeof newIdentity>> };
 let KesdClass: typeof import('../../components/kesd.ts').Kesd;
+let ha: import('../../components/kesd.ts').Kesd;
+let etcdStub: import('../../components/contracts.ts').EtcdStoreRef;
 
 const tlsIdentity = (id: { certPem: string; keyPem: string; identity: string }) => ({
   certPem: pulumi.output(id.certPem),
@@ -287,9 +369,17 @@ before(async () => {
   ids = { server, ca, sysadmin, admin, minio };
   built = new KesdClass('kesd', kesdArgs({ build: { kindClusterName: 'stateful-kes' } }), { transformations: [recordLineage] });
   external = new KesdClass('ext', kesdArgs({ ref: 'registry.example/kesd:0.1.0' }, { storageClass: undefined, storageSize: '5Gi' }));
-  await Promise.all([built, external].flatMap((k) => [valueOf(k.statefulSet.id), valueOf(k.minioEndpoint), valueOf(k.imageRef)]));
+  // Three replicas on etcd; EtcdCluster itself is tested in etcd-cluster.test.ts and with Kesd in stack-ha.test.ts.
+  etcdStub = {
+    endpoints: pulumi.output(ETCD.endpoints),
+    clientTlsSecretName: pulumi.output('etcd-client-kesd'),
+    clientCertPem: pulumi.output(ids.ca.certPem),
+    statefulSet: new pulumi.ComponentResource('test:index:EtcdStub', 'etcd-stub'),
+  };
+  ha = new KesdClass('ha', kesdArgs({ ref: 'registry.example/kesd:0.1.0' }, { replicas: 3, etcd: etcdStub, cpu: '2500m' }), { transformations: [recordLineage] });
+  await Promise.all([built, external, ha].flatMap((k) => [valueOf(k.statefulSet.id), valueOf(k.minioEndpoint), valueOf(k.imageRef)]));
   // PDB and NetworkPolicy are registered alongside; wait until every child has reached the mocks.
-  for (let i = 0; i < 100 && byType('kubernetes:networking.k8s.io/v1:NetworkPolicy').length < 2; i++) await new Promise((r) => setTimeout(r, 20));
+  for (let i = 0; i < 100 && byType('kubernetes:networking.k8s.io/v1:NetworkPolicy').length < 3; i++) await new Promise((r) => setTimeout(r, 20));
 });
 
 const of = (owner: string, type: string): RecordedResource[] => byType(type).filter((r) => r.name.startsWith(`${owner}-`));
@@ -336,6 +426,7 @@ test('every object passes kubernetes-models validation', () => {
   };
   validate('kesd');
   validate('ext');
+  validate('ha');
 });
 
 test('the TLS Secret holds the server cert, its key (marked secret) and the CA, in kubernetes.io/tls form', () => {
@@ -380,7 +471,7 @@ test('the StatefulSet: Parallel, headless serviceName, PVC per pod kept on delet
   assert.equal(ext.storageClassName, undefined, 'no storageClass: the cluster default');
   assert.equal(ext.resources.requests.storage, '5Gi');
   const c = container();
-  assert.deepEqual(c.args, kesdServerArgs());
+  assert.deepEqual(c.args, kesdServerArgs(1), 'a CPU limit of 1: one worker');
   assert.deepEqual(c.env, [{ name: UNSEAL_ENV, valueFrom: { secretKeyRef: { name: 'unseal', key: UNSEAL_SECRET_KEY } } }]);
   assert.deepEqual(c.ports, [{ name: 'https', containerPort: 7373, protocol: 'TCP' }]);
   assert.equal(c.imagePullPolicy, 'IfNotPresent');
@@ -497,6 +588,65 @@ test('outputs: service URL, MinIO endpoint, Service names', async () => {
   assert.equal(await valueOf(built.headlessServiceName), 'kesd-hl');
 });
 
-test('more than one replica is refused: each replica would hold its own keys', () => {
-  assert.throws(() => new KesdClass('three', kesdArgs({ ref: 'x:1' }, { replicas: 3 })), /replicas must be 1/);
+test('more than one replica without etcd is refused by name: each replica would hold its own keys', () => {
+  assert.throws(() => new KesdClass('three', kesdArgs({ ref: 'x:1' }, { replicas: 3 })), /replicas = 3 needs a shared store: pass 'etcd'/);
+  for (const bad of [0, 1.5]) assert.throws(() => new KesdClass(`bad-${bad}`, kesdArgs({ ref: 'x:1' }, { replicas: bad })), /replicas must be a positive integer/);
+  assert.throws(() => new KesdClass('w0', kesdArgs({ ref: 'x:1' }, { workers: 0 })), /workers must be an integer from 1 to 256, got 0/);
+  assert.throws(() => new KesdClass('cpu', kesdArgs({ ref: 'x:1' }, { cpu: 'two' })), /'two' is not a positive Kubernetes CPU quantity/);
+});
+
+// ---- three replicas on etcd ---------------------------------------------------------------------------------------
+
+test('on etcd: every replica runs the same command, with workers from the CPU limit and init.yml naming the members', () => {
+  const s = sts('ha');
+  assert.equal(s.spec.replicas, 3);
+  assert.equal(s.spec.podManagementPolicy, 'Parallel');
+  const c = container('ha');
+  assert.deepEqual(c.args, kesdServerArgs(2), 'a 2500m limit: two workers');
+  assert.deepEqual(c.resources, kesdResources('2500m', 2));
+  const text = one('ha', K8S.cm).inputs.data['init.yml'] as string;
+  assert.deepEqual(parse(text).store.etcd, { endpoints: ETCD.endpoints, prefix: 'kesd/', tls: { ca: '/etc/kesd/etcd/ca.crt', cert: '/etc/kesd/etcd/tls.crt', key: '/etc/kesd/etcd/tls.key' } });
+  assert.equal(parse(one('kesd', K8S.cm).inputs.data['init.yml']).store, undefined, 'one replica: the embedded store');
+});
+
+test('on etcd: no PVC (the data dir holds only .init), an emptyDir instead, and the etcd client Secret at /etc/kesd/etcd', () => {
+  const s = sts('ha');
+  assert.equal(s.spec.volumeClaimTemplates, undefined);
+  assert.equal(s.spec.persistentVolumeClaimRetentionPolicy, undefined);
+  const volumes = Object.fromEntries(podSpec('ha').volumes.map((v: { name: string }) => [v.name, v]));
+  assert.deepEqual(volumes.data, { name: 'data', emptyDir: { sizeLimit: '16Mi' } });
+  assert.deepEqual(volumes['etcd-tls'], { name: 'etcd-tls', secret: { secretName: 'etcd-client-kesd', defaultMode: 0o440 } });
+  const mounts = Object.fromEntries(container('ha').volumeMounts.map((m: { mountPath: string }) => [m.mountPath, m]));
+  assert.equal(mounts[KESD_PATHS.stateDir].name, 'data');
+  assert.deepEqual(mounts['/etc/kesd/etcd'], { name: 'etcd-tls', mountPath: '/etc/kesd/etcd', readOnly: true });
+  assert.ok(!podSpec('kesd').volumes.some((v: { name: string }) => v.name === 'etcd-tls' || v.name === 'data'), 'one replica: data is the PVC, no etcd Secret');
+  assert.doesNotThrow(() => new StatefulSet(s).validate());
+});
+
+test('on etcd: a new etcd client certificate restarts kesd, replicas spread over nodes, and kesd waits for etcd', () => {
+  const annotations = sts('ha').spec.template.metadata.annotations;
+  assert.equal(annotations['checksum/etcd-tls'], sha256Hex(ids.ca.certPem));
+  assert.equal(sts('kesd').spec.template.metadata.annotations['checksum/etcd-tls'], undefined);
+  assert.deepEqual(podSpec('ha').topologySpreadConstraints, [
+    { maxSkew: 1, topologyKey: 'kubernetes.io/hostname', whenUnsatisfiable: 'ScheduleAnyway', labelSelector: { matchLabels: sts('ha').spec.selector.matchLabels } },
+  ]);
+  assert.equal(podSpec('kesd').topologySpreadConstraints, undefined);
+  const deps = lineage.get('ha-sts')?.dependsOn as unknown as { __name: string }[];
+  assert.deepEqual(deps.map((d) => d.__name), ['etcd-stub']);
+});
+
+test('on etcd: MinIO dials every pod (ellipsis), the PDB keeps all but one replica, the Services are unchanged', async () => {
+  assert.equal(await valueOf(ha.minioEndpoint), 'https://kesd-{0...2}.kesd-hl.kesd.svc.cluster.local:7373');
+  assert.equal(await valueOf(ha.serviceUrl), 'https://kesd.kesd.svc.cluster.local:7373');
+  const pdb = unsecret(one('ha', K8S.pdb).inputs);
+  assert.equal(pdb.spec.maxUnavailable, 1);
+  assert.deepEqual(of('ha', K8S.svc).map((x) => x.inputs.metadata.name).sort(), ['kesd', 'kesd-hl']);
+  assert.equal(unsecret(of('ha', K8S.svc).find((x) => x.inputs.metadata.name === 'kesd-hl')!.inputs).spec.publishNotReadyAddresses, true);
+});
+
+test('an explicit worker count overrides the CPU rule', async () => {
+  const k = new KesdClass('wk', kesdArgs({ ref: 'x:1' }, { cpu: '4', workers: 2 }));
+  await valueOf(k.statefulSet.id);
+  assert.deepEqual(container('wk').args.slice(-2), ['--workers', '2']);
+  assert.equal(container('wk').resources.limits.cpu, '4');
 });

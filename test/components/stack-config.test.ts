@@ -5,17 +5,55 @@ import { resolve } from 'node:path';
 import { parse } from 'yaml';
 import { declaredKeys, parseStackConfig, StackConfigError } from '../../components/stack-config.ts';
 
-const devStack = () => {
-  const doc = parse(readFileSync(resolve(import.meta.dirname, '../../Pulumi.dev.yaml'), 'utf8')) as { config: Record<string, unknown> };
+const stackFile = (stack: string) => {
+  const doc = parse(readFileSync(resolve(import.meta.dirname, `../../Pulumi.${stack}.yaml`), 'utf8')) as { config: Record<string, unknown> };
   return Object.fromEntries(Object.entries(doc.config).map(([k, v]) => [k.replace(/^stateful-kes:/, ''), v]));
 };
+
+const devStack = () => stackFile('dev');
 
 test('the dev stack config is valid and gets defaults', () => {
   const c = parseStackConfig(devStack());
   assert.deepEqual(c.cluster, { mode: 'kind', name: 'stateful-kes', workers: 1, nodeImage: undefined });
   assert.equal(c.tenant.servers, 4);
   assert.equal(c.kesd.defaultKey, 'minio-default-key');
+  assert.equal(c.kesd.replicas, 1, 'dev: one replica on the embedded store');
   assert.deepEqual(declaredKeys(c), ['minio-default-key', 'ml-datasets-key']);
+});
+
+test('the ha stack config is valid: three kesd replicas, etcd storage', () => {
+  const c = parseStackConfig(stackFile('ha'));
+  assert.equal(c.kesd.replicas, 3);
+  assert.equal(c.kesd.cpu, '1');
+  assert.equal(c.kesd.workers, undefined, 'derived from the CPU limit by Kesd');
+  assert.deepEqual(c.etcd, { storageSize: '1Gi', storageClass: undefined });
+});
+
+test('kesd CPU and workers: a CPU limit as text or number, workers from 1 to 64 or unset', () => {
+  assert.equal(parseStackConfig({}).kesd.cpu, '1');
+  assert.equal(parseStackConfig({ kesd: { cpu: '500m' } }).kesd.cpu, '500m');
+  assert.equal(parseStackConfig({ kesd: { cpu: 2 } }).kesd.cpu, '2');
+  assert.equal(parseStackConfig({ kesd: { cpu: 1.5 } }).kesd.cpu, '1.5');
+  assert.equal(parseStackConfig({ kesd: { workers: 4 } }).kesd.workers, 4);
+  assert.equal(parseStackConfig({ kesd: { workers: '2' } }).kesd.workers, 2);
+  assert.throws(() => parseStackConfig({ kesd: { cpu: '50m' } }), /stateful-kes:kesd.cpu: '50m' is not allowed: a CPU limit of at least 100m/);
+  assert.throws(() => parseStackConfig({ kesd: { cpu: 0 } }), /stateful-kes:kesd.cpu: 0 is not allowed/);
+  assert.throws(() => parseStackConfig({ kesd: { cpu: '2 cores' } }), /kesd.cpu: '2 cores' is not allowed/);
+  assert.throws(() => parseStackConfig({ kesd: { workers: 0 } }), /stateful-kes:kesd.workers: must be an integer from 1 to 64, got 0/);
+});
+
+test('replicas > 1 refuses PVC settings (kesd keeps nothing on disk) and replicas 1 refuses etcd settings', () => {
+  assert.equal(parseStackConfig({ kesd: { replicas: 2 } }).kesd.replicas, 2);
+  assert.throws(
+    () => parseStackConfig({ kesd: { replicas: 3, storageSize: '2Gi', storageClass: 'fast' } }),
+    (err: Error) =>
+      err.message.includes('stateful-kes:kesd.storageSize: not used with replicas > 1 (kesd keeps its keys in etcd): set etcd.storageSize instead') &&
+      err.message.includes('stateful-kes:kesd.storageClass: not used with replicas > 1'),
+  );
+  assert.throws(() => parseStackConfig({ etcd: { storageSize: '2Gi' } }), /stateful-kes:etcd: only used with kesd.replicas > 1/);
+  assert.throws(() => parseStackConfig({ kesd: { replicas: 3 }, etcd: { storageSize: '32Mi' } }), /stateful-kes:etcd.storageSize: storage size '32Mi' is too small: at least 64Mi/);
+  assert.throws(() => parseStackConfig({ kesd: { replicas: 3 }, etcd: { size: '2Gi' } }), /stateful-kes:etcd.size: unknown setting/);
+  assert.throws(() => parseStackConfig({ kesd: { replicas: 17 } }), /kesd.replicas: must be an integer from 1 to 16, got 17/);
 });
 
 test('an empty config takes the defaults', () => {
@@ -31,7 +69,7 @@ test('every problem is reported at once, naming the key and the allowed values',
       cluster: { mode: 'minikube' },
       namespaces: { kesd: 'Kesd_NS' },
       tenant: { servers: 'four', volumeSize: '2GB', colour: 'blue' },
-      kesd: { replicas: 3 },
+      kesd: { replicas: 0 },
       keys: ['ok-key', 'bad key', '-lead', '_'],
       buckets: [{ name: 'B', key: 'k' }, { name: 'good-bucket' }],
       extra: true,
@@ -46,7 +84,7 @@ test('every problem is reported at once, naming the key and the allowed values',
       'stateful-kes:tenant.servers: must be an integer from 1 to 32, got "four"',
       "stateful-kes:tenant.volumeSize: '2GB' is not allowed: a size such as 2Gi",
       'stateful-kes:tenant.colour: unknown setting',
-      'stateful-kes:kesd.replicas: must be an integer from 1 to 1, got 3',
+      'stateful-kes:kesd.replicas: must be an integer from 1 to 16, got 0',
       'stateful-kes:keys[1]: "bad key" is not a KES key name',
       'stateful-kes:keys[2]: "-lead" is not a KES key name',
       'stateful-kes:keys[3]: "_" is not a KES key name',

@@ -7,12 +7,7 @@ import { cp, mkdtemp, readFile, rm, symlink, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { StatefulSet } from 'kubernetes-models/apps/v1';
-import { Job } from 'kubernetes-models/batch/v1';
-import { NetworkPolicy } from 'kubernetes-models/networking.k8s.io/v1';
-import { PodDisruptionBudget } from 'kubernetes-models/policy/v1';
-import { ConfigMap, Namespace, Secret, Service } from 'kubernetes-models/v1';
-import { validateTenant } from './crd.ts';
+import { validateManifest } from './k8s-validate.ts';
 import { countByKind, REPO, renderStack, type Render } from './stack-render.ts';
 
 let render: Render;
@@ -20,13 +15,7 @@ before(async () => {
   render = await renderStack({ stack: 'dev' });
 });
 
-const MODELS: Record<string, (o: any) => { validate(): void }> = {
-  'v1/Namespace': (o) => new Namespace(o), 'v1/Secret': (o) => new Secret(o), 'v1/ConfigMap': (o) => new ConfigMap(o),
-  'v1/Service': (o) => new Service(o), 'apps/v1/StatefulSet': (o) => new StatefulSet(o), 'batch/v1/Job': (o) => new Job(o),
-  'policy/v1/PodDisruptionBudget': (o) => new PodDisruptionBudget(o), 'networking.k8s.io/v1/NetworkPolicy': (o) => new NetworkPolicy(o),
-};
-
-test('the dev stack renders the expected objects', () => {
+test('the dev stack renders the expected objects: one kesd on its PVC, no etcd', () => {
   assert.deepEqual(countByKind(render), {
     'apps/v1/StatefulSet': 1, 'batch/v1/Job': 1, 'helm.sh/v4 Chart (remote)': 1, 'minio.min.io/v2/Tenant': 1,
     'networking.k8s.io/v1/NetworkPolicy': 1, 'policy/v1/PodDisruptionBudget': 1, 'v1/ConfigMap': 1, 'v1/Namespace': 3, 'v1/Secret': 6, 'v1/Service': 2,
@@ -34,14 +23,7 @@ test('the dev stack renders the expected objects', () => {
 });
 
 test('every object validates offline: built-in kinds with kubernetes-models, the Tenant against the operator CRD', () => {
-  for (const m of render.manifests) {
-    const kind = `${m.apiVersion}/${m.kind}`;
-    if (kind === 'minio.min.io/v2/Tenant') assert.deepEqual(validateTenant(m), [], m.metadata.name);
-    else {
-      assert.ok(MODELS[kind], `no schema for ${kind}`);
-      assert.doesNotThrow(() => MODELS[kind]!(m).validate(), `${kind} ${m.metadata.name}`);
-    }
-  }
+  for (const m of render.manifests) assert.deepEqual(validateManifest(m), [], `${m.kind} ${m.metadata.name}`);
 });
 
 test('every Kubernetes object and the chart use the kind cluster provider', () => {
@@ -67,6 +49,8 @@ test('outputs for other stacks: endpoints, namespaces, identities', () => {
   assert.equal(o.kesdEndpoint, 'https://kesd.kesd.svc.cluster.local:7373');
   assert.equal(o.s3Endpoint, 'https://minio.tenant-1.svc.cluster.local');
   assert.equal(o.kesdNamespace, 'kesd');
+  assert.equal(o.kesdMinioEndpoint, 'https://kesd.kesd.svc.cluster.local:7373', 'one replica: the client Service');
+  assert.equal(o.etcdEndpoints, undefined, 'one replica: no etcd');
   assert.equal(o.tenantNamespace, 'tenant-1');
   for (const id of Object.values(o.identitiesHex)) assert.match(id as string, /^[0-9a-f]{64}$/);
   assert.match(o.kesdCaCert, /BEGIN CERTIFICATE/);
@@ -85,7 +69,7 @@ async function renderCopy(root: string, tlsCache: string): Promise<string> {
 
 async function copyRepo(): Promise<string> {
   const root = await mkdtemp(join(tmpdir(), 'stack-copy-'));
-  for (const p of ['index.ts', 'components', 'scripts', 'test/components', 'test/fixtures', 'test/package.json', 'kesd/src', 'kesd/bin', 'kesd/package.json', 'kesd/tsconfig.json', 'kesd/Dockerfile', 'kesd/Dockerfile.dockerignore', 'package.json', 'package-lock.json', 'tsconfig.json', 'Pulumi.yaml', 'Pulumi.dev.yaml']) {
+  for (const p of ['index.ts', 'components', 'scripts', 'test/components', 'test/fixtures', 'test/package.json', 'kesd/src', 'kesd/bin', 'kesd/package.json', 'kesd/tsconfig.json', 'kesd/Dockerfile', 'kesd/Dockerfile.dockerignore', 'package.json', 'package-lock.json', 'tsconfig.json', 'Pulumi.yaml', 'Pulumi.dev.yaml', 'Pulumi.ha.yaml']) {
     await cp(join(REPO, p), join(root, p), { recursive: true });
   }
   await symlink(join(REPO, 'node_modules'), join(root, 'node_modules'));

@@ -3,13 +3,15 @@ import { existsSync } from 'node:fs';
 import os from 'node:os';
 import { mkdir, readdir, readFile, rename, rm } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
-import { parseInitConfig, readServerConfig, SERVER_CONFIG_FILE, toServerConfig, writeServerConfig, type InitConfig, type ServerConfig } from '../store/config.js';
+import {
+  parseInitConfig, readServerConfig, SERVER_CONFIG_FILE, toServerConfig, writeServerConfig, type EtcdConfig, type InitConfig, type ServerConfig, type StoreConfig,
+} from '../store/config.js';
 import { syncDir } from '../store/atomic.js';
 import { openLmdbStore } from '../store/lmdb.js';
-import { openSealedRootKey, readUnsealKey, writeSealedRootKey, type RootKeyInfo } from '../store/unseal.js';
+import { openSealedRootKey, readUnsealKey, sealRootKey, writeSealedRootKey, type RootKeyInfo } from '../store/unseal.js';
 import { randomBytes } from '../crypto/random.js';
 import { System } from '../state/system.js';
-import { ErrKeyExists } from '../api/errors.js';
+import { ErrEnclaveExists, ErrKeyExists } from '../api/errors.js';
 import { checkServerCertificate } from '../server/tls-check.js';
 import { runServer } from '../server/run.js';
 import { runCluster } from '../server/cluster.js';
@@ -30,9 +32,18 @@ export async function applyDeclarations(system: System, init: InitConfig): Promi
   for (const e of init.enclaves) {
     let enclave = system.enclaves.get(e.name);
     if (enclave === undefined) {
-      enclave = await system.createEnclave(e.name, e.admin, init.sysadmin);
-      changes++;
-    } else if (enclave.info.admin !== e.admin) {
+      try {
+        enclave = await system.createEnclave(e.name, e.admin, init.sysadmin);
+        changes++;
+      } catch (err) {
+        // On a shared store (etcd) another replica applying the same init.yml created it first: load theirs.
+        if (err !== ErrEnclaveExists) throw err;
+        await system.apply({ kind: 'enclave', enclave: e.name });
+        enclave = system.enclaves.get(e.name);
+        if (enclave === undefined) throw err;
+      }
+    }
+    if (enclave.info.admin !== e.admin) {
       throw new CliError(`enclave '${e.name}' exists with admin ${enclave.info.admin}, but init.yml names ${e.admin}; an enclave admin cannot change`);
     }
     for (const p of e.policies) {
@@ -72,7 +83,11 @@ export async function ensureDeclaredKeys(system: System, declared: Record<string
   return created;
 }
 
-/** Initialises a data dir: built in a sibling temp dir and renamed into place, so a failed init leaves nothing. */
+/**
+ * Initialises a data dir: built in a sibling temp dir and renamed into place, so a failed init leaves nothing. With
+ * an etcd store the dir holds only .init: the root key is created in etcd unless another replica's is there (then
+ * that one is used, if this unseal key opens it), and the declarations are applied to the shared store.
+ */
 export async function initDataDir(dir: string, init: InitConfig, opts: { force?: boolean; env?: NodeJS.ProcessEnv; cwd?: string } = {}): Promise<void> {
   const env = opts.env ?? process.env;
   if (existsSync(dir) && !opts.force && !(await isEmptyDir(dir))) throw new CliError(`'${dir}' already exists. Use 'kesd init --force' to replace it`);
@@ -85,13 +100,19 @@ export async function initDataDir(dir: string, init: InitConfig, opts: { force?:
   await mkdir(staging, { mode: 0o700 });
   try {
     const root: RootKeyInfo = { key: randomBytes(32), sysadmin: init.sysadmin, createdAt: new Date().toISOString() };
-    await writeSealedRootKey(staging, init.unsealEnv, unsealKey, root);
-    await writeServerConfig(staging, serverConfig);
-    const store = await openLmdbStore(join(staging, STORE_FILE));
-    try {
-      await applyDeclarations(await System.open(store, { key: root.key, sysadmin: root.sysadmin }), init);
-    } finally {
-      await store.close();
+    const etcd = serverConfig.store?.etcd;
+    if (etcd !== undefined) {
+      await initInEtcd(etcd, init, sealRootKey(init.unsealEnv, unsealKey, root), env);
+      await writeServerConfig(staging, serverConfig);
+    } else {
+      await writeSealedRootKey(staging, init.unsealEnv, unsealKey, root);
+      await writeServerConfig(staging, serverConfig);
+      const store = await openLmdbStore(join(staging, STORE_FILE));
+      try {
+        await applyDeclarations(await System.open(store, { key: root.key, sysadmin: root.sysadmin }), init);
+      } finally {
+        await store.close();
+      }
     }
     if (existsSync(dir)) await rm(dir, { recursive: true, force: true });
     await rename(staging, dir);
@@ -100,6 +121,40 @@ export async function initDataDir(dir: string, init: InitConfig, opts: { force?:
     await rm(staging, { recursive: true, force: true });
     throw err;
   }
+}
+
+// The etcd client is loaded only when a store.etcd section asks for it: the embedded store's start stays as fast.
+const etcdModule = () => import('../store/etcd.js');
+
+async function initInEtcd(config: EtcdConfig, init: InitConfig, sealed: string, env: NodeJS.ProcessEnv): Promise<void> {
+  const { initEtcdRootKey, openEtcdStore } = await etcdModule();
+  const store = openEtcdStore(config);
+  try {
+    const root = await initEtcdRootKey(store, sealed, env);
+    if (root.sysadmin !== init.sysadmin) {
+      throw new CliError(`the etcd store at ${config.prefix} was initialised for system admin ${root.sysadmin}, but the init config names ${init.sysadmin}`);
+    }
+    await applyDeclarations(await System.open(store, { key: root.key, sysadmin: root.sysadmin }, { resumeSweeps: false }), init);
+  } finally {
+    await store.close();
+  }
+}
+
+/** Unseals the root key of the store `store` names: <dir>/.unseal for the embedded store, else the one in etcd. */
+export async function openRootKey(dir: string, store: StoreConfig | undefined, env: NodeJS.ProcessEnv): Promise<RootKeyInfo> {
+  if (store === undefined) return (await openSealedRootKey(dir, env)).root;
+  const { openEtcdStore, readEtcdRootKey } = await etcdModule();
+  const etcd = openEtcdStore(store.etcd);
+  try {
+    return await readEtcdRootKey(etcd, env);
+  } finally {
+    await etcd.close();
+  }
+}
+
+/** The store <dir>/.init names; undefined for the embedded one (also when there is no .init to read). */
+async function configuredStore(dir: string): Promise<StoreConfig | undefined> {
+  return existsSync(join(dir, SERVER_CONFIG_FILE)) ? (await readServerConfig(dir)).store : undefined;
 }
 
 async function isEmptyDir(dir: string): Promise<boolean> {
@@ -144,8 +199,9 @@ const server: Command = {
       await initDataDir(dir!, declared);
       console.error(`kesd: initialised ${dir} from ${values.init}`);
     }
-    // Unseal before anything is written or the store is opened: a wrong key must leave the data dir untouched.
-    const { root } = await openSealedRootKey(dir!, process.env);
+    // Unseal before anything is written or the store is opened: a wrong key must leave the data dir untouched. The
+    // root key is in the store init.yml names (it becomes .init below), else in the one .init names.
+    const root = await openRootKey(dir!, declared !== undefined ? toServerConfig(declared).store : await configuredStore(dir!), process.env);
     if (declared !== undefined) {
       if (declared.sysadmin !== root.sysadmin) throw new CliError(`${values.init} names system admin ${declared.sysadmin}, but ${dir} was initialised for ${root.sysadmin}`);
       await writeServerConfig(dir!, toServerConfig(declared));

@@ -4,9 +4,13 @@ import pino from 'pino';
 import type { ServerContext } from '../api/context.js';
 import { routes } from '../api/routes.js';
 import type { InitConfig, ServerConfig } from '../store/config.js';
+import type { EtcdStore } from '../store/etcd.js';
+import { EtcdFollower } from '../store/etcd-watch.js';
 import { openLmdbStore } from '../store/lmdb.js';
+import type { Store } from '../store/store.js';
 import type { RootKeyInfo } from '../store/unseal.js';
 import type { ChangeBus } from '../state/changes.js';
+import { applyStoreWrites, resyncFromStore } from '../state/store-changes.js';
 import { System } from '../state/system.js';
 import { VERSION } from '../version.js';
 import { applyDeclarations, ensureDeclaredKeys, STORE_FILE } from '../cli/server.js';
@@ -48,9 +52,16 @@ async function declare(system: System, opts: KesdOptions): Promise<void> {
   if (opts.declared !== undefined) await applyDeclarations(system, opts.declared);
 }
 
+/** The store the config names: the embedded LMDB file in the data dir, or etcd (its client is loaded only then). */
+export async function openStore(dir: string, config: ServerConfig): Promise<Store> {
+  const etcd = config.store?.etcd;
+  if (etcd === undefined) return openLmdbStore(join(dir, STORE_FILE));
+  return (await import('../store/etcd.js')).openEtcdStore(etcd);
+}
+
 /** The cluster primary's part of a start: the declarations, on a store it closes before the workers open it. */
 export async function declareInStore(opts: KesdOptions): Promise<void> {
-  const store = await openLmdbStore(join(opts.dir, STORE_FILE));
+  const store = await openStore(opts.dir, opts.config);
   try {
     await declare(await System.open(store, { key: opts.root.key, sysadmin: opts.root.sysadmin }, { resumeSweeps: false }), opts);
   } finally {
@@ -61,9 +72,18 @@ export async function declareInStore(opts: KesdOptions): Promise<void> {
 export async function startKesd(opts: KesdOptions): Promise<Kesd> {
   const logger = pino({ base: undefined }, pino.destination(2));
   const stdout = opts.auditStdout ? new LineWriter(1) : undefined;
-  const store = await openLmdbStore(join(opts.dir, STORE_FILE));
+  const store = await openStore(opts.dir, opts.config);
   const worker = opts.worker;
+  // On etcd, the revision before loading: the watch starts right after it, so no write of another replica falls
+  // between what was loaded and what is followed (one seen twice is harmless).
+  const etcd = opts.config.store?.etcd !== undefined ? (store as EtcdStore) : undefined;
+  const loadedAt = await etcd?.revision();
   const system = await System.open(store, { key: opts.root.key, sysadmin: opts.root.sysadmin }, { bus: worker?.bus, sealed: worker?.sealed, startedAt: worker?.startedAt });
+  const follower = etcd === undefined || loadedAt === undefined ? undefined : new EtcdFollower(etcd, loadedAt, {
+    apply: (writes) => applyStoreWrites(system, writes),
+    resync: () => resyncFromStore(system),
+    log: (message) => console.error(`kesd: ${message}`),
+  });
   if (worker === undefined) await declare(system, opts);
   const skipAuth = new Set(opts.config.skipAuth ?? []);
 
@@ -80,6 +100,7 @@ export async function startKesd(opts: KesdOptions): Promise<Kesd> {
     system,
     async stop() {
       await running.close();
+      await follower?.stop();
       await store.close();
       await stdout?.drain();
     },

@@ -50,6 +50,22 @@ export class Enclave {
     for await (const { name, record } of this.records.list<IdentityRecord>(paths.identity(this.info.uid))) this.identities.set(name, record);
   }
 
+  /** Replaces policies and identities with the store's and drops cached keys (resyncFromStore, store-changes.ts). */
+  async reload(): Promise<void> {
+    await this.serial(async () => {
+      const policies = new Map<string, PolicyRecord>();
+      const identities = new Map<string, IdentityRecord>();
+      for await (const { name, record } of this.records.list<PolicyRecord>(paths.policy(this.info.uid))) policies.set(name, record);
+      for await (const { name, record } of this.records.list<IdentityRecord>(paths.identity(this.info.uid))) identities.set(name, record);
+      // Swapped in without an await in between, so a request never sees half of it.
+      this.policies.clear();
+      for (const [name, record] of policies) this.policies.set(name, record);
+      this.identities.clear();
+      for (const [id, record] of identities) this.identities.set(id, record);
+      this.forgetKeys();
+    });
+  }
+
   /** The enclave admin passes everything; others need a policy that allows the path. */
   isAllowed(identity: string, path: string): boolean {
     if (identity === this.info.admin) return true;
@@ -135,8 +151,9 @@ export class Enclave {
     cached?.hmacKey.fill(0);
   }
 
-  listKeys(namePrefix = ''): AsyncGenerator<{ name: string; record: KeyRecord }> {
-    return this.records.list<KeyRecord>(paths.key(this.info.uid), namePrefix);
+  /** Key records in name order, streamed from the store (never cached): `keep` skips names before opening. */
+  listKeys(namePrefix = '', keep?: (name: string) => boolean): AsyncGenerator<{ name: string; record: KeyRecord }> {
+    return this.records.list<KeyRecord>(paths.key(this.info.uid), namePrefix, keep);
   }
 
   hmac(key: CachedKey, message: Uint8Array): Buffer {

@@ -56,10 +56,14 @@ export class RecordStore {
     return this.store.delete(path);
   }
 
-  /** Records under prefix whose name (the rest of the path) starts with namePrefix. */
-  async *list<T>(prefix: string, namePrefix = ''): AsyncGenerator<{ name: string; record: T }> {
+  /**
+   * Records under prefix whose name (the rest of the path) starts with namePrefix. `keep` filters by name before a
+   * record is opened: opening (an AEAD call) costs far more than reading the path.
+   */
+  async *list<T>(prefix: string, namePrefix = '', keep?: (name: string) => boolean): AsyncGenerator<{ name: string; record: T }> {
     for await (const r of this.store.list(prefix + namePrefix) as AsyncIterable<StoreRecord>) {
-      yield { name: r.path.slice(prefix.length), record: this.open<T>(r.path, r.value) };
+      const name = r.path.slice(prefix.length);
+      if (keep === undefined || keep(name)) yield { name, record: this.open<T>(r.path, r.value) };
     }
   }
 

@@ -2,6 +2,8 @@
 //   init.yml     input of `kesd init`, the KES v0.22 format plus `enclave.<name>.keys` and `tls.ca`;
 //   <dir>/.init  the server config `kesd init` writes and `kesd server` reads.
 // Both are read strictly (yaml-reader.ts): unknown fields are errors, `${VAR}` values come from the environment.
+// An optional `store.etcd` section (both files) puts the records and the sealed root key in etcd (store/etcd.ts);
+// without it the store is the embedded LMDB file in the data dir.
 import { readFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { stringify } from 'yaml';
@@ -12,6 +14,16 @@ export { ConfigError } from './yaml-reader.js';
 
 export interface PolicyConfig { name: string; allow: string[]; deny: string[]; identities: string[] }
 export interface EnclaveConfig { name: string; admin: string; policies: PolicyConfig[]; keys: string[] }
+export interface EtcdConfig {
+  /** 1+ URLs with a port, all http or all https. */
+  endpoints: string[];
+  /** Prepended to every etcd key kesd writes; default 'kesd/'. */
+  prefix: string;
+  /** For https endpoints: file paths (absolute in .init). Without ca, the system roots verify etcd. */
+  tls?: { ca?: string; cert?: string; key?: string };
+}
+/** A replicated store instead of the embedded one; etcd is the only such backend. */
+export interface StoreConfig { etcd: EtcdConfig }
 export interface InitConfig {
   version: 'v1';
   /** Defaults to 0.0.0.0:7373. */
@@ -28,6 +40,7 @@ export interface InitConfig {
   enclaves: EnclaveConfig[];
   /** Routes answered without a client certificate (`api.<path>.skip_auth`, as in the newest KES), e.g. for probes. */
   skipAuth?: string[];
+  store?: StoreConfig;
 }
 export interface ServerConfig {
   version: '1';
@@ -39,6 +52,8 @@ export interface ServerConfig {
   keys?: Record<string, string[]>;
   /** Routes served without authentication (init.yml `api.<path>.skip_auth`). */
   skipAuth?: string[];
+  /** Absent: the embedded LMDB store in the data dir. */
+  store?: StoreConfig;
 }
 
 export const SERVER_CONFIG_FILE = '.init';
@@ -56,10 +71,43 @@ function parseApi(r: Reader, v: Y, prefix: string): string[] {
   return skip;
 }
 
+export const DEFAULT_ETCD_PREFIX = 'kesd/';
+// scheme://host:port with an explicit port and nothing after it (a trailing '/' is tolerated).
+const ENDPOINT = /^(https?):\/\/([^/?#@\s]+):(\d{1,5})\/?$/;
+
+function parseStore(r: Reader, v: Y): StoreConfig | undefined {
+  if (v === undefined) return undefined;
+  const store = r.obj(v, 'store', ['etcd']);
+  if (store.get('etcd') === undefined) r.fail(`'store.etcd' is required in a 'store' section (omit 'store' for the embedded store)`);
+  const etcd = r.obj(store.get('etcd'), 'store.etcd', ['endpoints', 'prefix', 'tls']);
+  const endpoints = r.list(etcd.get('endpoints'), 'store.etcd.endpoints').map((e, i) => {
+    const where = `store.etcd.endpoints[${i}]`;
+    const url = r.str(e, where, true)!.trim();
+    const m = ENDPOINT.exec(url);
+    if (!m || Number(m[3]) < 1 || Number(m[3]) > 65535) r.fail(`'${where}': '${url}' is not an http:// or https:// URL with a host and port`);
+    return `${m[1]}://${m[2]}:${m[3]}`;
+  });
+  if (endpoints.length === 0) r.fail(`'store.etcd.endpoints' needs at least one URL`);
+  const schemes = new Set(endpoints.map((e) => e.slice(0, e.indexOf(':'))));
+  if (schemes.size > 1) r.fail(`'store.etcd.endpoints' mixes http and https`);
+  const tls = r.obj(etcd.get('tls'), 'store.etcd.tls', ['ca', 'cert', 'key']);
+  const [ca, cert, key] = (['ca', 'cert', 'key'] as const).map((f) => r.str(tls.get(f), `store.etcd.tls.${f}`) || undefined);
+  if ((cert === undefined) !== (key === undefined)) r.fail(`'store.etcd.tls': cert and key must be given together`);
+  const hasTls = ca !== undefined || cert !== undefined;
+  if (hasTls && schemes.has('http')) r.fail(`'store.etcd.tls' is set but the endpoints use http://; use https:// URLs`);
+  return {
+    etcd: {
+      endpoints,
+      prefix: r.str(etcd.get('prefix'), 'store.etcd.prefix') || DEFAULT_ETCD_PREFIX,
+      ...(hasTls ? { tls: { ...(ca ? { ca } : {}), ...(cert ? { cert, key } : {}) } } : {}),
+    },
+  };
+}
+
 /** Parses and validates init.yml. */
 export function parseInitConfig(text: string, env: NodeJS.ProcessEnv): InitConfig {
   const r = new Reader('init config', env);
-  const top = r.obj(r.parse(text), '', ['version', 'address', 'system', 'tls', 'unseal', 'enclave', 'api']);
+  const top = r.obj(r.parse(text), '', ['version', 'address', 'system', 'tls', 'unseal', 'enclave', 'api', 'store']);
   const version = r.str(top.get('version'), 'version', true);
   if (version !== 'v1') r.fail(`version '${version}' is not supported: must be 'v1'`);
 
@@ -95,6 +143,8 @@ export function parseInitConfig(text: string, env: NodeJS.ProcessEnv): InitConfi
     enclaves: [],
     skipAuth: parseApi(r, top.get('api'), 'api'),
   };
+  const store = parseStore(r, top.get('store'));
+  if (store !== undefined) config.store = store;
   for (const [name, v] of r.obj(top.get('enclave'), 'enclave', [])) config.enclaves.push(parseEnclave(r, name, v, sysadmin));
   if (config.enclaves.length === 0) r.fail('no enclave configuration specified');
   return config;
@@ -147,7 +197,7 @@ function checkPattern(r: Reader, where: string, pattern: string): string {
   return pattern;
 }
 
-/** The .init content for an init.yml: TLS paths made absolute against `cwd` (KES resolves them against the cwd). */
+/** The .init content for an init.yml: TLS paths (also etcd's) made absolute against `cwd`, as KES resolves them. */
 export function toServerConfig(init: InitConfig, cwd: string = process.cwd()): ServerConfig {
   const password = init.tls.passwordEnv ? `\${${init.tls.passwordEnv}}` : init.tls.password;
   const keys = init.enclaves.filter((e) => e.keys.length > 0).map((e) => [e.name, e.keys] as const);
@@ -164,7 +214,14 @@ export function toServerConfig(init: InitConfig, cwd: string = process.cwd()): S
     unsealEnv: init.unsealEnv,
     ...(keys.length > 0 ? { keys: Object.fromEntries(keys) } : {}),
     ...(init.skipAuth && init.skipAuth.length > 0 ? { skipAuth: init.skipAuth } : {}),
+    ...(init.store ? { store: { etcd: absoluteEtcdPaths(init.store.etcd, cwd) } } : {}),
   };
+}
+
+function absoluteEtcdPaths(etcd: EtcdConfig, cwd: string): EtcdConfig {
+  if (etcd.tls === undefined) return { ...etcd, endpoints: [...etcd.endpoints] };
+  const tls = Object.fromEntries(Object.entries(etcd.tls).map(([k, v]) => [k, resolve(cwd, v)]));
+  return { ...etcd, endpoints: [...etcd.endpoints], tls };
 }
 
 /** Writes <dir>/.init atomically, mode 0600. */
@@ -182,6 +239,7 @@ export async function writeServerConfig(dir: string, cfg: ServerConfig): Promise
     unseal: { environment: { name: cfg.unsealEnv } },
     ...(cfg.keys && Object.keys(cfg.keys).length > 0 ? { keys: cfg.keys } : {}),
     ...(cfg.skipAuth && cfg.skipAuth.length > 0 ? { api: Object.fromEntries(cfg.skipAuth.map((p) => [p, { skip_auth: true }])) } : {}),
+    ...(cfg.store ? { store: { etcd: { endpoints: cfg.store.etcd.endpoints, prefix: cfg.store.etcd.prefix, ...(cfg.store.etcd.tls ? { tls: cfg.store.etcd.tls } : {}) } } } : {}),
   };
   await writeFileAtomic(join(dir, SERVER_CONFIG_FILE), stringify(doc), 0o600);
 }
@@ -197,7 +255,7 @@ export async function readServerConfig(dir: string, env: NodeJS.ProcessEnv = pro
     throw new ConfigError(`server config '${path}': cannot read: ${(err as Error).message}`);
   }
   const r = new Reader(`server config '${path}'`, env);
-  const top = r.obj(r.parse(text), '', ['version', 'address', 'tls', 'unseal', 'keys', 'api']);
+  const top = r.obj(r.parse(text), '', ['version', 'address', 'tls', 'unseal', 'keys', 'api', 'store']);
   const version = r.str(top.get('version'), 'version', true);
   if (version !== '1') r.fail(`config version '${version}' is not supported`);
   const tls = r.obj(top.get('tls'), 'tls', ['key', 'cert', 'password', 'ca', 'client']);
@@ -205,6 +263,7 @@ export async function readServerConfig(dir: string, env: NodeJS.ProcessEnv = pro
   const ca = r.str(tls.get('ca'), 'tls.ca');
   const unseal = r.obj(r.obj(top.get('unseal'), 'unseal', ['environment']).get('environment'), 'unseal.environment', ['name']);
   const skipAuth = parseApi(r, top.get('api'), 'api');
+  const store = parseStore(r, top.get('store'));
   const keys = new Map<string, string[]>();
   for (const [enclave, list] of r.obj(top.get('keys'), 'keys', [])) {
     r.name('enclave', enclave);
@@ -223,5 +282,6 @@ export async function readServerConfig(dir: string, env: NodeJS.ProcessEnv = pro
     unsealEnv: r.str(unseal.get('name'), 'unseal.environment.name', true)!,
     ...(keys.size > 0 ? { keys: Object.fromEntries(keys) } : {}),
     ...(skipAuth.length > 0 ? { skipAuth } : {}),
+    ...(store ? { store } : {}),
   };
 }

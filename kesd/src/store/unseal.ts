@@ -4,7 +4,8 @@
 //
 // ciphertext = seal(AES256 unseal key, JSON {key, sysadmin, created_at}, AD 'kesd/unseal/v1'). As in KES,
 // the sysadmin is stored only inside the sealed root key, so it cannot be swapped without the unseal key,
-// and the env var name is stored in the file: `kesd server` reads the variable named there.
+// and the env var name is stored in the file: `kesd server` reads the variable named there. With the etcd
+// store the same text lives at `<prefix>unseal` in etcd instead (store/etcd.ts).
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { open, seal } from '../crypto/key.js';
@@ -47,8 +48,8 @@ export function readUnsealKey(envName: string, env: NodeJS.ProcessEnv): Buffer {
   return key;
 }
 
-/** Seals `root` with `unsealKey` and writes <dir>/.unseal atomically with mode 0600. */
-export async function writeSealedRootKey(dir: string, envName: string, unsealKey: Buffer, root: RootKeyInfo): Promise<void> {
+/** Seals `root` with `unsealKey`: the text of <dir>/.unseal, which the etcd store keeps at `<prefix>unseal` too. */
+export function sealRootKey(envName: string, unsealKey: Buffer, root: RootKeyInfo): string {
   if (!ENV_NAME.test(envName)) throw new UnsealError(`unseal: '${envName}' is not a valid environment variable name`);
   if (unsealKey.length !== KEY_LEN) throw new UnsealError(`unseal key must be ${KEY_LEN} bytes, got ${unsealKey.length}`);
   if (root.key.length !== KEY_LEN) throw new UnsealError(`root key must be ${KEY_LEN} bytes, got ${root.key.length}`);
@@ -58,11 +59,15 @@ export async function writeSealedRootKey(dir: string, envName: string, unsealKey
   );
   try {
     const ciphertext = seal({ algorithm: 'AES256', bytes: unsealKey }, plaintext, AD);
-    const file = { version: 1, env: envName, ciphertext: ciphertext.toString('base64') };
-    await writeFileAtomic(join(dir, UNSEAL_FILE), JSON.stringify(file) + '\n', 0o600);
+    return JSON.stringify({ version: 1, env: envName, ciphertext: ciphertext.toString('base64') }) + '\n';
   } finally {
     plaintext.fill(0);
   }
+}
+
+/** Seals `root` with `unsealKey` and writes <dir>/.unseal atomically with mode 0600. */
+export async function writeSealedRootKey(dir: string, envName: string, unsealKey: Buffer, root: RootKeyInfo): Promise<void> {
+  await writeFileAtomic(join(dir, UNSEAL_FILE), sealRootKey(envName, unsealKey, root), 0o600);
 }
 
 /** Reads <dir>/.unseal and unseals the root key with the env var named in it. Never writes. */
@@ -76,7 +81,15 @@ export async function openSealedRootKey(dir: string, env: NodeJS.ProcessEnv): Pr
     if (code === 'ENOENT') throw new UnsealError(`unseal: '${path}' does not exist (was the directory initialized with 'kesd init'?)`);
     throw new UnsealError(`unseal: cannot read '${path}': ${(err as Error).message}`);
   }
-  const corrupt = (why: string) => new UnsealError(`unseal: '${path}' is corrupt: ${why}`);
+  return unsealRootKey(text, `'${path}'`, env);
+}
+
+/**
+ * Unseals a sealed root key (the text sealRootKey made) with the env var named in it. `where` names its source
+ * in errors, e.g. a file path in quotes.
+ */
+export function unsealRootKey(text: string, where: string, env: NodeJS.ProcessEnv): { root: RootKeyInfo; envName: string } {
+  const corrupt = (why: string) => new UnsealError(`unseal: ${where} is corrupt: ${why}`);
 
   let file: unknown;
   try {
