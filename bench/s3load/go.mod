@@ -1,0 +1,3 @@
+module stateful-kes/bench/s3load
+
+go 1.25
