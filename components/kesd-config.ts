@@ -46,6 +46,33 @@ export const MINIO_POLICY_ALLOW = [
 /** The probe route: kubelet sends no client certificate. */
 export const READY_PATH = '/v1/ready';
 
+/**
+ * The container's probes. Readiness is READY_PATH: not ready while sealed or, on etcd, while the store is
+ * unreachable, so the ClusterIP Service (admin tools), Pulumi's await, rolling updates and the PDB only count replicas
+ * that reach their keys. Startup and liveness only check the port: a restart during an etcd outage would drop the
+ * keys the replica has cached, and it could not start again until etcd is back (it unseals from etcd).
+ */
+export function kesdProbes(portName: string) {
+  return {
+    // The first start initialises the data dir: give it a minute before liveness counts.
+    startupProbe: { tcpSocket: { port: portName }, periodSeconds: 2, failureThreshold: 30 },
+    readinessProbe: { httpGet: { scheme: 'HTTPS', path: READY_PATH, port: portName }, periodSeconds: 5, timeoutSeconds: 3, failureThreshold: 3 },
+    livenessProbe: { tcpSocket: { port: portName }, periodSeconds: 10, timeoutSeconds: 3, failureThreshold: 6 },
+  };
+}
+
+/**
+ * Whether the headless Service publishes pods that are not Ready. Several replicas: yes. MinIO dials each pod by
+ * its name there (kesdMinioEndpoint), and while etcd has no quorum every replica is unready yet still serves the
+ * keys it has cached; unpublished, the names would not resolve and MinIO would lose every replica at once. MinIO
+ * fails over by itself from a pod that does not answer or answers 5xx. One replica: MinIO dials the ClusterIP
+ * Service and nothing dials the pod's name, so Kubernetes' default.
+ */
+export function kesdPublishNotReadyAddresses(replicas: number): boolean {
+  if (!Number.isInteger(replicas) || replicas < 1) throw new Error(`kesd: replicas must be a positive integer, got ${replicas}`);
+  return replicas > 1;
+}
+
 export interface KesdInitInput {
   sysadmin: string;
   enclave: { name: string; admin: string };

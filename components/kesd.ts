@@ -16,6 +16,8 @@ import {
   kesdImageTag,
   kesdInitYaml,
   kesdMinioEndpoint,
+  kesdProbes,
+  kesdPublishNotReadyAddresses,
   kesdResources,
   kesdServerArgs,
   kesdServiceUrl,
@@ -133,10 +135,14 @@ export class Kesd extends pulumi.ComponentResource implements KesdEndpoints {
     const port = { name: PORT_NAME, port: KESD_PORT, targetPort: PORT_NAME, protocol: 'TCP' };
     const headless = new k8s.core.v1.Service(
       `${name}-hl`,
-      // publishNotReadyAddresses: pod DNS names resolve while a pod starts, as StatefulSet peers expect.
-      { metadata: meta(KESD_NAMES.headlessService), spec: { clusterIP: 'None', publishNotReadyAddresses: true, selector: SELECTOR, ports: [port] } },
+      // With several replicas MinIO dials the pod names here, and they must resolve while etcd is down (kesdPublishNotReadyAddresses).
+      {
+        metadata: meta(KESD_NAMES.headlessService),
+        spec: { clusterIP: 'None', publishNotReadyAddresses: kesdPublishNotReadyAddresses(args.replicas), selector: SELECTOR, ports: [port] },
+      },
       k8sOpts,
     );
+    // Routes to Ready pods only: admin tools (and MinIO with one replica) reach a kesd that reaches its keys.
     const service = new k8s.core.v1.Service(
       `${name}-svc`,
       { metadata: meta(KESD_NAMES.service), spec: { type: 'ClusterIP', selector: SELECTOR, ports: [port] } },
@@ -152,11 +158,8 @@ export class Kesd extends pulumi.ComponentResource implements KesdEndpoints {
         { name: args.unsealKey.envName, valueFrom: { secretKeyRef: { name: args.unsealKey.secretName, key: args.unsealKey.secretKey } } },
       ],
       ports: [{ name: PORT_NAME, containerPort: KESD_PORT, protocol: 'TCP' }],
-      // The first start initialises the data dir: give it a minute before liveness counts.
-      startupProbe: { tcpSocket: { port: PORT_NAME }, periodSeconds: 2, failureThreshold: 30 },
-      // /v1/ready is served without a client certificate (init.yml api skip_auth); it fails while sealed.
-      readinessProbe: { httpGet: { scheme: 'HTTPS', path: '/v1/ready', port: PORT_NAME }, periodSeconds: 5, timeoutSeconds: 3, failureThreshold: 3 },
-      livenessProbe: { tcpSocket: { port: PORT_NAME }, periodSeconds: 10, timeoutSeconds: 3, failureThreshold: 6 },
+      // Readiness on /v1/ready (served without a client certificate: init.yml api skip_auth), liveness on the port.
+      ...kesdProbes(PORT_NAME),
       resources: kesdResources(cpu, workers),
       securityContext: KESD_CONTAINER_SECURITY_CONTEXT,
       volumeMounts: [

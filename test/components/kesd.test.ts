@@ -24,7 +24,7 @@ import { KESD_PORT, UNSEAL_ENV, UNSEAL_SECRET_KEY } from '../../components/contr
 import { kesdServerDnsNames } from '../../components/kes-identity.ts';
 import {
   KESD_CONTAINER_SECURITY_CONTEXT, KESD_ETCD_PREFIX, KESD_NAMES, KESD_PATHS, KESD_POD_SECURITY_CONTEXT, MINIO_POLICY_ALLOW, cpuMillis, kesdImageSources,
-  kesdImageTag, kesdInitYaml, kesdMinioEndpoint, kesdResources, kesdServerArgs, kesdServiceUrl, kesdSourceHash, kesdWorkers, sha256Hex,
+  kesdImageTag, kesdInitYaml, kesdMinioEndpoint, kesdProbes, kesdPublishNotReadyAddresses, kesdResources, kesdServerArgs, kesdServiceUrl, kesdSourceHash, kesdWorkers, sha256Hex,
 } from '../../components/kesd-config.ts';
 
 const REPO = resolve(import.meta.dirname, '../..');
@@ -229,6 +229,27 @@ test('three replicas: every pod through the headless Service, in MinIO\'s ellips
   assert.equal(kesdMinioEndpoint({ ...where, replicas: 3 }), 'https://kesd-{0...2}.kesd-hl.kesd.svc.cluster.local:7373');
   assert.equal(kesdMinioEndpoint({ ...where, replicas: 2, namespace: 'kms', clusterDomain: 'corp.example' }), 'https://kesd-{0...1}.kesd-hl.kms.svc.corp.example:7373');
   assert.throws(() => kesdMinioEndpoint({ ...where, replicas: 0 }), /positive integer/);
+});
+
+test('the headless Service publishes not-ready pods exactly when MinIO dials pod names (several replicas)', () => {
+  assert.equal(kesdPublishNotReadyAddresses(1), false);
+  for (const n of [2, 3, 5]) {
+    assert.equal(kesdPublishNotReadyAddresses(n), true, `${n} replicas`);
+    assert.match(kesdMinioEndpoint({ ...where, replicas: n }), /kesd-hl/, 'MinIO dials the headless names');
+  }
+  assert.doesNotMatch(kesdMinioEndpoint({ ...where, replicas: 1 }), /kesd-hl/, 'one replica: MinIO dials the ClusterIP Service');
+  for (const bad of [0, -1, 1.5]) assert.throws(() => kesdPublishNotReadyAddresses(bad), /replicas must be a positive integer/);
+});
+
+test('probes: readiness is the store-aware /v1/ready; startup and liveness only check the port, so an etcd outage restarts nothing', () => {
+  const p = kesdProbes('https');
+  assert.deepEqual(p.readinessProbe.httpGet, { scheme: 'HTTPS', path: '/v1/ready', port: 'https' });
+  for (const probe of [p.startupProbe, p.livenessProbe]) {
+    assert.deepEqual(probe.tcpSocket, { port: 'https' });
+    assert.ok(!('httpGet' in probe));
+  }
+  // An etcd outage answers /v1/ready within 1 s (docs/ha.md): inside the probe's timeout, so it reads as 504, not as a hang.
+  assert.ok(p.readinessProbe.timeoutSeconds >= 2);
 });
 
 test('every host MinIO may dial is a SAN of the server certificate KesIdentities issues', () => {
@@ -488,7 +509,11 @@ test('the StatefulSet: Parallel, headless serviceName, PVC per pod kept on delet
   assert.equal(podSpec().automountServiceAccountToken, false);
 });
 
-test('probes: readiness over HTTPS on /v1/ready (no client cert needed), liveness on the TCP port', () => {
+test('probes: readiness over HTTPS on /v1/ready (no client cert needed), liveness on the TCP port, the same with one replica and on etcd', () => {
+  for (const owner of ['kesd', 'ha']) {
+    const c = container(owner);
+    assert.deepEqual({ startupProbe: c.startupProbe, readinessProbe: c.readinessProbe, livenessProbe: c.livenessProbe }, kesdProbes('https'), owner);
+  }
   const c = container();
   assert.deepEqual(c.readinessProbe.httpGet, { scheme: 'HTTPS', path: '/v1/ready', port: 'https' });
   assert.deepEqual(c.livenessProbe.tcpSocket, { port: 'https' });
@@ -512,11 +537,12 @@ test('the security context is restricted: non-root uid 1000, fsGroup 1000, read-
   assert.deepEqual(c.seccompProfile, { type: 'RuntimeDefault' });
 });
 
-test('Services: headless kesd-hl publishes not-ready pods, client kesd on 7373, both select the kesd pods', () => {
+test('Services: headless kesd-hl (one replica: only Ready pods, nothing dials it), client kesd on 7373 (only Ready pods), both select the kesd pods', () => {
   const byName: Record<string, any> = Object.fromEntries(of('kesd', K8S.svc).map((s) => [s.inputs.metadata.name, unsecret(s.inputs)]));
   assert.equal(byName['kesd-hl'].spec.clusterIP, 'None');
-  assert.equal(byName['kesd-hl'].spec.publishNotReadyAddresses, true);
+  assert.equal(byName['kesd-hl'].spec.publishNotReadyAddresses, false);
   assert.equal(byName.kesd.spec.type, 'ClusterIP');
+  assert.equal(byName.kesd.spec.publishNotReadyAddresses, undefined);
   for (const s of Object.values(byName)) {
     assert.deepEqual(s.spec.ports, [{ name: 'https', port: 7373, targetPort: 'https', protocol: 'TCP' }]);
     assert.deepEqual(s.spec.selector, sts().spec.selector.matchLabels);
@@ -641,7 +667,15 @@ test('on etcd: MinIO dials every pod (ellipsis), the PDB keeps all but one repli
   const pdb = unsecret(one('ha', K8S.pdb).inputs);
   assert.equal(pdb.spec.maxUnavailable, 1);
   assert.deepEqual(of('ha', K8S.svc).map((x) => x.inputs.metadata.name).sort(), ['kesd', 'kesd-hl']);
-  assert.equal(unsecret(of('ha', K8S.svc).find((x) => x.inputs.metadata.name === 'kesd-hl')!.inputs).spec.publishNotReadyAddresses, true);
+});
+
+test('on etcd: the pod names MinIO dials stay published while replicas are unready (etcd down); the ClusterIP Service follows readiness', () => {
+  const svc = (name: string) => unsecret(of('ha', K8S.svc).find((x) => x.inputs.metadata.name === name)!.inputs).spec;
+  assert.equal(svc('kesd-hl').publishNotReadyAddresses, true);
+  assert.equal(svc('kesd').publishNotReadyAddresses, undefined);
+  assert.equal(sts('ha').spec.serviceName, 'kesd-hl', 'the pod names are under the headless Service');
+  assert.equal(container('ha').readinessProbe.httpGet.path, '/v1/ready');
+  for (const s of of('ha', K8S.svc)) assert.doesNotThrow(() => new Service(unsecret(s.inputs)).validate(), s.name);
 });
 
 test('an explicit worker count overrides the CPU rule', async () => {

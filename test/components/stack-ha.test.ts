@@ -66,6 +66,22 @@ test('MinIO dials every kesd pod in ellipsis syntax, and each such host is a SAN
   assert.equal(find('Service', 'kesd-hl').spec.clusterIP, 'None');
 });
 
+test('readiness: MinIO\'s pod names stay published while kesd is unready (etcd down); the client Service and the PDB count Ready pods (/v1/ready)', () => {
+  const hosts = expandHosts(tenantEnv().MINIO_KMS_KES_ENDPOINT!);
+  const headless = find('Service', 'kesd-hl');
+  // Pod DNS names live under the StatefulSet's governing Service: the one MinIO's hosts name.
+  assert.ok(hosts.every((h) => h.split('.')[1] === headless.metadata.name && h.split('.')[2] === headless.metadata.namespace));
+  assert.equal(kesdSts().spec.serviceName, headless.metadata.name);
+  assert.equal(headless.spec.publishNotReadyAddresses, true);
+  assert.equal(find('Service', 'kesd').spec.publishNotReadyAddresses, undefined);
+  const c = kesdSts().spec.template.spec.containers[0];
+  assert.equal(c.readinessProbe.httpGet.path, '/v1/ready');
+  assert.ok(initYml().api['/v1/ready'].skip_auth, 'the kubelet sends no client certificate');
+  assert.equal(c.livenessProbe.httpGet, undefined, 'liveness must not depend on etcd');
+  assert.equal(c.startupProbe.httpGet, undefined, 'startup must not depend on etcd');
+  assert.deepEqual(find('PodDisruptionBudget', 'kesd').spec.selector.matchLabels, kesdSts().spec.selector.matchLabels);
+});
+
 test('kesd on etcd: init.yml names every member, the mounted client Secret exists beside it, and the data dir is an emptyDir', () => {
   const store = initYml().store.etcd;
   assert.deepEqual(store.endpoints, [0, 1, 2].map((i) => `https://etcd-${i}.etcd-hl.kesd.svc.cluster.local:2379`));
