@@ -1,12 +1,15 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtemp, rm, writeFile, mkdir } from 'node:fs/promises';
+import { mkdtemp, readdir, rm, writeFile, mkdir } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseKesStoredKey } from '../../kesd/src/migrate/kes-key.js';
 import { seal } from '../../kesd/src/crypto/key.js';
-import { startTestServer } from './harness.js';
+import { initDataDir } from '../../kesd/src/cli/server.js';
+import { makeIdentity, startTestServer } from './harness.js';
 import { kesd } from './cli-process.js';
+import { agentFor, call, startKesd } from './load.js';
+import { ETCD_SKIP, startEtcd } from '../etcd.js';
 
 // kes-protocol §8.7 vectors.
 const PROTOBUF_KEY = 'CiQKIMiHG7XrN94FuwblJJor4f7f6rbqAl7DwsLaiIoyz0D2EAESJAognLXl4yqa4cjZTcSbsU6sNnN8kP9ARWkXwa20YQZa9HgQARoMCNithK0GEID67qYDIkAzZWNmY2RmMzhmY2JlMTQxYWUyNmExMDMwZjgxZTk2Yjc1MzM2NWE0Njc2MGFlNmI1Nzg2OThhOTdjNTlmZDIy';
@@ -62,5 +65,63 @@ test('kesd import kes-fs moves keys into a data dir; ciphertexts made under them
   } finally {
     await s.stop();
     await rm(keystore, { recursive: true, force: true });
+  }
+});
+
+test('kesd import kes-fs into a data dir whose store is etcd: the keys land in etcd, a running replica serves them', { skip: ETCD_SKIP, timeout: 120_000 }, async () => {
+  const etcd = await startEtcd(1);
+  const dir = await mkdtemp(join(tmpdir(), 'kes-fs-etcd-'));
+  const agents: ReturnType<typeof agentFor>[] = [];
+  let server: Awaited<ReturnType<typeof startKesd>> | undefined;
+  try {
+    const tls = await makeIdentity(dir, 'server', 'p256', { ips: ['127.0.0.1'], dnsNames: ['localhost'] });
+    const sysadmin = await makeIdentity(dir, 'sysadmin');
+    const admin = await makeIdentity(dir, 'admin');
+    const unsealEnv = 'KESD_IMPORT_UNSEAL';
+    const env = { ...process.env, [unsealEnv]: Buffer.alloc(32, 9).toString('base64') };
+    const dataDir = join(dir, 'data');
+    await initDataDir(dataDir, {
+      version: 'v1',
+      address: '127.0.0.1:0',
+      sysadmin: sysadmin.identity,
+      tls: { key: tls.keyFile, cert: tls.certFile, password: '', verifyCert: false, proxy: { identities: [], header: '' } },
+      unsealEnv,
+      enclaves: [{ name: 'default', admin: admin.identity, policies: [], keys: [] }],
+      store: { etcd: { endpoints: [...etcd.endpoints], prefix: 'import/' } },
+    }, { env });
+    assert.deepEqual(await readdir(dataDir), ['.init'], 'an etcd data dir holds only .init (no .unseal, no db)');
+    server = await startKesd(dataDir, env, ['--audit-log', 'off', '--workers', '1']);
+
+    const keystore = join(dir, 'keystore');
+    await mkdir(keystore);
+    await writeFile(join(keystore, 'proto-key'), PROTOBUF_KEY);
+    await writeFile(join(keystore, 'json-key'), JSON_KEY);
+    const r = await kesd(['import', 'kes-fs', keystore, dataDir], { env });
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /imported 2, already present 0, conflicts 0, failed 0/);
+    assert.deepEqual(await readdir(dataDir), ['.init'], 'the import wrote nothing into the data dir');
+
+    // The running replica loads the imported keys from etcd on first use: KES's ciphertexts decrypt.
+    const agent = agentFor(admin);
+    agents.push(agent);
+    const protoKey = { algorithm: 'AES256' as const, bytes: Buffer.from('yIcbtes33gW7BuUkmivh/t/qtuoCXsPCwtqIijLPQPY=', 'base64') };
+    const ciphertext = seal(protoKey, Buffer.alloc(32, 5), Buffer.from('{}')).toString('base64');
+    const d = await call(agent, server.port, 'POST', '/v1/key/decrypt/proto-key', { ciphertext, context: Buffer.from('{}').toString('base64') });
+    assert.equal(d.status, 200, d.text);
+    assert.equal(d.json().plaintext, Buffer.alloc(32, 5).toString('base64'));
+    assert.equal((await call(agent, server.port, 'GET', '/v1/key/describe/json-key')).status, 200);
+
+    const again = await kesd(['import', 'kes-fs', keystore, dataDir], { env });
+    assert.equal(again.code, 0, again.stderr);
+    assert.match(again.stdout, /imported 0, already present 2, conflicts 0, failed 0/);
+    // The wrong unseal key is refused as by `kesd server`, before anything is imported.
+    const wrong = await kesd(['import', 'kes-fs', keystore, dataDir], { env: { ...env, [unsealEnv]: Buffer.alloc(32, 8).toString('base64') } });
+    assert.equal(wrong.code, 1);
+    assert.match(wrong.stderr, /unseal key is wrong/);
+  } finally {
+    for (const a of agents) a.destroy();
+    await server?.stop();
+    await etcd.stop();
+    await rm(dir, { recursive: true, force: true });
   }
 });

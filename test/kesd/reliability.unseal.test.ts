@@ -124,6 +124,13 @@ test('a missing or corrupt .unseal file: non-zero exit and a clear message', { t
 
 const SEALED = 'system is sealed';
 
+/** Polls check every 50 ms until it holds; fails after 15 s. */
+async function until(what: string, check: () => boolean | Promise<boolean>): Promise<void> {
+  for (const started = Date.now(); !(await check()); await sleep(50)) {
+    if (Date.now() - started > 15_000) assert.fail(`${what}: not within 15 s`);
+  }
+}
+
 /** Requests on `connections` fresh connections each (so, in cluster mode, they reach every worker). */
 async function onFreshConnections(proc: KesdProcess, who: 'admin' | 'sysadmin', method: string, path: string, body: unknown, connections: number) {
   const replies = [];
@@ -188,10 +195,24 @@ test('/v1/sys/seal stops every key operation with 403 system is sealed, on every
     const pids = await groupPids(proc.pid);
     const workers = pids.filter((p) => p !== proc.pid);
     if (workers.length > 0) {
-      process.kill(workers[0]!, 'SIGKILL');
-      for (let i = 0; i < 100 && (await groupPids(proc.pid)).length < pids.length; i++) await sleep(100);
-      assert.equal((await groupPids(proc.pid)).length, pids.length, 'the killed worker was not replaced');
-      await sleep(500); // its listener
+      const killed = workers[0]!;
+      process.kill(killed, 'SIGKILL');
+      // A SIGKILL takes effect a moment later: wait for the primary to see the exit, then for a new worker in the
+      // killed one's place, then for that worker to serve (its slot's request count in the summed metrics).
+      const exitLine = new RegExp(`worker (\\d+) \\(pid ${killed}\\) exited \\(SIGKILL\\); restarting`);
+      await until('the primary to see the killed worker exit', () => exitLine.test(proc.output()));
+      const slot = exitLine.exec(proc.output())![1]!;
+      await until('a new worker in its place', async () => {
+        const now = await groupPids(proc.pid);
+        return now.length === pids.length && !now.includes(killed);
+      });
+      await until(`the new worker ${slot} to serve`, async () => {
+        const [r] = await onFreshConnections(proc, 'admin', 'POST', '/v1/key/generate/before-seal', {}, 1);
+        assert.equal(r!.status, 403, `after a worker restart: ${r!.status} ${r!.text}`);
+        const metrics = await call(sysadmin, proc.port, 'GET', '/v1/metrics');
+        const served = new RegExp(`^kesd_worker_requests\\{worker="${slot}"\\} (\\d+)$`, 'm').exec(metrics.text);
+        return Number(served?.[1] ?? 0) > 0;
+      });
       for (const r of await onFreshConnections(proc, 'admin', 'POST', '/v1/key/generate/before-seal', {}, 8)) {
         assert.equal(r.status, 403, `after a worker restart: ${r.status} ${r.text}`);
         assert.equal(r.json().message, SEALED);

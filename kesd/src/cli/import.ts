@@ -1,25 +1,40 @@
 // `kesd import kes-fs`: migrate off the deprecated KES without losing a single encrypted object.
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
+import { readServerConfig, SERVER_CONFIG_FILE } from '../store/config.js';
 import { openLmdbStore } from '../store/lmdb.js';
-import { openSealedRootKey } from '../store/unseal.js';
+import type { Store } from '../store/store.js';
+import type { RootKeyInfo } from '../store/unseal.js';
 import { System } from '../state/system.js';
 import { importKesFsKeystore } from '../migrate/kes-fs.js';
-import { STORE_FILE } from './server.js';
+import { openStore } from '../server/run.js';
+import { openRootKey, STORE_FILE } from './server.js';
 import { CliError, parse, positionals, type Command } from './command.js';
 
 const usage = 'kesd import kes-fs [--enclave NAME] <kes-keystore-dir> <kesd-data-dir>';
 
+/**
+ * The store a data dir's .init names, unsealed as `kesd server` unseals it: the embedded store with <dir>/.unseal
+ * (also for a dir without .init), or etcd with the root key kept there.
+ */
+async function openDataDir(dir: string, env: NodeJS.ProcessEnv): Promise<{ root: RootKeyInfo; store: Store }> {
+  const config = existsSync(join(dir, SERVER_CONFIG_FILE)) ? await readServerConfig(dir, env) : undefined;
+  const root = await openRootKey(dir, config?.store, env);
+  const store = config !== undefined ? await openStore(dir, config) : await openLmdbStore(join(dir, STORE_FILE));
+  return { root, store };
+}
+
 const importKesFs: Command = {
   name: 'import kes-fs',
-  summary: 'Import the keys of a KES filesystem keystore into a kesd data dir (key bytes and HMAC keys unchanged)',
+  summary: 'Import the keys of a KES filesystem keystore into a kesd data dir or the etcd store it names (key bytes and HMAC keys unchanged)',
   usage,
   async run(argv) {
     const { values, positionals: args } = parse(argv, { enclave: { type: 'string', short: 'e' } }, usage);
     const [source, dataDir] = positionals(args, 2, usage);
-    const { root } = await openSealedRootKey(dataDir!, process.env);
-    const store = await openLmdbStore(join(dataDir!, STORE_FILE));
+    const { root, store } = await openDataDir(dataDir!, process.env);
     try {
-      const system = await System.open(store, { key: root.key, sysadmin: root.sysadmin });
+      // No sweeps of deleted enclaves here: the running servers finish them, and this process ends soon.
+      const system = await System.open(store, { key: root.key, sysadmin: root.sysadmin }, { resumeSweeps: false });
       const enclaveName = values.enclave ?? 'default';
       const enclave = system.enclaves.get(enclaveName);
       if (enclave === undefined) throw new CliError(`enclave '${enclaveName}' does not exist in ${dataDir}`);

@@ -25,19 +25,29 @@ export async function importKesFsKeystore(dir: string, enclave: Enclave, importe
       report.failed.push({ name, reason: 'not a valid key name' });
       continue;
     }
+    let key: ReturnType<typeof parseKesStoredKey>;
     try {
-      const key = parseKesStoredKey(await readFile(join(dir, name)));
+      key = parseKesStoredKey(await readFile(join(dir, name)));
       await enclave.createKey(name, key.createdBy || importedBy, { algorithm: key.algorithm, bytes: key.bytes, hmac: key.hmac, createdAt: key.createdAt });
       report.imported.push(name);
     } catch (err) {
       if (err !== ErrKeyExists) {
-        report.failed.push({ name, reason: (err as Error).message });
+        report.failed.push({ name, reason: reasonOf(err) });
         continue;
       }
-      const existing = await enclave.key(name);
-      const key = parseKesStoredKey(await readFile(join(dir, name)));
-      (existing.secret.bytes.equals(key.bytes) ? report.unchanged : report.conflicts).push(name);
+      try {
+        const existing = await enclave.key(name);
+        (existing.secret.bytes.equals(key!.bytes) ? report.unchanged : report.conflicts).push(name);
+      } catch (err) {
+        report.failed.push({ name, reason: reasonOf(err) });
+      }
     }
   }
   return report;
+}
+
+/** The error's message, with the store's reason behind a 502 (an etcd outage, say). */
+function reasonOf(err: unknown): string {
+  const { message, cause } = err as Error;
+  return cause instanceof Error ? `${message}: ${cause.message}` : message;
 }

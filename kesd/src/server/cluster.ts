@@ -6,10 +6,13 @@
 //   - log-stream events, and only while some other worker has a /v1/log/* subscriber;
 //   - metrics: the worker serving /v1/metrics sums every worker's registry;
 //   - TLS reload on SIGHUP, and a graceful stop on SIGTERM/SIGINT.
+// TLS: the primary reads and checks the certificate, key and CAs (at start and on SIGHUP) and hands the workers the
+// checked bytes; a worker never reads the files. So a worker restarted after a failed reload (a broken file on
+// disk) serves the certificate the others kept, and all workers always serve the same one.
 //
 // Messages (JSON over the IPC channel; the `kesd` field tells ours from node's and prom-client's):
 //   worker → primary  {kesd:'hello'}                  its listener is ready (earlier messages would be lost);
-//   primary → worker  {kesd:'start', options}         the answer: what to serve, and how
+//   primary → worker  {kesd:'start', options}         the answer: what to serve, and how (with the TLS bytes)
 //   worker → primary  {kesd:'ask', id, ask}           answered by {kesd:'answer', id, data}
 //   primary → worker  {kesd:'call', id, call}         answered by {kesd:'reply', id, data}
 //   both ways         {kesd:'events', stream, lines}  log-stream lines, no answer
@@ -29,8 +32,9 @@ import { dirname, extname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Change } from '../state/changes.js';
 import type { ServerConfig } from '../store/config.js';
-import { banner, declareInStore, type KesdOptions } from './run.js';
+import { banner, declareInStore, holdSighup, type KesdOptions, type SighupHold } from './run.js';
 import { parseAddress } from './server.js';
+import { loadServerTls } from './tls-check.js';
 
 export type StreamName = 'audit' | 'error';
 const STREAMS: readonly StreamName[] = ['audit', 'error'];
@@ -48,10 +52,30 @@ export interface StartOptions {
   readonly slot: number;
   /** Which streams another worker subscribes to already. */
   readonly forward: Record<StreamName, boolean>;
+  /** The TLS certificate, key and CAs to serve, checked by the primary. */
+  readonly tls: TlsBytes;
+}
+
+/** TLS material as it crosses the IPC channel (JSON): base64. */
+export interface TlsBytes {
+  readonly cert: string;
+  readonly key: string;
+  readonly passphrase?: string;
+  readonly ca?: string[];
+}
+
+/** Reads and checks the configured TLS files (tls-check.ts); throws with a clear message if one is bad. */
+function loadTlsBytes(config: ServerConfig): TlsBytes {
+  const { cert, key, passphrase, ca } = loadServerTls({ cert: config.tls.cert, key: config.tls.key, password: config.tls.password, ca: config.tls.ca });
+  return { cert: cert.toString('base64'), key: key.toString('base64'), passphrase, ca: ca?.map((b) => b.toString('base64')) };
 }
 
 export type Ask = { what: 'change'; change: Change } | { what: 'subscribe'; stream: StreamName; on: boolean } | { what: 'metrics' };
-export type Call = { what: 'apply'; change: Change } | { what: 'forward'; stream: StreamName; on: boolean } | { what: 'metrics' } | { what: 'reload' };
+export type Call =
+  | { what: 'apply'; change: Change }
+  | { what: 'forward'; stream: StreamName; on: boolean }
+  | { what: 'metrics' }
+  | { what: 'reload'; tls: TlsBytes };
 export type Message =
   | { kesd: 'hello' }
   | { kesd: 'start'; options: StartOptions }
@@ -84,8 +108,14 @@ interface PendingCall {
 
 /** Runs the primary until SIGTERM/SIGINT (0) or until workers cannot be kept running (1). */
 export async function runCluster(opts: KesdOptions, workers: number): Promise<number> {
-  await declareInStore(opts);
-  return new Primary(opts, workers).run();
+  // Applying init.yml can take a while; a SIGHUP meanwhile must not end the process (its default action).
+  const sighup = holdSighup();
+  try {
+    await declareInStore(opts);
+    return await new Primary(opts, workers, loadTlsBytes(opts.config), sighup).run();
+  } finally {
+    sighup.drop();
+  }
 }
 
 /** worker.ts next to this file (worker.js when built, worker.ts under tsx). */
@@ -125,7 +155,8 @@ class Primary {
   private crashes: number[] = [];
   private done: (code: number) => void = () => {};
 
-  constructor(private readonly opts: KesdOptions, private readonly count: number) {
+  /** tls: the checked bytes the workers serve; a worker started later gets the ones current then. */
+  constructor(private readonly opts: KesdOptions, private readonly count: number, private tls: TlsBytes, private readonly sighup: SighupHold) {
     this.listenPort = parseAddress(opts.address).port;
   }
 
@@ -134,7 +165,7 @@ class Primary {
     cluster.on('message', (worker, message: Message) => this.receive(worker, message));
     cluster.on('listening', (worker, address) => this.listening(worker, address.port));
     cluster.on('exit', (worker, code, signal) => this.exited(worker, code, signal));
-    process.on('SIGHUP', () => void this.reloadTls());
+    this.sighup.release(() => void this.reloadTls());
     process.once('SIGTERM', () => this.stop(0));
     process.once('SIGINT', () => this.stop(0));
     for (let slot = 1; slot <= this.count; slot++) this.fork(slot);
@@ -162,6 +193,7 @@ class Primary {
       workers: this.count,
       slot: member.slot,
       forward: { ...member.forwarding },
+      tls: this.tls,
     };
   }
 
@@ -291,7 +323,15 @@ class Primary {
   }
 
   private async reloadTls(): Promise<void> {
-    const replies = await this.callAll({ what: 'reload' });
+    let tls: TlsBytes;
+    try {
+      tls = loadTlsBytes(this.opts.config);
+    } catch (err) {
+      console.error(`kesd: TLS reload failed, keeping the old certificate: ${(err as Error).message}`);
+      return;
+    }
+    this.tls = tls;
+    const replies = await this.callAll({ what: 'reload', tls });
     const failures = replies.filter((r): r is string => typeof r === 'string');
     if (failures.length === 0) console.error('kesd: TLS certificate reloaded');
     else console.error(`kesd: TLS reload failed in ${failures.length} of ${replies.length} workers, keeping the old certificate: ${failures[0]}`);

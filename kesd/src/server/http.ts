@@ -36,11 +36,35 @@ function writeError(res: ServerResponse, err: KesError): void {
   res.end(body);
 }
 
-async function writeNdjson(res: ServerResponse, lines: AsyncIterable<unknown>): Promise<void> {
+/** A list reader that takes no data for this long is cut off (it holds a store read snapshot open meanwhile). */
+const STALLED_READER_MS = 60_000;
+
+/** Resolves on 'drain'; destroys the response if the reader stalls. */
+function drained(res: ServerResponse): Promise<void> {
+  return new Promise((resolve) => {
+    const stalled = setTimeout(() => {
+      res.destroy();
+      resolve();
+    }, STALLED_READER_MS);
+    res.once('drain', () => {
+      clearTimeout(stalled);
+      resolve();
+    });
+    res.once('close', () => {
+      clearTimeout(stalled);
+      resolve();
+    });
+  });
+}
+
+// The route timeout bounds the time to the first line (started() disarms it): a list of a million keys streams
+// for longer than any route timeout, at the pace of its reader.
+async function writeNdjson(res: ServerResponse, lines: AsyncIterable<unknown>, started: () => void): Promise<void> {
   res.writeHead(200, { 'content-type': 'application/x-ndjson' });
+  started();
   try {
     for await (const line of lines) {
-      if (!res.write(JSON.stringify(line) + '\n')) await new Promise((resolve) => res.once('drain', resolve));
+      if (!res.write(JSON.stringify(line) + '\n')) await drained(res);
       if (res.destroyed) return;
     }
   } catch (err) {
@@ -49,7 +73,7 @@ async function writeNdjson(res: ServerResponse, lines: AsyncIterable<unknown>): 
   res.end();
 }
 
-function writeReply(res: ServerResponse, reply: Reply): void | Promise<void> {
+function writeReply(res: ServerResponse, reply: Reply, streaming: () => void): void | Promise<void> {
   if (reply === STREAMING || res.headersSent) return; // headers sent: the route timed out meanwhile
   if (reply === undefined) {
     res.writeHead(200, { 'content-length': 0 });
@@ -62,7 +86,7 @@ function writeReply(res: ServerResponse, reply: Reply): void | Promise<void> {
     res.writeHead(200, { 'content-type': reply.contentType, 'content-length': Buffer.byteLength(reply.text) });
     res.end(reply.text);
   } else {
-    return writeNdjson(res, reply.ndjson);
+    return writeNdjson(res, reply.ndjson, streaming);
   }
 }
 
@@ -77,7 +101,12 @@ function readBody(req: IncomingMessage, maxBody: number, done: (err: KesError | 
   }
   const declared = Number(req.headers['content-length'] ?? 0);
   if (declared > maxBody) return done(ErrBodyTooLarge, EMPTY);
-  if (req.readableEnded || (declared === 0 && req.headers['transfer-encoding'] === undefined)) {
+  // HTTP/1.1 without content-length or chunking has no body. HTTP/2 has neither header: a body is announced by
+  // the HEADERS frame not ending the stream.
+  const noBody = req.httpVersionMajor === 2
+    ? (req as unknown as { stream?: { endAfterHeaders?: boolean } }).stream?.endAfterHeaders === true
+    : declared === 0 && req.headers['transfer-encoding'] === undefined;
+  if (req.readableEnded || noBody) {
     req.resume();
     return done(undefined, EMPTY);
   }
@@ -116,6 +145,10 @@ export function createDispatcher(server: ServerContext): (req: IncomingMessage, 
     let enclaveName: string | undefined;
     let path = rawPath;
     let timer: NodeJS.Timeout | undefined;
+    const disarm = () => {
+      if (timer !== undefined) clearTimeout(timer);
+      timer = undefined;
+    };
     metrics.active.inc();
 
     res.once('finish', () => finish());
@@ -178,9 +211,9 @@ export function createDispatcher(server: ServerContext): (req: IncomingMessage, 
         try {
           const reply = route.handle(ctx);
           if (reply instanceof Promise) {
-            reply.then((r) => writeReply(res, r)).then(undefined, fail);
+            reply.then((r) => writeReply(res, r, disarm)).then(undefined, fail);
           } else {
-            const written = writeReply(res, reply);
+            const written = writeReply(res, reply, disarm);
             if (written instanceof Promise) written.then(undefined, fail);
           }
         } catch (err) {

@@ -10,7 +10,7 @@ import { openLmdbStore } from '../store/lmdb.js';
 import type { Store } from '../store/store.js';
 import type { RootKeyInfo } from '../store/unseal.js';
 import type { ChangeBus } from '../state/changes.js';
-import { applyStoreWrites, resyncFromStore } from '../state/store-changes.js';
+import { followStore, writeSealMarker } from '../state/store-changes.js';
 import { System } from '../state/system.js';
 import { VERSION } from '../version.js';
 import { applyDeclarations, ensureDeclaredKeys, STORE_FILE } from '../cli/server.js';
@@ -18,7 +18,7 @@ import { AuditLog } from './audit.js';
 import { ErrorLog } from './errorlog.js';
 import { LineWriter } from './lines.js';
 import { Metrics } from './metrics.js';
-import { startServer, type RunningServer } from './server.js';
+import { startServer, type RunningServer, type TlsMaterial } from './server.js';
 
 export interface KesdOptions {
   readonly dir: string;
@@ -28,6 +28,8 @@ export interface KesdOptions {
   readonly auditStdout: boolean;
   /** An init.yml to apply at start (`server --init`): enclaves, policies, assignments and keys. */
   readonly declared?: InitConfig;
+  /** Checked TLS bytes to serve instead of reading config.tls's files (a cluster worker's, from the primary). */
+  readonly tls?: TlsMaterial;
   /** Set in a cluster worker (worker.ts): the primary has applied the declarations; changes go to the others. */
   readonly worker?: WorkerLink;
 }
@@ -78,10 +80,15 @@ export async function startKesd(opts: KesdOptions): Promise<Kesd> {
   // between what was loaded and what is followed (one seen twice is harmless).
   const etcd = opts.config.store?.etcd !== undefined ? (store as EtcdStore) : undefined;
   const loadedAt = await etcd?.revision();
-  const system = await System.open(store, { key: opts.root.key, sysadmin: opts.root.sysadmin }, { bus: worker?.bus, sealed: worker?.sealed, startedAt: worker?.startedAt });
+  const system: System = await System.open(store, { key: opts.root.key, sysadmin: opts.root.sysadmin }, {
+    bus: worker?.bus,
+    sealed: worker?.sealed,
+    startedAt: worker?.startedAt,
+    // On etcd a seal reaches every replica: this one writes the seal marker, the others' watches see it.
+    announceSeal: etcd === undefined ? undefined : () => writeSealMarker(system),
+  });
   const follower = etcd === undefined || loadedAt === undefined ? undefined : new EtcdFollower(etcd, loadedAt, {
-    apply: (writes) => applyStoreWrites(system, writes),
-    resync: () => resyncFromStore(system),
+    ...(await followStore(system)),
     log: (message) => console.error(`kesd: ${message}`),
   });
   if (worker === undefined) await declare(system, opts);
@@ -93,7 +100,8 @@ export async function startKesd(opts: KesdOptions): Promise<Kesd> {
   const metrics = new Metrics(system.startedAt, audit, errors);
   const ctx: ServerContext = { system, version: VERSION, audit, errors, metrics, routes: served, workers: worker?.workers };
   worker?.attach(ctx);
-  const tls = { certFile: opts.config.tls.cert, keyFile: opts.config.tls.key, password: opts.config.tls.password, caFile: opts.config.tls.ca, verifyCert: opts.config.tls.verifyCert };
+  const { cert, key, password, ca, verifyCert } = opts.config.tls;
+  const tls = { certFile: cert, keyFile: key, password, caFile: ca, verifyCert, material: opts.tls };
   const running = await startServer(ctx, opts.address, tls);
   return {
     ...running,
@@ -114,11 +122,43 @@ export function banner(opts: KesdOptions, port: number, workers = 1): string {
     (workers > 1 ? `\n  worker processes: ${workers}` : '');
 }
 
+export interface SighupHold {
+  /** Installs `reload` as the SIGHUP handler (with no moment in between without one); runs it once if SIGHUPs came. */
+  release(reload: () => void): void;
+  /** Stops holding SIGHUPs (the start failed). */
+  drop(): void;
+}
+
+/**
+ * Keeps SIGHUP from ending the process while kesd starts (its default action; a certificate rotation may send one at
+ * any time): until release, SIGHUPs are only noted, and the reload they asked for runs once the server is up.
+ */
+export function holdSighup(): SighupHold {
+  let missed = 0;
+  const hold = () => void missed++;
+  process.on('SIGHUP', hold);
+  return {
+    release(reload) {
+      process.on('SIGHUP', reload);
+      process.off('SIGHUP', hold);
+      if (missed > 0) reload();
+    },
+    drop: () => void process.off('SIGHUP', hold),
+  };
+}
+
 /** Runs until SIGTERM/SIGINT; SIGHUP reloads the TLS certificate without dropping connections. */
 export async function runServer(opts: KesdOptions): Promise<void> {
-  const kesd = await startKesd(opts);
+  const sighup = holdSighup();
+  let kesd: Kesd;
+  try {
+    kesd = await startKesd(opts);
+  } catch (err) {
+    sighup.drop();
+    throw err;
+  }
   console.error(banner(opts, kesd.port));
-  process.on('SIGHUP', () => {
+  sighup.release(() => {
     try {
       kesd.reloadTls();
       console.error('kesd: TLS certificate reloaded');

@@ -1,12 +1,17 @@
 // The HTTPS listener: TLS ≥ 1.2, any client certificate requested (KES authorises by identity, not by chain)
 // unless verify_cert is on; long keep-alive because Go clients keep idle connections for 90 s.
-import https from 'node:https';
-import type { AddressInfo } from 'node:net';
+// HTTP/2 and HTTP/1.1 by ALPN: MinIO's client (Go, ForceAttemptHTTP2) then multiplexes its KMS calls over few
+// connections instead of opening a new mTLS connection for each call beyond Go's 2 idle HTTP/1.1 connections.
+import http2 from 'node:http2';
+import type { AddressInfo, Socket } from 'node:net';
 import type { SecureContextOptions, TLSSocket } from 'node:tls';
 import type { ServerContext } from '../api/context.js';
 import { routes } from '../api/routes.js';
 import { createDispatcher } from './http.js';
-import { loadServerTls } from './tls-check.js';
+import { loadServerTls, type ServerTlsMaterial } from './tls-check.js';
+
+/** Checked TLS bytes (loadServerTls): what a cluster worker gets from the primary instead of reading the files. */
+export type TlsMaterial = Pick<ServerTlsMaterial, 'cert' | 'key' | 'passphrase' | 'ca'>;
 
 export interface TlsFiles {
   readonly certFile: string;
@@ -14,21 +19,24 @@ export interface TlsFiles {
   readonly password?: string;
   readonly caFile?: string;
   readonly verifyCert: boolean;
+  /** Serve these bytes instead of reading the files. */
+  readonly material?: TlsMaterial;
 }
 
 export interface RunningServer {
-  readonly server: https.Server;
+  readonly server: http2.Http2SecureServer;
   readonly port: number;
   /**
    * Re-reads the certificate, key and CAs; new handshakes use them, open connections are kept. Throws (and
    * keeps the running ones) if a file is missing or bad, the key does not match or the certificate has no SAN.
+   * With `material`, installs those (already checked) bytes instead of reading the files.
    */
-  reloadTls(): void;
+  reloadTls(material?: TlsMaterial): void;
   close(): Promise<void>;
 }
 
 function secureContext(tls: TlsFiles): SecureContextOptions {
-  const { cert, key, passphrase, ca } = loadServerTls({ cert: tls.certFile, key: tls.keyFile, password: tls.password, ca: tls.caFile });
+  const { cert, key, passphrase, ca } = tls.material ?? loadServerTls({ cert: tls.certFile, key: tls.keyFile, password: tls.password, ca: tls.caFile });
   return { cert, key, passphrase, ca };
 }
 
@@ -37,6 +45,13 @@ function skipsAuth(ctx: ServerContext): boolean {
   const declared = new Map(routes.map((r) => [r.path, r.auth]));
   return ctx.routes.some((r) => r.auth === 'none' && declared.get(r.path) !== 'none');
 }
+
+/**
+ * Streams a client may have in flight per HTTP/2 connection. Go's client opens another connection beyond this
+ * (StrictMaxConcurrentStreams is off), but until our SETTINGS frame arrives it assumes 100: a lower limit gets a
+ * burst on a new connection refused (REFUSED_STREAM), which MinIO surfaces as failed S3 requests (seen with 8).
+ */
+export const H2_STREAMS_PER_CONNECTION = 128;
 
 /** Splits "host:port", "[::]:port" or ":port" (KES address syntax). */
 export function parseAddress(address: string): { host: string | undefined; port: number } {
@@ -50,19 +65,36 @@ export async function startServer(ctx: ServerContext, address: string, tls: TlsF
   // verify_cert with skip_auth routes: as KES (VerifyClientCertIfGiven), a client without a certificate gets
   // through the handshake (to reach those routes; the others answer 400), one with a bad certificate does not.
   const verifyIfGiven = tls.verifyCert && skipsAuth(ctx);
-  const server = https.createServer(
+  const server = http2.createSecureServer(
     {
       ...secureContext(tls),
       minVersion: 'TLSv1.2',
       requestCert: true,
       rejectUnauthorized: tls.verifyCert && !verifyIfGiven,
-      keepAliveTimeout: 120_000,
-      headersTimeout: 10_000,
-      requestTimeout: 30_000,
+      allowHTTP1: true,
+      settings: { maxConcurrentStreams: H2_STREAMS_PER_CONNECTION },
     },
-    createDispatcher(ctx),
+    // The dispatcher uses only what IncomingMessage/ServerResponse and their HTTP/2 compatibility classes share.
+    createDispatcher(ctx) as unknown as (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) => void,
   );
-  server.keepAliveTimeout = 120_000;
+  // HTTP/1.1 connections (allowHTTP1) take the http.Server limits from these properties.
+  Object.assign(server, { keepAliveTimeout: 120_000, headersTimeout: 10_000, requestTimeout: 30_000 });
+  const sockets = new Set<Socket>();
+  server.on('secureConnection', (socket: TLSSocket) => {
+    sockets.add(socket);
+    socket.once('close', () => sockets.delete(socket));
+  });
+  // An h2 connection with no stream open for as long as an idle HTTP/1.1 keep-alive connection is closed too.
+  server.on('session', (session: http2.ServerHttp2Session) => {
+    let open = 0;
+    session.on('stream', (stream: http2.ServerHttp2Stream) => {
+      open++;
+      stream.once('close', () => open--);
+    });
+    session.setTimeout(120_000, () => {
+      if (open === 0) session.close();
+    });
+  });
   if (verifyIfGiven) {
     // Before the HTTP layer sees the socket; Node closes rejected ones the same way (no alert after the handshake).
     server.prependListener('secureConnection', (socket: TLSSocket) => {
@@ -80,11 +112,11 @@ export async function startServer(ctx: ServerContext, address: string, tls: TlsF
   return {
     server,
     port: (server.address() as AddressInfo).port,
-    reloadTls: () => server.setSecureContext(secureContext(tls)),
+    reloadTls: (material) => server.setSecureContext(secureContext({ ...tls, material })),
     close: () =>
       new Promise<void>((resolve) => {
         server.close(() => resolve());
-        server.closeAllConnections();
+        for (const socket of sockets) socket.destroy();
       }),
   };
 }

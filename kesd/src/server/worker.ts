@@ -3,8 +3,9 @@
 import { AggregatorRegistry, Counter } from 'prom-client';
 import type { ServerContext } from '../api/context.js';
 import type { Change, ChangeBus } from '../state/changes.js';
-import type { Ask, Call, Message, StartOptions, StreamName } from './cluster.js';
+import type { Ask, Call, Message, StartOptions, StreamName, TlsBytes } from './cluster.js';
 import { startKesd, type Kesd } from './run.js';
+import type { TlsMaterial } from './server.js';
 import type { StreamRelay } from './stream.js';
 
 /** The IPC channel to the primary. */
@@ -75,6 +76,15 @@ class Relay implements StreamRelay {
   }
 }
 
+function tlsMaterialOf(tls: TlsBytes): TlsMaterial {
+  return {
+    cert: Buffer.from(tls.cert, 'base64'),
+    key: Buffer.from(tls.key, 'base64'),
+    passphrase: tls.passphrase,
+    ca: tls.ca?.map((b) => Buffer.from(b, 'base64')),
+  };
+}
+
 let attached: (ctx: ServerContext) => void = () => {};
 const served = new Promise<ServerContext>((resolve) => (attached = resolve));
 let running: Promise<Kesd> | undefined;
@@ -100,7 +110,8 @@ async function handle(call: Call): Promise<unknown> {
       return ctx.metrics.registry.getMetricsAsJSON();
     case 'reload':
       try {
-        (await running!).reloadTls();
+        // The primary read and checked the files; the worker installs exactly those bytes.
+        (await running!).reloadTls(tlsMaterialOf(call.tls));
         return null;
       } catch (err) {
         return (err as Error).message;
@@ -133,6 +144,7 @@ running = startKesd({
   root: { ...options.root, key: Buffer.from(options.root.key, 'base64') },
   address: options.address,
   auditStdout: options.auditStdout,
+  tls: tlsMaterialOf(options.tls),
   worker: {
     bus,
     sealed: options.sealed,

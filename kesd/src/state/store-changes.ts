@@ -1,12 +1,35 @@
 // What a write to a shared store (etcd: another replica, or this one) means for this process's memory: the Change
 // to apply (changes.ts), derived from the record path alone. Keys need a Change only when deleted (a key is cached
 // on first use and a create needs its path to be absent first); secrets and sweeps are never held in memory.
+//
+// Seal: a replica that seals writes the seal marker; the others see the write and seal too. A replica that starts
+// later ignores a marker that is already there (a restart unseals, as with one server), so a seal only counts when
+// its write comes after the replica loaded its state: on the watch, or, after a reload, as a marker that differs
+// from the one there at the start.
+import { randomBytes } from '../crypto/random.js';
 import type { Change } from './changes.js';
 import { paths, type EnclaveRecord } from './records.js';
 import type { System } from './system.js';
 
+/** The seal marker's store path: outside every record scope (records.ts) and apart from the root key ('unseal'). */
+export const SEAL_PATH = 'sys/seal';
+
+/** Sealed like every record; the id tells one seal from the next. */
+interface SealRecord { id: string; sealed_at: string }
+
+/** Announces a seal of this replica to the others (System's announceSeal on a shared store). */
+export async function writeSealMarker(system: System): Promise<void> {
+  await system.records.put(SEAL_PATH, { id: randomBytes(16).toString('hex'), sealed_at: new Date().toISOString() } satisfies SealRecord);
+}
+
+/** The id of the last seal announced, if any. */
+export async function readSealMarker(system: System): Promise<string | undefined> {
+  return (await system.records.get<SealRecord>(SEAL_PATH))?.id;
+}
+
 /** The Change a put or delete at `path` calls for, or undefined; `enclaveOfUid` names the enclave of a uid. */
 export function changeOfStoreWrite(path: string, deleted: boolean, enclaveOfUid: (uid: string) => string | undefined): Change | undefined {
+  if (path === SEAL_PATH) return deleted ? undefined : { kind: 'seal' };
   if (path.startsWith(paths.enclaves)) {
     const enclave = path.slice(paths.enclaves.length);
     return enclave === '' ? undefined : { kind: 'enclave', enclave };
@@ -34,7 +57,9 @@ export async function applyStoreWrites(system: System, writes: readonly { path: 
   };
   for (const { path, deleted } of writes) {
     const change = changeOfStoreWrite(path, deleted, enclaveOfUid);
-    if (change !== undefined) await system.apply(change);
+    // A seal from another replica also reaches this server's other workers (and workers it restarts later).
+    if (change?.kind === 'seal') await system.sealedElsewhere();
+    else if (change !== undefined) await system.apply(change);
   }
 }
 
@@ -50,4 +75,23 @@ export async function resyncFromStore(system: System): Promise<void> {
     if (held !== undefined && held.info.uid === stored.get(name)) await held.reload();
     else await system.apply({ kind: 'enclave', enclave: name }); // loads, replaces or drops it
   }
+}
+
+/**
+ * The etcd follower's hooks for one System (run.ts). Call it right after loading the state: the marker there now
+ * is from before the start; one written later is a seal, whether the watch delivers it or a reload finds it.
+ */
+export async function followStore(system: System): Promise<{ apply(writes: readonly { path: string; deleted: boolean }[]): Promise<void>; resync(): Promise<void> }> {
+  let known = await readSealMarker(system);
+  return {
+    apply: (writes) => applyStoreWrites(system, writes),
+    async resync() {
+      await resyncFromStore(system);
+      const now = await readSealMarker(system);
+      if (now !== undefined && now !== known) {
+        known = now;
+        await system.sealedElsewhere();
+      }
+    },
+  };
 }

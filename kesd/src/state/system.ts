@@ -6,6 +6,9 @@ import { localBus, type Change, type ChangeBus } from './changes.js';
 import { Enclave } from './enclave.js';
 import { deriveRecordKey, paths, RecordStore, type EnclaveRecord } from './records.js';
 
+/** Records an enclave sweep lists and deletes at a time. */
+export const SWEEP_BATCH = 1000;
+
 export interface RootKey {
   readonly key: Buffer;
   readonly sysadmin: string;
@@ -20,6 +23,8 @@ export interface SystemOptions {
   readonly startedAt?: number;
   /** Finish enclave sweeps a previous run left unfinished (default true). */
   readonly resumeSweeps?: boolean;
+  /** On a shared store (etcd): tells the other replicas that this one sealed (store-changes.ts). */
+  readonly announceSeal?: () => Promise<void>;
 }
 
 export class System {
@@ -27,6 +32,7 @@ export class System {
   readonly startedAt: number;
   sealed = false;
   private mutations: Promise<unknown> = Promise.resolve();
+  private announceSeal: (() => Promise<void>) | undefined;
 
   private constructor(readonly sysadmin: string, readonly records: RecordStore, private readonly bus: ChangeBus, startedAt: number) {
     this.startedAt = startedAt;
@@ -36,6 +42,7 @@ export class System {
   static async open(store: Store, root: RootKey, opts: SystemOptions = {}): Promise<System> {
     const system = new System(root.sysadmin, new RecordStore(store, deriveRecordKey(root.key)), opts.bus ?? localBus, opts.startedAt ?? Date.now());
     system.sealed = opts.sealed ?? false;
+    system.announceSeal = opts.announceSeal;
     for await (const { name, record } of system.records.list<EnclaveRecord>(paths.enclaves)) {
       const enclave = new Enclave(name, record, system.records, system.bus);
       await enclave.load();
@@ -108,16 +115,42 @@ export class System {
     await this.sweep(enclave.info.uid);
   }
 
+  /**
+   * Deletes an orphaned enclave's records in batches: each batch is read afresh from the start of the scope (what
+   * was deleted is gone), so memory stays at one batch and no read snapshot stays open while the deletes commit.
+   * The deletes of a batch run concurrently, so the store can commit them together.
+   */
   private async sweep(uid: string): Promise<void> {
-    const doomed: string[] = [];
-    for await (const path of this.records.listPaths(paths.scope(uid))) doomed.push(path);
-    for (const path of doomed) await this.records.delete(path);
+    for (;;) {
+      const batch: string[] = [];
+      for await (const path of this.records.listPaths(paths.scope(uid))) {
+        batch.push(path);
+        if (batch.length === SWEEP_BATCH) break;
+      }
+      if (batch.length === 0) break;
+      await Promise.all(batch.map((path) => this.records.delete(path)));
+    }
     await this.records.delete(paths.sweep(uid));
   }
 
-  /** Stops all key operations until a restart; key material is dropped from memory. */
+  /**
+   * Stops all key operations until a restart; key material is dropped from memory. On a shared store the other
+   * replicas seal too; if the store cannot take the announcement, this one is sealed anyway and it throws a 502.
+   */
   async seal(): Promise<void> {
     if (this.sealed) throw ErrSealed;
+    this.sealHere();
+    await this.bus.publish({ kind: 'seal' });
+    try {
+      await this.announceSeal?.();
+    } catch (err) {
+      throw Object.assign(ErrStoreWrite('seal the other replicas'), { cause: err });
+    }
+  }
+
+  /** A seal another replica announced (store-changes.ts): this process and its sibling workers seal. */
+  async sealedElsewhere(): Promise<void> {
+    if (this.sealed) return;
     this.sealHere();
     await this.bus.publish({ kind: 'seal' });
   }

@@ -32,6 +32,12 @@ export async function deleteEnclave(ctx: RequestContext): Promise<Reply> {
 }
 
 export async function sealSystem(ctx: RequestContext): Promise<Reply> {
-  await ctx.server.system.seal();
-  ctx.server.errors.log('system sealed by the system admin: key operations stop until a restart');
+  const { system, errors } = ctx.server;
+  const wasSealed = system.sealed;
+  try {
+    await system.seal();
+  } finally {
+    // Also when announcing the seal to the other replicas failed (502): this server is sealed all the same.
+    if (!wasSealed && system.sealed) errors.log('system sealed by the system admin: key operations stop until a restart');
+  }
 }
