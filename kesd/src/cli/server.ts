@@ -188,6 +188,9 @@ const server: Command = {
   summary: 'Serve the KES API from a data dir (unsealed by the key in the configured env var); with --init, initialise it first if needed and apply init.yml at every start; --workers N processes (default: one per CPU)',
   usage: serverUsage,
   async run(argv) {
+    // A SIGHUP (certificate rotation) before the server holds its own handler must not kill it (the default action);
+    // the certificate is read after this point anyway.
+    process.on('SIGHUP', () => {});
     const { values, positionals: args } = parse(argv, { addr: { type: 'string' }, init: { type: 'string' }, 'audit-log': { type: 'string' }, workers: { type: 'string' } }, serverUsage);
     const [dir] = positionals(args, 1, serverUsage);
     const audit = values['audit-log'] ?? 'on';
