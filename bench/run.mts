@@ -15,6 +15,9 @@ import { ensureLoadgen, goVersion, runLoadgen, type LoadgenResult } from './lib/
 import { sleep, stop, waitQuiet } from './lib/proc.mts';
 import { summariseProfiles } from './lib/profile.mts';
 import { bulkTable, fill, find, halfTable, mainTable, profileSection, runsTable, summary, throughputSvg, type Meta, type Results, type RunRecord, type TargetName } from './lib/report.mts';
+import { e2eMarkdown, runE2E } from './e2e.mts';
+import { replicasMarkdown, runReplicas } from './replicas.mts';
+import { runScale, scaleMarkdown } from './scale.mts';
 import { BENCH_KEY, kesBinary, kesdHelp, LIST_KEYS, LIST_PREFIX, makeIdentities, probeGenerate, REPO, startFloor, startKes, startKesd, stopTarget, type Target } from './lib/targets.mts';
 
 const USAGE = `usage: node --import tsx bench/run.mts [options]
@@ -22,8 +25,10 @@ const USAGE = `usage: node --import tsx bench/run.mts [options]
   --duration S          measured seconds per run (default 10; smoke 1)
   --warmup S            warm-up seconds per run, same load, not recorded (default 2; smoke 0.3)
   --conns LIST          connection counts for generate/decrypt (default 16,64,256)
-  --ops LIST            default generate,decrypt,mix,list,bulk,churn,half,create,profile
-                        (half = latency at 50 % of the generate peak; profile = --cpu-prof of kesd under generate)
+  --ops LIST            default generate,decrypt,mix,list,bulk,churn,half,create,profile,scale,e2e,replicas
+                        (half = latency at 50 % of the generate peak; profile = --cpu-prof of kesd under generate;
+                        scale = 1,000,000 keys (bench/scale.mts); e2e = through the real MinIO (bench/e2e.mts);
+                        replicas = 1-3 kesd replicas on etcd (bench/replicas.mts); each also runs on its own)
   --targets LIST        default kesd,kes,floor
   --kesd-workers N      pass --workers N to kesd server (default: kesd's own default)
   --kes-gomaxprocs N    GOMAXPROCS for KES (default: kesd's worker count, at most nproc)
@@ -47,7 +52,7 @@ const { values: a } = parseArgs({
     duration: { type: 'string' },
     warmup: { type: 'string' },
     conns: { type: 'string', default: '16,64,256' },
-    ops: { type: 'string', default: 'generate,decrypt,mix,list,bulk,churn,half,create,profile' },
+    ops: { type: 'string', default: 'generate,decrypt,mix,list,bulk,churn,half,create,profile,scale,e2e,replicas' },
     targets: { type: 'string', default: 'kesd,kes,floor' },
     'kesd-workers': { type: 'string' },
     'kes-gomaxprocs': { type: 'string' },
@@ -74,9 +79,9 @@ const smoke = a.smoke!;
 const durationS = Number(a.duration ?? (smoke ? 1 : 10));
 const warmupS = Number(a.warmup ?? (smoke ? 0.3 : 2));
 const connsList = a.conns!.split(',').map(Number);
-const opsWanted = new Set(smoke ? ['generate'] : a.ops!.split(','));
+const opsWanted = new Set(smoke ? ['generate', 'scale', 'e2e', 'replicas'] : a.ops!.split(','));
 if (a['no-profile']) opsWanted.delete('profile');
-const KNOWN_OPS = ['generate', 'decrypt', 'mix', 'list', 'bulk', 'churn', 'half', 'create', 'profile'];
+const KNOWN_OPS = ['generate', 'decrypt', 'mix', 'list', 'bulk', 'churn', 'half', 'create', 'profile', 'scale', 'e2e', 'replicas'];
 for (const op of opsWanted) if (!KNOWN_OPS.includes(op)) throw new Error(`--ops: unknown op '${op}' (known: ${KNOWN_OPS.join(', ')})`);
 const prior: Results | undefined = a.merge ? (JSON.parse(readFileSync(resolve(a.merge), 'utf8')) as Results) : undefined;
 if (prior && smoke) throw new Error('--merge and --smoke do not go together');
@@ -295,6 +300,35 @@ async function main(): Promise<number> {
       }
     }
 
+    // ------------------------------------------------------------ parts with their own modules (nothing else running)
+    const parts: Pick<Results, 'scale' | 'e2e' | 'replicas'> = {};
+    const part = async <T,>(name: string, run: () => Promise<T>, ok: (r: T) => boolean): Promise<T | undefined> => {
+      if (!opsWanted.has(name)) return undefined;
+      log(`${name}: starting`);
+      try {
+        const r = await run();
+        if (smoke && !ok(r)) {
+          failed = true;
+          log(`SMOKE FAIL: ${name}: no numbers`);
+        }
+        return r;
+      } catch (err) {
+        failed = true;
+        log(`${smoke ? 'SMOKE FAIL' : 'FAILED'}: ${name}: ${(err as Error).stack ?? err}`);
+        return undefined;
+      }
+    };
+    const sub = (name: string) => (s: string) => log(`${name}: ${s}`);
+    parts.scale = await part('scale', () => runScale({
+      keys: smoke ? 10_000 : 1_000_000, small: 1000, samples: smoke ? 200 : 1000, restarts: smoke ? 2 : 3, createSeconds: smoke ? 1 : 10, createConns: 16,
+      workers: kesdWorkers, smoke, waitQuietS, keep: false, log: sub('scale'),
+    }), (r) => r.sizes.every((s) => s.cold.samples > 0 && s.list.lines > 0 && s.readyMs.length > 0));
+    parts.e2e = await part('e2e', () => runE2E({ smoke, waitQuietS, log: sub('e2e') }), (r) => JSON.stringify(r).includes('ops_per_s'));
+    parts.replicas = await part('replicas', () => runReplicas({
+      durationS: smoke ? 1 : durationS, warmupS: smoke ? 0.3 : warmupS, conns: 48, counts: smoke ? [1, 2] : [1, 2, 3], log: sub('replicas'),
+    }), (r) => r.points.length > 0 && r.points.every((p) => p.ops_per_s > 0 && p.errors === 0));
+    for (const k of ['scale', 'e2e', 'replicas'] as const) if (parts[k] === undefined) delete parts[k];
+
     // ------------------------------------------------------------ reports
     const m = machine();
     const meta: Meta = {
@@ -324,7 +358,7 @@ async function main(): Promise<number> {
       wallSeconds: Math.round((Date.now() - t0) / 1000),
     };
     meta.targets = { kesd: { ...kesd.info, bodySize }, kes: { gomaxprocs }, floor: { bodySize, workers: Number(kesd.info.workers) } };
-    let results: Results = { meta, runs, ...(profile ? { profile } : {}) };
+    let results: Results = { meta, runs, ...(profile ? { profile } : {}), ...parts };
     if (prior) {
       // Same (target, op, conns) replaces the earlier point in place; anything new is appended.
       const merged = [...prior.runs];
@@ -334,7 +368,10 @@ async function main(): Promise<number> {
         else merged.push(r);
       }
       const updates = [...(prior.meta.updates ?? []), { date: meta.date, ops: [...opsWanted], command: meta.commands.ran, kesd: meta.versions.kesd ?? '?' }];
-      results = { meta: { ...prior.meta, updates }, runs: merged, ...(profile ?? prior.profile ? { profile: profile ?? prior.profile } : {}) };
+      results = {
+        meta: { ...prior.meta, updates }, runs: merged, ...(profile ?? prior.profile ? { profile: profile ?? prior.profile } : {}),
+        ...(prior.scale ? { scale: prior.scale } : {}), ...(prior.e2e ? { e2e: prior.e2e } : {}), ...(prior.replicas ? { replicas: prior.replicas } : {}), ...parts,
+      };
       log(`merged ${runs.length} runs${profile ? ' and a profile' : ''} into ${a.merge}`);
     }
     const base = smoke ? 'smoke' : 'latest';
@@ -424,6 +461,18 @@ function render(res: Results): Record<string, string> {
     '### Where the CPU goes in kesd (`--cpu-prof`)',
     '',
     profileSection(res.profile),
+    '',
+    '### Scale of the store',
+    '',
+    res.scale ? scaleMarkdown(res.scale) : '_not run_',
+    '',
+    '### End to end: small objects through the real MinIO',
+    '',
+    res.e2e ? e2eMarkdown(res.e2e) : '_not run_',
+    '',
+    '### Replicas on etcd (the HA layout)',
+    '',
+    res.replicas ? replicasMarkdown(res.replicas) : '_not run_',
     '',
     '### Every run',
     '',

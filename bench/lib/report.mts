@@ -36,6 +36,10 @@ export interface Results {
   meta: Meta;
   runs: RunRecord[];
   profile?: ProfileSummary;
+  /** Parts measured by their own modules (bench/scale.mts, e2e.mts, replicas.mts), each with its own report. */
+  scale?: import('../scale.mts').ScaleResult;
+  e2e?: import('../e2e.mts').E2EResult;
+  replicas?: import('../replicas.mts').ReplicasResult;
 }
 
 export interface ProfileSummary {

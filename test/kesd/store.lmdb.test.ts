@@ -197,7 +197,8 @@ test('a failed commit (file size limit, like a full disk) rejects the write and 
 
 // lmdb-js aborts the process (glibc heap corruption) when a commit that batched several writes fails for space;
 // the store must fall back to one write at a time near a full disk. The child fills a 2 MiB tmpfs with 8 writes in
-// flight; before the fix it died with SIGABRT in 7 of 7 runs, with lowSpaceBytes 0 it still does.
+// flight (before the fix: SIGABRT in 7 of 7 runs), then writes 4 KiB values one at a time (SIGABRT in 5 of 5 runs
+// before kesd kept a reserve free).
 const CONCURRENT_FILLER = `
 import { openLmdbStore } from ${JSON.stringify(lmdbModule)};
 const s = await openLmdbStore(process.argv[2]);
@@ -209,11 +210,17 @@ await Promise.all(Array.from({ length: 8 }, async () => {
     catch (e) { if (e.name === 'StoreError') failed++; else other++; }
   }
 }));
+// Then values that need LMDB overflow pages, one at a time: these aborted the process even unbatched.
+let big = 0;
+for (let j = 0; j < 30; j++) {
+  try { await s.putIfAbsent('secrets/' + j, Buffer.alloc(4200, 2)); big++; }
+  catch (e) { if (e.name === 'StoreError') failed++; else other++; }
+}
 console.log('ok ' + ok + ' failed ' + failed + ' other ' + other);
 await s.close();
 `;
 
-test('a full disk with 8 writes in flight: every write resolves or rejects with StoreError, no crash', async (t) => {
+test('a full disk with 8 writes in flight, then large values: every write resolves or rejects with StoreError, no crash', async (t) => {
   const script = join(tempDir(t), 'concurrent-filler.mjs');
   writeFileSync(script, CONCURRENT_FILLER);
   const mnt = mkdtempSync(join(tmpdir(), 'kesd-lmdb-full-'));

@@ -31,6 +31,10 @@ const noop = () => {};
 // So writes go one at a time while the disk is nearly full (a batch can then no longer fail for space) or
 // shortly after any write failed (the disk may be full in ways statfs does not show, e.g. a quota).
 export const LOW_SPACE_BYTES = 64 * 1024 ** 2;
+// Even one write at a time can abort the process when its commit hits ENOSPC with a value that needs overflow
+// pages (seen with 4 KiB values on a full tmpfs). So near a full disk a write is refused before LMDB sees it
+// unless this much room (plus the value) is left: a commit of one record writes far less.
+export const RESERVE_BYTES = 256 * 1024;
 const AFTER_FAILURE_MS = 10_000;
 
 export class StoreError extends Error {
@@ -60,12 +64,18 @@ class LmdbStore implements Store {
     this.assertOpen();
     // The condition is checked inside the writer's transaction, so concurrent callers (threads or
     // processes) cannot both win. Resolves true iff the condition held and the put was committed.
-    return this.wrap('put', path, () => this.db.ifNoExists(path, () => void this.db.put(path, value as Buffer)));
+    // Near a full disk writes may be refused (wrap): a path that exists needs none, so answer that first (a restart
+    // on a full disk re-declares existing keys).
+    if (this.pendingCareful > 0 || this.careful()) {
+      this.fresh();
+      if (this.db.get(path) !== undefined) return false;
+    }
+    return this.wrap('put', path, () => this.db.ifNoExists(path, () => void this.db.put(path, value as Buffer)), value.length);
   }
 
   async put(path: string, value: Uint8Array): Promise<void> {
     this.assertOpen();
-    await this.wrap('put', path, () => this.db.put(path, value as Buffer));
+    await this.wrap('put', path, () => this.db.put(path, value as Buffer), value.length);
   }
 
   async delete(path: string): Promise<boolean> {
@@ -120,10 +130,17 @@ class LmdbStore implements Store {
 
   // Turns both synchronous throws (e.g. key too large) and commit failures (MDB_MAP_FULL, ENOSPC, EIO)
   // into a rejected promise with context; the process keeps running.
-  private wrap<T>(op: string, path: string, start: () => Promise<T>): Promise<T> {
+  private wrap<T>(op: string, path: string, start: () => Promise<T>, size = 0): Promise<T> {
     if (this.pendingCareful === 0 && !this.careful()) return this.attempt(op, path, start);
     this.pendingCareful++;
-    const run = () => this.attempt(op, path, start);
+    const run = () => {
+      const free = this.freeBytes();
+      if (free < RESERVE_BYTES + size) {
+        this.lastFailure = performance.now();
+        return Promise.reject(new StoreError(`store: ${op} '${path}' failed: no space left on device (${Math.floor(free / 1024)} KiB free; kesd keeps ${RESERVE_BYTES / 1024} KiB)`));
+      }
+      return this.attempt(op, path, start);
+    };
     const result = this.serial.then(run, run).finally(() => this.pendingCareful--);
     this.serial = result.catch(noop);
     return result;
@@ -131,14 +148,16 @@ class LmdbStore implements Store {
 
   /** Writes one at a time when the disk is nearly full or a write failed recently. */
   private careful(): boolean {
-    if (performance.now() - this.lastFailure < AFTER_FAILURE_MS) return true;
+    return performance.now() - this.lastFailure < AFTER_FAILURE_MS || this.freeBytes() < this.lowSpaceBytes;
+  }
+
+  private freeBytes(): number {
     try {
       const fs = statfsSync(dirname(this.path));
-      if (fs.bavail * fs.bsize < this.lowSpaceBytes) return true;
+      return fs.bavail * fs.bsize;
     } catch {
-      return true;
+      return 0;
     }
-    return false;
   }
 
   private async attempt<T>(op: string, path: string, start: () => Promise<T>): Promise<T> {

@@ -113,13 +113,17 @@ export function hmacKey(ctx: RequestContext): Reply | Promise<Reply> {
   return withKey(ctx, (key) => ({ json: { hmac: ctx.enclave!.hmac(key, message ?? Buffer.alloc(0)).toString('base64') } }));
 }
 
+// ---- list ---------------------------------------------------------------------------------------------
+//
+// Each line needs the record (the v0.22 line carries id, algorithm, created_at and created_by, and `kes key ls`
+// prints created_at), so a matching record is opened; names are matched on the path first, so an exact or prefix
+// pattern opens only the records it returns. The shared NDJSON writer (server/http.ts) streams the lines.
 export function listKeys(ctx: RequestContext): Reply {
   const pattern = ctx.arg;
   if (!isValidListPattern(pattern)) throw invalidPattern(pattern);
-  const enclave = ctx.enclave!;
+  const records = ctx.enclave!.listKeys(listPrefix(pattern), (name) => matchesListPattern(pattern, name));
   async function* lines() {
-    for await (const { name, record } of enclave.listKeys(listPrefix(pattern))) {
-      if (!matchesListPattern(pattern, name)) continue;
+    for await (const { name, record } of records) {
       yield {
         name,
         id: keyId(Buffer.from(record.key, 'base64')),
