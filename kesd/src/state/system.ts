@@ -50,7 +50,9 @@ export class System {
     }
     if (opts.resumeSweeps ?? true) {
       for await (const path of system.records.listPaths(paths.sweeps)) {
-        void system.sweep(path.slice(paths.sweeps.length));
+        // A failed sweep (store unreachable, disk full) keeps its sweep record and resumes at the next start;
+        // left unobserved, its rejection would kill the process.
+        system.sweep(path.slice(paths.sweeps.length)).catch(() => {});
       }
     }
     return system;
