@@ -62,16 +62,28 @@ function drained(res: ServerResponse): Promise<void> {
 async function writeNdjson(res: ServerResponse, lines: AsyncIterable<unknown>, started: () => void): Promise<void> {
   res.writeHead(200, { 'content-type': 'application/x-ndjson' });
   started();
+  // Lines go out in batches of ~64 KiB (one write and TLS record per batch, not per line), and between batches the
+  // event loop gets a turn: a store iterator resolves without ever yielding to it, so a long list would otherwise
+  // hold up every other request on this process.
+  let batch = '';
+  const flush = async () => {
+    const ok = res.write(batch);
+    batch = '';
+    await (ok ? new Promise((resolve) => setImmediate(resolve)) : drained(res));
+  };
   try {
     for await (const line of lines) {
-      if (!res.write(JSON.stringify(line) + '\n')) await drained(res);
+      batch += JSON.stringify(line) + '\n';
+      if (batch.length >= NDJSON_BATCH) await flush();
       if (res.destroyed) return;
     }
   } catch (err) {
-    res.write(JSON.stringify({ error: err instanceof KesError ? err.message : 'failed to list' }) + '\n');
+    batch += JSON.stringify({ error: err instanceof KesError ? err.message : 'failed to list' }) + '\n';
   }
-  res.end();
+  res.end(batch);
 }
+
+const NDJSON_BATCH = 64 * 1024;
 
 function writeReply(res: ServerResponse, reply: Reply, streaming: () => void): void | Promise<void> {
   if (reply === STREAMING || res.headersSent) return; // headers sent: the route timed out meanwhile
