@@ -1,4 +1,6 @@
 // The audit trail: one event per request, to /v1/log/audit subscribers and to stdout as JSON lines.
+// Best effort, as in KES: an audit sink that cannot keep up loses events (counted in /v1/metrics), and the
+// request is served regardless; unlike Vault, where a failed audit write fails the request (docs/security.md).
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { EventStream } from './stream.js';
 
@@ -12,8 +14,13 @@ export class AuditLog {
   readonly stream = new EventStream();
   events = 0;
 
-  constructor(private readonly stdout: ((line: string) => void) | undefined) {}
+  /** Lines stdout did not take (its reader too slow or gone), as its writer last reported. */
+  stdoutDropped = 0;
 
+  /** stdout: queues a line, returning how many lines it has dropped so far (server/lines.ts). */
+  constructor(private readonly stdout: ((line: string) => number) | undefined) {}
+
+  /** Events dropped for /v1/log/audit subscribers that did not keep up. */
   get dropped(): number {
     return this.stream.dropped;
   }
@@ -26,7 +33,7 @@ export class AuditLog {
     this.events++;
     if (this.stdout === undefined && !this.stream.hasSubscribers) return;
     const line = JSON.stringify(event) + '\n';
-    this.stdout?.(line);
+    if (this.stdout !== undefined) this.stdoutDropped = this.stdout(line);
     this.stream.publish(line);
   }
 }

@@ -14,6 +14,7 @@ import { identityOf } from './identity.js';
 const EMPTY = Buffer.alloc(0);
 const TIMEOUT = new KesError(503, 'request timeout exceeded');
 const INTERNAL = new KesError(500, 'internal server error');
+const CLIENT_CLOSED = 499;
 
 function enclaveNameOf(req: IncomingMessage, query: string): string {
   if (query !== '') {
@@ -166,17 +167,20 @@ export function createDispatcher(server: ServerContext): (req: IncomingMessage, 
     res.once('finish', () => finish());
     res.once('close', () => finish());
     let finished = false;
+    const ip = req.socket.remoteAddress ?? ''; // read now: once the client is gone the socket no longer knows
     const finish = () => {
       if (finished) return;
       finished = true;
       if (timer !== undefined) clearTimeout(timer);
       metrics.active.dec();
       const ns = Number(process.hrtime.bigint() - start);
-      metrics.observe(res.statusCode, ns / 1e9);
+      // A client that left before any answer was sent: 499 (nginx's "client closed request"), not the default 200.
+      const code = res.headersSent || res.writableFinished ? res.statusCode : CLIENT_CLOSED;
+      metrics.observe(code, ns / 1e9);
       audit.record({
         time: new Date().toISOString(),
-        request: { ip: req.socket.remoteAddress ?? '', enclave: enclaveName, path, identity: identity || undefined },
-        response: { code: res.statusCode, time: ns },
+        request: { ip, enclave: enclaveName, path, identity: identity || undefined },
+        response: { code, time: ns },
       });
     };
 

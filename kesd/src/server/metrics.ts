@@ -27,7 +27,9 @@ export class Metrics {
       new Counter({ name, help, registers: [this.registry], collect() { this.reset(); this.inc(value()); } });
     counter('kes_log_error_events', 'Number of error log events', () => errors.events);
     counter('kes_log_audit_events', 'Number of audit log events', () => audit.events);
-    counter('kesd_log_audit_dropped_events', 'Audit events dropped for slow /v1/log/audit subscribers', () => audit.dropped);
+    // One family per sink, without labels: kms-go (the `kes metric` CLI) rejects a family with several series.
+    counter('kesd_log_audit_dropped_events', 'Audit events dropped for a /v1/log/audit subscriber that did not keep up', () => audit.dropped);
+    counter('kesd_log_audit_stdout_dropped_events', 'Audit events not written to stdout because it did not keep up', () => audit.stdoutDropped);
     gauge('kes_system_up_time', 'Uptime in seconds', () => (Date.now() - startedAt) / 1000, 'max');
     gauge('kes_system_num_cpu', 'Number of CPUs', () => os.availableParallelism(), 'first');
     gauge('kes_system_num_cpu_used', 'Number of CPUs used (one per worker process)', () => 1);

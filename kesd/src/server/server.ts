@@ -53,6 +53,10 @@ function skipsAuth(ctx: ServerContext): boolean {
  */
 export const H2_STREAMS_PER_CONNECTION = 128;
 
+/** How long a stop waits for requests in flight (the cluster primary kills a worker after 10 s). */
+export const STOP_GRACE_MS = 5_000;
+const STOP_IDLE_MS = 300;
+
 /** Splits "host:port", "[::]:port" or ":port" (KES address syntax). */
 export function parseAddress(address: string): { host: string | undefined; port: number } {
   const m = /^(?:\[([^\]]*)\]|([^:]*)):(\d+)$/.exec(address);
@@ -79,13 +83,32 @@ export async function startServer(ctx: ServerContext, address: string, tls: TlsF
   );
   // HTTP/1.1 connections (allowHTTP1) take the http.Server limits from these properties.
   Object.assign(server, { keepAliveTimeout: 120_000, headersTimeout: 10_000, requestTimeout: 30_000 });
-  const sockets = new Set<Socket>();
+  // Connections, for a graceful stop: HTTP/1.1 ones with their requests in flight, and h2 sessions.
+  let stopping = false;
+  const sockets = new Map<Socket, number>();
+  const lastActive = new WeakMap<Socket, number>();
+  const sessions = new Set<http2.ServerHttp2Session>();
   server.on('secureConnection', (socket: TLSSocket) => {
-    sockets.add(socket);
+    sockets.set(socket, 0);
+    lastActive.set(socket, performance.now());
     socket.once('close', () => sockets.delete(socket));
+  });
+  // Before the dispatcher, so a response during a stop can still say `connection: close`.
+  server.prependListener('request', (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) => {
+    if (req.httpVersionMajor !== 1) return;
+    const socket = req.socket as Socket;
+    sockets.set(socket, (sockets.get(socket) ?? 0) + 1);
+    if (stopping) res.setHeader('connection', 'close');
+    res.once('close', () => {
+      if (sockets.has(socket)) sockets.set(socket, sockets.get(socket)! - 1);
+      lastActive.set(socket, performance.now());
+    });
   });
   // An h2 connection with no stream open for as long as an idle HTTP/1.1 keep-alive connection is closed too.
   server.on('session', (session: http2.ServerHttp2Session) => {
+    sessions.add(session);
+    session.once('close', () => sessions.delete(session));
+    if (stopping) session.close();
     let open = 0;
     session.on('stream', (stream: http2.ServerHttp2Stream) => {
       open++;
@@ -113,10 +136,33 @@ export async function startServer(ctx: ServerContext, address: string, tls: TlsF
     server,
     port: (server.address() as AddressInfo).port,
     reloadTls: (material) => server.setSecureContext(secureContext({ ...tls, material })),
+    // Graceful: no new connections; requests in flight finish (HTTP/1.1 answers say `connection: close`, h2
+    // sessions get GOAWAY); idle connections, also ones accepted meanwhile, are closed as they go idle; whatever
+    // is left after STOP_GRACE_MS is cut.
     close: () =>
       new Promise<void>((resolve) => {
-        server.close(() => resolve());
-        for (const socket of sockets) socket.destroy();
+        stopping = true;
+        server.close(() => {
+          clearInterval(idle);
+          clearTimeout(cut);
+          resolve();
+        });
+        for (const session of sessions) session.close();
+        // A busy keep-alive client sends its next request within moments and gets `connection: close` on it;
+        // closing its connection in between would cut that request. So only connections idle for a while close.
+        const closeIdle = () => {
+          const before = performance.now() - STOP_IDLE_MS;
+          for (const [socket, inFlight] of sockets) {
+            if (inFlight === 0 && (socket as TLSSocket).alpnProtocol !== 'h2' && (lastActive.get(socket) ?? 0) < before) socket.destroy();
+          }
+        };
+        closeIdle();
+        const idle = setInterval(closeIdle, 50);
+        const cut = setTimeout(() => {
+          clearInterval(idle);
+          for (const session of sessions) session.destroy();
+          for (const socket of sockets.keys()) socket.destroy();
+        }, STOP_GRACE_MS);
       }),
   };
 }

@@ -1,5 +1,6 @@
 // Fan-out of NDJSON events to long-lived HTTP subscribers (/v1/log/audit, /v1/log/error).
-// A slow subscriber never blocks requests: past a bounded buffer its events are dropped and counted.
+// A slow subscriber never blocks requests: past a bounded buffer (per subscriber) its events are dropped and
+// counted, per line.
 // In cluster mode a relay carries events between the workers, so a subscriber sees every worker's events.
 import type { IncomingMessage, ServerResponse } from 'node:http';
 
@@ -54,11 +55,17 @@ export class EventStream {
     if (this.relay?.forwarding) this.relay.forward(line);
   }
 
-  /** Delivers lines to the subscribers of this process only (lines another process forwarded). */
+  /** Delivers lines to the subscribers of this process only (one line, or a batch another process forwarded). */
   deliver(lines: string): void {
     for (const res of this.subscribers) {
-      if (res.writableLength > MAX_BUFFERED_BYTES) this.dropped++;
+      if (res.writableLength > MAX_BUFFERED_BYTES) this.dropped += countLines(lines);
       else res.write(lines);
     }
   }
+}
+
+function countLines(lines: string): number {
+  let n = 0;
+  for (let i = lines.indexOf('\n'); i >= 0; i = lines.indexOf('\n', i + 1)) n++;
+  return n;
 }
