@@ -5,11 +5,12 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import http2 from 'node:http2';
 import type { TLSSocket } from 'node:tls';
-import { H2_STREAMS_PER_CONNECTION } from '../../kesd/src/server/server.ts';
+import { H2_STREAMS_PER_CONNECTION, http2Enabled } from '../../kesd/src/server/server.ts';
 import { startTestServer, type TestIdentity, type TestServer } from './harness.ts';
 
 let s: TestServer;
 before(async () => {
+  process.env.KESD_HTTP2 = 'on'; // opt-in for now (server.ts)
   s = await startTestServer();
 });
 after(() => s.stop());
@@ -34,7 +35,12 @@ function call(session: http2.ClientHttp2Session, method: string, path: string, b
   });
 }
 
-test('ALPN offers h2: a client that asks for it gets it, one without gets HTTP/1.1', async () => {
+test('HTTP/2 is off unless KESD_HTTP2=on', () => {
+  assert.equal(http2Enabled({}), false);
+  assert.equal(http2Enabled({ KESD_HTTP2: 'on' }), true);
+});
+
+test('with KESD_HTTP2=on, ALPN offers h2: a client that asks for it gets it, one without gets HTTP/1.1', async () => {
   const h2 = connect(s.user);
   try {
     await call(h2, 'GET', '/version');
