@@ -3,7 +3,9 @@
 // HTTP/2 and HTTP/1.1 by ALPN: MinIO's client (Go, ForceAttemptHTTP2) then multiplexes its KMS calls over few
 // connections instead of opening a new mTLS connection for each call beyond Go's 2 idle HTTP/1.1 connections.
 import http2 from 'node:http2';
+import https from 'node:https';
 import type { AddressInfo, Socket } from 'node:net';
+import type tls from 'node:tls';
 import type { SecureContextOptions, TLSSocket } from 'node:tls';
 import type { ServerContext } from '../api/context.js';
 import { routes } from '../api/routes.js';
@@ -24,7 +26,7 @@ export interface TlsFiles {
 }
 
 export interface RunningServer {
-  readonly server: http2.Http2SecureServer;
+  readonly server: tls.Server;
   readonly port: number;
   /**
    * Re-reads the certificate, key and CAs; new handshakes use them, open connections are kept. Throws (and
@@ -74,23 +76,25 @@ export async function startServer(ctx: ServerContext, address: string, tls: TlsF
   // verify_cert with skip_auth routes: as KES (VerifyClientCertIfGiven), a client without a certificate gets
   // through the handshake (to reach those routes; the others answer 400), one with a bad certificate does not.
   const verifyIfGiven = tls.verifyCert && skipsAuth(ctx);
-  const server = http2.createSecureServer(
-    {
-      ...secureContext(tls),
-      minVersion: 'TLSv1.2',
-      requestCert: true,
-      rejectUnauthorized: tls.verifyCert && !verifyIfGiven,
-      allowHTTP1: true,
-      // h2 only when asked for (KESD_HTTP2=on): through MinIO it saved the per-call handshakes, but a 10 s GET run
-      // then had 6 of ~10,000 decrypts fail (kms:DecryptionFailed), cause not yet found; HTTP/1.1 had none.
-      ALPNProtocols: http2Enabled() ? ['h2', 'http/1.1'] : ['http/1.1'],
-      settings: { maxConcurrentStreams: H2_STREAMS_PER_CONNECTION },
-    },
-    // The dispatcher uses only what IncomingMessage/ServerResponse and their HTTP/2 compatibility classes share.
-    createDispatcher(ctx) as unknown as (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) => void,
-  );
-  // HTTP/1.1 connections (allowHTTP1) take the http.Server limits from these properties.
-  Object.assign(server, { keepAliveTimeout: 120_000, headersTimeout: 10_000, requestTimeout: 30_000 });
+  const options = {
+    ...secureContext(tls),
+    minVersion: 'TLSv1.2' as const,
+    requestCert: true,
+    rejectUnauthorized: tls.verifyCert && !verifyIfGiven,
+  };
+  // HTTP/1.1 is the default listener. h2 only when asked for (KESD_HTTP2=on): through MinIO it saved the per-call
+  // handshakes, but Node's HTTP/1.1 fallback inside the h2 server ignores the keep-alive, header and request
+  // timeouts below (slowloris connections stayed open), so it is not the default.
+  const dispatcher = createDispatcher(ctx);
+  const timeouts = { keepAliveTimeout: 120_000, headersTimeout: 10_000, requestTimeout: 30_000 };
+  const server: tls.Server = http2Enabled()
+    ? http2.createSecureServer(
+        { ...options, allowHTTP1: true, settings: { maxConcurrentStreams: H2_STREAMS_PER_CONNECTION } },
+        // The dispatcher uses only what IncomingMessage/ServerResponse and their HTTP/2 compatibility classes share.
+        dispatcher as unknown as (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) => void,
+      )
+    : https.createServer({ ...options, ...timeouts }, dispatcher);
+  Object.assign(server, timeouts);
   // Connections, for a graceful stop: HTTP/1.1 ones with their requests in flight, and h2 sessions.
   let stopping = false;
   const sockets = new Map<Socket, number>();
@@ -103,6 +107,7 @@ export async function startServer(ctx: ServerContext, address: string, tls: TlsF
   });
   // Before the dispatcher, so a response during a stop can still say `connection: close`.
   server.prependListener('request', (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) => {
+    // (IncomingMessage and ServerResponse on the HTTP/1.1 listener: the members used here are the same.)
     if (req.httpVersionMajor !== 1) return;
     const socket = req.socket as Socket;
     sockets.set(socket, (sockets.get(socket) ?? 0) + 1);
