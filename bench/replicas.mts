@@ -11,7 +11,7 @@ import { parseArgs } from 'node:util';
 import { startEtcd, type EtcdCluster } from '../test/etcd.ts';
 import { ensureLoadgen, runLoadgen, type LoadgenResult } from './lib/loadgen.mts';
 import { freePort, killAll, spawnLogged, stop, waitReady } from './lib/proc.mts';
-import { BENCH_KEY, CLIENT_POLICY, cleanEnv, KESD_BIN, makeIdentities, type Identities } from './lib/targets.mts';
+import { BENCH_KEY, benchInitYml, cleanEnv, KESD_BIN, makeIdentities, type Identities } from './lib/targets.mts';
 
 export interface ReplicaPoint {
   store: 'embedded' | 'etcd';
@@ -35,26 +35,12 @@ export interface ReplicasResult {
 
 const UNSEAL_ENV = 'KESD_BENCH_UNSEAL_KEY';
 
-function initYml(ids: Identities, etcd: EtcdCluster | undefined): string {
-  return `version: v1
-address: 127.0.0.1:0
-system: { admin: { identity: ${ids.sysadmin.identity} } }
-tls: { key: ${ids.server.keyFile}, cert: ${ids.server.certFile} }
-unseal: { environment: { name: ${UNSEAL_ENV} } }
-${etcd ? `store:\n  etcd:\n    endpoints: [${etcd.endpoints.join(', ')}]\n    prefix: bench/\n` : ''}enclave:
-  default:
-    admin: { identity: ${ids.admin.identity} }
-    policy:
-      bench: { allow: [${CLIENT_POLICY.join(', ')}], identities: [${ids.client.identity}] }
-    keys: [{ name: ${BENCH_KEY} }]
-`;
-}
-
 interface Replica { port: number; pid: number; child: import('node:child_process').ChildProcess }
 
 async function startReplicas(dir: string, ids: Identities, n: number, etcd: EtcdCluster | undefined, tag: string): Promise<Replica[]> {
   const yml = join(dir, `init-${tag}.yml`);
-  writeFileSync(yml, initYml(ids, etcd));
+  const store = etcd && { endpoints: etcd.endpoints, prefix: 'bench/' };
+  writeFileSync(yml, benchInitYml(ids, { address: '127.0.0.1:0', unsealEnv: UNSEAL_ENV, keys: [BENCH_KEY], etcd: store }));
   const env = cleanEnv({ [UNSEAL_ENV]: Buffer.alloc(32, 42).toString('base64') });
   const replicas: Replica[] = [];
   for (let i = 0; i < n; i++) {

@@ -2,7 +2,6 @@
 // StatefulSet with one PVC per member, a PDB that keeps quorum, and a NetworkPolicy admitting peers and kesd only.
 import * as pulumi from '@pulumi/pulumi';
 import * as k8s from '@pulumi/kubernetes';
-import * as tls from '@pulumi/tls';
 import { labels, type EtcdStoreRef } from './contracts';
 import {
   ETCD_BINARY,
@@ -28,7 +27,8 @@ import {
   etcdServerDnsNames,
   type EtcdTopology,
 } from './etcd-config';
-import { CA_ALLOWED_USES, CA_VALIDITY_HOURS, LEAF_EARLY_RENEWAL_HOURS, LEAF_VALIDITY_HOURS } from './kes-identities';
+import { dataClaimTemplate, ingressOnlyPolicy, onePodDownBudget, podsLabelled, tcpIngressRule } from './k8s-shapes';
+import { selfSignedCa, type IssuedCert } from './pki';
 
 export interface EtcdClusterArgs {
   /** The namespace (created by the caller); kesd's, since kesd mounts the client Secret. */
@@ -75,51 +75,23 @@ export class EtcdCluster extends pulumi.ComponentResource implements EtcdStoreRe
     const meta = (objectName: string) => ({ name: objectName, namespace: args.namespace, labels: labels(APP, COMPONENT) });
 
     // A CA of its own: certificates for etcd are worth nothing against kesd, and kesd's against etcd's peer port.
-    const caKey = new tls.PrivateKey(`${name}-ca-key`, { algorithm: 'ECDSA', ecdsaCurve: 'P256' }, { parent: this });
-    const ca = new tls.SelfSignedCert(
-      `${name}-ca`,
-      {
-        privateKeyPem: caKey.privateKeyPem,
-        subject: { commonName: 'stateful-kes etcd CA', organization: 'stateful-kes' },
-        isCaCertificate: true,
-        allowedUses: CA_ALLOWED_USES,
-        validityPeriodHours: CA_VALIDITY_HOURS,
-      },
-      { parent: this },
-    );
+    const ca = selfSignedCa(name, 'stateful-kes etcd CA', this);
     this.caCertPem = ca.certPem;
-
-    const issue = (role: string, commonName: string, allowedUses: string[], dnsNames?: pulumi.Input<string[]>, ipAddresses?: string[]) => {
-      const key = new tls.PrivateKey(`${name}-${role}-key`, { algorithm: 'ECDSA', ecdsaCurve: 'P256' }, { parent: this });
-      const csr = new tls.CertRequest(
-        `${name}-${role}-csr`,
-        { privateKeyPem: key.privateKeyPem, subject: { commonName, organization: 'stateful-kes' }, dnsNames, ipAddresses },
-        { parent: this },
-      );
-      const cert = new tls.LocallySignedCert(
-        `${name}-${role}-cert`,
-        {
-          certRequestPem: csr.certRequestPem,
-          caPrivateKeyPem: caKey.privateKeyPem,
-          caCertPem: ca.certPem,
-          allowedUses,
-          validityPeriodHours: LEAF_VALIDITY_HOURS,
-          earlyRenewalHours: LEAF_EARLY_RENEWAL_HOURS,
-        },
-        { parent: this },
-      );
-      return { certPem: cert.certPem, keyPem: pulumi.secret(key.privateKeyPemPkcs8) };
-    };
-    const tlsSecret = (role: string, secretName: string, pair: { certPem: pulumi.Output<string>; keyPem: pulumi.Output<string> }) =>
+    const tlsSecret = (role: string, secretName: string, pair: IssuedCert) =>
       new k8s.core.v1.Secret(
         `${name}-${role}-tls`,
         { metadata: meta(secretName), type: 'kubernetes.io/tls', stringData: { 'tls.crt': pair.certPem, 'tls.key': pair.keyPem, 'ca.crt': ca.certPem } },
         k8sOpts,
       );
 
-    const peer = issue('peer', ETCD_PEER_CN, ETCD_PEER_ALLOWED_USES, topology.apply(etcdPeerDnsNames));
-    const server = issue('server', ETCD_SERVER_CN, ETCD_SERVER_ALLOWED_USES, topology.apply(etcdServerDnsNames), ETCD_SERVER_IPS);
-    const client = issue('client', ETCD_CLIENT_CN, ETCD_CLIENT_ALLOWED_USES);
+    const peer = ca.issue('peer', { commonName: ETCD_PEER_CN, allowedUses: ETCD_PEER_ALLOWED_USES, dnsNames: topology.apply(etcdPeerDnsNames) });
+    const server = ca.issue('server', {
+      commonName: ETCD_SERVER_CN,
+      allowedUses: ETCD_SERVER_ALLOWED_USES,
+      dnsNames: topology.apply(etcdServerDnsNames),
+      ipAddresses: ETCD_SERVER_IPS,
+    });
+    const client = ca.issue('client', { commonName: ETCD_CLIENT_CN, allowedUses: ETCD_CLIENT_ALLOWED_USES });
     const peerSecret = tlsSecret('peer', ETCD_NAMES.peerTlsSecret, peer);
     const serverSecret = tlsSecret('server', ETCD_NAMES.serverTlsSecret, server);
     const clientSecret = tlsSecret('client', ETCD_NAMES.clientTlsSecret, client);
@@ -197,16 +169,7 @@ export class EtcdCluster extends pulumi.ComponentResource implements EtcdStoreRe
               ],
             },
           },
-          volumeClaimTemplates: [
-            {
-              metadata: { name: 'data', labels: labels(APP, COMPONENT) },
-              spec: {
-                accessModes: ['ReadWriteOnce'],
-                ...(args.storageClass !== undefined ? { storageClassName: args.storageClass } : {}),
-                resources: { requests: { storage: args.storageSize } },
-              },
-            },
-          ],
+          volumeClaimTemplates: [dataClaimTemplate(labels(APP, COMPONENT), args.storageSize, args.storageClass)],
         },
       },
       k8sOpts,
@@ -215,7 +178,7 @@ export class EtcdCluster extends pulumi.ComponentResource implements EtcdStoreRe
     // One member down at a time keeps a quorum (2 of 3).
     new k8s.policy.v1.PodDisruptionBudget(
       `${name}-pdb`,
-      { metadata: meta(ETCD_NAMES.statefulSet), spec: { maxUnavailable: 1, selector: { matchLabels: ETCD_SELECTOR } } },
+      { metadata: meta(ETCD_NAMES.statefulSet), spec: onePodDownBudget(ETCD_SELECTOR) },
       k8sOpts,
     );
 
@@ -224,14 +187,10 @@ export class EtcdCluster extends pulumi.ComponentResource implements EtcdStoreRe
       `${name}-netpol`,
       {
         metadata: meta(ETCD_NAMES.statefulSet),
-        spec: {
-          podSelector: { matchLabels: ETCD_SELECTOR },
-          policyTypes: ['Ingress'],
-          ingress: [
-            { from: [{ podSelector: { matchLabels: args.clientSelector } }], ports: [{ protocol: 'TCP', port: ETCD_CLIENT_PORT }] },
-            { from: [{ podSelector: { matchLabels: ETCD_SELECTOR } }], ports: [{ protocol: 'TCP', port: ETCD_PEER_PORT }] },
-          ],
-        },
+        spec: ingressOnlyPolicy(ETCD_SELECTOR, [
+          tcpIngressRule([podsLabelled(args.clientSelector)], ETCD_CLIENT_PORT),
+          tcpIngressRule([podsLabelled(ETCD_SELECTOR)], ETCD_PEER_PORT),
+        ]),
       },
       k8sOpts,
     );

@@ -1,8 +1,10 @@
 // The PKI of a kesd deployment: a CA, the kesd server certificate, and the client identities kesd authorises.
 import * as pulumi from '@pulumi/pulumi';
-import * as tls from '@pulumi/tls';
 import type { TlsIdentity } from './contracts';
 import { kesdServerDnsNames, kesIdentity } from './kes-identity';
+import { ED25519, ORGANIZATION, P256, selfSignedCa, type LeafArgs } from './pki';
+
+export { CA_ALLOWED_USES, CA_VALIDITY_HOURS, LEAF_EARLY_RENEWAL_HOURS, LEAF_VALIDITY_HOURS } from './pki';
 
 export interface KesIdentitiesArgs {
   namespace: pulumi.Input<string>;
@@ -14,21 +16,12 @@ export interface KesIdentitiesArgs {
   clusterDomain?: string;
 }
 
-// The provider's allowed_uses names (terraform-provider-tls keyUsages/extendedKeyUsages). The SDK's doc comment
-// lists camelCase names, but the provider validates the snake_case ones its own example uses.
-export const CA_ALLOWED_USES = ['cert_signing', 'crl_signing', 'digital_signature'];
+// The provider's snake_case allowed_uses names (see CA_ALLOWED_USES in pki.ts).
 export const SERVER_ALLOWED_USES = ['digital_signature', 'key_encipherment', 'server_auth', 'client_auth'];
 export const CLIENT_ALLOWED_USES = ['client_auth', 'digital_signature'];
 
-export const CA_VALIDITY_HOURS = 10 * 365 * 24;
-export const LEAF_VALIDITY_HOURS = 365 * 24;
-/** A `pulumi up` within the last 30 days of a leaf's validity re-issues it; the key (and so the identity) stays. */
-export const LEAF_EARLY_RENEWAL_HOURS = 30 * 24;
-
 /** Subject CNs of the client identities. */
 export const CLIENT_NAMES = { sysadmin: 'sysadmin', enclaveAdmin: 'enclave-admin', minio: 'minio' } as const;
-
-const ORGANIZATION = 'stateful-kes';
 
 export class KesIdentities extends pulumi.ComponentResource {
   readonly caCertPem: pulumi.Output<string>;
@@ -41,43 +34,13 @@ export class KesIdentities extends pulumi.ComponentResource {
   constructor(name: string, args: KesIdentitiesArgs, opts?: pulumi.ComponentResourceOptions) {
     super('stateful-kes:index:KesIdentities', name, {}, opts);
 
-    const caKey = new tls.PrivateKey(`${name}-ca-key`, { algorithm: 'ECDSA', ecdsaCurve: 'P256' }, { parent: this });
-    const ca = new tls.SelfSignedCert(
-      `${name}-ca`,
-      {
-        privateKeyPem: caKey.privateKeyPem,
-        subject: { commonName: `${ORGANIZATION} CA`, organization: ORGANIZATION },
-        isCaCertificate: true,
-        allowedUses: CA_ALLOWED_USES,
-        validityPeriodHours: CA_VALIDITY_HOURS,
-      },
-      { parent: this },
-    );
+    const ca = selfSignedCa(name, `${ORGANIZATION} CA`, this);
     this.caCertPem = ca.certPem;
-
-    const issue = (role: string, key: tls.PrivateKey, commonName: string, allowedUses: string[], dnsNames?: pulumi.Input<string[]>): TlsIdentity => {
-      const csr = new tls.CertRequest(
-        `${name}-${role}-csr`,
-        { privateKeyPem: key.privateKeyPem, subject: { commonName, organization: ORGANIZATION }, dnsNames },
-        { parent: this },
-      );
-      const cert = new tls.LocallySignedCert(
-        `${name}-${role}-cert`,
-        {
-          certRequestPem: csr.certRequestPem,
-          caPrivateKeyPem: caKey.privateKeyPem,
-          caCertPem: ca.certPem,
-          allowedUses,
-          validityPeriodHours: LEAF_VALIDITY_HOURS,
-          earlyRenewalHours: LEAF_EARLY_RENEWAL_HOURS,
-        },
-        { parent: this },
-      );
-      return { certPem: cert.certPem, keyPem: pulumi.secret(key.privateKeyPemPkcs8), identity: cert.certPem.apply(kesIdentity) };
+    const issue = (role: string, leaf: LeafArgs): TlsIdentity => {
+      const { certPem, keyPem } = ca.issue(role, leaf);
+      return { certPem, keyPem, identity: certPem.apply(kesIdentity) };
     };
 
-    // ECDSA P-256 for the server: the safest key type for a Node/OpenSSL TLS server talking to Go clients.
-    const serverKey = new tls.PrivateKey(`${name}-server-key`, { algorithm: 'ECDSA', ecdsaCurve: 'P256' }, { parent: this });
     this.serverDnsNames = pulumi.output(args.namespace).apply((namespace) =>
       kesdServerDnsNames({
         namespace,
@@ -88,13 +51,13 @@ export class KesIdentities extends pulumi.ComponentResource {
         clusterDomain: args.clusterDomain,
       }),
     );
-    this.server = issue('server', serverKey, args.serviceName, SERVER_ALLOWED_USES, this.serverDnsNames);
+    // ECDSA P-256 for the server: the safest key type for a Node/OpenSSL TLS server talking to Go clients.
+    this.server = issue('server', { commonName: args.serviceName, allowedUses: SERVER_ALLOWED_USES, key: P256, dnsNames: this.serverDnsNames });
 
     // Ed25519 clients, like KES API keys and the operator's MinIO→KES certificate.
     const client = (role: keyof typeof CLIENT_NAMES): TlsIdentity => {
       const cn = CLIENT_NAMES[role];
-      const key = new tls.PrivateKey(`${name}-${cn}-key`, { algorithm: 'ED25519' }, { parent: this });
-      return issue(cn, key, cn, CLIENT_ALLOWED_USES);
+      return issue(cn, { commonName: cn, allowedUses: CLIENT_ALLOWED_USES, key: ED25519 });
     };
     this.sysadmin = client('sysadmin');
     this.enclaveAdmin = client('enclaveAdmin');

@@ -25,6 +25,7 @@ import {
   kesdWorkers,
   sha256Hex,
 } from './kesd-config';
+import { dataClaimTemplate, ingressOnlyPolicy, onePodDownBudget, podsLabelled, tcpIngressRule } from './k8s-shapes';
 
 /** Build the image from this repo (and `kind load` it when a cluster name is given), or use an existing image. */
 export type KesdImage = { build: { kindClusterName?: pulumi.Input<string> } } | { ref: string };
@@ -179,16 +180,7 @@ export class Kesd extends pulumi.ComponentResource implements KesdEndpoints {
       : {
           // The PVC holds the sealed keys: never delete it with the StatefulSet or on scale-down.
           persistentVolumeClaimRetentionPolicy: { whenDeleted: 'Retain', whenScaled: 'Retain' },
-          volumeClaimTemplates: [
-            {
-              metadata: { name: 'data', labels: labels(APP, COMPONENT) },
-              spec: {
-                accessModes: ['ReadWriteOnce'],
-                ...(args.storageClass !== undefined ? { storageClassName: args.storageClass } : {}),
-                resources: { requests: { storage: args.storageSize } },
-              },
-            },
-          ],
+          volumeClaimTemplates: [dataClaimTemplate(labels(APP, COMPONENT), args.storageSize, args.storageClass)],
         };
 
     this.statefulSet = new k8s.apps.v1.StatefulSet(
@@ -240,7 +232,7 @@ export class Kesd extends pulumi.ComponentResource implements KesdEndpoints {
     // without blocking node drains.
     new k8s.policy.v1.PodDisruptionBudget(
       `${name}-pdb`,
-      { metadata: meta(KESD_NAMES.statefulSet), spec: { maxUnavailable: 1, selector: { matchLabels: SELECTOR } } },
+      { metadata: meta(KESD_NAMES.statefulSet), spec: onePodDownBudget(SELECTOR) },
       k8sOpts,
     );
 
@@ -248,19 +240,9 @@ export class Kesd extends pulumi.ComponentResource implements KesdEndpoints {
       `${name}-netpol`,
       {
         metadata: meta(KESD_NAMES.statefulSet),
-        spec: {
-          podSelector: { matchLabels: SELECTOR },
-          policyTypes: ['Ingress'],
-          ingress: [
-            {
-              from: [
-                { namespaceSelector: { matchLabels: { 'kubernetes.io/metadata.name': args.tenantNamespace } } },
-                { podSelector: { matchLabels: KESD_ADMIN_LABELS } },
-              ],
-              ports: [{ protocol: 'TCP', port: KESD_PORT }],
-            },
-          ],
-        },
+        spec: ingressOnlyPolicy(SELECTOR, [
+          tcpIngressRule([{ namespaceSelector: { matchLabels: { 'kubernetes.io/metadata.name': args.tenantNamespace } } }, podsLabelled(KESD_ADMIN_LABELS)], KESD_PORT),
+        ]),
       },
       k8sOpts,
     );

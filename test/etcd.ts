@@ -5,6 +5,7 @@
 //   const etcd = await startEtcd(3, { tls: true });
 //   etcd.endpoints            // ['https://127.0.0.1:PORT', …]
 //   etcd.tls                  // { ca, cert, key } file paths, as kesd's store.etcd.tls wants them
+//   etcdStoreYaml(etcd, 'ha/') // the init.yml `store:` block for this cluster
 //   await etcd.kill(1); await etcd.restart(1); await etcd.waitHealthy();
 //   await etcd.stop();        // kills every member and removes the temp dir
 //
@@ -62,6 +63,17 @@ export interface EtcdCluster {
 export interface EtcdOptions {
   /** Clients over TLS with client-certificate auth. */
   readonly tls?: boolean;
+}
+
+/** The `store:` block of a kesd init.yml on this cluster: its endpoints, the prefix if given, its client TLS files if any. */
+export function etcdStoreYaml(etcd: Pick<EtcdCluster, 'endpoints' | 'tls'>, prefix?: string): string {
+  return [
+    'store:',
+    '  etcd:',
+    `    endpoints: [${etcd.endpoints.join(', ')}]`,
+    ...(prefix === undefined ? [] : [`    prefix: ${prefix}`]),
+    ...(etcd.tls ? [`    tls: { ca: ${etcd.tls.ca}, cert: ${etcd.tls.cert}, key: ${etcd.tls.key} }`] : []),
+  ].join('\n');
 }
 
 const live = new Set<ChildProcess>();

@@ -1,32 +1,12 @@
-// Builds the Go S3 load generator (bench/s3load) into the bench cache, keyed by a hash of its sources and the Go
-// version (like bench/loadgen), and runs it: PUT/GET load, and MinIO's own KMS request counters.
+// Builds the Go S3 load generator (bench/s3load) into the bench cache (go-tool.mts, like bench/loadgen) and runs
+// it: PUT/GET load, and MinIO's own KMS request counters.
 import { spawn } from 'node:child_process';
-import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync } from 'node:fs';
-import { join } from 'node:path';
-import { cacheDir, goVersion } from './loadgen.mts';
-import { runSync, track } from './proc.mts';
-import { REPO } from './targets.mts';
+import { ensureGoTool } from './go-tool.mts';
+import { track } from './proc.mts';
 
-const SRC = join(REPO, 'bench/s3load');
-
+/** The s3load binary, built only when its sources (or the Go toolchain) changed. */
 export function ensureS3load(log: (s: string) => void): string {
-  const files = readdirSync(SRC).filter((f) => f.endsWith('.go') || f === 'go.mod').sort();
-  const h = createHash('sha256');
-  for (const f of files) h.update(f).update('\0').update(readFileSync(join(SRC, f))).update('\0');
-  const go = goVersion();
-  const bin = join(cacheDir(), `s3load-${h.update(go).digest('hex').slice(0, 16)}`);
-  if (existsSync(bin)) return bin;
-  mkdirSync(cacheDir(), { recursive: true });
-  log(`building the S3 load generator (${go}) → ${bin}`);
-  const tmp = `${bin}.tmp-${process.pid}`;
-  try {
-    runSync('go', ['build', '-trimpath', '-buildvcs=false', '-o', tmp, '.'], { cwd: SRC, env: { ...process.env, GOTOOLCHAIN: 'local', CGO_ENABLED: '0', GOFLAGS: '' } });
-    renameSync(tmp, bin);
-  } finally {
-    rmSync(tmp, { force: true });
-  }
-  return bin;
+  return ensureGoTool('s3load', 'the S3 load generator', log);
 }
 
 export interface CpuUse {

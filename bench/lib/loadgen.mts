@@ -1,44 +1,14 @@
-// Builds the Go load generator (bench/loadgen) into a cache dir outside the clone, keyed by a hash of its sources
-// and the Go version, and runs it.
+// Builds the Go load generator (bench/loadgen) into the bench cache (go-tool.mts) and runs it.
 import { spawn } from 'node:child_process';
-import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync } from 'node:fs';
-import { homedir } from 'node:os';
-import { join } from 'node:path';
-import { REPO } from './targets.mts';
-import { runSync, track } from './proc.mts';
+import { ensureGoTool } from './go-tool.mts';
+import { track } from './proc.mts';
 
-const SRC = join(REPO, 'bench/loadgen');
-
-export function cacheDir(): string {
-  return process.env.KESD_BENCH_CACHE || join(process.env.XDG_CACHE_HOME || join(homedir(), '.cache'), 'stateful-kes', 'bench');
-}
-
-export function goVersion(): string {
-  return runSync('go', ['version'], { env: { ...process.env, GOTOOLCHAIN: 'local' } }).trim();
-}
+// run.mts and e2e.mts report the Go version; they import it from here.
+export { goVersion } from './go-tool.mts';
 
 /** The loadgen binary, built only when its sources (or the Go toolchain) changed. */
 export function ensureLoadgen(log: (s: string) => void): string {
-  const files = readdirSync(SRC).filter((f) => f.endsWith('.go') || f === 'go.mod' || f === 'go.sum').sort();
-  const h = createHash('sha256');
-  for (const f of files) h.update(f).update('\0').update(readFileSync(join(SRC, f))).update('\0');
-  const go = goVersion();
-  h.update(go);
-  const hash = h.digest('hex').slice(0, 16);
-  const dir = cacheDir();
-  const bin = join(dir, `loadgen-${hash}`);
-  if (existsSync(bin)) return bin;
-  mkdirSync(dir, { recursive: true });
-  log(`building the load generator (${go}) → ${bin}`);
-  const tmp = `${bin}.tmp-${process.pid}`;
-  try {
-    runSync('go', ['build', '-trimpath', '-buildvcs=false', '-o', tmp, '.'], { cwd: SRC, env: { ...process.env, GOTOOLCHAIN: 'local', CGO_ENABLED: '0', GOFLAGS: '' } });
-    renameSync(tmp, bin);
-  } finally {
-    rmSync(tmp, { force: true });
-  }
-  return bin;
+  return ensureGoTool('loadgen', 'the load generator', log);
 }
 
 export interface LoadgenResult {

@@ -9,11 +9,11 @@ import { System } from '../../kesd/src/state/system.js';
 import { openLmdbStore } from '../../kesd/src/store/lmdb.js';
 import { openSealedRootKey } from '../../kesd/src/store/unseal.js';
 import { descendants, exeOf, request, runSync, sleep, spawnLogged, stop } from './proc.mts';
-import { CLIENT_POLICY, cleanEnv, KESD_BIN, type Identities } from './targets.mts';
+import { benchInitYml, cleanEnv, KESD_BIN, type Identities } from './targets.mts';
 
 const NODE = process.execPath;
 const UNSEAL_ENV = 'KESD_SCALE_UNSEAL_KEY';
-const ENCLAVE = 'default';
+const ENCLAVE = 'default'; // the enclave benchInitYml makes
 
 /** Bulk key names sort in creation order: k-0000000, k-0000001, … */
 export const keyName = (i: number) => `k-${String(i).padStart(7, '0')}`;
@@ -30,29 +30,7 @@ export interface ScaleStore {
 export function initStore(home: string, ids: Identities): ScaleStore {
   const env = cleanEnv({ [UNSEAL_ENV]: Buffer.alloc(32, 43).toString('base64') });
   const initYml = join(home, 'init.yml');
-  writeFileSync(
-    initYml,
-    `version: v1
-address: 127.0.0.1:7373
-system:
-  admin:
-    identity: ${ids.sysadmin.identity}
-tls:
-  key: ${ids.server.keyFile}
-  cert: ${ids.server.certFile}
-unseal:
-  environment:
-    name: ${UNSEAL_ENV}
-enclave:
-  ${ENCLAVE}:
-    admin:
-      identity: ${ids.admin.identity}
-    policy:
-      bench:
-        allow: [${CLIENT_POLICY.join(', ')}]
-        identities: [${ids.client.identity}]
-`,
-  );
+  writeFileSync(initYml, benchInitYml(ids, { address: '127.0.0.1:7373', unsealEnv: UNSEAL_ENV }));
   const dataDir = join(home, 'data');
   runSync(NODE, [KESD_BIN, 'init', '--config', initYml, dataDir], { env });
   return { home, dataDir, storeFile: join(dataDir, STORE_FILE), env, ids };

@@ -4,6 +4,7 @@ import { existsSync, readFileSync, writeFileSync, mkdirSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join, resolve } from 'node:path';
 import type { ChildProcess } from 'node:child_process';
+import { stringify } from 'yaml';
 import { descendants, exeOf, freePort, request, runSync, spawnLogged, stop, waitReady } from './proc.mts';
 
 export const REPO = resolve(import.meta.dirname, '../..');
@@ -83,6 +84,40 @@ export function kesdHelp(): string {
   }
 }
 
+export interface BenchInitOptions {
+  /** The address kesd init records (the bench always passes --addr to kesd server as well). */
+  address: string;
+  /** The environment variable that holds the unseal key. */
+  unsealEnv: string;
+  /** Keys the default enclave starts with. */
+  keys?: readonly string[];
+  /** A shared etcd store instead of the embedded one. */
+  etcd?: { endpoints: readonly string[]; prefix: string };
+}
+
+/**
+ * kesd's init.yml for the bench: the sysadmin, the server certificate, and a `default` enclave with the admin and a
+ * policy that lets the client identity use CLIENT_POLICY. Written with the yaml library, so any temp path is quoted
+ * as it must be.
+ */
+export function benchInitYml(ids: Identities, opts: BenchInitOptions): string {
+  return stringify({
+    version: 'v1',
+    address: opts.address,
+    system: { admin: { identity: ids.sysadmin.identity } },
+    tls: { key: ids.server.keyFile, cert: ids.server.certFile },
+    unseal: { environment: { name: opts.unsealEnv } },
+    ...(opts.etcd ? { store: { etcd: opts.etcd } } : {}),
+    enclave: {
+      default: {
+        admin: { identity: ids.admin.identity },
+        policy: { bench: { allow: CLIENT_POLICY, identities: [ids.client.identity] } },
+        ...(opts.keys?.length ? { keys: opts.keys.map((name) => ({ name })) } : {}),
+      },
+    },
+  });
+}
+
 export async function startKesd(dir: string, ids: Identities, opts: { workers?: number; nodeOptions?: string; name?: string } = {}): Promise<Target> {
   const name = opts.name ?? 'kesd';
   const home = join(dir, name);
@@ -90,31 +125,7 @@ export async function startKesd(dir: string, ids: Identities, opts: { workers?: 
   const port = await freePort();
   const env = cleanEnv({ KESD_BENCH_UNSEAL_KEY: Buffer.alloc(32, 42).toString('base64'), ...(opts.nodeOptions ? { NODE_OPTIONS: opts.nodeOptions } : {}) });
   const initYml = join(home, 'init.yml');
-  writeFileSync(
-    initYml,
-    `version: v1
-address: 127.0.0.1:${port}
-system:
-  admin:
-    identity: ${ids.sysadmin.identity}
-tls:
-  key: ${ids.server.keyFile}
-  cert: ${ids.server.certFile}
-unseal:
-  environment:
-    name: KESD_BENCH_UNSEAL_KEY
-enclave:
-  default:
-    admin:
-      identity: ${ids.admin.identity}
-    policy:
-      bench:
-        allow: [${CLIENT_POLICY.join(', ')}]
-        identities: [${ids.client.identity}]
-    keys:
-${[BENCH_KEY, ...listKeys()].map((k) => `      - name: ${k}`).join('\n')}
-`,
-  );
+  writeFileSync(initYml, benchInitYml(ids, { address: `127.0.0.1:${port}`, unsealEnv: 'KESD_BENCH_UNSEAL_KEY', keys: [BENCH_KEY, ...listKeys()] }));
   const data = join(home, 'data');
   runSync(NODE, [KESD_BIN, 'init', '--config', initYml, data], { env: cleanEnv({ KESD_BENCH_UNSEAL_KEY: env.KESD_BENCH_UNSEAL_KEY }) });
   const help = kesdHelp();

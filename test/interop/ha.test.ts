@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { makeIdentity, type TestIdentity } from '../kesd/harness.ts';
 import { agentFor, call, envInt, sleep, startKesd, type KesdProcess } from '../kesd/load.ts';
-import { ETCD_SKIP, startEtcd, type EtcdCluster } from '../etcd.ts';
+import { ETCD_SKIP, etcdStoreYaml, startEtcd, type EtcdCluster } from '../etcd.ts';
 import { ensureS3load, runS3load, type S3LoadResult } from '../../bench/lib/e2e-s3load.mts';
 import { freePort, Mc, Minio, tail } from './stack.ts';
 
@@ -58,10 +58,7 @@ address: 127.0.0.1:0
 system: { admin: { identity: ${sysadmin.identity} } }
 tls: { key: ${server.keyFile}, cert: ${server.certFile} }
 unseal: { environment: { name: ${UNSEAL_ENV} } }
-store:
-  etcd:
-    endpoints: [${etcd.endpoints.join(', ')}]
-    tls: { ca: ${etcd.tls!.ca}, cert: ${etcd.tls!.cert}, key: ${etcd.tls!.key} }
+${etcdStoreYaml(etcd)}
 enclave:
   default:
     admin: { identity: ${admin.identity} }

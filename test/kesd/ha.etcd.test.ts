@@ -13,9 +13,10 @@ import { openEtcdStore } from '../../kesd/src/store/etcd.ts';
 import { fingerprint } from './cli-process.ts';
 import { makeIdentity, type TestIdentity } from './harness.ts';
 import { agentFor, call, runKesd, startKesd, type KesdProcess } from './load.ts';
-import { ETCD_SKIP, startEtcd, type EtcdCluster } from '../etcd.ts';
+import { ETCD_SKIP, etcdStoreYaml, startEtcd, type EtcdCluster } from '../etcd.ts';
 
 const UNSEAL_ENV = 'KESD_HA_UNSEAL';
+const PREFIX = 'ha/';
 const NAMES = ['A', 'B', 'C'] as const;
 
 interface Replica {
@@ -65,11 +66,7 @@ address: 127.0.0.1:0
 system: { admin: { identity: ${sysadmin.identity} } }
 tls: { key: ${server.keyFile}, cert: ${server.certFile} }
 unseal: { environment: { name: ${UNSEAL_ENV} } }
-store:
-  etcd:
-    endpoints: [${etcd.endpoints.join(', ')}]
-    prefix: ha/
-    tls: { ca: ${etcd.tls!.ca}, cert: ${etcd.tls!.cert}, key: ${etcd.tls!.key} }
+${etcdStoreYaml(etcd, PREFIX)}
 enclave:
   default:
     admin: { identity: ${admin.identity} }
@@ -170,7 +167,7 @@ enclave:
 
   test('a wrong unseal key: the clear error and exit code of the embedded store, and nothing written anywhere', async () => {
     const wrong = { ...env, [UNSEAL_ENV]: Buffer.alloc(32, 0x3d).toString('base64') };
-    const store = openEtcdStore({ endpoints: [...etcd.endpoints], prefix: 'ha/', tls: { ...etcd.tls! } });
+    const store = openEtcdStore({ endpoints: [...etcd.endpoints], prefix: PREFIX, tls: { ...etcd.tls! } });
     try {
       const revision = await store.revision();
       const existing = join(dir, 'data-B');

@@ -14,7 +14,7 @@ import { followStore, writeSealMarker } from '../../kesd/src/state/store-changes
 import { System } from '../../kesd/src/state/system.ts';
 import { makeIdentity, type TestIdentity } from './harness.ts';
 import { agentFor, call, groupPids, sleep, startKesd, type KesdProcess } from './load.ts';
-import { ETCD_SKIP, startEtcd, type EtcdCluster } from '../etcd.ts';
+import { ETCD_SKIP, etcdStoreYaml, startEtcd, type EtcdCluster } from '../etcd.ts';
 
 const UNSEAL_ENV = 'KESD_HA_SEAL_UNSEAL';
 const SEALED = 'system is sealed';
@@ -85,7 +85,7 @@ address: 127.0.0.1:0
 system: { admin: { identity: ${sysadmin.identity} } }
 tls: { key: ${server.keyFile}, cert: ${server.certFile} }
 unseal: { environment: { name: ${UNSEAL_ENV} } }
-store: { etcd: { endpoints: [${etcd.endpoints.join(', ')}], prefix: ${PREFIX} } }
+${etcdStoreYaml(etcd, PREFIX)}
 enclave:
   default:
     admin: { identity: ${admin.identity} }
