@@ -31,6 +31,8 @@ import { startTestServer, type Reply } from './harness.js';
 const SECONDS = envInt('KESD_SOAK_MIXED_SECONDS', 30);
 const RESTART_EVERY = envInt('KESD_SOAK_RESTART_EVERY', 10);
 const CONCURRENCY = envInt('KESD_SOAK_CONCURRENCY', 8);
+/** Caps each loop's live keys (a create at the cap deletes instead): growth that remains is not the key set. */
+const KEYS_PER_LOOP = envInt('KESD_SOAK_KEYS_PER_LOOP', Infinity);
 const SAMPLE_MS = envInt('KESD_SOAK_SAMPLE_MS', 1000);
 const WORKERS = String(envInt('KESD_RELIABILITY_WORKERS', 2));
 const SEED = seedFrom('KESD_SOAK_SEED');
@@ -152,6 +154,7 @@ class Loop {
   }
 
   async create(): Promise<void> {
+    if (this.live.size >= KEYS_PER_LOOP) return this.delete();
     const name = `${this.prefix}${this.serial++}`;
     const { reply, cut } = await send(this.agent, 'POST', `/v1/key/create/${name}`);
     const appliedEarlier = cut && reply.status === 400 && /already exists/.test(reply.text);

@@ -56,8 +56,8 @@ export async function describeKey(ctx: RequestContext): Promise<Reply> {
       id: keyId(key.secret.bytes),
       // The v0.22 names decode in both client generations; the newest names do not decode in v0.22.
       algorithm: legacyAlgorithmName(key.secret.algorithm),
-      created_at: key.record.created_at,
-      created_by: key.record.created_by,
+      created_at: key.createdAt,
+      created_by: key.createdBy,
     },
   };
 }
