@@ -55,6 +55,30 @@ function skipsAuth(ctx: ServerContext): boolean {
  */
 export const H2_STREAMS_PER_CONNECTION = 128;
 
+/**
+ * Go's client (MinIO's KES client) closes a response body once it has decoded the JSON and then resets the stream
+ * (RST_STREAM CANCEL) if END_STREAM has not arrived yet, which Node sends in an empty DATA frame of its own after
+ * the body: about one reset per call. nghttp2 counts every reset received against its Rapid Reset budget
+ * (CVE-2023-44487) and, once spent, ends the connection with GOAWAY INTERNAL_ERROR, failing the calls in flight on
+ * it (MinIO: kms:DecryptionFailed). So nghttp2's count is lifted (H2_NGHTTP2_RESET_LIMIT) and kesd applies the same
+ * budget (nghttp2's defaults) only to resets of streams it has not answered: those are the ones that cost it work.
+ */
+export const H2_RESET_BURST = 1000;
+const H2_RESETS_PER_SECOND = 33;
+const H2_NGHTTP2_RESET_LIMIT = 2 ** 32 - 1;
+
+/** A token bucket: false once more than H2_RESET_BURST resets came in faster than H2_RESETS_PER_SECOND. */
+function resetBudget(): () => boolean {
+  let tokens = H2_RESET_BURST;
+  let last = performance.now();
+  return () => {
+    const now = performance.now();
+    tokens = Math.min(H2_RESET_BURST, tokens + ((now - last) / 1000) * H2_RESETS_PER_SECOND) - 1;
+    last = now;
+    return tokens >= 0;
+  };
+}
+
 /** HTTP/2 is offered in ALPN only with KESD_HTTP2=on (see startServer). */
 export function http2Enabled(env: NodeJS.ProcessEnv = process.env): boolean {
   return env.KESD_HTTP2 === 'on';
@@ -89,7 +113,13 @@ export async function startServer(ctx: ServerContext, address: string, tls: TlsF
   const timeouts = { keepAliveTimeout: 120_000, headersTimeout: 10_000, requestTimeout: 30_000 };
   const server: tls.Server = http2Enabled()
     ? http2.createSecureServer(
-        { ...options, allowHTTP1: true, settings: { maxConcurrentStreams: H2_STREAMS_PER_CONNECTION } },
+        {
+          ...options,
+          allowHTTP1: true,
+          settings: { maxConcurrentStreams: H2_STREAMS_PER_CONNECTION },
+          streamResetBurst: H2_NGHTTP2_RESET_LIMIT,
+          streamResetRate: H2_NGHTTP2_RESET_LIMIT,
+        },
         // The dispatcher uses only what IncomingMessage/ServerResponse and their HTTP/2 compatibility classes share.
         dispatcher as unknown as (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) => void,
       )
@@ -123,9 +153,14 @@ export async function startServer(ctx: ServerContext, address: string, tls: TlsF
     session.once('close', () => sessions.delete(session));
     if (stopping) session.close();
     let open = 0;
+    const resetAllowed = resetBudget();
     session.on('stream', (stream: http2.ServerHttp2Stream) => {
       open++;
       stream.once('close', () => open--);
+      // 'aborted': closed before kesd ended its answer (a reset after the answer, as Go's client sends, is not).
+      stream.once('aborted', () => {
+        if (!resetAllowed()) session.destroy(new Error('too many streams reset'), http2.constants.NGHTTP2_ENHANCE_YOUR_CALM);
+      });
     });
     session.setTimeout(120_000, () => {
       if (open === 0) session.close();
