@@ -8,14 +8,13 @@ import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import http2 from 'node:http2';
 import tls from 'node:tls';
-import { H2_RESET_BURST } from '../../kesd/src/server/server.ts';
+import { H2_RESET_BURST } from '../../kesd/src/server/h2.ts';
 import { startTestServer, type TestServer } from './harness.ts';
 
 const { NGHTTP2_CANCEL, NGHTTP2_ENHANCE_YOUR_CALM } = http2.constants;
 
 let s: TestServer;
 before(async () => {
-  process.env.KESD_HTTP2 = 'on';
   s = await startTestServer();
 });
 after(() => s.stop());

@@ -3,14 +3,14 @@
 // flight. kesd offers h2 and HTTP/1.1; both must answer the same, with the identity of the connection.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { once } from 'node:events';
 import http2 from 'node:http2';
-import type { TLSSocket } from 'node:tls';
-import { H2_STREAMS_PER_CONNECTION, http2Enabled } from '../../kesd/src/server/server.ts';
+import tls, { type TLSSocket } from 'node:tls';
+import { H2_STREAMS_PER_CONNECTION, http2Enabled } from '../../kesd/src/server/h2.ts';
 import { startTestServer, type TestIdentity, type TestServer } from './harness.ts';
 
 let s: TestServer;
 before(async () => {
-  process.env.KESD_HTTP2 = 'on'; // opt-in for now (server.ts)
   s = await startTestServer();
 });
 after(() => s.stop());
@@ -35,12 +35,13 @@ function call(session: http2.ClientHttp2Session, method: string, path: string, b
   });
 }
 
-test('HTTP/2 is off unless KESD_HTTP2=on', () => {
-  assert.equal(http2Enabled({}), false);
+test('HTTP/2 is on unless KESD_HTTP2=off', () => {
+  assert.equal(http2Enabled({}), true);
   assert.equal(http2Enabled({ KESD_HTTP2: 'on' }), true);
+  assert.equal(http2Enabled({ KESD_HTTP2: 'off' }), false);
 });
 
-test('with KESD_HTTP2=on, ALPN offers h2: a client that asks for it gets it, one without gets HTTP/1.1', async () => {
+test('ALPN offers h2: a client that asks for it gets it, one without gets HTTP/1.1', async () => {
   const h2 = connect(s.user);
   try {
     await call(h2, 'GET', '/version');
@@ -110,5 +111,58 @@ test('over h2: a list streams as NDJSON', async () => {
     assert.deepEqual(r.text.trim().split('\n').map((l) => JSON.parse(l).name), ['minio-default']);
   } finally {
     h2.close();
+  }
+});
+
+test('with KESD_HTTP2=off, ALPN offers HTTP/1.1 only: a client that offers both gets HTTP/1.1', async () => {
+  process.env.KESD_HTTP2 = 'off';
+  let off: TestServer;
+  try {
+    off = await startTestServer();
+  } finally {
+    delete process.env.KESD_HTTP2;
+  }
+  try {
+    const socket = tls.connect({ host: '127.0.0.1', port: off.port, ca: off.server.cert, servername: 'localhost', ALPNProtocols: ['h2', 'http/1.1'] });
+    await once(socket, 'secureConnect');
+    assert.equal(socket.alpnProtocol, 'http/1.1');
+    socket.destroy();
+    assert.equal((await off.request(off.user, 'GET', '/version')).status, 200);
+  } finally {
+    await off.stop();
+  }
+});
+
+test('a stop over h2: GOAWAY, the stream in flight is still answered, then the connection closes', async () => {
+  const srv = await startTestServer();
+  const session = http2.connect(srv.url, { ca: srv.server.cert, cert: srv.user.cert, key: srv.user.key, servername: 'localhost' });
+  session.on('error', () => {});
+  let stopped: Promise<void> | undefined;
+  try {
+    assert.equal((await call(session, 'GET', '/version')).status, 200);
+    const goaway = once(session, 'goaway');
+    const closed = once(session, 'close');
+    // A generate whose body is only half sent when the stop begins.
+    const stream = session.request({ ':method': 'POST', ':path': '/v1/key/generate/minio-default', 'content-type': 'application/json' });
+    let text = '';
+    let status: unknown;
+    stream.setEncoding('utf8');
+    stream.on('response', (h) => (status = h[':status']));
+    stream.on('data', (d: string) => (text += d));
+    const answered = once(stream, 'end');
+    stream.write('{"context":"');
+    // A PING answered: the server has read the frames before it, so the stream is in flight there.
+    await new Promise<void>((resolve, reject) => session.ping((err) => (err ? reject(err) : resolve())));
+    stopped = srv.stop();
+    await goaway;
+    stream.end('"}');
+    await answered;
+    assert.equal(status, 200, text);
+    assert.equal(typeof JSON.parse(text).plaintext, 'string');
+    await closed;
+    await stopped;
+  } finally {
+    session.destroy();
+    await stopped;
   }
 });
