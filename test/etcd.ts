@@ -5,7 +5,7 @@
 //   const etcd = await startEtcd(3, { tls: true });
 //   etcd.endpoints            // ['https://127.0.0.1:PORT', …]
 //   etcd.tls                  // { ca, cert, key } file paths, as kesd's store.etcd.tls wants them
-//   etcdStoreYaml(etcd, 'ha/') // the init.yml `store:` block for this cluster
+//   etcdInitYml(etcd, { … })  // a kesd init.yml on this cluster
 //   await etcd.kill(1); await etcd.restart(1); await etcd.waitHealthy();
 //   await etcd.stop();        // kills every member and removes the temp dir
 //
@@ -21,6 +21,7 @@ import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as x509 from '@peculiar/x509';
+import { stringify } from 'yaml';
 
 x509.cryptoProvider.set(webcrypto);
 
@@ -65,15 +66,44 @@ export interface EtcdOptions {
   readonly tls?: boolean;
 }
 
-/** The `store:` block of a kesd init.yml on this cluster: its endpoints, the prefix if given, its client TLS files if any. */
-export function etcdStoreYaml(etcd: Pick<EtcdCluster, 'endpoints' | 'tls'>, prefix?: string): string {
-  return [
-    'store:',
-    '  etcd:',
-    `    endpoints: [${etcd.endpoints.join(', ')}]`,
-    ...(prefix === undefined ? [] : [`    prefix: ${prefix}`]),
-    ...(etcd.tls ? [`    tls: { ca: ${etcd.tls.ca}, cert: ${etcd.tls.cert}, key: ${etcd.tls.key} }`] : []),
-  ].join('\n');
+export interface EtcdInitOptions {
+  readonly server: { readonly keyFile: string; readonly certFile: string };
+  readonly sysadmin: { readonly identity: string };
+  /** Admin of the `default` enclave. */
+  readonly admin: { readonly identity: string };
+  /** The environment variable that holds the unseal key. */
+  readonly unsealEnv: string;
+  /** The store's key prefix (kesd's default when absent). */
+  readonly prefix?: string;
+  /** Policies of the `default` enclave: name → allowed paths and the identities assigned to it. */
+  readonly policies?: Record<string, { allow: readonly string[]; identities: readonly string[] }>;
+  /** Keys the `default` enclave starts with. */
+  readonly keys: readonly string[];
+}
+
+/** A kesd init.yml on this cluster (its endpoints, prefix and client TLS files), with one `default` enclave. */
+export function etcdInitYml(etcd: Pick<EtcdCluster, 'endpoints' | 'tls'>, opts: EtcdInitOptions): string {
+  return stringify({
+    version: 'v1',
+    address: '127.0.0.1:0',
+    system: { admin: { identity: opts.sysadmin.identity } },
+    tls: { key: opts.server.keyFile, cert: opts.server.certFile },
+    unseal: { environment: { name: opts.unsealEnv } },
+    store: {
+      etcd: {
+        endpoints: etcd.endpoints,
+        ...(opts.prefix === undefined ? {} : { prefix: opts.prefix }),
+        ...(etcd.tls ? { tls: { ca: etcd.tls.ca, cert: etcd.tls.cert, key: etcd.tls.key } } : {}),
+      },
+    },
+    enclave: {
+      default: {
+        admin: { identity: opts.admin.identity },
+        ...(opts.policies ? { policy: opts.policies } : {}),
+        keys: opts.keys.map((name) => ({ name })),
+      },
+    },
+  });
 }
 
 const live = new Set<ChildProcess>();

@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { makeIdentity, type TestIdentity } from '../kesd/harness.ts';
 import { agentFor, call, envInt, sleep, startKesd, type KesdProcess } from '../kesd/load.ts';
-import { ETCD_SKIP, etcdStoreYaml, startEtcd, type EtcdCluster } from '../etcd.ts';
+import { ETCD_SKIP, etcdInitYml, startEtcd, type EtcdCluster } from '../etcd.ts';
 import { ensureS3load, runS3load, type S3LoadResult } from '../../bench/lib/e2e-s3load.mts';
 import { freePort, Mc, Minio, tail } from './stack.ts';
 
@@ -52,20 +52,11 @@ describe('MinIO on 3 kesd replicas over etcd: zero failed S3 requests through no
     admin = await makeIdentity(dir, 'admin');
     const minioId = await makeIdentity(dir, 'minio');
     initYml = join(dir, 'init.yml');
-    await writeFile(initYml, `
-version: v1
-address: 127.0.0.1:0
-system: { admin: { identity: ${sysadmin.identity} } }
-tls: { key: ${server.keyFile}, cert: ${server.certFile} }
-unseal: { environment: { name: ${UNSEAL_ENV} } }
-${etcdStoreYaml(etcd)}
-enclave:
-  default:
-    admin: { identity: ${admin.identity} }
-    policy:
-      minio: { allow: [${MINIO_POLICY.map((p) => `'${p}'`).join(', ')}], identities: [${minioId.identity}] }
-    keys: [{ name: ${DEFAULT_KEY} }]
-`);
+    await writeFile(initYml, etcdInitYml(etcd, {
+      server, sysadmin, admin, unsealEnv: UNSEAL_ENV,
+      policies: { minio: { allow: MINIO_POLICY, identities: [minioId.identity] } },
+      keys: [DEFAULT_KEY],
+    }));
     env = { ...process.env, [UNSEAL_ENV]: randomBytes(32).toString('base64') };
     for (let i = 0; i < REPLICAS; i++) ports.push(await freePort());
     await Promise.all(ports.map((_, i) => startReplica(i)));

@@ -13,7 +13,7 @@ import { openEtcdStore } from '../../kesd/src/store/etcd.ts';
 import { fingerprint } from './cli-process.ts';
 import { makeIdentity, type TestIdentity } from './harness.ts';
 import { agentFor, call, runKesd, startKesd, type KesdProcess } from './load.ts';
-import { ETCD_SKIP, etcdStoreYaml, startEtcd, type EtcdCluster } from '../etcd.ts';
+import { ETCD_SKIP, etcdInitYml, startEtcd, type EtcdCluster } from '../etcd.ts';
 
 const UNSEAL_ENV = 'KESD_HA_UNSEAL';
 const PREFIX = 'ha/';
@@ -60,20 +60,11 @@ describe('kesd replicas on one etcd cluster', { skip: ETCD_SKIP, timeout: 180_00
     admin = await makeIdentity(dir, 'admin');
     user = await makeIdentity(dir, 'user');
     initYml = join(dir, 'init.yml');
-    await writeFile(initYml, `
-version: v1
-address: 127.0.0.1:0
-system: { admin: { identity: ${sysadmin.identity} } }
-tls: { key: ${server.keyFile}, cert: ${server.certFile} }
-unseal: { environment: { name: ${UNSEAL_ENV} } }
-${etcdStoreYaml(etcd, PREFIX)}
-enclave:
-  default:
-    admin: { identity: ${admin.identity} }
-    policy:
-      app: { allow: ['/v1/key/*'], identities: [${user.identity}] }
-    keys: [{ name: minio-default }]
-`);
+    await writeFile(initYml, etcdInitYml(etcd, {
+      server, sysadmin, admin, unsealEnv: UNSEAL_ENV, prefix: PREFIX,
+      policies: { app: { allow: ['/v1/key/*'], identities: [user.identity] } },
+      keys: ['minio-default'],
+    }));
     env = { ...process.env, [UNSEAL_ENV]: Buffer.alloc(32, 0x3c).toString('base64') };
     // All three at once, each on an empty data dir: they race to create the root key and the declarations.
     const procs = await Promise.all(

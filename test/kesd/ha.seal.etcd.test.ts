@@ -14,7 +14,7 @@ import { followStore, writeSealMarker } from '../../kesd/src/state/store-changes
 import { System } from '../../kesd/src/state/system.ts';
 import { makeIdentity, type TestIdentity } from './harness.ts';
 import { agentFor, call, groupPids, sleep, startKesd, type KesdProcess } from './load.ts';
-import { ETCD_SKIP, etcdStoreYaml, startEtcd, type EtcdCluster } from '../etcd.ts';
+import { ETCD_SKIP, etcdInitYml, startEtcd, type EtcdCluster } from '../etcd.ts';
 
 const UNSEAL_ENV = 'KESD_HA_SEAL_UNSEAL';
 const SEALED = 'system is sealed';
@@ -79,18 +79,7 @@ describe('a seal on one etcd-backed replica seals them all', { skip: ETCD_SKIP, 
     sysadmin = await makeIdentity(dir, 'sysadmin');
     admin = await makeIdentity(dir, 'admin');
     initYml = join(dir, 'init.yml');
-    await writeFile(initYml, `
-version: v1
-address: 127.0.0.1:0
-system: { admin: { identity: ${sysadmin.identity} } }
-tls: { key: ${server.keyFile}, cert: ${server.certFile} }
-unseal: { environment: { name: ${UNSEAL_ENV} } }
-${etcdStoreYaml(etcd, PREFIX)}
-enclave:
-  default:
-    admin: { identity: ${admin.identity} }
-    keys: [{ name: minio-default }]
-`);
+    await writeFile(initYml, etcdInitYml(etcd, { server, sysadmin, admin, unsealEnv: UNSEAL_ENV, prefix: PREFIX, keys: ['minio-default'] }));
     env = { ...process.env, [UNSEAL_ENV]: Buffer.alloc(32, 0x4d).toString('base64') };
     const layout = [['A', 1], ['B', 1], ['C', 2]] as const;
     const procs = await Promise.all(layout.map(([name, workers]) => start(name, workers, true)));
