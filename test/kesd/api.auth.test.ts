@@ -133,9 +133,11 @@ test('only the sysadmin may create, describe or delete enclaves', async () => {
   await ok(as(s.admin, 'GET', '/v1/key/describe/minio-default')); // default still exists
 });
 
-test('?enclave=<unknown> is 404 enclave does not exist', async () => {
-  assertError(await as(s.admin, 'GET', '/v1/key/describe/minio-default?enclave=unknown'), 404, 'enclave does not exist');
-  assertError(await as(s.user, 'POST', '/v1/key/generate/minio-default?enclave=unknown', {}), 404, 'enclave does not exist');
+// Finding 6 (docs/security.md): only the system admin learns that an enclave does not exist.
+test('?enclave=<unknown> is 403 for anyone but the system admin, as for an enclave that exists', async () => {
+  assertError(await as(s.admin, 'GET', '/v1/key/describe/minio-default?enclave=unknown'), 403, 'not authorized: insufficient permissions');
+  assertError(await as(s.user, 'POST', '/v1/key/generate/minio-default?enclave=unknown', {}), 403, 'not authorized: insufficient permissions');
+  assertError(await as(s.sysadmin, 'GET', '/v1/key/describe/minio-default?enclave=unknown'), 404, 'enclave does not exist');
 });
 
 test('an identity of one enclave cannot reach the keys of another', async () => {

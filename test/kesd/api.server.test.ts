@@ -334,8 +334,8 @@ test('deleting an enclave makes its keys unreachable and recreating it does not 
   await ok(as(admin2, 'POST', `/v1/secret/create/old?enclave=${name}`, { bytes: b64('x') }));
 
   await ok(as(s.sysadmin, 'DELETE', `/v1/enclave/delete/${name}`));
-  assertError(await as(admin2, 'GET', `/v1/key/describe/old?enclave=${name}`), 404, 'enclave does not exist');
-  assertError(await as(admin2, 'POST', `/v1/key/decrypt/old?enclave=${name}`, { ciphertext }), 404, 'enclave does not exist');
+  assertError(await as(admin2, 'GET', `/v1/key/describe/old?enclave=${name}`), 403, 'not authorized: insufficient permissions');
+  assertError(await as(admin2, 'POST', `/v1/key/decrypt/old?enclave=${name}`, { ciphertext }), 403, 'not authorized: insufficient permissions');
 
   await ok(as(s.sysadmin, 'POST', `/v1/enclave/create/${name}`, { admin: admin2.identity }));
   assertError(await as(admin2, 'GET', `/v1/key/describe/old?enclave=${name}`), 404, 'key does not exist');

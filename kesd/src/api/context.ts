@@ -1,10 +1,10 @@
 // The request context handlers see, and what they may return.
-import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Enclave } from '../state/enclave.js';
 import type { System } from '../state/system.js';
 import type { AuditLog } from '../server/audit.js';
 import type { ErrorLog } from '../server/errorlog.js';
 import type { Metrics } from '../server/metrics.js';
+import type { Exchange } from '../server/exchange.js';
 
 /**
  * How a route authenticates and authorises:
@@ -37,8 +37,8 @@ export interface ServerContext {
 }
 
 export interface RequestContext {
-  readonly req: IncomingMessage;
-  readonly res: ServerResponse;
+  /** The request and its answer, whatever the transport. */
+  readonly exchange: Exchange;
   readonly route: Route;
   /** The decoded request path, as policies see it. */
   readonly path: string;

@@ -1,7 +1,7 @@
 // The audit trail: one event per request, to /v1/log/audit subscribers and to stdout as JSON lines.
 // Best effort, as in KES: an audit sink that cannot keep up loses events (counted in /v1/metrics), and the
 // request is served regardless; unlike Vault, where a failed audit write fails the request (docs/security.md).
-import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Exchange } from './exchange.js';
 import { EventStream } from './stream.js';
 
 export interface AuditEvent {
@@ -25,8 +25,9 @@ export class AuditLog {
     return this.stream.dropped;
   }
 
-  subscribe(req: IncomingMessage, res: ServerResponse): Promise<void> {
-    return this.stream.subscribe(req, res);
+  /** scope: the enclave whose events the subscriber may see; undefined for all (the system admin). */
+  subscribe(exchange: Exchange, scope: string | undefined): Promise<void> {
+    return this.stream.subscribe(exchange, scope);
   }
 
   record(event: AuditEvent): void {
@@ -34,6 +35,6 @@ export class AuditLog {
     if (this.stdout === undefined && !this.stream.hasSubscribers) return;
     const line = JSON.stringify(event) + '\n';
     if (this.stdout !== undefined) this.stdoutDropped = this.stdout(line);
-    this.stream.publish(line);
+    this.stream.publish(event.request.enclave ?? null, line);
   }
 }

@@ -15,7 +15,7 @@
 //   primary → worker  {kesd:'start', options}         the answer: what to serve, and how (with the TLS bytes)
 //   worker → primary  {kesd:'ask', id, ask}           answered by {kesd:'answer', id, data}
 //   primary → worker  {kesd:'call', id, call}         answered by {kesd:'reply', id, data}
-//   both ways         {kesd:'events', stream, lines}  log-stream lines, no answer
+//   both ways         {kesd:'events', stream, events} log-stream [scope, line] pairs, no answer
 // A change travels as ask → call to every other worker → their replies (the acks) → answer. A worker that
 // does not reply within ACK_TIMEOUT_MS is killed: it restarts from the store, so the change holds there too.
 //
@@ -34,6 +34,7 @@ import type { Change } from '../state/changes.js';
 import type { ServerConfig } from '../store/config.js';
 import { banner, declareInStore, holdSighup, type KesdOptions, type SighupHold } from './run.js';
 import { parseAddress } from './server.js';
+import type { Events } from './stream.js';
 import { loadServerTls } from './tls-check.js';
 
 export type StreamName = 'audit' | 'error';
@@ -83,7 +84,7 @@ export type Message =
   | { kesd: 'answer'; id: number; data?: unknown }
   | { kesd: 'call'; id: number; call: Call }
   | { kesd: 'reply'; id: number; data?: unknown }
-  | { kesd: 'events'; stream: StreamName; lines: string };
+  | { kesd: 'events'; stream: StreamName; events: Events };
 
 const ACK_TIMEOUT_MS = 10_000;
 const STOP_TIMEOUT_MS = 10_000;

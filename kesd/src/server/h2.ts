@@ -2,7 +2,9 @@
 // (Go, ForceAttemptHTTP2) then multiplexes its KMS calls over few connections instead of opening a new mTLS
 // connection for each call beyond Go's 2 idle HTTP/1.1 connections. The timeouts mirror the HTTP/1.1 listener's.
 import http2 from 'node:http2';
-import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { TLSSocket } from 'node:tls';
+import { ErrBodyTooLarge, type KesError } from '../api/errors.js';
+import { collectBody, NO_BODY, type Exchange, type Headers } from './exchange.js';
 
 /** h2 is offered in ALPN unless KESD_HTTP2=off (then HTTP/1.1 only). */
 export function http2Enabled(env: NodeJS.ProcessEnv = process.env): boolean {
@@ -17,12 +19,12 @@ export function http2Enabled(env: NodeJS.ProcessEnv = process.env): boolean {
 export const H2_STREAMS_PER_CONNECTION = 128;
 
 /**
- * Go's client (MinIO's KES client) closes a response body once it has decoded the JSON and then resets the stream
- * (RST_STREAM CANCEL) if END_STREAM has not arrived yet, which Node sends in an empty DATA frame of its own after
- * the body: about one reset per call. nghttp2 counts every reset received against its Rapid Reset budget
- * (CVE-2023-44487) and, once spent, ends the connection with GOAWAY INTERNAL_ERROR, failing the calls in flight on
- * it (MinIO: kms:DecryptionFailed). So nghttp2's count is lifted (H2_NGHTTP2_RESET_LIMIT) and kesd applies the same
- * budget (nghttp2's defaults) only to resets of streams it has not answered: those are the ones that cost it work.
+ * The Rapid Reset budget (CVE-2023-44487; nghttp2's defaults): past it, GOAWAY ENHANCE_YOUR_CALM. kesd counts the
+ * resets itself because nghttp2 answers with INTERNAL_ERROR and counts streams it cannot tell apart. Go's client
+ * (MinIO's) resets a stream whose body it has decoded if END_STREAM has not arrived: Node's HTTP/2 compatibility layer
+ * sent END_STREAM in an empty DATA frame after the body, so Go reset nearly every stream (MinIO's kms:DecryptionFailed
+ * once the budget was spent). On the core stream API a small answer carries END_STREAM in its one DATA frame, so an
+ * honest client has nothing left to reset, and every reset of a stream kesd had not finished counts.
  */
 export const H2_RESET_BURST = 1000;
 const H2_RESETS_PER_SECOND = 33;
@@ -50,27 +52,33 @@ function resetBudget(): () => boolean {
 }
 
 export interface H2Sessions {
-  /** Not listening itself: server.ts emits 'connection' on it with each TLS socket that negotiated h2. */
-  readonly server: http2.Http2Server;
+  /** Serves a TLS connection that negotiated h2 in ALPN (server.ts). */
+  accept(socket: TLSSocket): void;
   /** GOAWAY to every session, now and to any that starts later; their streams in flight finish. */
   stop(): void;
   /** Ends every session at once. */
   destroy(): void;
 }
 
-export function createH2Sessions(handler: (req: IncomingMessage, res: ServerResponse) => void): H2Sessions {
-  const server = http2.createServer(
-    {
-      settings: { maxConcurrentStreams: H2_STREAMS_PER_CONNECTION },
-      streamResetBurst: H2_NGHTTP2_RESET_LIMIT,
-      streamResetRate: H2_NGHTTP2_RESET_LIMIT,
-    },
-    // The dispatcher uses only what IncomingMessage/ServerResponse and their HTTP/2 compatibility classes share.
-    handler as unknown as (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) => void,
-  );
+/** Ends a session that reset too many streams, once. */
+function calm(session: http2.ServerHttp2Session): void {
+  if (!session.destroyed) session.destroy(new Error('too many streams reset'), http2.constants.NGHTTP2_ENHANCE_YOUR_CALM);
+}
+
+/** Node's HTTP/2 core stream API (not the compatibility layer): a reply is one respond() and one end(). */
+export function createH2Sessions(dispatch: (exchange: Exchange) => void): H2Sessions {
+  const server = http2.createServer({
+    settings: { maxConcurrentStreams: H2_STREAMS_PER_CONNECTION },
+    streamResetBurst: H2_NGHTTP2_RESET_LIMIT,
+    streamResetRate: H2_NGHTTP2_RESET_LIMIT,
+  });
   let stopping = false;
+  let accepting: TLSSocket | undefined;
   const sessions = new Set<http2.ServerHttp2Session>();
   server.on('session', (session: http2.ServerHttp2Session) => {
+    // Emitted while accept() hands the socket over: that socket is this session's.
+    const socket = accepting!;
+    const remoteAddress = socket.remoteAddress ?? '';
     sessions.add(session);
     if (stopping) session.close();
     let open = 0;
@@ -86,28 +94,44 @@ export function createH2Sessions(handler: (req: IncomingMessage, res: ServerResp
       sessions.delete(session);
     });
     const resetAllowed = resetBudget();
-    session.on('stream', (stream: http2.ServerHttp2Stream) => {
+    const resetByClient = () => {
+      if (!resetAllowed()) calm(session);
+    };
+    session.on('stream', (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders) => {
+      // Reset in the same read as its HEADERS (Rapid Reset): gone before any of kesd's code ran.
+      if (stream.destroyed) return resetByClient();
       open++;
       clearTimeout(idle);
-      let cut = false;
+      const exchange = new H2Exchange(stream, headers, socket, remoteAddress);
       // The request must have arrived in full by then; an answer already sent is kept (NO_ERROR: stop sending).
       const request = stream.endAfterHeaders ? undefined : setTimeout(() => {
-        cut = true;
+        exchange.resetByServer = true;
         stream.close(stream.writableEnded ? http2.constants.NGHTTP2_NO_ERROR : http2.constants.NGHTTP2_CANCEL);
       }, H2_REQUEST_MS);
       stream.once('end', () => clearTimeout(request));
+      // 'aborted': closed before kesd ended its answer.
+      let aborted = false;
+      stream.once('aborted', () => (aborted = true));
       stream.once('close', () => {
         clearTimeout(request);
+        // Reset by the client: before kesd answered, or with an error code (also after an answer not yet sent). Go's
+        // client, which reset streams whose END_STREAM came in a frame of its own (Node's compatibility layer), gets
+        // END_STREAM with the body now, so an honest client's streams close with NO_ERROR.
+        if (!exchange.resetByServer && (aborted || stream.rstCode !== http2.constants.NGHTTP2_NO_ERROR)) resetByClient();
         if (--open === 0 && !session.closed && !session.destroyed) closeWhenIdleFor(H2_IDLE_MS);
       });
-      // 'aborted': closed before kesd ended its answer (a reset after the answer, as Go's client sends, is not).
-      stream.once('aborted', () => {
-        if (!cut && !resetAllowed()) session.destroy(new Error('too many streams reset'), http2.constants.NGHTTP2_ENHANCE_YOUR_CALM);
-      });
+      dispatch(exchange);
     });
   });
   return {
-    server,
+    accept(socket) {
+      accepting = socket;
+      try {
+        server.emit('connection', socket);
+      } finally {
+        accepting = undefined;
+      }
+    },
     stop() {
       stopping = true;
       for (const session of sessions) session.close();
@@ -116,4 +140,94 @@ export function createH2Sessions(handler: (req: IncomingMessage, res: ServerResp
       for (const session of sessions) session.destroy();
     },
   };
+}
+
+/** One HTTP/2 stream as an Exchange. */
+class H2Exchange implements Exchange {
+  status: number | undefined;
+  /** kesd cut the stream itself (request timeout, a stalled reader). */
+  resetByServer = false;
+
+  constructor(
+    private readonly stream: http2.ServerHttp2Stream,
+    private readonly headers: http2.IncomingHttpHeaders,
+    readonly socket: TLSSocket,
+    readonly remoteAddress: string,
+  ) {
+    stream.on('error', () => {}); // a reset or a session error; the outcome is seen on 'close'
+  }
+
+  get method(): string {
+    return (this.headers[':method'] as string | undefined) ?? '';
+  }
+
+  get url(): string {
+    return (this.headers[':path'] as string | undefined) ?? '/';
+  }
+
+  header(name: string): string | undefined {
+    const v = this.headers[name];
+    return Array.isArray(v) ? v[0] : v;
+  }
+
+  readBody(maxBody: number, done: (err: KesError | undefined, body: Buffer) => void): void {
+    const { stream } = this;
+    // A body is announced by a HEADERS frame that does not end the stream (HTTP/2 has no content-length rule).
+    if (maxBody === 0 || stream.endAfterHeaders || stream.readableEnded) {
+      stream.resume();
+      return done(undefined, NO_BODY);
+    }
+    if (Number(this.headers['content-length'] ?? 0) > maxBody) {
+      stream.resume();
+      return done(ErrBodyTooLarge, NO_BODY);
+    }
+    collectBody(stream, maxBody, (err, body) => {
+      if (err !== undefined) stream.resume();
+      done(err, body);
+    });
+  }
+
+  send(status: number, headers: Headers, body: string): void {
+    if (this.status !== undefined || this.closed) return;
+    this.status = status;
+    this.stream.respond({ ':status': status, ...headers });
+    this.stream.end(body);
+  }
+
+  start(status: number, headers: Headers): void {
+    if (this.status !== undefined || this.closed) return;
+    this.status = status;
+    this.stream.respond({ ':status': status, ...headers });
+  }
+
+  write(chunk: string): boolean {
+    return this.closed ? true : this.stream.write(chunk);
+  }
+
+  end(chunk?: string): void {
+    if (!this.closed) this.stream.end(chunk);
+  }
+
+  destroy(): void {
+    this.resetByServer = true;
+    if (!this.stream.destroyed) this.stream.close(http2.constants.NGHTTP2_CANCEL);
+  }
+
+  keepOpen(): void {}
+
+  get closed(): boolean {
+    return this.stream.destroyed || this.stream.closed;
+  }
+
+  get buffered(): number {
+    return this.stream.writableLength;
+  }
+
+  onDrain(listener: () => void): void {
+    this.stream.once('drain', listener);
+  }
+
+  onClose(listener: () => void): void {
+    this.stream.once('close', listener);
+  }
 }

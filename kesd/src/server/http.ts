@@ -1,156 +1,108 @@
 // Request dispatch: route → method → identity → authorisation → body → handler → reply, then audit and metrics.
-import type { IncomingMessage, ServerResponse } from 'node:http';
-import type { TLSSocket } from 'node:tls';
+// Transport-neutral: HTTP/1.1 and HTTP/2 hand it an Exchange (exchange.ts).
 import type { Reply, RequestContext, Route, ServerContext } from '../api/context.js';
 import { STREAMING } from '../api/context.js';
 import {
-  ErrBodyTooLarge, ErrNotAllowed, ErrNotFound, invalidName, KesError, methodNotAllowed,
+  ErrEnclaveNotFound, ErrNotAllowed, ErrNotFound, invalidName, KesError, methodNotAllowed,
 } from '../api/errors.js';
 import { RouteTable } from '../api/routes.js';
 import type { Enclave } from '../state/enclave.js';
 import { isValidName } from '../state/names.js';
+import type { Exchange, Headers } from './exchange.js';
 import { identityOf } from './identity.js';
 
-const EMPTY = Buffer.alloc(0);
 const TIMEOUT = new KesError(503, 'request timeout exceeded');
 const INTERNAL = new KesError(500, 'internal server error');
 const CLIENT_CLOSED = 499;
 
-function enclaveNameOf(req: IncomingMessage, query: string): string {
+function enclaveNameOf(exchange: Exchange, query: string): string {
   if (query !== '') {
     const name = new URLSearchParams(query).get('enclave');
     if (name !== null && name !== '') return name;
   }
-  const header = req.headers['kes-enclave'];
-  return typeof header === 'string' && header !== '' ? header : 'default';
+  const header = exchange.header('kes-enclave');
+  return header !== undefined && header !== '' ? header : 'default';
 }
 
-function writeError(res: ServerResponse, err: KesError): void {
-  if (res.headersSent) {
-    res.destroy();
+function writeError(exchange: Exchange, err: KesError): void {
+  if (exchange.status !== undefined) {
+    exchange.destroy(); // an answer had started: cut it rather than append an error to it
     return;
   }
   const body = JSON.stringify({ message: err.message }) + '\n';
-  const headers: Record<string, string | number> = { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) };
+  const headers: Headers = { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) };
   if (err.status === 405) headers['accept'] = (err as KesError & { accept?: string }).accept ?? '';
-  res.writeHead(err.status, headers);
-  res.end(body);
+  exchange.send(err.status, headers, body);
 }
 
 /** A list reader that takes no data for this long is cut off (it holds a store read snapshot open meanwhile). */
 const STALLED_READER_MS = 60_000;
 
-/** Resolves on 'drain'; destroys the response if the reader stalls. */
-function drained(res: ServerResponse): Promise<void> {
+/** Resolves on 'drain'; destroys the exchange if the reader stalls. */
+function drained(exchange: Exchange): Promise<void> {
   return new Promise((resolve) => {
     const stalled = setTimeout(() => {
-      res.destroy();
+      exchange.destroy();
       resolve();
     }, STALLED_READER_MS);
-    res.once('drain', () => {
+    const done = () => {
       clearTimeout(stalled);
       resolve();
-    });
-    res.once('close', () => {
-      clearTimeout(stalled);
-      resolve();
-    });
+    };
+    exchange.onDrain(done);
+    exchange.onClose(done);
   });
 }
 
 // The route timeout bounds the time to the first line (started() disarms it): a list of a million keys streams
 // for longer than any route timeout, at the pace of its reader.
-async function writeNdjson(res: ServerResponse, lines: AsyncIterable<unknown>, started: () => void): Promise<void> {
-  res.writeHead(200, { 'content-type': 'application/x-ndjson' });
+async function writeNdjson(exchange: Exchange, lines: AsyncIterable<unknown>, started: () => void): Promise<void> {
+  exchange.start(200, { 'content-type': 'application/x-ndjson' });
   started();
   // Lines go out in batches of ~64 KiB (one write and TLS record per batch, not per line), and between batches the
   // event loop gets a turn: a store iterator resolves without ever yielding to it, so a long list would otherwise
   // hold up every other request on this process.
   let batch = '';
   const flush = async () => {
-    const ok = res.write(batch);
+    const ok = exchange.write(batch);
     batch = '';
-    await (ok ? new Promise((resolve) => setImmediate(resolve)) : drained(res));
+    await (ok ? new Promise((resolve) => setImmediate(resolve)) : drained(exchange));
   };
   try {
     for await (const line of lines) {
       batch += JSON.stringify(line) + '\n';
       if (batch.length >= NDJSON_BATCH) await flush();
-      if (res.destroyed) return;
+      if (exchange.closed) return;
     }
   } catch (err) {
     batch += JSON.stringify({ error: err instanceof KesError ? err.message : 'failed to list' }) + '\n';
   }
-  res.end(batch);
+  exchange.end(batch);
 }
 
 const NDJSON_BATCH = 64 * 1024;
 
-function writeReply(res: ServerResponse, reply: Reply, streaming: () => void): void | Promise<void> {
-  if (reply === STREAMING || res.headersSent) return; // headers sent: the route timed out meanwhile
+function writeReply(exchange: Exchange, reply: Reply, streaming: () => void): void | Promise<void> {
+  if (reply === STREAMING || exchange.status !== undefined) return; // started: the route timed out meanwhile
   if (reply === undefined) {
-    res.writeHead(200, { 'content-length': 0 });
-    res.end();
+    exchange.send(200, { 'content-length': 0 }, '');
   } else if ('json' in reply) {
     const body = JSON.stringify(reply.json) + '\n';
-    res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) });
-    res.end(body);
+    exchange.send(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) }, body);
   } else if ('text' in reply) {
-    res.writeHead(200, { 'content-type': reply.contentType, 'content-length': Buffer.byteLength(reply.text) });
-    res.end(reply.text);
+    exchange.send(200, { 'content-type': reply.contentType, 'content-length': Buffer.byteLength(reply.text) }, reply.text);
   } else {
-    return writeNdjson(res, reply.ndjson, streaming);
+    return writeNdjson(exchange, reply.ndjson, streaming);
   }
 }
 
-/**
- * Reads at most maxBody bytes; a larger body is 413 and never buffered. Routes without a body ignore one,
- * as KES does (its body limit only bites when a handler reads).
- */
-function readBody(req: IncomingMessage, maxBody: number, done: (err: KesError | undefined, body: Buffer) => void): void {
-  if (maxBody === 0) {
-    req.resume();
-    return done(undefined, EMPTY);
-  }
-  const declared = Number(req.headers['content-length'] ?? 0);
-  if (declared > maxBody) return done(ErrBodyTooLarge, EMPTY);
-  // HTTP/1.1 without content-length or chunking has no body. HTTP/2 has neither header: a body is announced by
-  // the HEADERS frame not ending the stream.
-  const noBody = req.httpVersionMajor === 2
-    ? (req as unknown as { stream?: { endAfterHeaders?: boolean } }).stream?.endAfterHeaders === true
-    : declared === 0 && req.headers['transfer-encoding'] === undefined;
-  if (req.readableEnded || noBody) {
-    req.resume();
-    return done(undefined, EMPTY);
-  }
-  const chunks: Buffer[] = [];
-  let size = 0;
-  let failed = false;
-  req.on('data', (chunk: Buffer) => {
-    if (failed) return;
-    size += chunk.length;
-    if (size > maxBody) {
-      failed = true;
-      done(ErrBodyTooLarge, EMPTY);
-      return;
-    }
-    chunks.push(chunk);
-  });
-  req.on('end', () => {
-    if (!failed) done(undefined, chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size));
-  });
-  req.on('error', () => {
-    failed = true;
-  });
-}
-
-export function createDispatcher(server: ServerContext): (req: IncomingMessage, res: ServerResponse) => void {
+export function createDispatcher(server: ServerContext): (exchange: Exchange) => void {
   const table = new RouteTable(server.routes);
   const { system, audit, metrics, errors } = server;
 
-  return (req, res) => {
+  return (exchange) => {
     const start = process.hrtime.bigint();
-    const url = req.url ?? '/';
+    const url = exchange.url;
     const q = url.indexOf('?');
     const rawPath = q < 0 ? url : url.slice(0, q);
     const query = q < 0 ? '' : url.slice(q + 1);
@@ -164,38 +116,33 @@ export function createDispatcher(server: ServerContext): (req: IncomingMessage, 
     };
     metrics.active.inc();
 
-    res.once('finish', () => finish());
-    res.once('close', () => finish());
-    let finished = false;
-    const ip = req.socket.remoteAddress ?? ''; // read now: once the client is gone the socket no longer knows
-    const finish = () => {
-      if (finished) return;
-      finished = true;
+    exchange.onClose(() => {
       if (timer !== undefined) clearTimeout(timer);
       metrics.active.dec();
       const ns = Number(process.hrtime.bigint() - start);
-      // A client that left before any answer was sent: 499 (nginx's "client closed request"), not the default 200.
-      const code = res.headersSent || res.writableFinished ? res.statusCode : CLIENT_CLOSED;
+      // A client that left before any answer was sent: 499 (nginx's "client closed request").
+      const code = exchange.status ?? CLIENT_CLOSED;
       metrics.observe(code, ns / 1e9);
       audit.record({
         time: new Date().toISOString(),
-        request: { ip, enclave: enclaveName, path, identity: identity || undefined },
+        request: { ip: exchange.remoteAddress, enclave: enclaveName, path, identity: identity || undefined },
         response: { code, time: ns },
       });
-    };
+    });
 
     const fail = (err: unknown) => {
-      if (err instanceof KesError) return writeError(res, err);
-      errors.log(`${req.method} ${path} failed`, err);
-      writeError(res, INTERNAL);
+      if (err instanceof KesError) return writeError(exchange, err);
+      errors.log(`${exchange.method} ${path} failed`, err, enclaveName);
+      writeError(exchange, INTERNAL);
     };
 
     try {
       const found = table.lookup(rawPath);
       if (found === undefined) throw ErrNotFound;
       const { route } = found;
-      if (!route.methods.includes(req.method ?? '')) {
-        throw Object.assign(methodNotAllowed(req.method ?? '', route.methods[0]!), { accept: route.methods.join(', ') });
+      const method = exchange.method;
+      if (!route.methods.includes(method)) {
+        throw Object.assign(methodNotAllowed(method, route.methods[0]!), { accept: route.methods.join(', ') });
       }
       let arg: string;
       try {
@@ -207,29 +154,25 @@ export function createDispatcher(server: ServerContext): (req: IncomingMessage, 
 
       let enclave: Enclave | undefined;
       if (route.auth !== 'none') {
-        identity = identityOf(req.socket as TLSSocket);
-        enclaveName = enclaveNameOf(req, query);
+        identity = identityOf(exchange.socket);
+        enclaveName = enclaveNameOf(exchange, query);
         if (!isValidName(enclaveName)) throw invalidName('enclave name', enclaveName);
         enclave = authorize(route, identity, enclaveName, path);
       }
 
       if (route.timeoutMs > 0) {
-        timer = setTimeout(() => writeError(res, TIMEOUT), route.timeoutMs);
+        timer = setTimeout(() => writeError(exchange, TIMEOUT), route.timeoutMs);
         timer.unref();
       }
-      readBody(req, route.maxBody, (err, body) => {
-        if (err !== undefined) {
-          writeError(res, err);
-          req.resume();
-          return;
-        }
-        const ctx: RequestContext = { req, res, route, path, arg, identity, enclave, enclaveName: enclaveName ?? 'default', body, server };
+      exchange.readBody(route.maxBody, (err, body) => {
+        if (err !== undefined) return writeError(exchange, err);
+        const ctx: RequestContext = { exchange, route, path, arg, identity, enclave, enclaveName: enclaveName ?? 'default', body, server };
         try {
           const reply = route.handle(ctx);
           if (reply instanceof Promise) {
-            reply.then((r) => writeReply(res, r, disarm)).then(undefined, fail);
+            reply.then((r) => writeReply(exchange, r, disarm)).then(undefined, fail);
           } else {
-            const written = writeReply(res, reply, disarm);
+            const written = writeReply(exchange, reply, disarm);
             if (written instanceof Promise) written.then(undefined, fail);
           }
         } catch (err) {
@@ -238,7 +181,7 @@ export function createDispatcher(server: ServerContext): (req: IncomingMessage, 
       });
     } catch (err) {
       fail(err);
-      req.resume();
+      exchange.readBody(0, () => {});
     }
   };
 
@@ -252,9 +195,22 @@ export function createDispatcher(server: ServerContext): (req: IncomingMessage, 
         return undefined;
       case 'server':
         if (identity === system.sysadmin) return undefined;
-        return allowedIn(system.enclave(enclaveName), identity, path);
+        return allowedIn(enclaveFor(enclaveName, identity), identity, path);
       case 'enclave':
-        return allowedIn(system.enclave(enclaveName), identity, path);
+        return allowedIn(enclaveFor(enclaveName, identity), identity, path);
+    }
+  }
+
+  /**
+   * The addressed enclave. Only the system admin learns that an enclave does not exist (404): anyone else gets the
+   * 403 an existing enclave would give it, so a stranger's certificate cannot probe which enclaves exist.
+   */
+  function enclaveFor(name: string, identity: string): Enclave {
+    try {
+      return system.enclave(name);
+    } catch (err) {
+      if (err === ErrEnclaveNotFound && identity !== system.sysadmin) throw ErrNotAllowed;
+      throw err;
     }
   }
 

@@ -1,5 +1,10 @@
-// The KES identity of a TLS connection: SHA-256 of the client leaf's SubjectPublicKeyInfo,
-// computed once per connection and cached on the socket (also correct on resumed sessions).
+// The KES identity of a TLS connection: SHA-256 of the client leaf's SubjectPublicKeyInfo, computed once per
+// connection as the handshake completes (identifyConnection) and kept on the socket (also correct on resumed sessions).
+//
+// The leaf is the FIRST certificate the client sent: the only one whose private key the handshake proves
+// (CertificateVerify). KES instead skips every CA=true certificate and takes the next non-CA one; with verify_cert
+// off nobody checks the chain's signatures, so [own cert marked CA, forged non-CA cert with a victim's public key]
+// was identified as the victim (docs/security.md, finding 1). Later certificates never lend an identity.
 import type { DetailedPeerCertificate, TLSSocket } from 'node:tls';
 import { ErrNoClientCert, ErrTooManyClientCerts, KesError } from '../api/errors.js';
 import { identityOfCertificate } from '../identity/spki.js';
@@ -7,28 +12,35 @@ import { identityOfCertificate } from '../identity/spki.js';
 const IDENTITY = Symbol('kesd.identity');
 type Tagged = TLSSocket & { [IDENTITY]?: string | KesError };
 
-/** Skips CA certificates in what the client sent; exactly one non-CA certificate must remain. */
 function computeIdentity(socket: TLSSocket): string | KesError {
   const leaf = socket.getPeerCertificate(true) as DetailedPeerCertificate | undefined;
   if (!leaf || leaf.raw === undefined) return ErrNoClientCert; // no certificate: Node returns {}
-  let identity: string | undefined;
-  let count = 0;
-  const seen = new Set<DetailedPeerCertificate>();
-  for (let c: DetailedPeerCertificate | undefined = leaf; c && c.raw && !seen.has(c); c = c.issuerCertificate) {
+  if (leaf.ca) return ErrNoClientCert;
+  // Node shows only the certificates it links by issuer; a second non-CA one among them makes the chain ambiguous,
+  // which KES answers with 400 too. An unlinked extra certificate is invisible here, and harmless: it lends nothing.
+  const seen = new Set<DetailedPeerCertificate>([leaf]);
+  for (let c = leaf.issuerCertificate; c && c.raw && !seen.has(c); c = c.issuerCertificate) {
     seen.add(c);
-    if (c.ca) continue;
-    count++;
-    identity = identityOfCertificate(c.raw);
+    if (!c.ca) return ErrTooManyClientCerts;
   }
-  if (count === 0 || identity === undefined) return ErrNoClientCert;
-  if (count > 1) return ErrTooManyClientCerts;
-  return identity;
+  return identityOfCertificate(leaf.raw);
 }
 
+/**
+ * Called once per connection, right after the handshake. Reading the peer certificate there also clears what
+ * OpenSSL's chain check left on its error queue for a chain whose signatures do not verify (verify_cert off): left
+ * there, Node's HTTP/2 session took it for a socket error and ended with GOAWAY INTERNAL_ERROR.
+ */
+export function identifyConnection(socket: TLSSocket): void {
+  (socket as Tagged)[IDENTITY] = computeIdentity(socket);
+}
+
+/**
+ * The caller's identity; throws the KES error (400) when the connection has no usable client certificate. `socket`
+ * is the TLS socket, or HTTP/2's proxy of it (which reads the property from the session's socket).
+ */
 export function identityOf(socket: TLSSocket): string {
-  const tagged = socket as Tagged;
-  let id = tagged[IDENTITY];
-  if (id === undefined) id = tagged[IDENTITY] = computeIdentity(socket);
+  const id = (socket as Tagged)[IDENTITY] ?? ErrNoClientCert;
   if (id instanceof KesError) throw id;
   return id;
 }

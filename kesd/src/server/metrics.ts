@@ -29,6 +29,8 @@ export class Metrics {
     counter('kes_log_audit_events', 'Number of audit log events', () => audit.events);
     // One family per sink, without labels: kms-go (the `kes metric` CLI) rejects a family with several series.
     counter('kesd_log_audit_dropped_events', 'Audit events dropped for a /v1/log/audit subscriber that did not keep up', () => audit.dropped);
+    counter('kesd_log_error_stderr_suppressed_events', 'Error messages not written to stderr (rate limit)', () => errors.suppressed);
+    counter('kesd_log_error_dropped_events', 'Error events dropped for a /v1/log/error subscriber that did not keep up', () => errors.stream.dropped);
     counter('kesd_log_audit_stdout_dropped_events', 'Audit events not written to stdout because it did not keep up', () => audit.stdoutDropped);
     gauge('kes_system_up_time', 'Uptime in seconds', () => (Date.now() - startedAt) / 1000, 'max');
     gauge('kes_system_num_cpu', 'Number of CPUs', () => os.availableParallelism(), 'first');

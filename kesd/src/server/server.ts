@@ -10,7 +10,9 @@ import type { SecureContextOptions, TLSSocket } from 'node:tls';
 import type { ServerContext } from '../api/context.js';
 import { routes } from '../api/routes.js';
 import { createH2Sessions, http2Enabled } from './h2.js';
+import { H1Exchange } from './exchange.js';
 import { createDispatcher } from './http.js';
+import { identifyConnection } from './identity.js';
 import { loadServerTls, type ServerTlsMaterial } from './tls-check.js';
 
 /** Checked TLS bytes (loadServerTls): what a cluster worker gets from the primary instead of reading the files. */
@@ -53,6 +55,37 @@ function skipsAuth(ctx: ServerContext): boolean {
 export const STOP_GRACE_MS = 5_000;
 const STOP_IDLE_MS = 300;
 
+/**
+ * A connection must finish its TLS handshake this soon after it was accepted, and at most this many may be in their
+ * handshake at once (per process; past it the oldest is dropped, so a flood of silent connections cannot keep honest
+ * ones out). Node's own handshakeTimeout only reports the timeout: the connection stayed open (docs/security.md).
+ */
+export const HANDSHAKE_DEADLINE_MS = 5_000;
+export const MAX_PENDING_HANDSHAKES = 512;
+
+/** Connections accepted but not yet through their handshake, oldest first (a Map keeps insertion order). */
+function boundHandshakes(server: tls.Server): void {
+  const pending = new Map<string, { socket: Socket; deadline: NodeJS.Timeout }>();
+  const keyOf = (socket: Socket) => `${socket.remoteAddress}|${socket.remotePort}`;
+  const forget = (key: string, socket?: Socket) => {
+    const entry = pending.get(key);
+    if (entry === undefined || (socket !== undefined && entry.socket !== socket)) return;
+    clearTimeout(entry.deadline);
+    pending.delete(key);
+    return entry.socket;
+  };
+  server.on('connection', (socket: Socket) => {
+    const key = keyOf(socket);
+    forget(key);
+    const deadline = setTimeout(() => forget(key, socket)?.destroy(), HANDSHAKE_DEADLINE_MS);
+    pending.set(key, { socket, deadline });
+    socket.once('close', () => forget(key, socket));
+    if (pending.size > MAX_PENDING_HANDSHAKES) forget(pending.keys().next().value!)?.destroy();
+  });
+  // The TLS socket of a connection has the same remote address and port as the raw one.
+  server.prependListener('secureConnection', (socket: TLSSocket) => void forget(keyOf(socket)));
+}
+
 /** Splits "host:port", "[::]:port" or ":port" (KES address syntax). */
 export function parseAddress(address: string): { host: string | undefined; port: number } {
   const m = /^(?:\[([^\]]*)\]|([^:]*)):(\d+)$/.exec(address);
@@ -72,9 +105,10 @@ export async function startServer(ctx: ServerContext, address: string, tlsFiles:
     rejectUnauthorized: tlsFiles.verifyCert && !verifyIfGiven,
     ALPNProtocols: http2Enabled() ? ['h2', 'http/1.1'] : ['http/1.1'],
   });
-  const dispatcher = createDispatcher(ctx);
-  const h1 = http.createServer({ keepAliveTimeout: 120_000, headersTimeout: 10_000, requestTimeout: 30_000 }, dispatcher);
-  const h2 = createH2Sessions(dispatcher);
+  boundHandshakes(server);
+  const dispatch = createDispatcher(ctx);
+  const h1 = http.createServer({ keepAliveTimeout: 120_000, headersTimeout: 10_000, requestTimeout: 30_000 }, (req, res) => dispatch(new H1Exchange(req, res)));
+  const h2 = createH2Sessions(dispatch);
   // Connections, for a graceful stop: HTTP/1.1 ones with their requests in flight (h2 sessions: h2.ts).
   let stopping = false;
   const sockets = new Map<Socket, number>();
@@ -82,11 +116,12 @@ export async function startServer(ctx: ServerContext, address: string, tlsFiles:
   server.on('secureConnection', (socket: TLSSocket) => {
     // Node closes rejected ones the same way (no alert after the handshake).
     if (verifyIfGiven && !socket.authorized && socket.getPeerX509Certificate() !== undefined) return socket.destroy();
+    identifyConnection(socket);
     sockets.set(socket, 0);
     lastActive.set(socket, performance.now());
     socket.once('close', () => sockets.delete(socket));
     // The TLS socket itself stays the request's socket: identity.ts reads the peer certificate from it.
-    if (socket.alpnProtocol === 'h2') h2.server.emit('connection', socket);
+    if (socket.alpnProtocol === 'h2') h2.accept(socket);
     else h1.emit('connection', socket);
   });
   // Before the dispatcher, so a response during a stop can still say `connection: close`.

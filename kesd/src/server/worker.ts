@@ -6,7 +6,7 @@ import type { Change, ChangeBus } from '../state/changes.js';
 import type { Ask, Call, Message, StartOptions, StreamName, TlsBytes } from './cluster.js';
 import { startKesd, type Kesd } from './run.js';
 import type { TlsMaterial } from './server.js';
-import type { StreamRelay } from './stream.js';
+import type { Events, Scope, StreamRelay } from './stream.js';
 
 /** The IPC channel to the primary. */
 class Link {
@@ -14,7 +14,7 @@ class Link {
   private readonly asks = new Map<number, (data: unknown) => void>();
   readonly start: Promise<StartOptions>;
 
-  constructor(handle: { call(call: Call): Promise<unknown>; events(stream: StreamName, lines: string): void }) {
+  constructor(handle: { call(call: Call): Promise<unknown>; events(stream: StreamName, events: Events): void }) {
     let started: (options: StartOptions) => void = () => {};
     this.start = new Promise((resolve) => (started = resolve));
     process.on('message', (message: Message) => {
@@ -29,7 +29,7 @@ class Link {
         case 'call':
           return void handle.call(message.call).then((data) => this.send({ kesd: 'reply', id: message.id, data }));
         case 'events':
-          return handle.events(message.stream, message.lines);
+          return handle.events(message.stream, message.events);
       }
     });
     this.send({ kesd: 'hello' });
@@ -52,19 +52,19 @@ class Link {
 class Relay implements StreamRelay {
   private announced = false;
   private last: Promise<void> = Promise.resolve();
-  private batch = '';
+  private batch: Events = [];
 
   constructor(private readonly stream: StreamName, private readonly link: Link, public forwarding: boolean) {}
 
-  forward(line: string): void {
-    if (this.batch === '') setImmediate(() => this.flush());
-    this.batch += line;
+  forward(scope: Scope, line: string): void {
+    if (this.batch.length === 0) setImmediate(() => this.flush());
+    this.batch.push([scope, line]);
   }
 
   private flush(): void {
-    const lines = this.batch;
-    this.batch = '';
-    this.link.send({ kesd: 'events', stream: this.stream, lines });
+    const events = this.batch;
+    this.batch = [];
+    this.link.send({ kesd: 'events', stream: this.stream, events });
   }
 
   subscribed(any: boolean): Promise<void> {
@@ -133,7 +133,7 @@ process.on('SIGHUP', () => {});
 process.on('SIGINT', () => {});
 process.on('SIGTERM', () => void stop());
 
-const link = new Link({ call: handle, events: (stream, lines) => void served.then((ctx) => (stream === 'audit' ? ctx.audit : ctx.errors).stream.deliver(lines)) });
+const link = new Link({ call: handle, events: (stream, events) => void served.then((ctx) => (stream === 'audit' ? ctx.audit : ctx.errors).stream.deliver(events)) });
 const options = await link.start;
 for (const s of ['audit', 'error'] as const) relays[s] = new Relay(s, link, options.forward[s]);
 const bus: ChangeBus = { publish: (change: Change) => link.ask({ what: 'change', change }).then(() => undefined) };

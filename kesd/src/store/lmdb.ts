@@ -14,7 +14,7 @@
 // shows fdatasync returning before the promise settles. Open the file only through openLmdbStore, so no
 // handle in the process ever turns overlappingSync back on.
 import { statfsSync } from 'node:fs';
-import { mkdir } from 'node:fs/promises';
+import { chmod, mkdir, stat } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { open, IF_EXISTS, type RootDatabase } from 'lmdb';
 import type { Store, StoreRecord } from './store.js';
@@ -191,10 +191,24 @@ export interface LmdbOptions {
   readonly lowSpaceBytes?: number;
 }
 
+/** Owner-only (0600), if the file exists and allows more. */
+async function restrictMode(file: string): Promise<void> {
+  let mode: number;
+  try {
+    mode = (await stat(file)).mode & 0o777;
+  } catch {
+    return;
+  }
+  if ((mode & 0o077) !== 0) await chmod(file, mode & 0o700);
+}
+
 export async function openLmdbStore(path: string, opts: LmdbOptions = {}): Promise<Store> {
   const dir = dirname(path);
   await mkdir(dir, { recursive: true });
   let db: RootDatabase<Buffer, string>;
+  // LMDB creates its data and lock files 0664 minus the umask; kesd's files are 0600 whatever the umask (and a data
+  // dir made before this is brought in line).
+  const umask = process.umask(0o077);
   try {
     db = open<Buffer, string>({
       path,
@@ -205,7 +219,10 @@ export async function openLmdbStore(path: string, opts: LmdbOptions = {}): Promi
     });
   } catch (err) {
     throw new StoreError(`store: cannot open '${path}': ${(err as Error).message}`, { cause: err });
+  } finally {
+    process.umask(umask);
   }
+  for (const file of [path, `${path}-lock`]) await restrictMode(file);
   await syncDir(dir); // make the new file's directory entry durable too
   return new LmdbStore(db, path, opts.lowSpaceBytes ?? LOW_SPACE_BYTES);
 }

@@ -55,12 +55,17 @@ export function api(ctx: RequestContext): Reply {
   };
 }
 
+/** The system admin sees every event; anyone else only the events of the enclave it was allowed in. */
+function subscriberScope(ctx: RequestContext): string | undefined {
+  return ctx.identity === ctx.server.system.sysadmin ? undefined : ctx.enclaveName;
+}
+
 export async function auditLog(ctx: RequestContext): Promise<Reply> {
-  await ctx.server.audit.subscribe(ctx.req, ctx.res);
+  await ctx.server.audit.subscribe(ctx.exchange, subscriberScope(ctx));
   return STREAMING;
 }
 
 export async function errorLog(ctx: RequestContext): Promise<Reply> {
-  await ctx.server.errors.subscribe(ctx.req, ctx.res);
+  await ctx.server.errors.subscribe(ctx.exchange, subscriberScope(ctx));
   return STREAMING;
 }
