@@ -1,4 +1,4 @@
-import { test } from 'node:test';
+import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { createInterface } from 'node:readline';
 import { openLmdbStore } from '../../kesd/src/store/lmdb.js';
-import type { Store } from '../../kesd/src/store/store.js';
+import { paths, storeContract } from './store-contract.js';
 
 const repoRoot = fileURLToPath(new URL('../../', import.meta.url));
 const lmdbModule = pathToFileURL(join(repoRoot, 'kesd/src/store/lmdb.ts')).href;
@@ -18,90 +18,13 @@ function tempDir(t: { after(fn: () => void): void }): string {
   return dir;
 }
 
-async function withStore(t: { after(fn: () => void): void }, fn: (s: Store, file: string) => Promise<void>): Promise<void> {
-  const file = join(tempDir(t), 'store.mdb');
-  const s = await openLmdbStore(file);
-  try {
-    await fn(s, file);
-  } finally {
-    await s.close();
-  }
-}
-
 const b = (s: string) => Buffer.from(s);
-async function paths(s: Store, prefix: string): Promise<string[]> {
-  const out: string[] = [];
-  for await (const r of s.list(prefix)) out.push(r.path);
-  return out;
-}
 
-test('put, get, overwrite and missing paths', (t) =>
-  withStore(t, async (s) => {
-    assert.equal(await s.get('a/x'), undefined);
-    await s.put('a/x', b('one'));
-    assert.deepEqual(Buffer.from((await s.get('a/x'))!), b('one'));
-    await s.put('a/x', new Uint8Array([0, 255, 7]));
-    assert.deepEqual(Buffer.from((await s.get('a/x'))!), Buffer.from([0, 255, 7]));
-    await s.status();
-  }));
-
-test('putIfAbsent writes only when absent', (t) =>
-  withStore(t, async (s) => {
-    assert.equal(await s.putIfAbsent('k', b('first')), true);
-    assert.equal(await s.putIfAbsent('k', b('second')), false);
-    assert.deepEqual(Buffer.from((await s.get('k'))!), b('first'));
-  }));
-
-test('50 concurrent putIfAbsent on one path: exactly one wins and its value is stored', (t) =>
-  withStore(t, async (s) => {
-    const results = await Promise.all(Array.from({ length: 50 }, (_, i) => s.putIfAbsent('race', b(`v${i}`))));
-    const winners = results.flatMap((ok, i) => (ok ? [i] : []));
-    assert.equal(winners.length, 1);
-    assert.deepEqual(Buffer.from((await s.get('race'))!), b(`v${winners[0]}`));
-  }));
-
-test('delete reports whether something was deleted', (t) =>
-  withStore(t, async (s) => {
-    await s.put('d', b('x'));
-    assert.equal(await s.delete('d'), true);
-    assert.equal(await s.get('d'), undefined);
-    assert.equal(await s.delete('d'), false);
-    assert.equal(await s.delete('never'), false);
-  }));
-
-test('list returns exactly the prefix, in ascending order', (t) =>
-  withStore(t, async (s) => {
-    for (const p of ['b', 'a/2', 'ab', 'a/10', 'a', 'a/', 'ab/1', 'a/1', 'a0', 'a.']) await s.put(p, b(p));
-    assert.deepEqual(await paths(s, 'a/'), ['a/', 'a/1', 'a/10', 'a/2']);
-    assert.deepEqual(await paths(s, 'ab'), ['ab', 'ab/1']);
-    assert.deepEqual(await paths(s, 'a'), ['a', 'a.', 'a/', 'a/1', 'a/10', 'a/2', 'a0', 'ab', 'ab/1']);
-    assert.deepEqual(await paths(s, ''), ['a', 'a.', 'a/', 'a/1', 'a/10', 'a/2', 'a0', 'ab', 'ab/1', 'b']);
-    assert.deepEqual(await paths(s, 'zzz'), []);
-    assert.deepEqual(await paths(s, 'a/2/'), []);
-    for await (const r of s.list('ab/')) assert.deepEqual(Buffer.from(r.value), b(r.path));
-  }));
-
-test('list is a lazy async iterator that can stop early and survives concurrent writes', (t) =>
-  withStore(t, async (s) => {
-    await Promise.all(Array.from({ length: 2000 }, (_, i) => s.put(`e/${String(i).padStart(5, '0')}`, b(`${i}`))));
-    const iterable = s.list('e/');
-    assert.equal(typeof iterable[Symbol.asyncIterator], 'function');
-    const it = iterable[Symbol.asyncIterator]();
-    const first = await it.next();
-    assert.equal(first.done, false);
-    assert.equal(first.value.path, 'e/00000');
-    await it.return?.();
-    assert.equal((await it.next()).done, true);
-
-    let n = 0;
-    for await (const r of s.list('e/')) {
-      if (n % 500 === 0) await s.put(`e/zz${n}`, b('late')); // writes while a cursor is open
-      assert.ok(r.path.startsWith('e/'));
-      if (++n === 1500) break;
-    }
-    assert.equal(n, 1500);
-    assert.equal((await paths(s, 'e/')).length, 2003); // 2000 + the puts at n = 0, 500, 1000
-  }));
+// The contract every backend keeps (store-contract.ts): handles of one group share one file, as cluster workers do.
+const contractDir = mkdtempSync(join(tmpdir(), 'kesd-lmdb-contract-'));
+after(() => rmSync(contractDir, { recursive: true, force: true }));
+let fresh = 0;
+storeContract({ open: (shared) => openLmdbStore(join(contractDir, `${shared ?? `s${++fresh}`}.mdb`)), clients: 2 });
 
 test('data survives close and reopen; a closed store rejects', async (t) => {
   const file = join(tempDir(t), 'nested', 'store.mdb');
