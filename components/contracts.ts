@@ -8,12 +8,10 @@ export interface TlsIdentity {
   readonly identity: pulumi.Output<string>;
 }
 
-/** Where the kesd unseal key lives in the cluster; the value itself never leaves the Secret. */
+/** Where the kesd unseal key lives in the cluster; the value itself never leaves the Secret (kesd reads it as a file). */
 export interface UnsealKeyRef {
   readonly secretName: pulumi.Output<string>;
   readonly secretKey: string;
-  /** The env var kesd reads it from (init.yml `unseal.environment.name`). */
-  readonly envName: string;
 }
 
 /** How kesd is reached from MinIO. */
@@ -37,7 +35,6 @@ export interface EtcdStoreRef {
 }
 
 export const KESD_PORT = 7373;
-export const UNSEAL_ENV = 'KESD_UNSEAL_KEY';
 export const UNSEAL_SECRET_KEY = 'unseal-key';
 
 /** Labels every object of a component carries (selector-safe, deterministic). */

@@ -3,7 +3,7 @@ import { createHash } from 'node:crypto';
 import { readdirSync, readFileSync } from 'node:fs';
 import { join, posix, relative, sep } from 'node:path';
 import { stringify } from 'yaml';
-import { KESD_PORT, UNSEAL_ENV } from './contracts';
+import { KESD_PORT } from './contracts';
 
 /** Fixed object names, so the server certificate's SANs can be computed before Kesd exists (KesIdentities). */
 export const KESD_NAMES = {
@@ -22,6 +22,9 @@ export const KESD_PATHS = {
   dataDir: '/var/lib/kesd/data',
   initFile: '/etc/kesd/init.yml',
   tlsDir: '/etc/kesd/tls',
+  /** The unseal key Secret, mounted read-only; kesd reads the key from the file (init.yml `unseal.file`). */
+  unsealDir: '/etc/kesd/unseal',
+  unsealFile: '/etc/kesd/unseal/key',
   /** kesd's etcd client certificate, key and the etcd CA (the EtcdCluster's client Secret). */
   etcdTlsDir: '/etc/kesd/etcd',
   tmpDir: '/tmp',
@@ -83,7 +86,11 @@ export interface KesdInitInput {
   tlsDir: string;
   /** Absolute path of a CA bundle for `tls.ca` (optional; see the note in Kesd on why it is not set there). */
   caFile?: string;
-  /** The env var holding the unseal key; UNSEAL_ENV unless the UnsealKey says otherwise. */
+  /**
+   * Where kesd reads the unseal key: a file (default KESD_PATHS.unsealFile, the mounted Secret), or, given instead,
+   * an environment variable. The file keeps the key out of every process's environment (docs/security.md).
+   */
+  unsealFile?: string;
   unsealEnv?: string;
   /** The shared store; without it kesd uses the embedded one in its data dir. */
   etcd?: KesdEtcdStore;
@@ -103,14 +110,17 @@ const NAME = /^(?!-)(?!_$)[0-9A-Za-z_-]{1,80}(?<!-)$/;
 
 /** init.yml for `kesd server --init`: KES v0.22 format plus `enclave.<name>.keys` and `api` skip_auth for probes. */
 export function kesdInitYaml(input: KesdInitInput): string {
-  const { sysadmin, enclave, minioIdentity, keys, tlsDir, caFile, unsealEnv = UNSEAL_ENV, etcd } = input;
+  const { sysadmin, enclave, minioIdentity, keys, tlsDir, caFile, unsealEnv, etcd } = input;
   for (const [what, id] of [['sysadmin', sysadmin], ['enclave admin', enclave.admin], ['MinIO identity', minioIdentity]] as const) {
     if (!IDENTITY.test(id)) throw new Error(`kesd init.yml: ${what} identity '${id}' is not 64 lowercase hex characters`);
   }
   if (new Set([sysadmin, enclave.admin, minioIdentity]).size !== 3) {
     throw new Error('kesd init.yml: the sysadmin, the enclave admin and MinIO must be three different identities');
   }
-  if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(unsealEnv)) throw new Error(`kesd init.yml: '${unsealEnv}' is not a valid environment variable name`);
+  if (unsealEnv !== undefined && input.unsealFile !== undefined) throw new Error('kesd init.yml: give the unseal key as a file or as an environment variable, not both');
+  if (unsealEnv !== undefined && !/^[A-Za-z_][A-Za-z0-9_]*$/.test(unsealEnv)) throw new Error(`kesd init.yml: '${unsealEnv}' is not a valid environment variable name`);
+  const unsealFile = input.unsealFile ?? KESD_PATHS.unsealFile;
+  if (unsealEnv === undefined && !unsealFile.startsWith('/')) throw new Error(`kesd init.yml: unsealFile '${unsealFile}' must be an absolute path`);
   if (!NAME.test(enclave.name)) throw new Error(`kesd init.yml: enclave name '${enclave.name}' is not a valid kesd name`);
   for (const k of keys) if (!NAME.test(k)) throw new Error(`kesd init.yml: key name '${k}' is not a valid kesd name`);
   const dup = keys.find((k, i) => keys.indexOf(k) !== i);
@@ -129,7 +139,7 @@ export function kesdInitYaml(input: KesdInitInput): string {
       cert: posix.join(tlsDir, 'tls.crt'),
       ...(caFile !== undefined ? { ca: caFile } : {}),
     },
-    unseal: { environment: { name: unsealEnv } },
+    unseal: unsealEnv !== undefined ? { environment: { name: unsealEnv } } : { file: { path: unsealFile } },
     ...(etcd !== undefined ? { store: { etcd: etcdStoreDoc(etcd) } } : {}),
     enclave: {
       [enclave.name]: {

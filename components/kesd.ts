@@ -127,7 +127,7 @@ export class Kesd extends pulumi.ComponentResource implements KesdEndpoints {
           minioIdentity: minioId,
           keys: args.keys,
           tlsDir: KESD_PATHS.tlsDir,
-          unsealEnv: args.unsealKey.envName,
+          unsealFile: KESD_PATHS.unsealFile,
           etcd: etcdEndpoints === undefined ? undefined : { endpoints: etcdEndpoints, prefix: KESD_ETCD_PREFIX, tlsDir: KESD_PATHS.etcdTlsDir },
         }),
       );
@@ -155,9 +155,8 @@ export class Kesd extends pulumi.ComponentResource implements KesdEndpoints {
       image: image.ref,
       imagePullPolicy: 'IfNotPresent',
       args: kesdServerArgs(workers, KESD_PORT),
-      env: [
-        { name: args.unsealKey.envName, valueFrom: { secretKeyRef: { name: args.unsealKey.secretName, key: args.unsealKey.secretKey } } },
-      ],
+      // No env: the unseal key is a mounted file (an env var would sit in every kesd process's environment, and in
+      // the container runtime's spec on the node).
       ports: [{ name: PORT_NAME, containerPort: KESD_PORT, protocol: 'TCP' }],
       // Readiness on /v1/ready (served without a client certificate: init.yml api skip_auth), liveness on the port.
       ...kesdProbes(PORT_NAME),
@@ -166,6 +165,7 @@ export class Kesd extends pulumi.ComponentResource implements KesdEndpoints {
       volumeMounts: [
         { name: 'data', mountPath: KESD_PATHS.stateDir },
         { name: 'tls', mountPath: KESD_PATHS.tlsDir, readOnly: true },
+        { name: 'unseal', mountPath: KESD_PATHS.unsealDir, readOnly: true },
         ...(etcd ? [{ name: 'etcd-tls', mountPath: KESD_PATHS.etcdTlsDir, readOnly: true }] : []),
         // subPath: the file does not follow ConfigMap edits, but checksum/init rolls the pods on every change.
         { name: 'init', mountPath: KESD_PATHS.initFile, subPath: 'init.yml', readOnly: true },
@@ -216,6 +216,13 @@ export class Kesd extends pulumi.ComponentResource implements KesdEndpoints {
               volumes: [
                 ...dataVolumes,
                 { name: 'tls', secret: { secretName: tlsSecret.metadata.name, defaultMode: 0o440 } },
+                // Only the key, as the file kesd reads. 0440, owned by root, group fsGroup: uid 1000 reads it through its
+                // group, no other user can, and kesd refuses a key file that others may read. (With an fsGroup the kubelet
+                // adds group read to any defaultMode, so 0400 would end up 0440 as well.)
+                {
+                  name: 'unseal',
+                  secret: { secretName: args.unsealKey.secretName, items: [{ key: args.unsealKey.secretKey, path: path.posix.basename(KESD_PATHS.unsealFile) }], defaultMode: 0o440 },
+                },
                 ...(etcd ? [{ name: 'etcd-tls', secret: { secretName: etcd.clientTlsSecretName, defaultMode: 0o440 } }] : []),
                 { name: 'init', configMap: { name: initConfig.metadata.name, items: [{ key: 'init.yml', path: 'init.yml' }] } },
                 { name: 'tmp', emptyDir: { sizeLimit: '16Mi' } },

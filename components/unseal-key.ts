@@ -1,8 +1,9 @@
-// kesd's unseal key: 32 random bytes, generated once, kept secret in Pulumi state and handed to pods via a Secret.
+// kesd's unseal key: 32 random bytes, generated once, kept secret in Pulumi state and handed to pods via a Secret
+// that Kesd mounts as a file (init.yml `unseal.file`), never as an environment variable.
 import * as pulumi from '@pulumi/pulumi';
 import * as k8s from '@pulumi/kubernetes';
 import * as random from '@pulumi/random';
-import { labels, UNSEAL_ENV, UNSEAL_SECRET_KEY, type UnsealKeyRef } from './contracts';
+import { labels, UNSEAL_SECRET_KEY, type UnsealKeyRef } from './contracts';
 
 export interface UnsealKeyArgs {
   namespace: pulumi.Input<string>;
@@ -15,7 +16,6 @@ export const UNSEAL_KEY_BYTES = 32;
 export class UnsealKey extends pulumi.ComponentResource implements UnsealKeyRef {
   readonly secretName: pulumi.Output<string>;
   readonly secretKey = UNSEAL_SECRET_KEY;
-  readonly envName = UNSEAL_ENV;
 
   constructor(name: string, args: UnsealKeyArgs, opts?: pulumi.ComponentResourceOptions) {
     super('stateful-kes:index:UnsealKey', name, {}, opts);
@@ -28,13 +28,13 @@ export class UnsealKey extends pulumi.ComponentResource implements UnsealKeyRef 
       {
         metadata: { name, namespace: args.namespace, labels: labels('kesd', 'unseal-key') },
         type: 'Opaque',
-        // kesd reads the env var as base64 text, so the Secret holds the base64 string itself.
+        // kesd reads the key file as base64 text, so the Secret holds the base64 string itself.
         stringData: { [UNSEAL_SECRET_KEY]: pulumi.secret(key.base64) },
       },
       { parent: this, provider: args.provider },
     );
     this.secretName = secret.metadata.name;
 
-    this.registerOutputs({ secretName: this.secretName, secretKey: this.secretKey, envName: this.envName });
+    this.registerOutputs({ secretName: this.secretName, secretKey: this.secretKey });
   }
 }

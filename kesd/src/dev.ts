@@ -1,7 +1,7 @@
 // `npm start`: kesd on the embedded store with generated dev identities under .kesd-dev/.
-// DEV ONLY: the unseal key is kept in .kesd-dev/unseal.key next to the data it protects.
+// DEV ONLY: the unseal key is kept in .kesd-dev/unseal.key next to the data it protects (init.yml's unseal.file).
 import { existsSync } from 'node:fs';
-import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { mkdir, writeFile } from 'node:fs/promises';
 import { join, relative, resolve } from 'node:path';
 import { newIdentity } from './identity/certificate.js';
 import { randomBytes } from './crypto/random.js';
@@ -10,7 +10,6 @@ import { readServerConfig, type InitConfig } from './store/config.js';
 import { openSealedRootKey } from './store/unseal.js';
 import { runServer } from './server/run.js';
 
-const UNSEAL_ENV = 'KESD_DEV_UNSEAL_KEY';
 const dir = resolve(process.env.KESD_DEV_DIR ?? '.kesd-dev');
 const address = process.env.KESD_DEV_ADDR ?? '127.0.0.1:7373';
 const file = (name: string) => join(dir, name);
@@ -39,17 +38,17 @@ async function firstRun(): Promise<void> {
     address,
     sysadmin,
     tls: { key: file('server.key'), cert: file('server.crt'), password: '', verifyCert: false, proxy: { identities: [], header: '' } },
-    unsealEnv: UNSEAL_ENV,
+    unsealFile: file('unseal.key'),
     enclaves: [{ name: 'default', admin, policies: [], keys: ['my-key'] }],
   };
-  await initDataDir(file('data'), init, { env: { ...process.env, [UNSEAL_ENV]: unsealKey } });
+  await initDataDir(file('data'), init);
   console.error(`kesd dev: created identities and an initialised data dir in ${dir}`);
 }
 
 if (!existsSync(file('data'))) await firstRun();
-const env = { ...process.env, [UNSEAL_ENV]: (await readFile(file('unseal.key'), 'utf8')).trim() };
-const config = await readServerConfig(file('data'), env);
-const { root } = await openSealedRootKey(file('data'), env);
+const config = await readServerConfig(file('data'));
+// The key file, also for a dev dir created when it was read from a variable.
+const { root } = await openSealedRootKey(file('data'), process.env, { file: file('unseal.key') });
 const rel = (name: string) => relative(process.cwd(), file(name)) || file(name);
 const endpoint = `https://${address.replace(/^0\.0\.0\.0:/, '127.0.0.1:')}`;
 console.log(`kesd dev server (embedded store, dev identities; the unseal key is in ${rel('unseal.key')}: dev only)
@@ -62,5 +61,4 @@ console.log(`kesd dev server (embedded store, dev identities; the unseal key is 
   or the kesd CLI:
     KES_SERVER=${endpoint} KES_CLIENT_CERT=${rel('admin.crt')} KES_CLIENT_KEY=${rel('admin.key')} KES_CA=${rel('server.crt')} npx kesd key ls
 `);
-process.env[UNSEAL_ENV] = env[UNSEAL_ENV];
 await runServer({ dir: file('data'), config, root, address, auditStdout: process.env.KESD_DEV_AUDIT === 'on' });

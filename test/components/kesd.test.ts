@@ -20,7 +20,7 @@ import { isAllowed, patternError } from '../../kesd/src/state/policy.js';
 import { newIdentity } from '../../kesd/src/identity/certificate.js';
 import { request } from '../kesd/harness.js';
 import { byType, lineage, onResource, recordLineage, setupMocks, unsecret, valueOf, type RecordedResource } from './mocks.ts';
-import { KESD_PORT, UNSEAL_ENV, UNSEAL_SECRET_KEY } from '../../components/contracts.ts';
+import { KESD_PORT, UNSEAL_SECRET_KEY } from '../../components/contracts.ts';
 import { kesdServerDnsNames } from '../../components/kes-identity.ts';
 import {
   KESD_CONTAINER_SECURITY_CONTEXT, KESD_ETCD_PREFIX, KESD_NAMES, KESD_PATHS, KESD_POD_SECURITY_CONTEXT, MINIO_POLICY_ALLOW, cpuMillis, kesdImageSources,
@@ -42,17 +42,20 @@ test('init.yml parses with kesd\'s own strict reader into the intended enclave, 
   assert.equal(parsed.sysadmin, SYS);
   assert.equal(parsed.address, `0.0.0.0:${KESD_PORT}`);
   assert.deepEqual(parsed.tls, { key: '/etc/kesd/tls/tls.key', cert: '/etc/kesd/tls/tls.crt', password: '', verifyCert: false, proxy: { identities: [], header: 'X-Tls-Client-Cert' } });
-  assert.equal(parsed.unsealEnv, UNSEAL_ENV);
+  assert.equal(parsed.unsealFile, KESD_PATHS.unsealFile, 'the unseal key from the mounted Secret file');
+  assert.equal(parsed.unsealEnv, undefined);
   assert.deepEqual(parsed.skipAuth, ['/v1/ready']);
   assert.deepEqual(parsed.enclaves, [
     { name: 'default', admin: ADMIN, keys: KEYS, policies: [{ name: 'minio', allow: [...MINIO_POLICY_ALLOW], deny: [], identities: [MINIO] }] },
   ]);
 });
 
-test('init.yml carries tls.ca and another unseal env var only when asked', () => {
+test('init.yml carries tls.ca, another key file or an unseal env var only when asked', () => {
   const parsed = parseInitConfig(init({ caFile: '/etc/kesd/tls/ca.crt', unsealEnv: 'OTHER_KEY' }), {});
   assert.equal(parsed.tls.ca, '/etc/kesd/tls/ca.crt');
   assert.equal(parsed.unsealEnv, 'OTHER_KEY');
+  assert.equal(parsed.unsealFile, undefined);
+  assert.equal(parseInitConfig(init({ unsealFile: '/run/unseal' }), {}).unsealFile, '/run/unseal');
   assert.equal(parseInitConfig(init(), {}).tls.ca, undefined);
 });
 
@@ -125,6 +128,8 @@ test('kesdInitYaml refuses what kesd would refuse at start: bad identities, shar
   assert.throws(() => init({ keys: ['-lead'] }), /not a valid kesd name/);
   assert.throws(() => init({ tlsDir: 'tls' }), /tlsDir 'tls' must be an absolute path/);
   assert.throws(() => init({ unsealEnv: '1X' }), /not a valid environment variable name/);
+  assert.throws(() => init({ unsealFile: 'unseal/key' }), /unsealFile 'unseal\/key' must be an absolute path/);
+  assert.throws(() => init({ unsealFile: '/k', unsealEnv: 'K' }), /as a file or as an environment variable, not both/);
 });
 
 test('the container args start kesd on the PVC subdirectory with init.yml, listening on all interfaces, with an explicit worker count', () => {
@@ -182,11 +187,13 @@ test('kesd serves the rendered init.yml: the probe route needs no certificate, M
     writeFileSync(join(tlsDir, 'tls.crt'), server.certPem);
     writeFileSync(join(tlsDir, 'tls.key'), server.keyPem, { mode: 0o600 });
     const initFile = join(dir, 'init.yml');
-    writeFileSync(initFile, kesdInitYaml({ sysadmin: sysadmin.identity, enclave: { name: 'default', admin: admin.identity }, minioIdentity: minio.identity, keys: ['minio-default-key'], tlsDir }));
+    const unsealFile = join(dir, 'unseal-key');
+    writeFileSync(unsealFile, Buffer.alloc(32, 7).toString('base64'), { mode: 0o440 });
+    writeFileSync(initFile, kesdInitYaml({ sysadmin: sysadmin.identity, enclave: { name: 'default', admin: admin.identity }, minioIdentity: minio.identity, keys: ['minio-default-key'], tlsDir, unsealFile }));
     const local: Record<string, string> = { [KESD_PATHS.dataDir]: join(dir, 'pvc', 'data'), [KESD_PATHS.initFile]: initFile, [`0.0.0.0:${KESD_PORT}`]: '127.0.0.1:0' };
     const args = kesdServerArgs(1).map((a) => local[a] ?? a);
     const cli = pathToFileURL(join(REPO, 'kesd/src/cli.ts')).href;
-    const env = { ...process.env, [UNSEAL_ENV]: Buffer.alloc(32, 7).toString('base64') };
+    const env = process.env;
     child = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', `const { main } = await import(${JSON.stringify(cli)}); process.exitCode = await main(process.argv.slice(1));`, ...args, '--audit-log', 'off'], { cwd: REPO, env, stdio: ['ignore', 'ignore', 'pipe'] });
     const port = await new Promise<number>((res, rej) => {
       let stderr = '';
@@ -366,7 +373,7 @@ function kesdArgs(image: import('../../components/kesd.ts').KesdImage, over: Par
     storageClass: 'standard',
     image,
     identities: { server: tlsIdentity(ids.server), caCertPem: pulumi.output(ids.ca.certPem), sysadmin: tlsIdentity(ids.sysadmin), enclaveAdmin: tlsIdentity(ids.admin), minio: tlsIdentity(ids.minio) },
-    unsealKey: { secretName: pulumi.output('unseal'), secretKey: UNSEAL_SECRET_KEY, envName: UNSEAL_ENV },
+    unsealKey: { secretName: pulumi.output('unseal'), secretKey: UNSEAL_SECRET_KEY },
     keys: KEYS,
     tenantNamespace: 'tenant-1',
     provider,
@@ -477,7 +484,7 @@ test('the ConfigMap\'s init.yml is not secret, names the real identities and key
   assert.ok(!JSON.stringify(annotations).includes('PRIVATE'));
 });
 
-test('the StatefulSet: Parallel, headless serviceName, PVC per pod kept on delete, kesd args, unseal env from the Secret', () => {
+test('the StatefulSet: Parallel, headless serviceName, PVC per pod kept on delete, kesd args, the unseal key a file from the Secret', () => {
   const s = sts();
   assert.equal(s.metadata.name, 'kesd');
   assert.equal(s.spec.serviceName, 'kesd-hl');
@@ -493,7 +500,7 @@ test('the StatefulSet: Parallel, headless serviceName, PVC per pod kept on delet
   assert.equal(ext.resources.requests.storage, '5Gi');
   const c = container();
   assert.deepEqual(c.args, kesdServerArgs(1), 'a CPU limit of 1: one worker');
-  assert.deepEqual(c.env, [{ name: UNSEAL_ENV, valueFrom: { secretKeyRef: { name: 'unseal', key: UNSEAL_SECRET_KEY } } }]);
+  assert.equal(c.env, undefined, 'no env: the unseal key is never an environment variable');
   assert.deepEqual(c.ports, [{ name: 'https', containerPort: 7373, protocol: 'TCP' }]);
   assert.equal(c.imagePullPolicy, 'IfNotPresent');
   assert.ok(c.resources.requests.cpu && c.resources.requests.memory && c.resources.limits.memory);
@@ -501,9 +508,14 @@ test('the StatefulSet: Parallel, headless serviceName, PVC per pod kept on delet
   assert.equal(mounts['/var/lib/kesd'].name, 'data');
   assert.deepEqual(mounts['/etc/kesd/init.yml'], { name: 'init', mountPath: '/etc/kesd/init.yml', subPath: 'init.yml', readOnly: true });
   assert.equal(mounts['/etc/kesd/tls'].readOnly, true);
+  assert.deepEqual(mounts[KESD_PATHS.unsealDir], { name: 'unseal', mountPath: KESD_PATHS.unsealDir, readOnly: true });
+  assert.equal(posix.dirname(KESD_PATHS.unsealFile), KESD_PATHS.unsealDir);
   assert.equal(mounts['/tmp'].name, 'tmp');
   const volumes = Object.fromEntries(podSpec().volumes.map((v: { name: string }) => [v.name, v]));
   assert.equal(volumes.tls.secret.secretName, KESD_NAMES.tlsSecret);
+  // Only the key, as the file init.yml names; no other user may read it (kesd refuses such a file).
+  assert.deepEqual(volumes.unseal.secret, { secretName: 'unseal', items: [{ key: UNSEAL_SECRET_KEY, path: posix.basename(KESD_PATHS.unsealFile) }], defaultMode: 0o440 });
+  assert.equal(parseInitConfig(one('kesd', K8S.cm).inputs.data['init.yml'], {}).unsealFile, KESD_PATHS.unsealFile);
   assert.equal(volumes.init.configMap.name, KESD_NAMES.initConfigMap);
   assert.ok(volumes.tmp.emptyDir);
   assert.equal(podSpec().automountServiceAccountToken, false);

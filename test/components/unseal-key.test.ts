@@ -3,10 +3,13 @@
 import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import * as k8s from '@pulumi/kubernetes';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { setupMocks, byType, valueOf, isSecret, unsecret, lineage, recordLineage } from './mocks.ts';
 import { registerTlsMocks } from './tls-mock.ts';
 import { readUnsealKey } from '../../kesd/src/store/unseal.js';
-import { UNSEAL_ENV, UNSEAL_SECRET_KEY } from '../../components/contracts.ts';
+import { UNSEAL_SECRET_KEY } from '../../components/contracts.ts';
 
 await setupMocks();
 registerTlsMocks();
@@ -24,11 +27,11 @@ describe('UnsealKey under mocks', () => {
     return secrets[0];
   };
 
-  test('is an UnsealKeyRef: the Secret name, its key and the env var kesd reads', async () => {
+  test('is an UnsealKeyRef: the Secret name and its key (Kesd mounts it as a file; there is no env var)', async () => {
     assert.equal(await valueOf(unseal.secretName), 'kesd-unseal');
     assert.equal(await isSecret(unseal.secretName), false);
     assert.equal(unseal.secretKey, UNSEAL_SECRET_KEY);
-    assert.equal(unseal.envName, UNSEAL_ENV);
+    assert.deepEqual(Object.keys(unseal).filter((k) => /env/i.test(k)), []);
   });
 
   test('draws 32 random bytes once: no keepers that could regenerate the key', async () => {
@@ -50,7 +53,14 @@ describe('UnsealKey under mocks', () => {
     const value: string = secret.stringData[UNSEAL_SECRET_KEY];
     assert.equal(Buffer.from(value, 'base64').length, 32);
     assert.equal(Buffer.from(value, 'base64').toString('base64'), value);
-    assert.equal(readUnsealKey(UNSEAL_ENV, { [UNSEAL_ENV]: value }).length, 32);
+    // As the mounted file kesd reads (owner and group read only, as the kubelet leaves it with an fsGroup).
+    const dir = mkdtempSync(join(tmpdir(), 'kesd-unseal-file-'));
+    try {
+      writeFileSync(join(dir, 'key'), value, { mode: 0o440 });
+      assert.equal(readUnsealKey({ file: join(dir, 'key') }, {}).length, 32);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   test('the Secret value reaches the engine only as a secret, never as plain text', async () => {

@@ -3,7 +3,7 @@
 // args, and Service names resolved through a private /etc/hosts (unshare -m and a bind mount: needs root).
 // Shared by wiring.test.ts (one kesd) and wiring-ha.test.ts (three etcd members, three kesd replicas).
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, readFile, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import type { Manifest } from '../components/stack-render.ts';
 import { freePort, Minio, sleep } from './stack.ts';
@@ -37,14 +37,15 @@ export function remapArgPath(arg: string, root: string): string {
   return arg.replace(/^(--[a-z-]+=)?(\/.*)$/, (_, flag: string | undefined, path: string) => `${flag ?? ''}${join(root, path)}`);
 }
 
-/** init.yml names container paths (TLS files, at any depth): point them into the laid-out pod. */
+/** init.yml names container paths (TLS files at any depth, the unseal key file): point them into the laid-out pod. */
 export function remapInitPaths(content: string, root: string): string {
-  return content.replace(/(^\s*(?:key|cert|ca): )(\/\S+)$/gm, (_, prefix: string, path: string) => `${prefix}${join(root, path)}`);
+  return content.replace(/(^\s*(?:key|cert|ca|path): )(\/\S+)$/gm, (_, prefix: string, path: string) => `${prefix}${join(root, path)}`);
 }
 
 /**
- * Writes every volume the container mounts at its mount path under `root`. `rewrite` may change a file's content
- * (e.g. remap the paths init.yml names).
+ * Writes every volume the container mounts at its mount path under `root`: a Secret's or ConfigMap's `items` (key →
+ * path, mode) if listed, else every key; with the volume's defaultMode (else 0644, as the kubelet). `rewrite` may
+ * change a file's content (e.g. remap the paths init.yml names).
  */
 export async function layOutVolumes(r: Rendered, sts: any, root: string, rewrite: (content: string) => string = (c) => c): Promise<void> {
   const pod = sts.spec.template.spec;
@@ -57,11 +58,16 @@ export async function layOutVolumes(r: Rendered, sts: any, root: string, rewrite
       await mkdir(target, { recursive: true }); // a volumeClaimTemplate or an emptyDir
       continue;
     }
-    for (const [key, content] of Object.entries(files)) {
-      if (mount.subPath !== undefined && mount.subPath !== key) continue;
-      const file = mount.subPath !== undefined ? target : join(target, key);
+    const source = volume.secret ?? volume.configMap;
+    const items: { key: string; path: string; mode?: number }[] = source.items ?? Object.keys(files).map((key) => ({ key, path: key }));
+    for (const { key, path, mode } of items) {
+      const content = files[key];
+      if (content === undefined) throw new Error(`volume ${mount.name}: no key ${key}`);
+      if (mount.subPath !== undefined && mount.subPath !== path) continue;
+      const file = mount.subPath !== undefined ? target : join(target, path);
       await mkdir(dirname(file), { recursive: true });
-      await writeFile(file, rewrite(content), { mode: 0o600 });
+      await writeFile(file, rewrite(content));
+      await chmod(file, mode ?? source.defaultMode ?? 0o644);
     }
   }
 }

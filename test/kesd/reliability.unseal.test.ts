@@ -1,6 +1,7 @@
 // Nobody gets in without the unseal key, and a failed start changes nothing: the whole matrix for `kesd server`
-// processes in one place. Each bad unseal key (wrong key, missing variable, bad base64, wrong length) exits
-// non-zero with its own clear message and leaves the data dir byte-identical; /v1/sys/seal stops key operations
+// processes in one place. Each bad unseal key (wrong key, missing variable, bad base64, wrong length; and from a key
+// file: missing, open to other users, not a file, bad content) exits non-zero with its own clear message and leaves
+// the data dir byte-identical; /v1/sys/seal stops key operations
 // (403 system is sealed) on every connection, and in every worker process, until a restart.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -122,6 +123,70 @@ test('a missing or corrupt .unseal file: non-zero exit and a clear message', { t
   }
 });
 
+test('a bad unseal key file (unseal.file): non-zero exit, a distinct clear message, the data dir byte-identical', { timeout: 120_000 }, async (t) => {
+  const { chmod, cp, mkdir, readFile, rm, writeFile } = await import('node:fs/promises');
+  const { join } = await import('node:path');
+  const { formatSealedRootKey, parseSealedRootKey } = await import('../../kesd/src/store/unseal.js');
+  const copy = `${fx.dataDir}-file`;
+  const keyDir = `${fx.dataDir}-key`;
+  const keyPath = join(keyDir, 'unseal.key');
+  await cp(fx.dataDir, copy, { recursive: true });
+  await mkdir(keyDir, { mode: 0o700 });
+  try {
+    // The same sealed root key, its unseal key now read from keyPath.
+    const unsealPath = join(copy, '.unseal');
+    const sealedRoot = parseSealedRootKey(await readFile(unsealPath, 'utf8'), '.unseal').ciphertext;
+    await writeFile(unsealPath, formatSealedRootKey({ file: keyPath }, sealedRoot));
+    const noVariable = withKey(undefined);
+    const setKeyFile = async (content: string | undefined, mode = 0o600) => {
+      await rm(keyPath, { recursive: true, force: true });
+      if (content === undefined) return;
+      if (content === 'DIRECTORY') return void (await mkdir(keyPath));
+      await writeFile(keyPath, content);
+      await chmod(keyPath, mode);
+    };
+    const cases: [string, string | undefined, number, RegExp][] = [
+      ['missing file', undefined, 0o600, /unseal key: file '.*' does not exist/],
+      ['a directory', 'DIRECTORY', 0o600, /unseal key: '.*' is not a regular file/],
+      ['readable by others', `${fx.unsealKey}\n`, 0o644, /is accessible by other users \(mode 0644\)/],
+      ['bad base64', 'not base64 at all!\n', 0o600, /unseal key: file '.*' is not valid base64/],
+      ['too short (16 bytes)', Buffer.alloc(16, 1).toString('base64'), 0o600, /unseal key must be 32 bytes, got 16/],
+      ['wrong key', Buffer.alloc(32, 0x33).toString('base64'), 0o400, /unseal key is wrong: the root key is not authentic/],
+    ];
+    const messages = new Set<string>();
+    for (const [name, content, mode, message] of cases) {
+      await setKeyFile(content, mode);
+      const before = await fingerprint(copy);
+      const run = await runKesd(['server', copy, '--audit-log', 'off'], noVariable, 20_000);
+      assert.equal(run.timedOut, false, `${name}: kesd server kept running: ${run.stderr}`);
+      assert.notEqual(run.code, 0, `${name}: exit code 0`);
+      assert.match(run.stderr, message, `${name}: unexpected message`);
+      assert.doesNotMatch(run.stderr, /^\s+at /m, `${name}: a stack trace instead of a message`);
+      assert.ok(!run.stderr.includes(fx.unsealKey), `${name}: the key is echoed`);
+      assert.deepEqual(await fingerprint(copy), before, `${name}: the data dir changed`);
+      messages.add(messageOf(run.stderr));
+      t.diagnostic(`${name}: exit ${run.code}: ${messageOf(run.stderr)}`);
+    }
+    assert.equal(messages.size, cases.length, 'messages are not distinct');
+
+    // The right key file (owner read-only, as a Secret volume mounts it) opens the same data dir, without a variable.
+    await setKeyFile(`${fx.unsealKey}\n`, 0o400);
+    const proc = await startKesd(copy, noVariable, ['--audit-log', 'off']);
+    try {
+      const admin = agentFor(fx.admin);
+      const r = await call(admin, proc.port, 'POST', '/v1/key/decrypt/before-seal', { ciphertext });
+      assert.equal(r.status, 200, r.text);
+      assert.equal(r.json().plaintext, plaintext);
+      admin.destroy();
+    } finally {
+      await proc.stop();
+    }
+  } finally {
+    await rm(copy, { recursive: true, force: true });
+    await rm(keyDir, { recursive: true, force: true });
+  }
+});
+
 const SEALED = 'system is sealed';
 
 /** Polls check every 50 ms until it holds; fails after 15 s. */
@@ -165,6 +230,7 @@ test('/v1/sys/seal stops every key operation with 403 system is sealed, on every
       ['POST', '/v1/key/hmac/before-seal', { message: 'YQ==' }],
       ['POST', '/v1/policy/write/sealed', { allow: ['/v1/key/*'] }],
       ['GET', '/v1/identity/list/*', undefined],
+      ['GET', '/v1/identity/self/describe', undefined],
       ['POST', '/v1/secret/create/sealed', { bytes: 'YQ==' }],
     ];
     let checked = 0;

@@ -9,6 +9,7 @@ import {
   parseInitConfig,
   readServerConfig,
   toServerConfig,
+  unsealSourceOf,
   writeServerConfig,
   type ServerConfig,
 } from '../../kesd/src/store/config.js';
@@ -285,4 +286,28 @@ test('server config: clear errors', async (t) => {
       return true;
     });
   }
+});
+
+test('unseal.file (kesd extension): a key file instead of a variable; relative paths resolve like the TLS paths; .init round trip', async (t) => {
+  const dir = tempDir(t);
+  const c = base();
+  c.unseal = { file: { path: 'secrets/unseal.key' } };
+  const init = parseInitConfig(stringify(c), {});
+  assert.equal(init.unsealFile, 'secrets/unseal.key');
+  assert.equal(init.unsealEnv, undefined);
+  assert.deepEqual(unsealSourceOf(init, '/srv/kes'), { file: '/srv/kes/secrets/unseal.key' });
+  const cfg = toServerConfig(init, '/srv/kes');
+  assert.equal(cfg.unsealFile, '/srv/kes/secrets/unseal.key');
+  assert.ok(!('unsealEnv' in cfg));
+  await writeServerConfig(dir, cfg);
+  assert.match(readFileSync(join(dir, '.init'), 'utf8'), /unseal:\n\s+file:\n\s+path: \/srv\/kes\/secrets\/unseal.key\n/);
+  assert.deepEqual(await readServerConfig(dir, {}), cfg);
+  assert.deepEqual(unsealSourceOf(parseInitConfig(stringify(base()), {})), { env: 'KES_UNSEAL_KEY' });
+
+  rejects((c) => (c.unseal.file = { path: '/k' }), "'unseal': set either 'environment' (a variable) or 'file' (a key file), not both");
+  rejects((c) => (c.unseal = { file: {} }), "'unseal.file.path' is required");
+  rejects((c) => (c.unseal = { file: { path: '/k', mode: '0400' } }), "unknown field 'unseal.file.mode'");
+  rejects((c) => (c.unseal = { vault: {} }), "unknown field 'unseal.vault'");
+  writeFileSync(join(dir, '.init'), 'version: "1"\ntls: {key: /k, cert: /c}\nunseal: {file: {path: relative.key}}\n');
+  await assert.rejects(readServerConfig(dir, {}), /'unseal.file.path': 'relative.key' must be an absolute path/);
 });

@@ -6,6 +6,7 @@ import { openLmdbStore } from '../store/lmdb.js';
 import type { Store } from '../store/store.js';
 import type { RootKeyInfo } from '../store/unseal.js';
 import { System } from '../state/system.js';
+import { wipe } from '../crypto/secret.js';
 import { importKesFsKeystore } from '../migrate/kes-fs.js';
 import { openStore } from '../server/run.js';
 import { openRootKey, STORE_FILE } from './server.js';
@@ -32,9 +33,10 @@ const importKesFs: Command = {
     const { values, positionals: args } = parse(argv, { enclave: { type: 'string', short: 'e' } }, usage);
     const [source, dataDir] = positionals(args, 2, usage);
     const { root, store } = await openDataDir(dataDir!, process.env);
+    let system: System | undefined;
     try {
       // No sweeps of deleted enclaves here: the running servers finish them, and this process ends soon.
-      const system = await System.open(store, { key: root.key, sysadmin: root.sysadmin }, { resumeSweeps: false });
+      system = await System.open(store, { key: root.key, sysadmin: root.sysadmin }, { resumeSweeps: false });
       const enclaveName = values.enclave ?? 'default';
       const enclave = system.enclaves.get(enclaveName);
       if (enclave === undefined) throw new CliError(`enclave '${enclaveName}' does not exist in ${dataDir}`);
@@ -44,6 +46,8 @@ const importKesFs: Command = {
       for (const f of report.failed) console.error(`failed: '${f.name}': ${f.reason}`);
       return report.conflicts.length + report.failed.length === 0 ? 0 : 1;
     } finally {
+      system?.release();
+      wipe(root.key);
       await store.close();
     }
   },

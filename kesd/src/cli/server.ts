@@ -4,12 +4,16 @@ import os from 'node:os';
 import { mkdir, readdir, readFile, rename, rm } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import {
-  parseInitConfig, readServerConfig, SERVER_CONFIG_FILE, toServerConfig, writeServerConfig, type EtcdConfig, type InitConfig, type ServerConfig, type StoreConfig,
+  parseInitConfig, readServerConfig, SERVER_CONFIG_FILE, toServerConfig, unsealSourceOf, writeServerConfig, type EtcdConfig, type InitConfig, type ServerConfig, type StoreConfig,
 } from '../store/config.js';
 import { syncDir } from '../store/atomic.js';
 import { openLmdbStore } from '../store/lmdb.js';
-import { openSealedRootKey, readUnsealKey, sealRootKey, writeSealedRootKey, type RootKeyInfo } from '../store/unseal.js';
-import { randomBytes } from '../crypto/random.js';
+import {
+  describeUnsealSource, openRootKey as unsealRoot, readSealedRootKey, rewriteUnsealSource, sameUnsealSource, sealRootKey, takeUnsealKey, writeSealedRootKey,
+  type RootKeyInfo, type SealedRootKey, type UnsealSource,
+} from '../store/unseal.js';
+import { randomBytes, randomFill } from '../crypto/random.js';
+import { secretBuffer, wipe } from '../crypto/secret.js';
 import { System } from '../state/system.js';
 import { ErrEnclaveExists, ErrKeyExists } from '../api/errors.js';
 import { checkServerCertificate } from '../server/tls-check.js';
@@ -83,72 +87,123 @@ export async function ensureDeclaredKeys(system: System, declared: Record<string
   return created;
 }
 
+export interface InitOptions {
+  force?: boolean;
+  /** Where the unseal key variable is looked up (default process.env, which then loses it: store/environ.ts). */
+  env?: NodeJS.ProcessEnv;
+  cwd?: string;
+  /** The unseal key, read already by the caller (who wipes it); otherwise read from init.yml's source. */
+  unsealKey?: Buffer;
+}
+
 /**
  * Initialises a data dir: built in a sibling temp dir and renamed into place, so a failed init leaves nothing. With
  * an etcd store the dir holds only .init: the root key is created in etcd unless another replica's is there (then
  * that one is used, if this unseal key opens it), and the declarations are applied to the shared store.
  */
-export async function initDataDir(dir: string, init: InitConfig, opts: { force?: boolean; env?: NodeJS.ProcessEnv; cwd?: string } = {}): Promise<void> {
-  const env = opts.env ?? process.env;
+export async function initDataDir(dir: string, init: InitConfig, opts: InitOptions = {}): Promise<void> {
   if (existsSync(dir) && !opts.force && !(await isEmptyDir(dir))) throw new CliError(`'${dir}' already exists. Use 'kesd init --force' to replace it`);
-  const unsealKey = readUnsealKey(init.unsealEnv, env);
-  const serverConfig: ServerConfig = { ...toServerConfig(init, opts.cwd), keys: Object.fromEntries(init.enclaves.map((e) => [e.name, e.keys])) };
-  await checkServerCertificate(serverConfig.tls);
-
-  const staging = join(dirname(resolve(dir)), `.${basename(dir)}.init-${randomBytes(4).toString('hex')}`);
-  await mkdir(dirname(staging), { recursive: true });
-  await mkdir(staging, { mode: 0o700 });
+  const source = unsealSourceOf(init, opts.cwd);
+  const unsealKey = opts.unsealKey ?? takeUnsealKey(source, opts.env ?? process.env).key;
+  const root: RootKeyInfo = { key: secretBuffer(32), sysadmin: init.sysadmin, createdAt: new Date().toISOString() };
   try {
-    const root: RootKeyInfo = { key: randomBytes(32), sysadmin: init.sysadmin, createdAt: new Date().toISOString() };
-    const etcd = serverConfig.store?.etcd;
-    if (etcd !== undefined) {
-      await initInEtcd(etcd, init, sealRootKey(init.unsealEnv, unsealKey, root), env);
-      await writeServerConfig(staging, serverConfig);
-    } else {
-      await writeSealedRootKey(staging, init.unsealEnv, unsealKey, root);
-      await writeServerConfig(staging, serverConfig);
-      const store = await openLmdbStore(join(staging, STORE_FILE));
-      try {
-        await applyDeclarations(await System.open(store, { key: root.key, sysadmin: root.sysadmin }), init);
-      } finally {
-        await store.close();
+    const serverConfig: ServerConfig = { ...toServerConfig(init, opts.cwd), keys: Object.fromEntries(init.enclaves.map((e) => [e.name, e.keys])) };
+    await checkServerCertificate(serverConfig.tls);
+
+    const staging = join(dirname(resolve(dir)), `.${basename(dir)}.init-${randomBytes(4).toString('hex')}`);
+    await mkdir(dirname(staging), { recursive: true });
+    await mkdir(staging, { mode: 0o700 });
+    try {
+      randomFill(root.key);
+      const etcd = serverConfig.store?.etcd;
+      if (etcd !== undefined) {
+        await initInEtcd(etcd, init, sealRootKey(source, unsealKey, root), unsealKey);
+        await writeServerConfig(staging, serverConfig);
+      } else {
+        await writeSealedRootKey(staging, source, unsealKey, root);
+        await writeServerConfig(staging, serverConfig);
+        const store = await openLmdbStore(join(staging, STORE_FILE));
+        try {
+          const system = await System.open(store, { key: root.key, sysadmin: root.sysadmin });
+          try {
+            await applyDeclarations(system, init);
+          } finally {
+            system.release();
+          }
+        } finally {
+          await store.close();
+        }
       }
+      if (existsSync(dir)) await rm(dir, { recursive: true, force: true });
+      await rename(staging, dir);
+      await syncDir(dirname(resolve(dir)));
+    } catch (err) {
+      await rm(staging, { recursive: true, force: true });
+      throw err;
     }
-    if (existsSync(dir)) await rm(dir, { recursive: true, force: true });
-    await rename(staging, dir);
-    await syncDir(dirname(resolve(dir)));
-  } catch (err) {
-    await rm(staging, { recursive: true, force: true });
-    throw err;
+  } finally {
+    // The server unseals the root key again from what was written; this process keeps no copy.
+    wipe(root.key);
+    if (opts.unsealKey === undefined) wipe(unsealKey);
   }
 }
 
 // The etcd client is loaded only when a store.etcd section asks for it: the embedded store's start stays as fast.
 const etcdModule = () => import('../store/etcd.js');
 
-async function initInEtcd(config: EtcdConfig, init: InitConfig, sealed: string, env: NodeJS.ProcessEnv): Promise<void> {
+async function initInEtcd(config: EtcdConfig, init: InitConfig, sealed: string, unsealKey: Buffer): Promise<void> {
   const { initEtcdRootKey, openEtcdStore } = await etcdModule();
   const store = openEtcdStore(config);
+  let root: RootKeyInfo | undefined;
   try {
-    const root = await initEtcdRootKey(store, sealed, env);
+    root = await initEtcdRootKey(store, sealed, unsealKey);
     if (root.sysadmin !== init.sysadmin) {
       throw new CliError(`the etcd store at ${config.prefix} was initialised for system admin ${root.sysadmin}, but the init config names ${init.sysadmin}`);
     }
-    await applyDeclarations(await System.open(store, { key: root.key, sysadmin: root.sysadmin }, { resumeSweeps: false }), init);
+    const system = await System.open(store, { key: root.key, sysadmin: root.sysadmin }, { resumeSweeps: false });
+    try {
+      await applyDeclarations(system, init);
+    } finally {
+      system.release();
+    }
   } finally {
+    wipe(root?.key);
     await store.close();
   }
 }
 
-/** Unseals the root key of the store `store` names: <dir>/.unseal for the embedded store, else the one in etcd. */
-export async function openRootKey(dir: string, store: StoreConfig | undefined, env: NodeJS.ProcessEnv): Promise<RootKeyInfo> {
-  if (store === undefined) return (await openSealedRootKey(dir, env)).root;
-  const { openEtcdStore, readEtcdRootKey } = await etcdModule();
+/** The sealed root key of the store `store` names: <dir>/.unseal for the embedded store, else the one in etcd. */
+async function readStoreSealedRootKey(dir: string, store: StoreConfig | undefined): Promise<SealedRootKey> {
+  if (store === undefined) return readSealedRootKey(dir);
+  const { openEtcdStore, readEtcdSealedRootKey } = await etcdModule();
   const etcd = openEtcdStore(store.etcd);
   try {
-    return await readEtcdRootKey(etcd, env);
+    return await readEtcdSealedRootKey(etcd);
   } finally {
     await etcd.close();
+  }
+}
+
+/** Reads the unseal key from `source`; says so on stderr if a copy of it may stay in this process (never the key). */
+function unsealKeyFrom(source: UnsealSource, env: NodeJS.ProcessEnv): Buffer {
+  const { key, residue } = takeUnsealKey(source, env);
+  if (residue !== undefined) {
+    console.error(`kesd: warning: the unseal key from the ${describeUnsealSource(source)} may stay in this process's memory: ${residue}; an unseal key file (unseal.file.path) avoids this`);
+  }
+  return key;
+}
+
+/**
+ * Unseals the root key of the store `store` names (see readStoreSealedRootKey) with the unseal key from `source`,
+ * by default the source recorded with it. Never writes.
+ */
+export async function openRootKey(dir: string, store: StoreConfig | undefined, env: NodeJS.ProcessEnv, source?: UnsealSource): Promise<RootKeyInfo> {
+  const sealed = await readStoreSealedRootKey(dir, store);
+  const unsealKey = unsealKeyFrom(source ?? sealed.source, env);
+  try {
+    return unsealRoot(sealed, unsealKey);
+  } finally {
+    wipe(unsealKey);
   }
 }
 
@@ -176,7 +231,7 @@ const init: Command = {
     const config = parseInitConfig(await readFile(values.config, 'utf8'), process.env);
     await initDataDir(dir!, config, { force: values.force });
     const enclaves = config.enclaves.map((e) => `${e.name} (${e.policies.length} policies, ${e.keys.length} keys)`).join(', ');
-    console.log(`Initialized kesd in ${dir}\n  Address:   ${config.address}\n  Sysadmin:  ${config.sysadmin}\n  Unseal:    environment variable ${config.unsealEnv}\n  Enclaves:  ${enclaves}`);
+    console.log(`Initialized kesd in ${dir}\n  Address:   ${config.address}\n  Sysadmin:  ${config.sysadmin}\n  Unseal:    ${describeUnsealSource(unsealSourceOf(config))}\n  Enclaves:  ${enclaves}`);
     return 0;
   },
 };
@@ -198,15 +253,35 @@ const server: Command = {
     const workers = values.workers === undefined ? os.availableParallelism() : /^\d+$/.test(values.workers) ? Number(values.workers) : NaN;
     if (!(workers >= 1 && workers <= 256)) throw new CliError(`--workers must be a number from 1 to 256, got '${values.workers}'`, 2);
     const declared = values.init === undefined ? undefined : parseInitConfig(await readFile(values.init, 'utf8'), process.env);
-    if (declared !== undefined && !existsSync(join(dir!, SERVER_CONFIG_FILE))) {
-      await initDataDir(dir!, declared);
-      console.error(`kesd: initialised ${dir} from ${values.init}`);
+    // The root key is in the store init.yml names (it becomes .init below), else in the one .init names. The unseal
+    // key comes from init.yml's source, else from the one recorded with the sealed root key; it is read once (from
+    // this process's environment it is taken out: workers never inherit it) and wiped once the root key is open.
+    const store = declared !== undefined ? toServerConfig(declared).store : await configuredStore(dir!);
+    const declaredSource = declared !== undefined ? unsealSourceOf(declared) : undefined;
+    let unsealKey: Buffer | undefined;
+    let sealed: SealedRootKey;
+    let root: RootKeyInfo;
+    try {
+      if (declared !== undefined && !existsSync(join(dir!, SERVER_CONFIG_FILE))) {
+        unsealKey = unsealKeyFrom(declaredSource!, process.env);
+        await initDataDir(dir!, declared, { unsealKey });
+        console.error(`kesd: initialised ${dir} from ${values.init}`);
+      }
+      // Unseal before anything is written or the store is opened: a wrong key must leave the data dir untouched.
+      sealed = await readStoreSealedRootKey(dir!, store);
+      unsealKey ??= unsealKeyFrom(declaredSource ?? sealed.source, process.env);
+      root = unsealRoot(sealed, unsealKey);
+    } finally {
+      wipe(unsealKey);
     }
-    // Unseal before anything is written or the store is opened: a wrong key must leave the data dir untouched. The
-    // root key is in the store init.yml names (it becomes .init below), else in the one .init names.
-    const root = await openRootKey(dir!, declared !== undefined ? toServerConfig(declared).store : await configuredStore(dir!), process.env);
     if (declared !== undefined) {
-      if (declared.sysadmin !== root.sysadmin) throw new CliError(`${values.init} names system admin ${declared.sysadmin}, but ${dir} was initialised for ${root.sysadmin}`);
+      if (declared.sysadmin !== root.sysadmin) {
+        wipe(root.key);
+        throw new CliError(`${values.init} names system admin ${declared.sysadmin}, but ${dir} was initialised for ${root.sysadmin}`);
+      }
+      // init.yml moved the unseal key (an environment variable → a key file): .unseal records where it is now. In
+      // etcd the recorded source stays; replicas started with --init read init.yml's.
+      if (store === undefined && !sameUnsealSource(sealed.source, declaredSource!)) await rewriteUnsealSource(dir!, sealed, declaredSource!);
       await writeServerConfig(dir!, toServerConfig(declared));
     }
     const config = await readServerConfig(dir!);

@@ -12,7 +12,8 @@
 //
 // Messages (JSON over the IPC channel; the `kesd` field tells ours from node's and prom-client's):
 //   worker → primary  {kesd:'hello'}                  its listener is ready (earlier messages would be lost);
-//   primary → worker  {kesd:'start', options}         the answer: what to serve, and how (with the TLS bytes)
+//   primary → worker  {kesd:'start', options}         the answer: what to serve, and how (with the TLS bytes); the
+//                                                     root key itself goes over the worker's key pipe (key-pipe.ts)
 //   worker → primary  {kesd:'ask', id, ask}           answered by {kesd:'answer', id, data}
 //   primary → worker  {kesd:'call', id, call}         answered by {kesd:'reply', id, data}
 //   both ways         {kesd:'events', stream, events} log-stream [scope, line] pairs, no answer
@@ -32,6 +33,9 @@ import { dirname, extname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Change } from '../state/changes.js';
 import type { ServerConfig } from '../store/config.js';
+import { wipe } from '../crypto/secret.js';
+import { collectGarbage } from '../state/gc.js';
+import { sendRootKey, WORKER_STDIO } from './key-pipe.js';
 import { banner, declareInStore, holdSighup, type KesdOptions, type SighupHold } from './run.js';
 import { parseAddress } from './server.js';
 import type { Events } from './stream.js';
@@ -43,7 +47,8 @@ const STREAMS: readonly StreamName[] = ['audit', 'error'];
 export interface StartOptions {
   readonly dir: string;
   readonly config: ServerConfig;
-  readonly root: { readonly key: string /* base64 */; readonly sysadmin: string; readonly createdAt: string };
+  /** The root key's bytes are not here: they come over the key pipe, unless sealed. */
+  readonly root: { readonly sysadmin: string; readonly createdAt: string };
   readonly address: string;
   readonly auditStdout: boolean;
   readonly sealed: boolean;
@@ -162,7 +167,7 @@ class Primary {
   }
 
   run(): Promise<number> {
-    cluster.setupPrimary({ exec: workerEntry(), execArgv: workerExecArgv(), args: [] });
+    cluster.setupPrimary({ exec: workerEntry(), execArgv: workerExecArgv(), args: [], stdio: WORKER_STDIO });
     cluster.on('message', (worker, message: Message) => this.receive(worker, message));
     cluster.on('listening', (worker, address) => this.listening(worker, address.port));
     cluster.on('exit', (worker, code, signal) => this.exited(worker, code, signal));
@@ -186,7 +191,7 @@ class Primary {
     return {
       dir: opts.dir,
       config: opts.config,
-      root: { key: opts.root.key.toString('base64'), sysadmin: opts.root.sysadmin, createdAt: opts.root.createdAt },
+      root: { sysadmin: opts.root.sysadmin, createdAt: opts.root.createdAt },
       address: opts.address.replace(/:\d+$/, `:${this.listenPort}`),
       auditStdout: opts.auditStdout,
       sealed: this.sealed,
@@ -204,7 +209,8 @@ class Primary {
     switch (message.kesd) {
       case 'hello':
         member.hello = true;
-        return send(worker, { kesd: 'start', options: this.startOptions(member) });
+        send(worker, { kesd: 'start', options: this.startOptions(member) });
+        return sendRootKey(worker, this.sealed ? undefined : this.opts.root.key);
       case 'ask':
         return void this.answer(member, message.id, message.ask);
       case 'reply':
@@ -218,7 +224,11 @@ class Primary {
     let data: unknown;
     switch (ask.what) {
       case 'change':
-        if (ask.change.kind === 'seal') this.sealed = true; // workers forked from now on start sealed
+        if (ask.change.kind === 'seal' && !this.sealed) {
+          this.sealed = true; // workers forked from now on start sealed, without a key
+          wipe(this.opts.root.key);
+          collectGarbage();
+        }
         await this.callAll({ what: 'apply', change: ask.change }, member);
         break;
       case 'subscribe':

@@ -65,7 +65,12 @@ export async function openStore(dir: string, config: ServerConfig): Promise<Stor
 export async function declareInStore(opts: KesdOptions): Promise<void> {
   const store = await openStore(opts.dir, opts.config);
   try {
-    await declare(await System.open(store, { key: opts.root.key, sysadmin: opts.root.sysadmin }, { resumeSweeps: false }), opts);
+    const system = await System.open(store, { key: opts.root.key, sysadmin: opts.root.sysadmin }, { resumeSweeps: false });
+    try {
+      await declare(system, opts);
+    } finally {
+      system.release(); // the record key and the keys it cached; the root key stays for the workers
+    }
   } finally {
     await store.close();
   }

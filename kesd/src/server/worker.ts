@@ -4,6 +4,7 @@ import { AggregatorRegistry, Counter } from 'prom-client';
 import type { ServerContext } from '../api/context.js';
 import type { Change, ChangeBus } from '../state/changes.js';
 import type { Ask, Call, Message, StartOptions, StreamName, TlsBytes } from './cluster.js';
+import { closeKeyPipe, receiveRootKey } from './key-pipe.js';
 import { startKesd, type Kesd } from './run.js';
 import type { TlsMaterial } from './server.js';
 import type { Events, Scope, StreamRelay } from './stream.js';
@@ -141,7 +142,8 @@ const bus: ChangeBus = { publish: (change: Change) => link.ask({ what: 'change',
 running = startKesd({
   dir: options.dir,
   config: options.config,
-  root: { ...options.root, key: Buffer.from(options.root.key, 'base64') },
+  // Sealed, the system loads nothing and needs no key (a zero-length buffer says so).
+  root: { ...options.root, key: options.sealed ? (closeKeyPipe(), Buffer.alloc(0)) : receiveRootKey() },
   address: options.address,
   auditStdout: options.auditStdout,
   tls: tlsMaterialOf(options.tls),

@@ -1,9 +1,10 @@
 // One enclave: its keys (cached in memory on first use), policies, identities and secrets.
 import { hmacSha256, newSecretKey, type Algorithm, type SecretKey } from '../crypto/key.js';
 import { randomBytes } from '../crypto/random.js';
+import { secretBuffer, wipe } from '../crypto/secret.js';
 import {
   ErrAssignAdmin, ErrDeleteAdmin, ErrIdentityNotFound, ErrKeyExists, ErrKeyNotFound, ErrPolicyNotFound,
-  ErrSecretExists, ErrSecretNotFound, ErrStoreWrite,
+  ErrSealed, ErrSecretExists, ErrSecretNotFound, ErrStoreWrite,
 } from '../api/errors.js';
 import type { Change, ChangeBus } from './changes.js';
 import { isAllowed, type PolicyRules } from './policy.js';
@@ -19,12 +20,13 @@ export interface CachedKey {
 }
 
 // Cached keys live as long as the process, so their bytes get buffers of their own: a Buffer.from() slice of
-// Node's shared 8 KiB pool would keep the whole slab alive, 16 KiB per cached key (found by the soak, bug 6).
+// Node's shared 8 KiB pool would keep the whole slab alive, 16 KiB per cached key (found by the soak, bug 6), and
+// a secret buffer is never moved by the GC, so wiping it reaches the only copy (crypto/secret.ts).
 function ownBytes(base64: string): Buffer {
   const decoded = Buffer.from(base64, 'base64');
-  const own = Buffer.allocUnsafeSlow(decoded.length);
+  const own = secretBuffer(decoded.length);
   decoded.copy(own);
-  decoded.fill(0);
+  wipe(decoded);
   return own;
 }
 
@@ -53,6 +55,8 @@ export class Enclave {
   private readonly keyLocks = new Map<string, Promise<unknown>>();
   /** Counts cache drops, so a read that a drop overtook (a delete in another process) reads again. */
   private drops = 0;
+  /** Set by seal(): no key is cached any more. */
+  private sealed = false;
   private mutations: Promise<unknown> = Promise.resolve();
 
   constructor(readonly name: string, readonly info: EnclaveRecord, private readonly records: RecordStore, private readonly bus: ChangeBus) {}
@@ -107,6 +111,7 @@ export class Enclave {
   }
 
   private cacheKey(name: string, record: KeyRecord): CachedKey {
+    if (this.sealed) throw ErrSealed; // sealed while the record was read or written: keep no key
     const entry: CachedKey = {
       name,
       secret: { algorithm: record.algorithm, bytes: ownBytes(record.key) },
@@ -133,13 +138,17 @@ export class Enclave {
   /** Creates a key: random material, or imported material (a migration may also carry its HMAC key and dates). */
   async createKey(name: string, createdBy: string, material?: KeyMaterial): Promise<void> {
     const secret = material ?? newSecretKey();
+    const hmac = material?.hmac ?? randomBytes(32);
     const record: KeyRecord = {
       algorithm: secret.algorithm,
-      key: Buffer.from(secret.bytes).toString('base64'),
-      hmac: (material?.hmac ?? randomBytes(32)).toString('base64'),
+      key: secret.bytes.toString('base64'),
+      hmac: hmac.toString('base64'),
       created_at: material?.createdAt ?? now(),
       created_by: createdBy,
     };
+    // The cache decodes its own copies from the record; bytes drawn here are not kept (the caller's material is its own).
+    if (material === undefined) wipe(secret.bytes);
+    if (material?.hmac === undefined) wipe(hmac);
     await this.withKeyLock(name, async () => {
       const created = await storeOp('create key', () => this.records.putIfAbsent(paths.key(this.info.uid, name), record));
       if (!created) throw ErrKeyExists;
@@ -173,7 +182,13 @@ export class Enclave {
     return hmacSha256(key.hmacKey, message);
   }
 
-  /** Drops key material from memory (used when the system is sealed). */
+  /** Drops the cached keys for good: the system is sealed. */
+  seal(): void {
+    this.sealed = true;
+    this.forgetKeys();
+  }
+
+  /** Drops key material from memory (a reload, a deleted enclave, a seal). */
   forgetKeys(): void {
     this.drops++;
     for (const k of this.keys.values()) {

@@ -1,7 +1,8 @@
 // What kesd persists, and where. Every record is sealed under a key derived from the root key,
 // with its path bound as associated data, so a record cannot be read, altered or moved unnoticed.
-import { createHmac } from 'node:crypto';
-import { open, seal, type Algorithm, type SecretKey } from '../crypto/key.js';
+import { hmacSha256, open, seal, type Algorithm, type SecretKey } from '../crypto/key.js';
+import { secretBuffer, wipe } from '../crypto/secret.js';
+import { ErrSealed } from '../api/errors.js';
 import type { Store, StoreRecord } from '../store/store.js';
 
 export interface EnclaveRecord { uid: string; admin: string; created_at: string; created_by: string }
@@ -23,20 +24,56 @@ export const paths = {
   secret: (uid: string, name = '') => `e/${uid}/secret/${name}`,
 };
 
+const RECORDS_LABEL = Buffer.from('kesd/records/v1');
+
+/** HMAC-SHA256(root, 'kesd/records/v1'), in a buffer of its own (crypto/secret.ts). */
 export function deriveRecordKey(rootKey: Uint8Array): SecretKey {
-  return { algorithm: 'AES256', bytes: createHmac('sha256', rootKey).update('kesd/records/v1').digest() };
+  const digest = hmacSha256(rootKey, RECORDS_LABEL);
+  const bytes = secretBuffer(digest.length);
+  digest.copy(bytes);
+  wipe(digest);
+  return { algorithm: 'AES256', bytes };
 }
 
-/** JSON records over a Store, sealed with the path as associated data. */
+/**
+ * JSON records over a Store, sealed with the path as associated data. wipe() zeroes the record key (the system is
+ * sealed): from then on every seal and open throws ErrSealed, so no record is ever written under a zeroed key.
+ */
 export class RecordStore {
+  private wiped = false;
+
   constructor(readonly store: Store, private readonly recordKey: SecretKey) {}
 
+  /** Zeroes the record key for good. */
+  wipe(): void {
+    this.wiped = true;
+    wipe(this.recordKey.bytes);
+  }
+
+  /** The sealed value of a record at path (synchronous: it seals with the key as it is now). */
+  sealRecord(path: string, record: unknown): Buffer {
+    if (this.wiped) throw ErrSealed;
+    // The JSON may hold key material (a key record's base64): wipe the bytes once sealed. The string is the GC's.
+    const plaintext = Buffer.from(JSON.stringify(record));
+    try {
+      return seal(this.recordKey, plaintext, Buffer.from(path));
+    } finally {
+      wipe(plaintext);
+    }
+  }
+
   private seal(path: string, record: unknown): Buffer {
-    return seal(this.recordKey, Buffer.from(JSON.stringify(record)), Buffer.from(path));
+    return this.sealRecord(path, record);
   }
 
   private open<T>(path: string, value: Uint8Array): T {
-    return JSON.parse(open(this.recordKey, value, Buffer.from(path)).toString('utf8')) as T;
+    if (this.wiped) throw ErrSealed;
+    const plaintext = open(this.recordKey, value, Buffer.from(path));
+    try {
+      return JSON.parse(plaintext.toString('utf8')) as T;
+    } finally {
+      wipe(plaintext);
+    }
   }
 
   async get<T>(path: string): Promise<T | undefined> {

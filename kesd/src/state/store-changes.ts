@@ -17,9 +17,13 @@ export const SEAL_PATH = 'sys/seal';
 /** Sealed like every record; the id tells one seal from the next. */
 interface SealRecord { id: string; sealed_at: string }
 
-/** Announces a seal of this replica to the others (System's announceSeal on a shared store). */
-export async function writeSealMarker(system: System): Promise<void> {
-  await system.records.put(SEAL_PATH, { id: randomBytes(16).toString('hex'), sealed_at: new Date().toISOString() } satisfies SealRecord);
+/**
+ * Announces a seal of this replica to the others (System's announceSeal on a shared store). The marker is sealed
+ * before this returns, so the record key may be wiped while the write is on its way.
+ */
+export function writeSealMarker(system: System): Promise<void> {
+  const marker = system.records.sealRecord(SEAL_PATH, { id: randomBytes(16).toString('hex'), sealed_at: new Date().toISOString() } satisfies SealRecord);
+  return system.store.put(SEAL_PATH, marker);
 }
 
 /** The id of the last seal announced, if any. */
@@ -68,6 +72,7 @@ export async function applyStoreWrites(system: System, writes: readonly { path: 
  * does when it may have missed writes (etcd-watch.ts). Enclaves gone from the store are dropped.
  */
 export async function resyncFromStore(system: System): Promise<void> {
+  if (system.sealed) return; // a sealed replica holds nothing to reload, and no key to read records with
   const stored = new Map<string, string>(); // enclave name → uid
   for await (const { name, record } of system.records.list<EnclaveRecord>(paths.enclaves)) stored.set(name, record.uid);
   for (const name of new Set([...system.enclaves.keys(), ...stored.keys()])) {
@@ -82,11 +87,13 @@ export async function resyncFromStore(system: System): Promise<void> {
  * is from before the start; one written later is a seal, whether the watch delivers it or a reload finds it.
  */
 export async function followStore(system: System): Promise<{ apply(writes: readonly { path: string; deleted: boolean }[]): Promise<void>; resync(): Promise<void> }> {
-  let known = await readSealMarker(system);
+  let known = system.sealed ? undefined : await readSealMarker(system);
   return {
     apply: (writes) => applyStoreWrites(system, writes),
     async resync() {
+      if (system.sealed) return;
       await resyncFromStore(system);
+      if (system.sealed) return; // sealed meanwhile: the record key is gone
       const now = await readSealMarker(system);
       if (now !== undefined && now !== known) {
         known = now;

@@ -1,9 +1,11 @@
 // The whole server state: the system admin, the enclaves, and the sealed flag.
 import { randomBytes } from '../crypto/random.js';
+import { secretBuffer, wipe } from '../crypto/secret.js';
 import { ErrEnclaveExists, ErrEnclaveNotFound, ErrSealed, ErrStoreWrite } from '../api/errors.js';
 import type { Store } from '../store/store.js';
 import { localBus, type Change, type ChangeBus } from './changes.js';
 import { Enclave } from './enclave.js';
+import { collectGarbage } from './gc.js';
 import { deriveRecordKey, paths, RecordStore, type EnclaveRecord } from './records.js';
 
 /** Records an enclave sweep lists and deletes at a time. */
@@ -17,13 +19,16 @@ export interface RootKey {
 export interface SystemOptions {
   /** Where changes go for the other processes serving the same store (cluster workers); none by default. */
   readonly bus?: ChangeBus;
-  /** Start sealed (a cluster worker restarted after a seal). */
+  /** Start sealed (a cluster worker restarted after a seal): nothing is loaded, and root.key is not used. */
   readonly sealed?: boolean;
   /** When the server started (a cluster worker gets the primary's start time). */
   readonly startedAt?: number;
   /** Finish enclave sweeps a previous run left unfinished (default true). */
   readonly resumeSweeps?: boolean;
-  /** On a shared store (etcd): tells the other replicas that this one sealed (store-changes.ts). */
+  /**
+   * On a shared store (etcd): tells the other replicas that this one sealed (store-changes.ts). Called while the
+   * record key still exists; what it seals it must seal before it returns its promise (the key is wiped then).
+   */
   readonly announceSeal?: () => Promise<void>;
 }
 
@@ -34,15 +39,25 @@ export class System {
   private mutations: Promise<unknown> = Promise.resolve();
   private announceSeal: (() => Promise<void>) | undefined;
 
-  private constructor(readonly sysadmin: string, readonly records: RecordStore, private readonly bus: ChangeBus, startedAt: number) {
+  /** rootKey: the caller's buffer, zeroed when the system is sealed (a sealed kesd holds no key material). */
+  private constructor(readonly sysadmin: string, readonly records: RecordStore, private readonly bus: ChangeBus, startedAt: number, private readonly rootKey: Buffer) {
     this.startedAt = startedAt;
   }
 
-  /** Loads enclaves, policies and identities (keys load lazily), and resumes unfinished enclave sweeps. */
+  /**
+   * Loads enclaves, policies and identities (keys load lazily), and resumes unfinished enclave sweeps. Sealed, it
+   * loads nothing: a sealed system answers every enclave request with 403 and needs no record.
+   */
   static async open(store: Store, root: RootKey, opts: SystemOptions = {}): Promise<System> {
-    const system = new System(root.sysadmin, new RecordStore(store, deriveRecordKey(root.key)), opts.bus ?? localBus, opts.startedAt ?? Date.now());
-    system.sealed = opts.sealed ?? false;
+    const sealed = opts.sealed ?? false;
+    const recordKey = sealed ? { algorithm: 'AES256' as const, bytes: secretBuffer(32) } : deriveRecordKey(root.key);
+    const system = new System(root.sysadmin, new RecordStore(store, recordKey), opts.bus ?? localBus, opts.startedAt ?? Date.now(), root.key);
     system.announceSeal = opts.announceSeal;
+    if (sealed) {
+      system.sealed = true;
+      system.dropKeyMaterial();
+      return system;
+    }
     for await (const { name, record } of system.records.list<EnclaveRecord>(paths.enclaves)) {
       const enclave = new Enclave(name, record, system.records, system.bus);
       await enclave.load();
@@ -141,10 +156,19 @@ export class System {
    */
   async seal(): Promise<void> {
     if (this.sealed) throw ErrSealed;
+    this.sealed = true;
+    // The announcement is sealed under the record key, so it is made before the key is wiped.
+    let announced: Promise<void> | undefined;
+    try {
+      announced = this.announceSeal?.();
+    } catch (err) {
+      announced = Promise.reject(err);
+    }
+    announced?.catch(() => {}); // awaited below; until then a rejection is not unhandled
     this.sealHere();
     await this.bus.publish({ kind: 'seal' });
     try {
-      await this.announceSeal?.();
+      await announced;
     } catch (err) {
       throw Object.assign(ErrStoreWrite('seal the other replicas'), { cause: err });
     }
@@ -159,11 +183,31 @@ export class System {
 
   private sealHere(): void {
     this.sealed = true;
-    for (const enclave of this.enclaves.values()) enclave.forgetKeys();
+    this.dropKeyMaterial();
+    wipe(this.rootKey);
+    // Key objects and cipher contexts that held per-message keys are freed (and cleared by OpenSSL) only when
+    // collected: collect them now rather than whenever memory gets short.
+    collectGarbage();
   }
 
-  /** Applies a change another process published (see ChangeBus). */
+  /** Zeroes the record key and every cached key, and refuses to cache or open anything from now on. */
+  private dropKeyMaterial(): void {
+    for (const enclave of this.enclaves.values()) enclave.seal();
+    this.records.wipe();
+  }
+
+  /**
+   * Zeroes the key material a short-lived system holds (one that applied init.yml, or imported keys): the record key
+   * and the cached keys; the root key stays with its owner. The system is sealed afterwards.
+   */
+  release(): void {
+    this.sealed = true;
+    this.dropKeyMaterial();
+  }
+
+  /** Applies a change another process published (see ChangeBus). A sealed system holds no state to update. */
   async apply(change: Change): Promise<void> {
+    if (this.sealed) return;
     switch (change.kind) {
       case 'seal':
         return this.sealHere();

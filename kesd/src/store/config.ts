@@ -2,12 +2,15 @@
 //   init.yml     input of `kesd init`, the KES v0.22 format plus `enclave.<name>.keys` and `tls.ca`;
 //   <dir>/.init  the server config `kesd init` writes and `kesd server` reads.
 // Both are read strictly (yaml-reader.ts): unknown fields are errors, `${VAR}` values come from the environment.
+// The unseal key comes from `unseal.environment.name` (KES v0.22) or, kesd's extension, `unseal.file.path`: a file
+// holding the base64 key, e.g. a Kubernetes Secret mounted as a volume (store/unseal-key.ts).
 // An optional `store.etcd` section (both files) puts the records and the sealed root key in etcd (store/etcd.ts);
 // without it the store is the embedded LMDB file in the data dir.
 import { readFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { stringify } from 'yaml';
 import { writeFileAtomic } from './atomic.js';
+import { ENV_NAME, type UnsealSource } from './unseal-key.js';
 import { ConfigError, ENV_REF, Reader, type Y } from './yaml-reader.js';
 
 export { ConfigError } from './yaml-reader.js';
@@ -24,7 +27,12 @@ export interface EtcdConfig {
 }
 /** A replicated store instead of the embedded one; etcd is the only such backend. */
 export interface StoreConfig { etcd: EtcdConfig }
-export interface InitConfig {
+/** Where the unseal key comes from: an environment variable or a file, exactly one. */
+export type UnsealConfig = { unsealEnv: string; unsealFile?: undefined } | { unsealFile: string; unsealEnv?: undefined };
+export type InitConfig = InitFields & UnsealConfig;
+export type ServerConfig = ServerFields & UnsealConfig;
+
+interface InitFields {
   version: 'v1';
   /** Defaults to 0.0.0.0:7373. */
   address: string;
@@ -36,18 +44,16 @@ export interface InitConfig {
     /** Parsed and validated as KES does, not carried into .init. */
     proxy: { identities: string[]; header: string };
   };
-  unsealEnv: string;
   enclaves: EnclaveConfig[];
   /** Routes answered without a client certificate (`api.<path>.skip_auth`, as in the newest KES), e.g. for probes. */
   skipAuth?: string[];
   store?: StoreConfig;
 }
-export interface ServerConfig {
+interface ServerFields {
   version: '1';
   address: string;
   /** Absolute paths. password may be a `${VAR}` reference, expanded by readServerConfig. */
   tls: { key: string; cert: string; password?: string; ca?: string; verifyCert: boolean };
-  unsealEnv: string;
   /** Keys declared per enclave in init.yml (`enclave.<name>.keys`), enclave name → key names. */
   keys?: Record<string, string[]>;
   /** Routes served without authentication (init.yml `api.<path>.skip_auth`). */
@@ -57,7 +63,34 @@ export interface ServerConfig {
 }
 
 export const SERVER_CONFIG_FILE = '.init';
-const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
+
+/** The unseal key's source a config names; a relative key file path is taken from `cwd`. */
+export function unsealSourceOf(c: UnsealConfig, cwd: string = process.cwd()): UnsealSource {
+  if (c.unsealFile !== undefined) return { file: resolve(cwd, c.unsealFile) };
+  if (c.unsealEnv !== undefined) return { env: c.unsealEnv };
+  throw new ConfigError('no unseal key source: set unseal.environment.name or unseal.file.path');
+}
+
+/** `unseal: {environment: {name}}` or `unseal: {file: {path}}`, exactly one. */
+function parseUnseal(r: Reader, v: Y): UnsealConfig {
+  const unseal = r.obj(v, 'unseal', ['environment', 'file']);
+  if (unseal.get('environment') !== undefined && unseal.get('file') !== undefined) {
+    r.fail(`'unseal': set either 'environment' (a variable) or 'file' (a key file), not both`);
+  }
+  if (unseal.get('file') !== undefined) {
+    const path = r.str(r.obj(unseal.get('file'), 'unseal.file', ['path']).get('path'), 'unseal.file.path', true)!;
+    if (path.includes('\0')) r.fail(`'unseal.file.path' is not a valid path`);
+    return { unsealFile: path };
+  }
+  const name = r.str(r.obj(unseal.get('environment'), 'unseal.environment', ['name']).get('name'), 'unseal.environment.name', true)!;
+  if (!ENV_NAME.test(name)) r.fail(`'unseal.environment.name': '${name}' is not a valid environment variable name`);
+  return { unsealEnv: name };
+}
+
+/** The `unseal` section of a config file. */
+function unsealDoc(c: UnsealConfig): Record<string, unknown> {
+  return c.unsealFile !== undefined ? { file: { path: c.unsealFile } } : { environment: { name: c.unsealEnv } };
+}
 /** Only read-only server routes may skip authentication: never a key, policy or enclave route. */
 export const SKIPPABLE_ROUTES = ['/v1/ready', '/v1/status', '/v1/metrics', '/v1/api'];
 
@@ -114,9 +147,7 @@ export function parseInitConfig(text: string, env: NodeJS.ProcessEnv): InitConfi
   const admin = r.obj(r.obj(top.get('system'), 'system', ['admin']).get('admin'), 'system.admin', ['identity']);
   const sysadmin = r.identity(admin.get('identity'), 'system.admin.identity');
 
-  const unseal = r.obj(r.obj(top.get('unseal'), 'unseal', ['environment']).get('environment'), 'unseal.environment', ['name']);
-  const unsealEnv = r.str(unseal.get('name'), 'unseal.environment.name', true)!;
-  if (!ENV_NAME.test(unsealEnv)) r.fail(`'unseal.environment.name': '${unsealEnv}' is not a valid environment variable name`);
+  const unseal = parseUnseal(r, top.get('unseal'));
 
   const tls = r.obj(top.get('tls'), 'tls', ['key', 'cert', 'password', 'ca', 'proxy', 'client']);
   const proxy = r.obj(tls.get('proxy'), 'tls.proxy', ['identity', 'header']);
@@ -139,7 +170,7 @@ export function parseInitConfig(text: string, env: NodeJS.ProcessEnv): InitConfi
         header: r.str(r.obj(proxy.get('header'), 'tls.proxy.header', ['cert']).get('cert'), 'tls.proxy.header.cert') ?? 'X-Tls-Client-Cert',
       },
     },
-    unsealEnv,
+    ...unseal,
     enclaves: [],
     skipAuth: parseApi(r, top.get('api'), 'api'),
   };
@@ -211,7 +242,7 @@ export function toServerConfig(init: InitConfig, cwd: string = process.cwd()): S
       ...(init.tls.ca ? { ca: resolve(cwd, init.tls.ca) } : {}),
       verifyCert: init.tls.verifyCert,
     },
-    unsealEnv: init.unsealEnv,
+    ...(init.unsealFile !== undefined ? { unsealFile: resolve(cwd, init.unsealFile) } : { unsealEnv: init.unsealEnv }),
     ...(keys.length > 0 ? { keys: Object.fromEntries(keys) } : {}),
     ...(init.skipAuth && init.skipAuth.length > 0 ? { skipAuth: init.skipAuth } : {}),
     ...(init.store ? { store: { etcd: absoluteEtcdPaths(init.store.etcd, cwd) } } : {}),
@@ -236,7 +267,7 @@ export async function writeServerConfig(dir: string, cfg: ServerConfig): Promise
       ...(cfg.tls.ca ? { ca: cfg.tls.ca } : {}),
       client: { verify_cert: cfg.tls.verifyCert },
     },
-    unseal: { environment: { name: cfg.unsealEnv } },
+    unseal: unsealDoc(cfg),
     ...(cfg.keys && Object.keys(cfg.keys).length > 0 ? { keys: cfg.keys } : {}),
     ...(cfg.skipAuth && cfg.skipAuth.length > 0 ? { api: Object.fromEntries(cfg.skipAuth.map((p) => [p, { skip_auth: true }])) } : {}),
     ...(cfg.store ? { store: { etcd: { endpoints: cfg.store.etcd.endpoints, prefix: cfg.store.etcd.prefix, ...(cfg.store.etcd.tls ? { tls: cfg.store.etcd.tls } : {}) } } } : {}),
@@ -261,7 +292,8 @@ export async function readServerConfig(dir: string, env: NodeJS.ProcessEnv = pro
   const tls = r.obj(top.get('tls'), 'tls', ['key', 'cert', 'password', 'ca', 'client']);
   const password = r.str(tls.get('password'), 'tls.password');
   const ca = r.str(tls.get('ca'), 'tls.ca');
-  const unseal = r.obj(r.obj(top.get('unseal'), 'unseal', ['environment']).get('environment'), 'unseal.environment', ['name']);
+  const unseal = parseUnseal(r, top.get('unseal'));
+  if (unseal.unsealFile !== undefined && !unseal.unsealFile.startsWith('/')) r.fail(`'unseal.file.path': '${unseal.unsealFile}' must be an absolute path`);
   const skipAuth = parseApi(r, top.get('api'), 'api');
   const store = parseStore(r, top.get('store'));
   const keys = new Map<string, string[]>();
@@ -279,7 +311,7 @@ export async function readServerConfig(dir: string, env: NodeJS.ProcessEnv = pro
       ...(ca ? { ca } : {}),
       verifyCert: r.bool(r.obj(tls.get('client'), 'tls.client', ['verify_cert']).get('verify_cert'), 'tls.client.verify_cert'),
     },
-    unsealEnv: r.str(unseal.get('name'), 'unseal.environment.name', true)!,
+    ...unseal,
     ...(keys.size > 0 ? { keys: Object.fromEntries(keys) } : {}),
     ...(skipAuth.length > 0 ? { skipAuth } : {}),
     ...(store ? { store } : {}),

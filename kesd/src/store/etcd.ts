@@ -18,7 +18,8 @@ import { Etcd3, GRPCUnavailableError, type IDuplexStream, type IOptions, type IW
 import type { EtcdConfig } from './config.js';
 import { StoreError } from './lmdb.js';
 import type { Store, StoreRecord } from './store.js';
-import { unsealRootKey, UnsealError, type RootKeyInfo } from './unseal.js';
+import { wipe } from '../crypto/secret.js';
+import { openRootKey, parseSealedRootKey, readUnsealKey, UnsealError, type RootKeyInfo, type SealedRootKey, type UnsealSource } from './unseal.js';
 
 /** Deadline of a read or write: etcd commits in milliseconds; seconds mean no leader (a lost quorum, an election). */
 export const CALL_TIMEOUT_MS = 3000;
@@ -200,17 +201,28 @@ const where = (config: EtcdConfig) => `etcd key '${config.prefix}${ROOT_KEY_PATH
 
 /**
  * Stores `sealed` (sealRootKey's text) as the root key unless one is there already, in one etcd transaction, and
- * unseals the one that is there now: ours, or the one a replica initialising at the same moment wrote first. A
- * wrong unseal key throws UnsealError, and then nothing was written.
+ * unseals the one that is there now with `unsealKey`: ours, or the one a replica initialising at the same moment
+ * wrote first. A wrong unseal key throws UnsealError, and then nothing was written.
  */
-export async function initEtcdRootKey(store: EtcdStore, sealed: string, env: NodeJS.ProcessEnv): Promise<RootKeyInfo> {
-  if (await store.putIfAbsent(ROOT_KEY_PATH, Buffer.from(sealed))) return unsealRootKey(sealed, where(store.config), env).root;
-  return readEtcdRootKey(store, env);
+export async function initEtcdRootKey(store: EtcdStore, sealed: string, unsealKey: Buffer): Promise<RootKeyInfo> {
+  if (await store.putIfAbsent(ROOT_KEY_PATH, Buffer.from(sealed))) return openRootKey(parseSealedRootKey(sealed, where(store.config)), unsealKey);
+  return openRootKey(await readEtcdSealedRootKey(store), unsealKey);
 }
 
-/** Unseals the root key kept in etcd, with the unseal key from the env var named in it. Never writes. */
-export async function readEtcdRootKey(store: EtcdStore, env: NodeJS.ProcessEnv): Promise<RootKeyInfo> {
+/** The sealed root key kept in etcd, with the source of its unseal key. Never writes. */
+export async function readEtcdSealedRootKey(store: EtcdStore): Promise<SealedRootKey> {
   const sealed = await store.get(ROOT_KEY_PATH);
   if (sealed === undefined) throw new UnsealError(`unseal: ${where(store.config)} does not exist (was the store initialized with 'kesd init'?)`);
-  return unsealRootKey(Buffer.from(sealed).toString('utf8'), where(store.config), env).root;
+  return parseSealedRootKey(Buffer.from(sealed).toString('utf8'), where(store.config));
+}
+
+/** Unseals the root key kept in etcd with the unseal key from `source` (default: the one recorded there). Never writes. */
+export async function readEtcdRootKey(store: EtcdStore, env: NodeJS.ProcessEnv, source?: UnsealSource): Promise<RootKeyInfo> {
+  const sealed = await readEtcdSealedRootKey(store);
+  const unsealKey = readUnsealKey(source ?? sealed.source, env);
+  try {
+    return openRootKey(sealed, unsealKey);
+  } finally {
+    wipe(unsealKey);
+  }
 }

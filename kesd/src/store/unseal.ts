@@ -1,19 +1,29 @@
 // The sealed root key file <dir>/.unseal (kes-protocol §9.2 step 6, §9.4 step 3), in kesd's own format:
 //
-//   {"version":1,"env":"<ENV VAR NAME>","ciphertext":"<base64>"}
+//   {"version":1,"env":"<ENV VAR NAME>","ciphertext":"<base64>"}     the unseal key is in an environment variable
+//   {"version":2,"file":"<absolute path>","ciphertext":"<base64>"}   the unseal key is in a file (kesd's extension)
 //
-// ciphertext = seal(AES256 unseal key, JSON {key, sysadmin, created_at}, AD 'kesd/unseal/v1'). As in KES,
-// the sysadmin is stored only inside the sealed root key, so it cannot be swapped without the unseal key,
-// and the env var name is stored in the file: `kesd server` reads the variable named there. With the etcd
-// store the same text lives at `<prefix>unseal` in etcd instead (store/etcd.ts).
+// ciphertext = seal(AES256 unseal key, JSON {key, sysadmin, created_at}, AD 'kesd/unseal/v1'), the same in both
+// versions. As in KES, the sysadmin is stored only inside the sealed root key, so it cannot be swapped without the
+// unseal key, and where the unseal key comes from is stored in the file: `kesd server` reads the key from there
+// (or from the source its --init file names). A key from an environment variable keeps version 1, which kesd
+// releases before the file source read too; only the file source needs version 2, which they refuse by its version.
+// With the etcd store the same text lives at `<prefix>unseal` in etcd instead (store/etcd.ts).
+//
+// The root key never becomes a JS string: the sealed JSON is read and written byte by byte around the key's base64
+// (crypto/secret.ts), and every buffer that held it is wiped.
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { open, seal } from '../crypto/key.js';
+import { base64Length, decodeBase64, encodeBase64Into, secretBuffer, wipe } from '../crypto/secret.js';
 import { isValidIdentity } from '../state/names.js';
 import { writeFileAtomic } from './atomic.js';
+import { ENV_NAME, takeUnsealKey, UNSEAL_KEY_LEN, UnsealError, type UnsealSource } from './unseal-key.js';
+
+export { readUnsealKey, takeUnsealKey, UnsealError, describeUnsealSource, sameUnsealSource, type UnsealSource } from './unseal-key.js';
 
 export interface RootKeyInfo {
-  /** 32 bytes. */
+  /** 32 bytes, in a buffer of their own (crypto/secret.ts). */
   key: Buffer;
   /** The sysadmin identity (lowercase hex). */
   sysadmin: string;
@@ -21,57 +31,65 @@ export interface RootKeyInfo {
   createdAt: string;
 }
 
-export class UnsealError extends Error {
-  override name = 'UnsealError';
+/** A parsed .unseal text: where its unseal key comes from, and the sealed root key. */
+export interface SealedRootKey {
+  readonly source: UnsealSource;
+  readonly ciphertext: Buffer;
+  /** Names where the text came from in errors, e.g. a file path in quotes. */
+  readonly where: string;
 }
 
 export const UNSEAL_FILE = '.unseal';
 const AD = Buffer.from('kesd/unseal/v1');
 const KEY_LEN = 32;
-const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
 
-/** Strict standard base64: alphabet, length a multiple of 4, correct padding, canonical trailing bits. */
-function decodeBase64Strict(s: string): Buffer | undefined {
-  if (s.length % 4 !== 0 || !/^[A-Za-z0-9+/]*={0,2}$/.test(s)) return undefined;
-  const bytes = Buffer.from(s, 'base64');
-  return bytes.toString('base64') === s ? bytes : undefined;
+function checkSource(source: UnsealSource): void {
+  if ('env' in source) {
+    if (!ENV_NAME.test(source.env)) throw new UnsealError(`unseal: '${source.env}' is not a valid environment variable name`);
+  } else if (!source.file.startsWith('/') || source.file.includes('\0')) {
+    throw new UnsealError(`unseal: the key file '${source.file}' must be an absolute path`);
+  }
 }
 
-/** The 32-byte unseal key held (base64) in the environment variable `envName`. */
-export function readUnsealKey(envName: string, env: NodeJS.ProcessEnv): Buffer {
-  const value = env[envName];
-  if (value === undefined) throw new UnsealError(`unseal key: environment variable '${envName}' is not set`);
-  // Surrounding whitespace is tolerated: `export X=$(cat keyfile)` style values often end in a newline.
-  const key = decodeBase64Strict(value.trim());
-  if (!key) throw new UnsealError(`unseal key: environment variable '${envName}' is not valid base64`);
-  if (key.length !== KEY_LEN) throw new UnsealError(`unseal key must be ${KEY_LEN} bytes, got ${key.length}`);
-  return key;
+/** The .unseal text for a sealed root key and its unseal key's source. */
+export function formatSealedRootKey(source: UnsealSource, ciphertext: Uint8Array): string {
+  checkSource(source);
+  const where = 'env' in source ? { version: 1, env: source.env } : { version: 2, file: source.file };
+  return JSON.stringify({ ...where, ciphertext: Buffer.from(ciphertext).toString('base64') }) + '\n';
 }
 
 /** Seals `root` with `unsealKey`: the text of <dir>/.unseal, which the etcd store keeps at `<prefix>unseal` too. */
-export function sealRootKey(envName: string, unsealKey: Buffer, root: RootKeyInfo): string {
-  if (!ENV_NAME.test(envName)) throw new UnsealError(`unseal: '${envName}' is not a valid environment variable name`);
-  if (unsealKey.length !== KEY_LEN) throw new UnsealError(`unseal key must be ${KEY_LEN} bytes, got ${unsealKey.length}`);
+export function sealRootKey(source: UnsealSource | string, unsealKey: Buffer, root: RootKeyInfo): string {
+  const from: UnsealSource = typeof source === 'string' ? { env: source } : source;
+  checkSource(from);
+  if (unsealKey.length !== UNSEAL_KEY_LEN) throw new UnsealError(`unseal key must be ${UNSEAL_KEY_LEN} bytes, got ${unsealKey.length}`);
   if (root.key.length !== KEY_LEN) throw new UnsealError(`root key must be ${KEY_LEN} bytes, got ${root.key.length}`);
   if (!isValidIdentity(root.sysadmin)) throw new UnsealError(`unseal: sysadmin '${root.sysadmin}' is not a valid identity`);
-  const plaintext = Buffer.from(
-    JSON.stringify({ key: root.key.toString('base64'), sysadmin: root.sysadmin, created_at: root.createdAt }),
-  );
+  // {"key":"<base64>","sysadmin":...,"created_at":...}, the key's base64 written straight into the buffer.
+  const head = Buffer.from('{"key":"');
+  const tail = Buffer.from(`",${JSON.stringify({ sysadmin: root.sysadmin, created_at: root.createdAt }).slice(1)}`);
+  const plaintext = secretBuffer(head.length + base64Length(KEY_LEN) + tail.length);
+  head.copy(plaintext, 0);
+  tail.copy(plaintext, encodeBase64Into(root.key, plaintext, head.length));
   try {
-    const ciphertext = seal({ algorithm: 'AES256', bytes: unsealKey }, plaintext, AD);
-    return JSON.stringify({ version: 1, env: envName, ciphertext: ciphertext.toString('base64') }) + '\n';
+    return formatSealedRootKey(from, seal({ algorithm: 'AES256', bytes: unsealKey }, plaintext, AD));
   } finally {
-    plaintext.fill(0);
+    wipe(plaintext);
   }
 }
 
 /** Seals `root` with `unsealKey` and writes <dir>/.unseal atomically with mode 0600. */
-export async function writeSealedRootKey(dir: string, envName: string, unsealKey: Buffer, root: RootKeyInfo): Promise<void> {
-  await writeFileAtomic(join(dir, UNSEAL_FILE), sealRootKey(envName, unsealKey, root), 0o600);
+export async function writeSealedRootKey(dir: string, source: UnsealSource | string, unsealKey: Buffer, root: RootKeyInfo): Promise<void> {
+  await writeFileAtomic(join(dir, UNSEAL_FILE), sealRootKey(source, unsealKey, root), 0o600);
 }
 
-/** Reads <dir>/.unseal and unseals the root key with the env var named in it. Never writes. */
-export async function openSealedRootKey(dir: string, env: NodeJS.ProcessEnv): Promise<{ root: RootKeyInfo; envName: string }> {
+/** Writes <dir>/.unseal atomically with mode 0600: the same sealed root key, with its unseal key's new source. */
+export async function rewriteUnsealSource(dir: string, sealed: SealedRootKey, source: UnsealSource): Promise<void> {
+  await writeFileAtomic(join(dir, UNSEAL_FILE), formatSealedRootKey(source, sealed.ciphertext), 0o600);
+}
+
+/** Reads and parses <dir>/.unseal. Never writes. */
+export async function readSealedRootKey(dir: string): Promise<SealedRootKey> {
   const path = join(dir, UNSEAL_FILE);
   let text: string;
   try {
@@ -81,55 +99,114 @@ export async function openSealedRootKey(dir: string, env: NodeJS.ProcessEnv): Pr
     if (code === 'ENOENT') throw new UnsealError(`unseal: '${path}' does not exist (was the directory initialized with 'kesd init'?)`);
     throw new UnsealError(`unseal: cannot read '${path}': ${(err as Error).message}`);
   }
-  return unsealRootKey(text, `'${path}'`, env);
+  return parseSealedRootKey(text, `'${path}'`);
 }
 
-/**
- * Unseals a sealed root key (the text sealRootKey made) with the env var named in it. `where` names its source
- * in errors, e.g. a file path in quotes.
- */
-export function unsealRootKey(text: string, where: string, env: NodeJS.ProcessEnv): { root: RootKeyInfo; envName: string } {
+/** Parses a sealed root key text (what sealRootKey made); `where` names its source in errors. */
+export function parseSealedRootKey(text: string, where: string): SealedRootKey {
   const corrupt = (why: string) => new UnsealError(`unseal: ${where} is corrupt: ${why}`);
-
   let file: unknown;
   try {
     file = JSON.parse(text);
   } catch {
     throw corrupt('not JSON');
   }
-  const { version, env: envName, ciphertext } = (file ?? {}) as Record<string, unknown>;
-  if (version !== 1) throw corrupt(`unsupported version ${JSON.stringify(version)}`);
-  if (typeof envName !== 'string' || !ENV_NAME.test(envName)) throw corrupt('no valid environment variable name');
-  const sealed = typeof ciphertext === 'string' ? decodeBase64Strict(ciphertext) : undefined;
-  if (!sealed || sealed.length === 0) throw corrupt('ciphertext is not valid base64');
+  const { version, env, file: keyFile, ciphertext } = (file ?? {}) as Record<string, unknown>;
+  let source: UnsealSource;
+  if (version === 1) {
+    if (typeof env !== 'string' || !ENV_NAME.test(env)) throw corrupt('no valid environment variable name');
+    source = { env };
+  } else if (version === 2) {
+    if (typeof keyFile !== 'string' || !keyFile.startsWith('/') || keyFile.includes('\0') || env !== undefined) throw corrupt('no valid key file path');
+    source = { file: keyFile };
+  } else {
+    throw corrupt(`unsupported version ${JSON.stringify(version)}`);
+  }
+  const sealed = typeof ciphertext === 'string' ? Buffer.from(ciphertext, 'base64') : undefined;
+  if (!sealed || sealed.length === 0 || sealed.toString('base64') !== ciphertext) throw corrupt('ciphertext is not valid base64');
+  return { source, ciphertext: sealed, where };
+}
 
-  const unsealKey = readUnsealKey(envName, env);
+/** Opens the sealed root key with the unseal key (which the caller wipes). */
+export function openRootKey(sealed: SealedRootKey, unsealKey: Buffer): RootKeyInfo {
   let plaintext: Buffer;
   try {
-    plaintext = open({ algorithm: 'AES256', bytes: unsealKey }, sealed, AD);
+    plaintext = open({ algorithm: 'AES256', bytes: unsealKey }, sealed.ciphertext, AD);
   } catch {
     // Also what a tampered ciphertext gives: AES-GCM cannot tell the two apart.
     throw new UnsealError('unseal key is wrong: the root key is not authentic');
-  } finally {
-    unsealKey.fill(0);
   }
   try {
-    return { root: parseRootKey(plaintext, corrupt), envName };
+    return parseRootKey(plaintext, (why) => new UnsealError(`unseal: ${sealed.where} is corrupt: ${why}`));
   } finally {
-    plaintext.fill(0);
+    wipe(plaintext);
   }
 }
 
-function parseRootKey(plaintext: Buffer, corrupt: (why: string) => UnsealError): RootKeyInfo {
-  let inner: Record<string, unknown>;
+/**
+ * Unseals a sealed root key text with the unseal key from `source` (default: the source recorded in the text).
+ * The unseal key is wiped before this returns.
+ */
+export function unsealRootKey(text: string, where: string, env: NodeJS.ProcessEnv, source?: UnsealSource): { root: RootKeyInfo; source: UnsealSource } {
+  const sealed = parseSealedRootKey(text, where);
+  return unsealWith(sealed, env, source);
+}
+
+/** Reads <dir>/.unseal and unseals the root key with the key from `source` (default: the recorded one). Never writes. */
+export async function openSealedRootKey(dir: string, env: NodeJS.ProcessEnv, source?: UnsealSource): Promise<{ root: RootKeyInfo; source: UnsealSource }> {
+  return unsealWith(await readSealedRootKey(dir), env, source);
+}
+
+function unsealWith(sealed: SealedRootKey, env: NodeJS.ProcessEnv, source = sealed.source): { root: RootKeyInfo; source: UnsealSource } {
+  const unsealKey = takeUnsealKey(source, env).key;
   try {
-    inner = JSON.parse(plaintext.toString('utf8')) as Record<string, unknown>;
-  } catch {
-    throw corrupt('sealed root key is not JSON');
+    return { root: openRootKey(sealed, unsealKey), source };
+  } finally {
+    wipe(unsealKey);
   }
-  const key = typeof inner?.key === 'string' ? decodeBase64Strict(inner.key) : undefined;
-  if (!key || key.length !== KEY_LEN) throw corrupt(`sealed root key is not ${KEY_LEN} bytes`);
-  if (typeof inner.sysadmin !== 'string' || !isValidIdentity(inner.sysadmin)) throw corrupt('sealed sysadmin identity is invalid');
-  if (typeof inner.created_at !== 'string' || Number.isNaN(Date.parse(inner.created_at))) throw corrupt('sealed created_at is invalid');
-  return { key, sysadmin: inner.sysadmin, createdAt: inner.created_at };
+}
+
+/**
+ * The root key JSON {key, sysadmin, created_at} without a string of the key: the base64 after `"key":"` is decoded
+ * from the bytes, then masked, and only the masked copy is parsed as JSON. The mask must be what JSON.parse finds
+ * as `key`, so a `"key"` met anywhere else is refused.
+ */
+function parseRootKey(plaintext: Buffer, corrupt: (why: string) => UnsealError): RootKeyInfo {
+  const masked = secretBuffer(plaintext.length);
+  plaintext.copy(masked);
+  let key: Buffer | undefined;
+  try {
+    const span = keyValueSpan(masked);
+    if (span === undefined) throw corrupt(`sealed root key is not ${KEY_LEN} bytes`);
+    key = decodeBase64(masked, span.start, span.end);
+    if (key === undefined || key.length !== KEY_LEN) throw corrupt(`sealed root key is not ${KEY_LEN} bytes`);
+    masked.fill(0x41, span.start, span.end); // 'A'
+    let inner: Record<string, unknown>;
+    try {
+      inner = JSON.parse(masked.toString('utf8')) as Record<string, unknown>;
+    } catch {
+      throw corrupt('sealed root key is not JSON');
+    }
+    if (inner?.key !== 'A'.repeat(span.end - span.start)) throw corrupt(`sealed root key is not ${KEY_LEN} bytes`);
+    if (typeof inner.sysadmin !== 'string' || !isValidIdentity(inner.sysadmin)) throw corrupt('sealed sysadmin identity is invalid');
+    if (typeof inner.created_at !== 'string' || Number.isNaN(Date.parse(inner.created_at))) throw corrupt('sealed created_at is invalid');
+    const root = { key, sysadmin: inner.sysadmin, createdAt: inner.created_at };
+    key = undefined;
+    return root;
+  } finally {
+    wipe(masked, key);
+  }
+}
+
+/** Where the string value of the first `"key"` member lies: between `"key"`, optional spaces, `:`, spaces, `"` and `"`. */
+function keyValueSpan(b: Buffer): { start: number; end: number } | undefined {
+  const name = b.indexOf('"key"');
+  if (name === -1) return undefined;
+  let i = name + 5;
+  while (i < b.length && (b[i] === 0x20 || b[i] === 0x0a || b[i] === 0x0d || b[i] === 0x09)) i++;
+  if (b[i++] !== 0x3a) return undefined; // ':'
+  while (i < b.length && (b[i] === 0x20 || b[i] === 0x0a || b[i] === 0x0d || b[i] === 0x09)) i++;
+  if (b[i++] !== 0x22) return undefined; // '"'
+  const end = b.indexOf(0x22, i);
+  return end === -1 ? undefined : { start: i, end };
 }

@@ -1,5 +1,6 @@
 // /v1/key/*: the data-key hot path (generate, decrypt) stays synchronous when the key is cached.
 import { generateDataKey, keyId, legacyAlgorithmName, open, parseAlgorithm, seal } from '../../crypto/key.js';
+import { wipe } from '../../crypto/secret.js';
 import type { CachedKey } from '../../state/enclave.js';
 import { isValidListPattern, isValidName, listPrefix, matchesListPattern } from '../../state/names.js';
 import { bytesField, field, parseJson, parseObject, stringField, type JsonObject } from '../body.js';
@@ -44,8 +45,12 @@ export async function importKey(ctx: RequestContext): Promise<Reply> {
   const cipher = stringField(body, 'cipher', ErrInvalidImportBody) || stringField(body, 'algorithm', ErrInvalidImportBody) || 'AES256';
   const algorithm = parseAlgorithm(cipher);
   if (algorithm === undefined) throw new KesError(406, `algorithm '${cipher}' is not supported`);
-  if (bytes === undefined || bytes.length !== 32) throw new KesError(406, `invalid key size for '${cipher}'`);
-  await ctx.enclave!.createKey(name, ctx.identity, { algorithm, bytes });
+  try {
+    if (bytes === undefined || bytes.length !== 32) throw new KesError(406, `invalid key size for '${cipher}'`);
+    await ctx.enclave!.createKey(name, ctx.identity, { algorithm, bytes });
+  } finally {
+    wipe(bytes); // the request's copy; the cache keeps its own (the body's string is the GC's)
+  }
 }
 
 export async function describeKey(ctx: RequestContext): Promise<Reply> {
@@ -124,9 +129,12 @@ export function listKeys(ctx: RequestContext): Reply {
   const records = ctx.enclave!.listKeys(listPrefix(pattern), (name) => matchesListPattern(pattern, name));
   async function* lines() {
     for await (const { name, record } of records) {
+      const bytes = Buffer.from(record.key, 'base64');
+      const id = keyId(bytes);
+      wipe(bytes);
       yield {
         name,
-        id: keyId(Buffer.from(record.key, 'base64')),
+        id,
         algorithm: legacyAlgorithmName(record.algorithm),
         created_at: record.created_at,
         created_by: record.created_by,

@@ -5,7 +5,7 @@ import type { PolicyRecord } from '../../state/records.js';
 import { parseObject, stringArrayField, stringField } from '../body.js';
 import type { Reply, RequestContext } from '../context.js';
 import {
-  ErrAssignSysAdmin, ErrDeleteSysAdmin, ErrIdentityNotFound, ErrIdentityUnknown, ErrSelfAssign, invalidName, invalidPattern, KesError,
+  ErrAssignSysAdmin, ErrDeleteSysAdmin, ErrIdentityNotFound, ErrIdentityUnknown, ErrSealed, ErrSelfAssign, invalidName, invalidPattern, KesError,
 } from '../errors.js';
 
 
@@ -88,6 +88,8 @@ export function describeSelf(ctx: RequestContext): Reply {
   const enclave = ctx.server.system.enclaves.get(ctx.enclaveName);
   const id = ctx.identity;
   if (id === ctx.server.system.sysadmin) return { json: { identity: id, admin: true, created_at: new Date(ctx.server.system.startedAt).toISOString() } };
+  // Sealed, a worker started after the seal holds no enclaves: every process answers the same.
+  if (ctx.server.system.sealed) throw ErrSealed;
   if (enclave === undefined) throw ErrIdentityNotFound;
   if (id === enclave.info.admin) return { json: { identity: id, admin: true, created_at: enclave.info.created_at, created_by: enclave.info.created_by } };
   const info = enclave.identities.get(id);
