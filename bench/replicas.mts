@@ -8,7 +8,7 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { startEtcd, type EtcdCluster } from '../test/etcd.ts';
+import { startEtcd, type EtcdCluster } from '../harness/etcd.ts';
 import { ensureLoadgen, runLoadgen, type LoadgenResult } from './lib/loadgen.mts';
 import { freePort, killAll, spawnLogged, stop, waitReady } from './lib/proc.mts';
 import { BENCH_KEY, benchInitYml, cleanEnv, KESD_BIN, makeIdentities, type Identities } from './lib/targets.mts';

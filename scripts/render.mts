@@ -5,7 +5,7 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { countByKind, renderStack } from '../test/components/stack-render.ts';
+import { countByKind, renderStack } from '../harness/stack-render.ts';
 import { stringify } from 'yaml';
 
 const { values } = parseArgs({ options: { out: { type: 'string' }, stack: { type: 'string', default: 'dev' }, 'tls-cache': { type: 'string' } } });

@@ -3,8 +3,8 @@
 // checks that the objects really are SSE-KMS encrypted.
 import { readFileSync, realpathSync } from 'node:fs';
 import { join } from 'node:path';
-import { freePort, Mc, Minio, type KmsClient } from '../../test/interop/stack.ts';
-import { peer } from '../../test/interop/peers.ts';
+import { freePort, Mc, Minio, type KmsClient } from '../../harness/minio-stack.ts';
+import { peer } from '../../harness/peers.ts';
 import { descendants, exeOf } from './proc.mts';
 import { cleanEnv } from './targets.mts';
 

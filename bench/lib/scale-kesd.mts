@@ -3,8 +3,8 @@
 import { spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { ErrKeyExists } from '../../kesd/src/api/errors.js';
-import { STORE_FILE } from '../../kesd/src/cli/server.js';
+import { ErrKeyExists } from '../../kesd/src/kes/errors.js';
+import { STORE_FILE } from '../../kesd/src/boot/data-dir.js';
 import { System } from '../../kesd/src/state/system.js';
 import { openLmdbStore } from '../../kesd/src/store/lmdb.js';
 import { openSealedRootKey } from '../../kesd/src/store/unseal.js';

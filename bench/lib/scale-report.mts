@@ -1,5 +1,5 @@
 // The scale benchmark's Markdown fragment (for docs/performance.md and bench/results/scale.md).
-import type { ScaleResult, SizeResult } from '../scale.mts';
+import type { ScaleResult, SizeResult } from './scale-types.mts';
 
 const TARGET_READY_MS = 2000;
 const TARGET_FLAT = 1.2;

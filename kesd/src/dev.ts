@@ -5,8 +5,8 @@ import { mkdir, writeFile } from 'node:fs/promises';
 import { join, relative, resolve } from 'node:path';
 import { newIdentity } from './identity/certificate.js';
 import { randomBytes } from './crypto/random.js';
-import { initDataDir } from './cli/server.js';
-import { readServerConfig, type InitConfig } from './store/config.js';
+import { initDataDir } from './boot/data-dir.js';
+import { readServerConfig, type InitConfig } from './config/config.js';
 import { openSealedRootKey } from './store/unseal.js';
 import { runServer } from './server/run.js';
 

@@ -8,7 +8,7 @@ import * as pulumi from '@pulumi/pulumi';
 import * as k8s from '@pulumi/kubernetes';
 import { Secret } from 'kubernetes-models/v1';
 import { Job } from 'kubernetes-models/batch/v1';
-import { byType, lineage, recordLineage, setupMocks, unsecret, valueOf, type RecordedResource } from './mocks.ts';
+import { byType, lineage, recordLineage, setupMocks, unsecret, valueOf, type RecordedResource } from '../../harness/pulumi-mocks.ts';
 import {
   bucketKeys, bucketNameProblem, bucketScript, BucketConfigError, MC_CONFIG_DIR, MC_IMAGE, RETRY_ATTEMPTS, type BucketsArgs, type BucketSpec,
 } from '../../components/buckets.ts';

@@ -15,8 +15,8 @@ import { StatefulSet } from 'kubernetes-models/apps/v1';
 import { NetworkPolicy } from 'kubernetes-models/networking.k8s.io/v1';
 import { PodDisruptionBudget } from 'kubernetes-models/policy/v1';
 import { Secret, Service } from 'kubernetes-models/v1';
-import { byType, isSecret, lineage, recordLineage, setupMocks, unsecret, valueOf, type RecordedResource } from './mocks.ts';
-import { registerTlsMocks } from './tls-mock.ts';
+import { byType, isSecret, lineage, recordLineage, setupMocks, unsecret, valueOf, type RecordedResource } from '../../harness/pulumi-mocks.ts';
+import { registerTlsMocks } from '../../harness/tls-mock.ts';
 import {
   ETCD_CONTAINER_SECURITY_CONTEXT,
   ETCD_IMAGE,

@@ -6,7 +6,7 @@ import { NetworkPolicy } from 'kubernetes-models/networking.k8s.io/v1';
 import { PodDisruptionBudget } from 'kubernetes-models/policy/v1';
 import { ConfigMap, Namespace, Secret, Service } from 'kubernetes-models/v1';
 import { validateTenant } from './crd.ts';
-import type { Manifest } from './stack-render.ts';
+import type { Manifest } from '../../harness/stack-render.ts';
 
 const MODELS: Record<string, (o: any) => { validate(): void }> = {
   'v1/Namespace': (o) => new Namespace(o), 'v1/Secret': (o) => new Secret(o), 'v1/ConfigMap': (o) => new ConfigMap(o),

@@ -15,11 +15,11 @@ import { ConfigMap, Secret, Service } from 'kubernetes-models/v1';
 import { PodDisruptionBudget } from 'kubernetes-models/policy/v1';
 import { NetworkPolicy } from 'kubernetes-models/networking.k8s.io/v1';
 import { parse } from 'yaml';
-import { parseInitConfig } from '../../kesd/src/store/config.js';
+import { parseInitConfig } from '../../kesd/src/config/config.js';
 import { isAllowed, patternError } from '../../kesd/src/state/policy.js';
 import { newIdentity } from '../../kesd/src/identity/certificate.js';
 import { request } from '../kesd/harness.js';
-import { byType, lineage, onResource, recordLineage, setupMocks, unsecret, valueOf, type RecordedResource } from './mocks.ts';
+import { byType, lineage, onResource, recordLineage, setupMocks, unsecret, valueOf, type RecordedResource } from '../../harness/pulumi-mocks.ts';
 import { KESD_PORT, UNSEAL_SECRET_KEY } from '../../components/contracts.ts';
 import { kesdServerDnsNames } from '../../components/kes-identity.ts';
 import {

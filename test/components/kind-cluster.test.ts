@@ -7,7 +7,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { createRequire } from 'node:module';
 import { parse } from 'yaml';
-import { setupMocks, onResource, recorded, byType, valueOf, isSecret, unsecret, lineage, recordLineage } from './mocks.ts';
+import { setupMocks, onResource, recorded, byType, valueOf, isSecret, unsecret, lineage, recordLineage } from '../../harness/pulumi-mocks.ts';
 
 await setupMocks();
 const { KindCluster, kindProvider, kindConfigYaml, kubeconfigSource, existingClusterProvider } = await import('../../components/kind-cluster.ts');

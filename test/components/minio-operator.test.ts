@@ -4,7 +4,7 @@ import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import * as k8s from '@pulumi/kubernetes';
 import { Namespace } from 'kubernetes-models/v1';
-import { setupMocks, byType, valueOf, unsecret, lineage, recordLineage } from './mocks.ts';
+import { setupMocks, byType, valueOf, unsecret, lineage, recordLineage } from '../../harness/pulumi-mocks.ts';
 
 await setupMocks();
 const { MinioOperator, operatorChartValues, OPERATOR_SIDECAR_IMAGE } = await import('../../components/minio-operator.ts');

@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { parse } from 'yaml';
 import { validateManifest } from './k8s-validate.ts';
-import { countByKind, REPO, renderStack, type Manifest, type Render } from './stack-render.ts';
+import { countByKind, REPO, renderStack, type Manifest, type Render } from '../../harness/stack-render.ts';
 
 let render: Render;
 before(async () => {
@@ -127,7 +127,7 @@ test('the etcd NetworkPolicy admits exactly the kesd pods on the client port, an
 });
 
 test('secrets stay secret: every Secret object\'s data, the stack\'s secret outputs; endpoints are plain', async () => {
-  const { isSecret } = await import('./mocks.ts');
+  const { isSecret } = await import('../../harness/pulumi-mocks.ts');
   const program = await import(join(REPO, 'index.ts'));
   for (const name of ['kubeconfig', 'rootPassword', 'enclaveAdminKey']) assert.equal(await isSecret(program[name]), true, name);
   for (const name of ['kesdEndpoint', 'kesdMinioEndpoint', 'etcdEndpoints', 'kesdCaCert']) assert.equal(await isSecret(program[name]), false, name);

@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { validateManifest } from './k8s-validate.ts';
-import { countByKind, REPO, renderStack, type Render } from './stack-render.ts';
+import { countByKind, REPO, renderStack, type Render } from '../../harness/stack-render.ts';
 
 let render: Render;
 before(async () => {
@@ -33,7 +33,7 @@ test('every Kubernetes object and the chart use the kind cluster provider', () =
 });
 
 test('secrets stay secret: kubeconfig, root password, admin key, and every Secret object', async () => {
-  const { isSecret } = await import('./mocks.ts');
+  const { isSecret } = await import('../../harness/pulumi-mocks.ts');
   const program = await import(join(REPO, 'index.ts'));
   for (const name of ['kubeconfig', 'rootPassword', 'enclaveAdminKey']) assert.equal(await isSecret(program[name]), true, name);
   for (const name of ['kesdEndpoint', 's3Endpoint', 'kesdCaCert']) assert.equal(await isSecret(program[name]), false, name);

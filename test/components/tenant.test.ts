@@ -4,7 +4,7 @@ import * as pulumi from '@pulumi/pulumi';
 import * as k8s from '@pulumi/kubernetes';
 import { Secret } from 'kubernetes-models/v1';
 import { newIdentity } from '../../kesd/src/identity/certificate.js';
-import { byType, isSecret, lineage, onResource, recordLineage, setupMocks, unsecret, valueOf, type RecordedResource } from './mocks.ts';
+import { byType, isSecret, lineage, onResource, recordLineage, setupMocks, unsecret, valueOf, type RecordedResource } from '../../harness/pulumi-mocks.ts';
 import { validateTenant } from './crd.ts';
 import {
   configEnv, consoleEndpoint, KES_CA_FILE, KES_CLIENT_CERT_FILE, KES_CLIENT_KEY_FILE, MINIO_IMAGE, operatorCertMounts,

@@ -6,8 +6,8 @@ import * as k8s from '@pulumi/kubernetes';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { setupMocks, byType, valueOf, isSecret, unsecret, lineage, recordLineage } from './mocks.ts';
-import { registerTlsMocks } from './tls-mock.ts';
+import { setupMocks, byType, valueOf, isSecret, unsecret, lineage, recordLineage } from '../../harness/pulumi-mocks.ts';
+import { registerTlsMocks } from '../../harness/tls-mock.ts';
 import { readUnsealKey } from '../../kesd/src/store/unseal.js';
 import { UNSEAL_SECRET_KEY } from '../../components/contracts.ts';
 

@@ -11,9 +11,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { makeIdentity, type TestIdentity } from '../kesd/harness.ts';
 import { agentFor, call, envInt, sleep, startKesd, type KesdProcess } from '../kesd/load.ts';
-import { ETCD_SKIP, etcdInitYml, startEtcd, type EtcdCluster } from '../etcd.ts';
+import { ETCD_SKIP, etcdInitYml, startEtcd, type EtcdCluster } from '../../harness/etcd.ts';
 import { ensureS3load, runS3load, type S3LoadResult } from '../../bench/lib/e2e-s3load.mts';
-import { freePort, Mc, Minio, tail } from './stack.ts';
+import { freePort, Mc, Minio, tail } from '../../harness/minio-stack.ts';
 
 const SECONDS = envInt('KESD_HA_SECONDS', 40);
 const UNSEAL_ENV = 'KESD_HA_UNSEAL';

@@ -5,7 +5,7 @@ import { execFile, spawn } from 'node:child_process';
 import { promisify } from 'node:util';
 import { identityOfApiKey } from '../../kesd/src/identity/spki.js';
 import { startTestServer, type TestServer } from '../kesd/harness.js';
-import { peer } from './peers.js';
+import { peer } from '../../harness/peers.js';
 
 const KES = peer('kes-latest');
 let s: TestServer;

@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { kesd, startServer, stopServer, type ServerProcess } from '../kesd/cli-process.js';
-import { peer } from './peers.js';
+import { peer } from '../../harness/peers.js';
 
 const KES = peer('kes-v0.22');
 let dir: string;

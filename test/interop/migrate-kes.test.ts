@@ -8,11 +8,11 @@ import { createWriteStream } from 'node:fs';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { initDataDir } from '../../kesd/src/cli/server.js';
+import { initDataDir } from '../../kesd/src/boot/data-dir.js';
 import { makeIdentity, type TestIdentity } from '../kesd/harness.js';
 import { kesd, startServer, stopServer, type ServerProcess } from '../kesd/cli-process.js';
-import { peer } from './peers.js';
-import { freePort, Mc, Minio, sleep, tail } from './stack.js';
+import { peer } from '../../harness/peers.js';
+import { freePort, Mc, Minio, sleep, tail } from '../../harness/minio-stack.js';
 
 const DEFAULT_KEY = 'minio-default-key';
 const MINIO_POLICY = ['/v1/key/create/*', '/v1/key/generate/*', '/v1/key/decrypt/*', '/v1/key/describe/*', '/v1/key/list/*', '/v1/status', '/v1/api'];

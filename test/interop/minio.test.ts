@@ -5,10 +5,10 @@ import { createHash, randomBytes } from 'node:crypto';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { initDataDir } from '../../kesd/src/cli/server.js';
+import { initDataDir } from '../../kesd/src/boot/data-dir.js';
 import { makeIdentity, request, type TestIdentity } from '../kesd/harness.js';
 import { startServer, stopServer, type ServerProcess } from '../kesd/cli-process.js';
-import { freePort, Mc, Minio, tail } from './stack.js';
+import { freePort, Mc, Minio, tail } from '../../harness/minio-stack.js';
 import https from 'node:https';
 
 const DEFAULT_KEY = 'minio-default-key';

@@ -18,9 +18,9 @@ import { createServer, type AddressInfo, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { KESD_BIN } from '../kesd/cli-process.js';
-import { ETCD_BIN, ETCD_SKIP } from '../etcd.ts';
-import { renderStack } from '../components/stack-render.ts';
-import { Mc, tail, type Minio } from './stack.ts';
+import { ETCD_BIN, ETCD_SKIP } from '../../harness/etcd.ts';
+import { renderStack } from '../../harness/stack-render.ts';
+import { Mc, tail, type Minio } from '../../harness/minio-stack.ts';
 import { containerEnv, expandVars, layOutVolumes, PodProcess, podHostname, privateHosts, remapArgPath, remapInitPaths, Rendered, tenantMinio, until } from './wiring-pods.ts';
 
 const KESD_PORT = 7373;

@@ -5,8 +5,8 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { chmod, mkdir, readFile, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
-import type { Manifest } from '../components/stack-render.ts';
-import { freePort, Minio, sleep } from './stack.ts';
+import type { Manifest } from '../../harness/stack-render.ts';
+import { freePort, Minio, sleep } from '../../harness/minio-stack.ts';
 
 /** The rendered objects, looked up by kind and name. */
 export class Rendered {

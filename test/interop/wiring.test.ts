@@ -10,8 +10,8 @@ import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { KESD_BIN } from '../kesd/cli-process.js';
-import { renderStack } from '../components/stack-render.ts';
-import { freePort, Mc, tail, type Minio } from './stack.js';
+import { renderStack } from '../../harness/stack-render.ts';
+import { freePort, Mc, tail, type Minio } from '../../harness/minio-stack.js';
 import { containerEnv, layOutVolumes, PodProcess, privateHosts, remapArgPath, remapInitPaths, Rendered, tenantMinio, until } from './wiring-pods.ts';
 
 let dir: string;

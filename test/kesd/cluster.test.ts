@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { TLSSocket } from 'node:tls';
 import { newIdentity } from '../../kesd/src/identity/certificate.js';
-import { initDataDir } from '../../kesd/src/cli/server.js';
+import { initDataDir } from '../../kesd/src/boot/data-dir.js';
 import { makeIdentity, request, type Reply, type TestIdentity } from './harness.js';
 import { fingerprint, kesd, startServer, stopServer, type ServerProcess } from './cli-process.js';
 

@@ -14,7 +14,7 @@ import {
   type SecretKey,
 } from '../../kesd/src/crypto/key.js';
 import { POOL_SIZE, randomBytes, randomFill } from '../../kesd/src/crypto/random.js';
-import { ErrDecrypt } from '../../kesd/src/api/errors.js';
+import { ErrDecrypt } from '../../kesd/src/kes/errors.js';
 
 // kes-protocol §8.4: key = 32 zero bytes, no AD, plaintext = 16 zero bytes unless stated.
 const b64 = (s: string) => Buffer.from(s, 'base64');

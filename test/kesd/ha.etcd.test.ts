@@ -13,7 +13,7 @@ import { openEtcdStore } from '../../kesd/src/store/etcd.ts';
 import { fingerprint } from './cli-process.ts';
 import { makeIdentity, type TestIdentity } from './harness.ts';
 import { agentFor, call, runKesd, startKesd, type KesdProcess } from './load.ts';
-import { ETCD_SKIP, etcdInitYml, startEtcd, type EtcdCluster } from '../etcd.ts';
+import { ETCD_SKIP, etcdInitYml, startEtcd, type EtcdCluster } from '../../harness/etcd.ts';
 
 const UNSEAL_ENV = 'KESD_HA_UNSEAL';
 const PREFIX = 'ha/';

@@ -14,7 +14,7 @@ import { followStore, writeSealMarker } from '../../kesd/src/state/store-changes
 import { System } from '../../kesd/src/state/system.ts';
 import { makeIdentity, type TestIdentity } from './harness.ts';
 import { agentFor, call, groupPids, sleep, startKesd, type KesdProcess } from './load.ts';
-import { ETCD_SKIP, etcdInitYml, startEtcd, type EtcdCluster } from '../etcd.ts';
+import { ETCD_SKIP, etcdInitYml, startEtcd, type EtcdCluster } from '../../harness/etcd.ts';
 
 const UNSEAL_ENV = 'KESD_HA_SEAL_UNSEAL';
 const SEALED = 'system is sealed';

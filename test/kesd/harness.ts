@@ -5,8 +5,8 @@ import https from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { newIdentity, type KeyType } from '../../kesd/src/identity/certificate.js';
-import { initDataDir } from '../../kesd/src/cli/server.js';
-import { readServerConfig, type InitConfig } from '../../kesd/src/store/config.js';
+import { initDataDir } from '../../kesd/src/boot/data-dir.js';
+import { readServerConfig, type InitConfig } from '../../kesd/src/config/config.js';
 import { openSealedRootKey } from '../../kesd/src/store/unseal.js';
 import { startKesd, type Kesd } from '../../kesd/src/server/run.js';
 

@@ -6,8 +6,8 @@ import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import https from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { initDataDir } from '../../kesd/src/cli/server.js';
-import type { EnclaveConfig } from '../../kesd/src/store/config.js';
+import { initDataDir } from '../../kesd/src/boot/data-dir.js';
+import type { EnclaveConfig } from '../../kesd/src/config/config.js';
 import { makeIdentity, readReply, type Reply, type TestIdentity } from './harness.js';
 import { KESD_BIN } from './cli-process.js';
 

@@ -5,11 +5,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseKesStoredKey } from '../../kesd/src/migrate/kes-key.js';
 import { seal } from '../../kesd/src/crypto/key.js';
-import { initDataDir } from '../../kesd/src/cli/server.js';
+import { initDataDir } from '../../kesd/src/boot/data-dir.js';
 import { makeIdentity, startTestServer } from './harness.js';
 import { kesd } from './cli-process.js';
 import { agentFor, call, startKesd } from './load.js';
-import { ETCD_SKIP, startEtcd } from '../etcd.js';
+import { ETCD_SKIP, startEtcd } from '../../harness/etcd.js';
 
 // kes-protocol §8.7 vectors.
 const PROTOBUF_KEY = 'CiQKIMiHG7XrN94FuwblJJor4f7f6rbqAl7DwsLaiIoyz0D2EAESJAognLXl4yqa4cjZTcSbsU6sNnN8kP9ARWkXwa20YQZa9HgQARoMCNithK0GEID67qYDIkAzZWNmY2RmMzhmY2JlMTQxYWUyNmExMDMwZjgxZTk2Yjc1MzM2NWE0Njc2MGFlNmI1Nzg2OThhOTdjNTlmZDIy';

@@ -20,7 +20,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { initDataDir, STORE_FILE } from '../../kesd/src/cli/server.js';
+import { initDataDir, STORE_FILE } from '../../kesd/src/boot/data-dir.js';
 import { hmacSha256 } from '../../kesd/src/crypto/key.js';
 import { deriveRecordKey, paths, RecordStore, type EnclaveRecord, type KeyRecord } from '../../kesd/src/state/records.js';
 import { openLmdbStore } from '../../kesd/src/store/lmdb.js';

@@ -13,7 +13,7 @@ import https from 'node:https';
 import http2 from 'node:http2';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { initDataDir } from '../../kesd/src/cli/server.js';
+import { initDataDir } from '../../kesd/src/boot/data-dir.js';
 import { forgedChain, type ForgedChain } from './forged-chain.js';
 import { makeIdentity, type TestIdentity } from './harness.js';
 import { startServer, stopServer, type ServerProcess } from './cli-process.js';

@@ -10,7 +10,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import http2 from 'node:http2';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { initDataDir } from '../../kesd/src/cli/server.js';
+import { initDataDir } from '../../kesd/src/boot/data-dir.js';
 import { H2_RESET_BURST } from '../../kesd/src/server/h2.js';
 import { FLAG, FRAME, frame, hpack, rawH2, rstStream } from './h2-frames.js';
 import { makeIdentity, type TestIdentity } from './harness.js';

@@ -10,7 +10,7 @@ import https from 'node:https';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { initDataDir } from '../../kesd/src/cli/server.js';
+import { initDataDir } from '../../kesd/src/boot/data-dir.js';
 import { HANDSHAKE_DEADLINE_MS, MAX_PENDING_HANDSHAKES } from '../../kesd/src/server/server.js';
 import { makeIdentity, request, type TestIdentity } from './harness.js';
 import { startServer, stopServer, type ServerProcess } from './cli-process.js';

@@ -4,8 +4,8 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readdir, stat, chmod } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { Exchange } from '../../kesd/src/server/exchange.js';
-import { EventStream, MAX_TOTAL_BUFFERED_BYTES } from '../../kesd/src/server/stream.js';
+import type { Subscriber } from '../../kesd/src/log/stream.js';
+import { EventStream, MAX_TOTAL_BUFFERED_BYTES } from '../../kesd/src/log/stream.js';
 import { openLmdbStore } from '../../kesd/src/store/lmdb.js';
 import { makeIdentity, startTestServer, type TestIdentity, type TestServer } from './harness.js';
 
@@ -47,7 +47,7 @@ test('opening a store whose files others may read makes them owner-only', async 
 });
 
 /** An exchange whose client reads nothing (stalled) or everything at once (fast). */
-function subscriber(fast: boolean): Exchange & { received: number } {
+function subscriber(fast: boolean): Subscriber & { received: number } {
   let buffered = 0;
   const ex = {
     received: 0,
@@ -65,7 +65,7 @@ function subscriber(fast: boolean): Exchange & { received: number } {
       return true;
     },
   };
-  return ex as unknown as Exchange & { received: number };
+  return ex as unknown as Subscriber & { received: number };
 }
 
 test('stalled log subscribers together hold at most the overall bound, and a subscriber that keeps up loses nothing', async () => {

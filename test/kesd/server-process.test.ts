@@ -7,7 +7,7 @@ import https from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { newIdentity } from '../../kesd/src/identity/certificate.js';
-import { initDataDir } from '../../kesd/src/cli/server.js';
+import { initDataDir } from '../../kesd/src/boot/data-dir.js';
 import { makeIdentity, request, type TestIdentity } from './harness.js';
 import { startServer, stopServer, type ServerProcess } from './cli-process.js';
 

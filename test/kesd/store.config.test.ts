@@ -12,7 +12,7 @@ import {
   unsealSourceOf,
   writeServerConfig,
   type ServerConfig,
-} from '../../kesd/src/store/config.js';
+} from '../../kesd/src/config/config.js';
 
 const SYS = 'a'.repeat(64);
 const ADMIN = 'b'.repeat(64);

@@ -1,10 +1,10 @@
 // The request context handlers see, and what they may return.
 import type { Enclave } from '../state/enclave.js';
 import type { System } from '../state/system.js';
-import type { AuditLog } from '../server/audit.js';
-import type { ErrorLog } from '../server/errorlog.js';
-import type { Metrics } from '../server/metrics.js';
-import type { Exchange } from '../server/exchange.js';
+import type { AuditLog } from '../log/audit.js';
+import type { ErrorLog } from '../log/errorlog.js';
+import type { Metrics } from '../log/metrics.js';
+import type { Exchange } from './exchange.js';
 
 /**
  * How a route authenticates and authorises:

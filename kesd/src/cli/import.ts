@@ -1,15 +1,15 @@
 // `kesd import kes-fs`: migrate off the deprecated KES without losing a single encrypted object.
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { readServerConfig, SERVER_CONFIG_FILE } from '../store/config.js';
+import { readServerConfig, SERVER_CONFIG_FILE } from '../config/config.js';
 import { openLmdbStore } from '../store/lmdb.js';
 import type { Store } from '../store/store.js';
 import type { RootKeyInfo } from '../store/unseal.js';
 import { System } from '../state/system.js';
 import { wipe } from '../crypto/secret.js';
 import { importKesFsKeystore } from '../migrate/kes-fs.js';
-import { openStore } from '../server/run.js';
-import { openRootKey, STORE_FILE } from './server.js';
+import { openStore, STORE_FILE } from '../boot/data-dir.js';
+import { openRootKey } from '../boot/root-key.js';
 import { CliError, parse, positionals, type Command } from './command.js';
 
 const usage = 'kesd import kes-fs [--enclave NAME] <kes-keystore-dir> <kesd-data-dir>';

@@ -12,7 +12,7 @@
 //   algorithm decides. Every failure is ErrDecrypt.
 import { createCipheriv, createDecipheriv, createSecretKey, hash } from 'node:crypto';
 import { hchacha } from '@noble/ciphers/chacha.js';
-import { ErrDecrypt } from '../api/errors.js';
+import { ErrDecrypt } from '../kes/errors.js';
 import { randomBytes, randomFill } from './random.js';
 
 export type Algorithm = 'AES256' | 'ChaCha20';

@@ -2,9 +2,9 @@
 // (same key bytes, same HMAC key where KES had one), so everything KES encrypted still decrypts.
 import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { ErrKeyExists } from '../api/errors.js';
+import { ErrKeyExists } from '../kes/errors.js';
 import type { Enclave } from '../state/enclave.js';
-import { isValidName } from '../state/names.js';
+import { isValidName } from '../kes/names.js';
 import { parseKesStoredKey } from './kes-key.js';
 
 export interface ImportReport {

@@ -32,14 +32,14 @@ import cluster, { type Worker } from 'node:cluster';
 import { dirname, extname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Change } from '../state/changes.js';
-import type { ServerConfig } from '../store/config.js';
+import type { ServerConfig } from '../config/config.js';
 import { wipe } from '../crypto/secret.js';
 import { collectGarbage } from '../state/gc.js';
 import { sendRootKey, WORKER_STDIO } from './key-pipe.js';
 import { banner, declareInStore, holdSighup, type KesdOptions, type SighupHold } from './run.js';
 import { parseAddress } from './server.js';
-import type { Events } from './stream.js';
-import { loadServerTls } from './tls-check.js';
+import type { Events } from '../log/stream.js';
+import { loadServerTls } from '../identity/tls-files.js';
 
 export type StreamName = 'audit' | 'error';
 const STREAMS: readonly StreamName[] = ['audit', 'error'];

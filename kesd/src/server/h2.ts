@@ -3,8 +3,9 @@
 // connection for each call beyond Go's 2 idle HTTP/1.1 connections. The timeouts mirror the HTTP/1.1 listener's.
 import http2 from 'node:http2';
 import type { TLSSocket } from 'node:tls';
-import { ErrBodyTooLarge, type KesError } from '../api/errors.js';
-import { collectBody, NO_BODY, type Exchange, type Headers } from './exchange.js';
+import { ErrBodyTooLarge, type KesError } from '../kes/errors.js';
+import type { Exchange, Headers } from '../api/exchange.js';
+import { collectBody, NO_BODY } from './exchange.js';
 
 /** h2 is offered in ALPN unless KESD_HTTP2=off (then HTTP/1.1 only). */
 export function http2Enabled(env: NodeJS.ProcessEnv = process.env): boolean {

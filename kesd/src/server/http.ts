@@ -4,12 +4,12 @@ import type { Reply, RequestContext, Route, ServerContext } from '../api/context
 import { STREAMING } from '../api/context.js';
 import {
   ErrEnclaveNotFound, ErrNotAllowed, ErrNotFound, invalidName, KesError, methodNotAllowed,
-} from '../api/errors.js';
+} from '../kes/errors.js';
 import { RouteTable } from '../api/routes.js';
 import type { Enclave } from '../state/enclave.js';
-import { isValidName } from '../state/names.js';
-import type { Exchange, Headers } from './exchange.js';
-import { identityOf } from './identity.js';
+import { isValidName } from '../kes/names.js';
+import type { Exchange, Headers } from '../api/exchange.js';
+import { identityOf } from '../identity/connection.js';
 
 const TIMEOUT = new KesError(503, 'request timeout exceeded');
 const INTERNAL = new KesError(500, 'internal server error');

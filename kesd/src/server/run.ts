@@ -1,23 +1,21 @@
 // Wires a running kesd: store → state → declared keys → HTTPS, plus logs, metrics and signals.
-import { join } from 'node:path';
 import pino from 'pino';
 import type { ServerContext } from '../api/context.js';
 import { routes } from '../api/routes.js';
-import type { InitConfig, ServerConfig } from '../store/config.js';
+import type { InitConfig, ServerConfig } from '../config/config.js';
 import type { EtcdStore } from '../store/etcd.js';
 import { EtcdFollower } from '../store/etcd-watch.js';
-import { openLmdbStore } from '../store/lmdb.js';
-import type { Store } from '../store/store.js';
 import type { RootKeyInfo } from '../store/unseal.js';
 import type { ChangeBus } from '../state/changes.js';
 import { followStore, writeSealMarker } from '../state/store-changes.js';
 import { System } from '../state/system.js';
 import { VERSION } from '../version.js';
-import { applyDeclarations, ensureDeclaredKeys, STORE_FILE } from '../cli/server.js';
-import { AuditLog } from './audit.js';
-import { ErrorLog } from './errorlog.js';
-import { LineWriter } from './lines.js';
-import { Metrics } from './metrics.js';
+import { applyDeclarations, ensureDeclaredKeys } from '../boot/declarations.js';
+import { openStore } from '../boot/data-dir.js';
+import { AuditLog } from '../log/audit.js';
+import { ErrorLog } from '../log/errorlog.js';
+import { LineWriter } from '../log/lines.js';
+import { Metrics } from '../log/metrics.js';
 import { startServer, type RunningServer, type TlsMaterial } from './server.js';
 
 export interface KesdOptions {
@@ -52,13 +50,6 @@ export interface Kesd extends RunningServer {
 async function declare(system: System, opts: KesdOptions): Promise<void> {
   await ensureDeclaredKeys(system, opts.config.keys ?? {}, opts.root.sysadmin);
   if (opts.declared !== undefined) await applyDeclarations(system, opts.declared);
-}
-
-/** The store the config names: the embedded LMDB file in the data dir, or etcd (its client is loaded only then). */
-export async function openStore(dir: string, config: ServerConfig): Promise<Store> {
-  const etcd = config.store?.etcd;
-  if (etcd === undefined) return openLmdbStore(join(dir, STORE_FILE));
-  return (await import('../store/etcd.js')).openEtcdStore(etcd);
 }
 
 /** The cluster primary's part of a start: the declarations, on a store it closes before the workers open it. */

@@ -12,8 +12,8 @@ import { routes } from '../api/routes.js';
 import { createH2Sessions, http2Enabled } from './h2.js';
 import { H1Exchange } from './exchange.js';
 import { createDispatcher } from './http.js';
-import { identifyConnection } from './identity.js';
-import { loadServerTls, type ServerTlsMaterial } from './tls-check.js';
+import { identifyConnection } from '../identity/connection.js';
+import { loadServerTls, type ServerTlsMaterial } from '../identity/tls-files.js';
 
 /** Checked TLS bytes (loadServerTls): what a cluster worker gets from the primary instead of reading the files. */
 export type TlsMaterial = Pick<ServerTlsMaterial, 'cert' | 'key' | 'passphrase' | 'ca'>;

@@ -7,7 +7,7 @@ import type { Ask, Call, Message, StartOptions, StreamName, TlsBytes } from './c
 import { closeKeyPipe, receiveRootKey } from './key-pipe.js';
 import { startKesd, type Kesd } from './run.js';
 import type { TlsMaterial } from './server.js';
-import type { Events, Scope, StreamRelay } from './stream.js';
+import type { Events, Scope, StreamRelay } from '../log/stream.js';
 
 /** The IPC channel to the primary. */
 class Link {

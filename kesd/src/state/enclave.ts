@@ -5,7 +5,7 @@ import { secretBuffer, wipe } from '../crypto/secret.js';
 import {
   ErrAssignAdmin, ErrDeleteAdmin, ErrIdentityNotFound, ErrKeyExists, ErrKeyNotFound, ErrPolicyNotFound,
   ErrSealed, ErrSecretExists, ErrSecretNotFound, ErrStoreWrite,
-} from '../api/errors.js';
+} from '../kes/errors.js';
 import type { Change, ChangeBus } from './changes.js';
 import { isAllowed, type PolicyRules } from './policy.js';
 import { paths, type EnclaveRecord, type IdentityRecord, type KeyRecord, type PolicyRecord, type RecordStore, type SecretRecord } from './records.js';

@@ -2,7 +2,7 @@
 // with its path bound as associated data, so a record cannot be read, altered or moved unnoticed.
 import { hmacSha256, open, seal, type Algorithm, type SecretKey } from '../crypto/key.js';
 import { secretBuffer, wipe } from '../crypto/secret.js';
-import { ErrSealed } from '../api/errors.js';
+import { ErrSealed } from '../kes/errors.js';
 import type { Store, StoreRecord } from '../store/store.js';
 
 export interface EnclaveRecord { uid: string; admin: string; created_at: string; created_by: string }

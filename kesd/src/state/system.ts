@@ -1,7 +1,7 @@
 // The whole server state: the system admin, the enclaves, and the sealed flag.
 import { randomBytes } from '../crypto/random.js';
 import { secretBuffer, wipe } from '../crypto/secret.js';
-import { ErrEnclaveExists, ErrEnclaveNotFound, ErrSealed, ErrStoreWrite } from '../api/errors.js';
+import { ErrEnclaveExists, ErrEnclaveNotFound, ErrSealed, ErrStoreWrite } from '../kes/errors.js';
 import type { Store } from '../store/store.js';
 import { localBus, type Change, type ChangeBus } from './changes.js';
 import { Enclave } from './enclave.js';

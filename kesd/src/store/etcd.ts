@@ -15,9 +15,8 @@
 import { readFileSync } from 'node:fs';
 import { handleWhen, noop, retry } from 'cockatiel';
 import { Etcd3, GRPCUnavailableError, type IDuplexStream, type IOptions, type IWatchRequest, type IWatchResponse } from 'etcd3';
-import type { EtcdConfig } from './config.js';
-import { StoreError } from './lmdb.js';
-import type { Store, StoreRecord } from './store.js';
+import type { EtcdConfig } from '../config/config.js';
+import { StoreError, type Store, type StoreRecord } from './store.js';
 import { wipe } from '../crypto/secret.js';
 import { openRootKey, parseSealedRootKey, readUnsealKey, UnsealError, type RootKeyInfo, type SealedRootKey, type UnsealSource } from './unseal.js';
 

@@ -17,8 +17,8 @@ import { statfsSync } from 'node:fs';
 import { chmod, mkdir, stat } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { open, IF_EXISTS, type RootDatabase } from 'lmdb';
-import type { Store, StoreRecord } from './store.js';
-import { syncDir } from './atomic.js';
+import { StoreError, type Store, type StoreRecord } from './store.js';
+import { syncDir } from '../fs/atomic.js';
 
 // The map is reserved address space, not disk: the file grows with its data. 64 GiB leaves room for a
 // very large key store; lmdb-js also grows the map itself when a commit needs more (its mdb.c addition).
@@ -36,10 +36,6 @@ export const LOW_SPACE_BYTES = 64 * 1024 ** 2;
 // unless this much room (plus the value) is left: a commit of one record writes far less.
 export const RESERVE_BYTES = 256 * 1024;
 const AFTER_FAILURE_MS = 10_000;
-
-export class StoreError extends Error {
-  override name = 'StoreError';
-}
 
 class LmdbStore implements Store {
   private closed = false;

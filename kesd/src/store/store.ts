@@ -1,5 +1,11 @@
-// The storage seam: a small ordered key-value interface. The embedded LMDB backend implements it;
-// a replicated backend (etcd) can implement it later. Values are opaque bytes (already sealed above this layer).
+// The storage seam: a small ordered key-value interface, implemented by the embedded LMDB backend and by etcd and held
+// to one contract (test/kesd/store-contract.ts). Values are opaque bytes (already sealed above this layer).
+
+/** A backend failure (unreachable, full, closed): the state layer answers it with a 502 naming the operation. */
+export class StoreError extends Error {
+  override name = 'StoreError';
+}
+
 export interface StoreRecord {
   readonly path: string;
   readonly value: Uint8Array;

@@ -4,25 +4,18 @@
 // its own (crypto/secret.ts), so no JS string ever holds it; the caller wipes it once the root key is unsealed.
 import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
 import { decodeBase64, secretBuffer, secretBytesOf, trimmed, wipe } from '../crypto/secret.js';
+import { ENV_NAME, type UnsealSource } from '../config/unseal-source.js';
 import { takeVariable } from './environ.js';
 
-export type UnsealSource = { readonly env: string } | { readonly file: string };
+export { describeUnsealSource, ENV_NAME, sameUnsealSource, type UnsealSource } from '../config/unseal-source.js';
 
 export class UnsealError extends Error {
   override name = 'UnsealError';
 }
 
 export const UNSEAL_KEY_LEN = 32;
-export const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
 /** Far more than the 44 characters of a key: a larger file is not a key file. */
 const MAX_KEY_FILE = 4096;
-
-export function describeUnsealSource(source: UnsealSource): string {
-  return 'env' in source ? `environment variable ${source.env}` : `file ${source.file}`;
-}
-
-export const sameUnsealSource = (a: UnsealSource, b: UnsealSource): boolean =>
-  'env' in a ? 'env' in b && a.env === b.env : 'file' in b && a.file === b.file;
 
 export interface TakenUnsealKey {
   /** 32 bytes in a buffer of their own: wipe it when done. */

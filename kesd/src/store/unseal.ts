@@ -16,8 +16,8 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { open, seal } from '../crypto/key.js';
 import { base64Length, decodeBase64, encodeBase64Into, secretBuffer, wipe } from '../crypto/secret.js';
-import { isValidIdentity } from '../state/names.js';
-import { writeFileAtomic } from './atomic.js';
+import { isValidIdentity } from '../kes/names.js';
+import { writeFileAtomic } from '../fs/atomic.js';
 import { ENV_NAME, takeUnsealKey, UNSEAL_KEY_LEN, UnsealError, type UnsealSource } from './unseal-key.js';
 
 export { readUnsealKey, takeUnsealKey, UnsealError, describeUnsealSource, sameUnsealSource, type UnsealSource } from './unseal-key.js';

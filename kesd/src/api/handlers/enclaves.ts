@@ -1,8 +1,8 @@
 // /v1/enclave/* and /v1/sys/seal: system-admin only (the route's auth mode enforces it).
-import { isValidIdentity, isValidName } from '../../state/names.js';
+import { isValidIdentity, isValidName } from '../../kes/names.js';
 import { parseObject, stringField } from '../body.js';
 import type { Reply, RequestContext } from '../context.js';
-import { ErrAdminIsSysAdmin, ErrEnclaveNotFound, ErrIdentityUnknown, ErrSealed, invalidName } from '../errors.js';
+import { ErrAdminIsSysAdmin, ErrEnclaveNotFound, ErrIdentityUnknown, ErrSealed, invalidName } from '../../kes/errors.js';
 
 function enclaveName(ctx: RequestContext): string {
   if (!isValidName(ctx.arg)) throw invalidName('enclave name', ctx.arg);

@@ -2,12 +2,12 @@
 import { generateDataKey, keyId, legacyAlgorithmName, open, parseAlgorithm, seal } from '../../crypto/key.js';
 import { wipe } from '../../crypto/secret.js';
 import type { CachedKey } from '../../state/enclave.js';
-import { isValidListPattern, isValidName, listPrefix, matchesListPattern } from '../../state/names.js';
+import { isValidListPattern, isValidName, listPrefix, matchesListPattern } from '../../kes/names.js';
 import { bytesField, field, parseJson, parseObject, stringField, type JsonObject } from '../body.js';
 import type { Reply, RequestContext } from '../context.js';
 import {
   ErrDecrypt, ErrInvalidBody, ErrInvalidImportBody, ErrTooManyCiphertexts, invalidName, invalidPattern, KesError,
-} from '../errors.js';
+} from '../../kes/errors.js';
 
 export function keyName(ctx: RequestContext): string {
   if (!isValidName(ctx.arg)) throw invalidName('key name', ctx.arg);

@@ -1,12 +1,12 @@
 // /v1/policy/* and /v1/identity/*: policies and identity assignments of the selected enclave.
 import { patternError } from '../../state/policy.js';
-import { isValidIdentity, isValidListPattern, isValidName, matchesListPattern } from '../../state/names.js';
+import { isValidIdentity, isValidListPattern, isValidName, matchesListPattern } from '../../kes/names.js';
 import type { PolicyRecord } from '../../state/records.js';
 import { parseObject, stringArrayField, stringField } from '../body.js';
 import type { Reply, RequestContext } from '../context.js';
 import {
   ErrAssignSysAdmin, ErrDeleteSysAdmin, ErrIdentityNotFound, ErrIdentityUnknown, ErrSealed, ErrSelfAssign, invalidName, invalidPattern, KesError,
-} from '../errors.js';
+} from '../../kes/errors.js';
 
 
 function policyName(ctx: RequestContext): string {

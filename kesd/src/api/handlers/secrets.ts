@@ -1,8 +1,8 @@
 // /v1/secret/* (v0.22 stateful dialect): small generic secrets stored sealed.
-import { isValidListPattern, isValidName, listPrefix, matchesListPattern } from '../../state/names.js';
+import { isValidListPattern, isValidName, listPrefix, matchesListPattern } from '../../kes/names.js';
 import { bytesField, parseObject, stringField } from '../body.js';
 import type { Reply, RequestContext } from '../context.js';
-import { ErrInvalidBody, invalidName, invalidPattern, KesError } from '../errors.js';
+import { ErrInvalidBody, invalidName, invalidPattern, KesError } from '../../kes/errors.js';
 
 function secretName(ctx: RequestContext): string {
   if (!isValidName(ctx.arg)) throw invalidName('secret name', ctx.arg);

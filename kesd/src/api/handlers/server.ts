@@ -2,7 +2,7 @@
 import os from 'node:os';
 import type { Reply, RequestContext } from '../context.js';
 import { STREAMING } from '../context.js';
-import { KesError } from '../errors.js';
+import { KesError } from '../../kes/errors.js';
 
 export function version(ctx: RequestContext): Reply {
   return { json: ctx.server.version };

@@ -4,10 +4,10 @@ import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { parse, stringify } from 'yaml';
 import { createHash, randomBytes } from 'node:crypto';
-import { onResource, recorded, setupMocks, unsecret, type RecordedResource } from './mocks.ts';
+import { onResource, recorded, setupMocks, unsecret, type RecordedResource } from './pulumi-mocks.ts';
 import { registerTlsMocks } from './tls-mock.ts';
 
-export const REPO = resolve(import.meta.dirname, '../..');
+export const REPO = resolve(import.meta.dirname, '..');
 
 export interface Manifest {
   apiVersion: string;

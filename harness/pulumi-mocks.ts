@@ -1,6 +1,6 @@
 // Pulumi mocks for component tests: records every resource (type, name, inputs, provider, parent) and fills in
 // provider-computed outputs through per-type hooks (e.g. real certificates for @pulumi/tls, see tls-mock.ts).
-// Import the code under test only AFTER setupMocks(): `const { Kesd } = await import('../../components/kesd.ts')`.
+// Import the code under test only AFTER setupMocks(): `const { Kesd } = await import('../components/kesd.ts')`.
 import * as pulumi from '@pulumi/pulumi';
 
 export interface RecordedResource {

@@ -9,8 +9,8 @@
 import { readFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { stringify } from 'yaml';
-import { writeFileAtomic } from './atomic.js';
-import { ENV_NAME, type UnsealSource } from './unseal-key.js';
+import { writeFileAtomic } from '../fs/atomic.js';
+import { ENV_NAME, type UnsealSource } from './unseal-source.js';
 import { ConfigError, ENV_REF, Reader, type Y } from './yaml-reader.js';
 
 export { ConfigError } from './yaml-reader.js';

@@ -6,8 +6,8 @@
 // off nobody checks the chain's signatures, so [own cert marked CA, forged non-CA cert with a victim's public key]
 // was identified as the victim (docs/security.md, finding 1). Later certificates never lend an identity.
 import type { DetailedPeerCertificate, TLSSocket } from 'node:tls';
-import { ErrNoClientCert, ErrTooManyClientCerts, KesError } from '../api/errors.js';
-import { identityOfCertificate } from '../identity/spki.js';
+import { ErrNoClientCert, ErrTooManyClientCerts, KesError } from '../kes/errors.js';
+import { identityOfCertificate } from './spki.js';
 
 const IDENTITY = Symbol('kesd.identity');
 type Tagged = TLSSocket & { [IDENTITY]?: string | KesError };

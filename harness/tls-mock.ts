@@ -5,7 +5,7 @@ import 'reflect-metadata';
 import { createHash, createPrivateKey, createPublicKey, generateKeyPairSync, randomBytes, webcrypto, type KeyObject } from 'node:crypto';
 import { closeSync, openSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import * as x509 from '@peculiar/x509';
-import { onResource, unsecret } from './mocks.ts';
+import { onResource, unsecret } from './pulumi-mocks.ts';
 
 x509.cryptoProvider.set(webcrypto);
 

@@ -2,8 +2,7 @@
 // stderr is rate-limited (a flood of failing requests must not fill a disk or a log pipeline): past the budget,
 // messages are counted, and the count is written with the next message that gets through.
 import type { Logger } from 'pino';
-import type { Exchange } from './exchange.js';
-import { EventStream } from './stream.js';
+import { EventStream, type Subscriber } from './stream.js';
 
 /** Messages stderr takes at once, and per second after that. */
 export const STDERR_BURST = 100;
@@ -21,8 +20,8 @@ export class ErrorLog {
   constructor(private readonly logger: Logger | undefined) {}
 
   /** scope: the enclave whose errors the subscriber may see; undefined for all (the system admin). */
-  subscribe(exchange: Exchange, scope: string | undefined): Promise<void> {
-    return this.stream.subscribe(exchange, scope);
+  subscribe(subscriber: Subscriber, scope: string | undefined): Promise<void> {
+    return this.stream.subscribe(subscriber, scope);
   }
 
   /** enclave: the enclave the failed request addressed, if any (its subscribers see the message). */

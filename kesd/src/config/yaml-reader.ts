@@ -3,7 +3,7 @@
 // are errors naming their path, and a value that is exactly `${VAR}` is replaced by that environment variable
 // (a missing one is an error).
 import { isAlias, isMap, isScalar, isSeq, parseDocument, type Document, type Node } from 'yaml';
-import { isValidIdentity, isValidName } from '../state/names.js';
+import { isValidIdentity, isValidName } from '../kes/names.js';
 
 export class ConfigError extends Error {
   override name = 'ConfigError';

@@ -4,7 +4,6 @@
 // A slow subscriber never blocks requests: past a bounded buffer (per subscriber, and for all subscribers of the
 // process together) its events are dropped and counted, per line.
 // In cluster mode a relay carries events between the workers, so a subscriber sees every worker's events.
-import type { Exchange } from './exchange.js';
 
 const MAX_BUFFERED_BYTES = 1 << 20;
 /** What all subscribers of one stream in one process may hold unsent together (480 stalled ones held 280 MiB). */
@@ -14,6 +13,18 @@ export const MAX_TOTAL_BUFFERED_BYTES = 16 << 20;
 export type Scope = string | null;
 /** Events as they cross processes: [scope, line] pairs. */
 export type Events = [Scope, string][];
+
+/** What a subscriber's answer must do: api's Exchange is one (structurally; the log layer sits below api). */
+export interface Subscriber {
+  /** A long-lived answer: no idle timeout applies to it. */
+  keepOpen(): void;
+  start(status: number, headers: Record<string, string | number>): void;
+  write(chunk: string): boolean;
+  /** Bytes written but not yet flushed. */
+  readonly buffered: number;
+  readonly closed: boolean;
+  onClose(listener: () => void): void;
+}
 
 /** Carries one stream's events between processes (cluster workers). */
 export interface StreamRelay {
@@ -26,7 +37,7 @@ export interface StreamRelay {
 
 export class EventStream {
   /** Subscriber → its scope (undefined: every event). */
-  private readonly subscribers = new Map<Exchange, string | undefined>();
+  private readonly subscribers = new Map<Subscriber, string | undefined>();
   private joining = 0;
   dropped = 0;
   relay: StreamRelay | undefined;
@@ -40,7 +51,7 @@ export class EventStream {
    * Answers 200 once every process forwards its events here, so nothing after the headers is missed. scope: the
    * enclave whose events the subscriber may see; undefined for every event (the system admin).
    */
-  async subscribe(exchange: Exchange, scope: string | undefined): Promise<void> {
+  async subscribe(exchange: Subscriber, scope: string | undefined): Promise<void> {
     exchange.keepOpen();
     this.joining++;
     try {

@@ -1,8 +1,7 @@
 // The audit trail: one event per request, to /v1/log/audit subscribers and to stdout as JSON lines.
 // Best effort, as in KES: an audit sink that cannot keep up loses events (counted in /v1/metrics), and the
 // request is served regardless; unlike Vault, where a failed audit write fails the request (docs/security.md).
-import type { Exchange } from './exchange.js';
-import { EventStream } from './stream.js';
+import { EventStream, type Subscriber } from './stream.js';
 
 export interface AuditEvent {
   time: string;
@@ -26,8 +25,8 @@ export class AuditLog {
   }
 
   /** scope: the enclave whose events the subscriber may see; undefined for all (the system admin). */
-  subscribe(exchange: Exchange, scope: string | undefined): Promise<void> {
-    return this.stream.subscribe(exchange, scope);
+  subscribe(subscriber: Subscriber, scope: string | undefined): Promise<void> {
+    return this.stream.subscribe(subscriber, scope);
   }
 
   record(event: AuditEvent): void {
