@@ -270,8 +270,8 @@ describe('tls-mock cacheFile', () => {
   // Each render is a fresh process, as two `pulumi preview` runs would be.
   const render = `
     const [cacheFile, replicas] = process.argv.slice(1);
-    const { setupMocks, valueOf } = await import(${JSON.stringify(new URL('./mocks.ts', import.meta.url).href)});
-    const { registerTlsMocks } = await import(${JSON.stringify(new URL('./tls-mock.ts', import.meta.url).href)});
+    const { setupMocks, valueOf } = await import(${JSON.stringify(new URL('../../harness/pulumi-mocks.ts', import.meta.url).href)});
+    const { registerTlsMocks } = await import(${JSON.stringify(new URL('../../harness/tls-mock.ts', import.meta.url).href)});
     await setupMocks();
     registerTlsMocks({ cacheFile });
     const { KesIdentities } = await import(${JSON.stringify(new URL('../../components/kes-identities.ts', import.meta.url).href)});

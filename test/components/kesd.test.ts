@@ -278,9 +278,9 @@ function sourceTree(): string {
     mkdirSync(dirname(join(dir, f)), { recursive: true });
     cpSync(join(REPO, f), join(dir, f));
   }
-  mkdirSync(join(dir, 'kesd/src/store'), { recursive: true });
+  mkdirSync(join(dir, 'kesd/src/config'), { recursive: true });
   cpSync(join(REPO, 'kesd/src/cli.ts'), join(dir, 'kesd/src/cli.ts'));
-  cpSync(join(REPO, 'kesd/src/store/config.ts'), join(dir, 'kesd/src/store/config.ts'));
+  cpSync(join(REPO, 'kesd/src/config/config.ts'), join(dir, 'kesd/src/config/config.ts'));
   mkdirSync(join(dir, 'kesd/dist'));
   writeFileSync(join(dir, 'kesd/dist/cli.js'), '// build output\n');
   writeFileSync(join(dir, 'README.md'), 'readme\n');
@@ -294,7 +294,7 @@ test('the source hash is 12 hex chars, stable across calls, and covers exactly t
     assert.match(h, /^[0-9a-f]{12}$/);
     assert.equal(kesdSourceHash(dir), h);
     assert.deepEqual(kesdImageSources(dir), [
-      'kesd/Dockerfile', 'kesd/Dockerfile.dockerignore', 'kesd/bin/kesd.js', 'kesd/package.json', 'kesd/src/cli.ts', 'kesd/src/store/config.ts',
+      'kesd/Dockerfile', 'kesd/Dockerfile.dockerignore', 'kesd/bin/kesd.js', 'kesd/package.json', 'kesd/src/cli.ts', 'kesd/src/config/config.ts',
       'kesd/tsconfig.json', 'package-lock.json', 'package.json',
     ]);
     assert.equal(kesdSourceHash(REPO), kesdSourceHash(REPO));
@@ -317,14 +317,14 @@ test('the source hash changes with a kesd source file, a new file, the Dockerfil
       assert.ok(!seen.has(h), `${f} changes the hash`);
       seen.add(h);
     };
-    change('kesd/src/store/config.ts', '\n// edited\n');
-    change('kesd/src/store/new.ts', 'export {};\n');
+    change('kesd/src/config/config.ts', '\n// edited\n');
+    change('kesd/src/config/new.ts', 'export {};\n');
     change('kesd/bin/kesd.js', '\n');
     change('kesd/Dockerfile', '\n');
     change('package-lock.json', ' ');
     // A rename with the same content is a change too (the path is hashed).
-    cpSync(join(dir, 'kesd/src/store/new.ts'), join(dir, 'kesd/src/store/renamed.ts'));
-    rmSync(join(dir, 'kesd/src/store/new.ts'));
+    cpSync(join(dir, 'kesd/src/config/new.ts'), join(dir, 'kesd/src/config/renamed.ts'));
+    rmSync(join(dir, 'kesd/src/config/new.ts'));
     assert.ok(!seen.has(kesdSourceHash(dir)));
   } finally {
     rmSync(dir, { recursive: true, force: true });

@@ -69,7 +69,7 @@ async function renderCopy(root: string, tlsCache: string): Promise<string> {
 
 async function copyRepo(): Promise<string> {
   const root = await mkdtemp(join(tmpdir(), 'stack-copy-'));
-  for (const p of ['index.ts', 'components', 'scripts', 'test/components', 'test/fixtures', 'test/package.json', 'kesd/src', 'kesd/bin', 'kesd/package.json', 'kesd/tsconfig.json', 'kesd/Dockerfile', 'kesd/Dockerfile.dockerignore', 'package.json', 'package-lock.json', 'tsconfig.json', 'Pulumi.yaml', 'Pulumi.dev.yaml', 'Pulumi.ha.yaml']) {
+  for (const p of ['index.ts', 'components', 'harness', 'scripts', 'test/components', 'test/fixtures', 'test/package.json', 'kesd/src', 'kesd/bin', 'kesd/package.json', 'kesd/tsconfig.json', 'kesd/Dockerfile', 'kesd/Dockerfile.dockerignore', 'package.json', 'package-lock.json', 'tsconfig.json', 'Pulumi.yaml', 'Pulumi.dev.yaml', 'Pulumi.ha.yaml']) {
     await cp(join(REPO, p), join(root, p), { recursive: true });
   }
   await symlink(join(REPO, 'node_modules'), join(root, 'node_modules'));
