@@ -331,3 +331,10 @@ test('sealing stops key routes with 403 system is sealed until a restart', async
   assertError(await as(member, 'GET', '/v1/key/list/*'), 403, NOT_ALLOWED);
   await ok(as(s.sysadmin, 'GET', '/v1/enclave/describe/tenant2'));
 });
+
+test('a malformed percent-escape in a route argument is a 400 naming that route\'s argument', async () => {
+  assertError(await as(s.admin, 'GET', '/v1/key/describe/a%ZZ'), 400, "key name 'a%ZZ' is empty, too long or contains invalid characters");
+  assertError(await as(s.admin, 'GET', '/v1/policy/describe/p%ZZ'), 400, "policy name 'p%ZZ' is empty, too long or contains invalid characters");
+  assertError(await as(s.admin, 'GET', '/v1/secret/read/s%ZZ'), 400, "secret name 's%ZZ' is empty, too long or contains invalid characters");
+  assertError(await as(s.admin, 'GET', '/v1/key/list/k%ZZ'), 400, "listing pattern 'k%ZZ' is empty, too long or is invalid");
+});

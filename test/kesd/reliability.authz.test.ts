@@ -13,7 +13,7 @@ import assert from 'node:assert/strict';
 import https from 'node:https';
 import { randomBytes } from 'node:crypto';
 import { routes } from '../../kesd/src/api/routes.js';
-import type { AuthMode } from '../../kesd/src/api/context.js';
+import type { Authenticator } from '../../kesd/src/api/auth.js';
 import { makeIdentity, readReply, request, startTestServer, type Reply, type TestIdentity, type TestServer } from './harness.js';
 
 let s: TestServer;
@@ -96,7 +96,7 @@ const identityOf = (c: Caller): TestIdentity | undefined => ({
 
 type Expected = 'pass' | 'no cert' | 'denied';
 
-function expected(auth: AuthMode, c: Caller): Expected {
+function expected(auth: Authenticator['name'], c: Caller): Expected {
   if (auth === 'none') return 'pass';
   if (c === 'no cert') return 'no cert';
   switch (auth) {
@@ -211,16 +211,16 @@ test(`authorisation matrix: ${routes.length} routes × ${CALLERS.length} callers
       }
       const { arg = '', body } = CALLS[route.path]!();
       const path = route.path + arg;
-      const want = expected(route.auth, caller);
+      const want = expected(route.auth.name, caller);
       const { status, message } = await statusOf(identityOf(caller), route.methods[0]!, path, body);
       const got = verdict(status, message);
       cells++;
       row.push(String(status));
       if (got !== want || (want === 'denied' && !(status === 403 && message === NOT_ALLOWED))) {
-        mismatches.push(`${route.methods[0]} ${path} as ${caller} (auth ${route.auth}): expected ${want}, got ${status} ${message}`);
+        mismatches.push(`${route.methods[0]} ${path} as ${caller} (auth ${route.auth.name}): expected ${want}, got ${status} ${message}`);
       }
     }
-    rows.push(`${route.auth.padEnd(8)} ${route.methods[0]!.padEnd(6)} ${route.path.padEnd(28)} ${row.map((c) => c.padStart(6)).join(' ')}`);
+    rows.push(`${route.auth.name.padEnd(8)} ${route.methods[0]!.padEnd(6)} ${route.path.padEnd(28)} ${row.map((c) => c.padStart(6)).join(' ')}`);
   }
   t.diagnostic(`${''.padEnd(45)}${CALLERS.map((c) => c.split(' ').map((w) => w[0]).join('').padStart(7)).join('')}  (${CALLERS.join(', ')})`);
   for (const row of rows) t.diagnostic(row);
@@ -353,7 +353,7 @@ test('a deleted and re-created enclave does not bring back old admins or assignm
 
 test('last: the system admin may seal (the matrix cell left out above); then enclave routes are 403 sealed', async () => {
   const seal = routes.find((r) => r.path === '/v1/sys/seal')!;
-  assert.equal(seal.auth, 'sysadmin');
+  assert.equal(seal.auth.name, 'sysadmin');
   const { status, message } = await statusOf(s.sysadmin, seal.methods[0]!, seal.path);
   assert.equal(verdict(status, message), 'pass', `${status} ${message}`);
   assertError(await as(s.admin, 'POST', '/v1/key/generate/minio-default', {}), 403, 'system is sealed');

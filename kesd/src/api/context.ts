@@ -4,24 +4,21 @@ import type { System } from '../state/system.js';
 import type { AuditLog } from '../log/audit.js';
 import type { ErrorLog } from '../log/errorlog.js';
 import type { Metrics } from '../log/metrics.js';
+import type { Authenticator } from './auth.js';
 import type { Exchange } from './exchange.js';
 
-/**
- * How a route authenticates and authorises:
- * - none: no identity needed (/version);
- * - identify: any client with a certificate (self-describe);
- * - server: the system admin, or an identity the selected enclave allows (status, metrics, logs…);
- * - enclave: the selected enclave's admin or policy must allow the path;
- * - sysadmin: only the system admin (enclaves, seal).
- */
-export type AuthMode = 'none' | 'identify' | 'server' | 'enclave' | 'sysadmin';
+/** What a prefix route's path argument is: its errors say so (400 `<kind> '…' is empty, too long or …`). */
+export type ArgKind = 'key name' | 'policy name' | 'identity' | 'secret name' | 'enclave name' | 'pattern';
 
 export interface Route {
   readonly methods: readonly string[];
+  /** Exact, or a prefix ending in '/' whose remainder is the argument. */
   readonly path: string;
+  readonly arg: ArgKind | undefined;
   readonly maxBody: number;
   readonly timeoutMs: number;
-  readonly auth: AuthMode;
+  /** Who may call it (api/auth.ts). */
+  readonly auth: Authenticator;
   readonly handle: Handler;
 }
 
@@ -44,8 +41,9 @@ export interface RequestContext {
   readonly path: string;
   /** The decoded part of the path after the route prefix. */
   readonly arg: string;
+  /** The route's authenticator's verdict (api/auth.ts): '' on routes anyone may call. */
   readonly identity: string;
-  /** Set for 'enclave' routes and for 'server' routes used by non-sysadmins. */
+  /** Set for enclave routes, and for server routes called by anyone but the system admin. */
   readonly enclave: Enclave | undefined;
   readonly enclaveName: string;
   readonly body: Buffer;

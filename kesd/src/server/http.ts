@@ -1,19 +1,24 @@
-// Request dispatch: route → method → identity → authorisation → body → handler → reply, then audit and metrics.
-// Transport-neutral: HTTP/1.1 and HTTP/2 hand it an Exchange (exchange.ts).
+// Request dispatch: route → method → the route's authenticator (api/auth.ts) → body → handler → reply, then audit and
+// metrics. Transport only: who may call is decided in api/auth.ts; HTTP/1.1 and HTTP/2 hand it an Exchange.
 import type { Reply, RequestContext, Route, ServerContext } from '../api/context.js';
 import { STREAMING } from '../api/context.js';
-import {
-  ErrEnclaveNotFound, ErrNotAllowed, ErrNotFound, invalidName, KesError, methodNotAllowed,
-} from '../kes/errors.js';
-import { RouteTable } from '../api/routes.js';
-import type { Enclave } from '../state/enclave.js';
-import { isValidName } from '../kes/names.js';
 import type { Exchange, Headers } from '../api/exchange.js';
-import { identityOf } from '../identity/connection.js';
+import { RouteTable } from '../api/routes.js';
+import { ErrNotFound, invalidName, invalidPattern, KesError, methodNotAllowed } from '../kes/errors.js';
 
 const TIMEOUT = new KesError(503, 'request timeout exceeded');
 const INTERNAL = new KesError(500, 'internal server error');
 const CLIENT_CLOSED = 499;
+
+/** The route argument, percent-decoded; a malformed escape is the argument's own 400. */
+function decodedArg(route: Route, raw: string): string {
+  if (!raw.includes('%')) return raw;
+  try {
+    return decodeURIComponent(raw);
+  } catch {
+    throw route.arg === 'pattern' ? invalidPattern(raw) : invalidName(route.arg ?? 'key name', raw);
+  }
+}
 
 function enclaveNameOf(exchange: Exchange, query: string): string {
   if (query !== '') {
@@ -144,21 +149,12 @@ export function createDispatcher(server: ServerContext): (exchange: Exchange) =>
       if (!route.methods.includes(method)) {
         throw Object.assign(methodNotAllowed(method, route.methods[0]!), { accept: route.methods.join(', ') });
       }
-      let arg: string;
-      try {
-        arg = found.arg.includes('%') ? decodeURIComponent(found.arg) : found.arg;
-      } catch {
-        throw invalidName('key name', found.arg);
-      }
+      const arg = decodedArg(route, found.arg);
       path = route.path.endsWith('/') ? route.path + arg : route.path;
-
-      let enclave: Enclave | undefined;
-      if (route.auth !== 'none') {
-        identity = identityOf(exchange.socket);
-        enclaveName = enclaveNameOf(exchange, query);
-        if (!isValidName(enclaveName)) throw invalidName('enclave name', enclaveName);
-        enclave = authorize(route, identity, enclaveName, path);
-      }
+      const caller = route.auth.authenticate({ socket: exchange.socket, path, enclaveName: () => enclaveNameOf(exchange, query) }, system);
+      identity = caller.identity;
+      enclaveName = caller.enclaveName;
+      const enclave = caller.enclave;
 
       if (route.timeoutMs > 0) {
         timer = setTimeout(() => writeError(exchange, TIMEOUT), route.timeoutMs);
@@ -184,38 +180,4 @@ export function createDispatcher(server: ServerContext): (exchange: Exchange) =>
       exchange.readBody(0, () => {});
     }
   };
-
-  function authorize(route: Route, identity: string, enclaveName: string, path: string): Enclave | undefined {
-    switch (route.auth) {
-      case 'none':
-      case 'identify':
-        return undefined;
-      case 'sysadmin':
-        if (identity !== system.sysadmin) throw ErrNotAllowed;
-        return undefined;
-      case 'server':
-        if (identity === system.sysadmin) return undefined;
-        return allowedIn(enclaveFor(enclaveName, identity), identity, path);
-      case 'enclave':
-        return allowedIn(enclaveFor(enclaveName, identity), identity, path);
-    }
-  }
-
-  /**
-   * The addressed enclave. Only the system admin learns that an enclave does not exist (404): anyone else gets the
-   * 403 an existing enclave would give it, so a stranger's certificate cannot probe which enclaves exist.
-   */
-  function enclaveFor(name: string, identity: string): Enclave {
-    try {
-      return system.enclave(name);
-    } catch (err) {
-      if (err === ErrEnclaveNotFound && identity !== system.sysadmin) throw ErrNotAllowed;
-      throw err;
-    }
-  }
-
-  function allowedIn(enclave: Enclave, identity: string, path: string): Enclave {
-    if (!enclave.isAllowed(identity, path)) throw ErrNotAllowed;
-    return enclave;
-  }
 }

@@ -1,7 +1,7 @@
 // Wires a running kesd: store → state → declared keys → HTTPS, plus logs, metrics and signals.
 import pino from 'pino';
 import type { ServerContext } from '../api/context.js';
-import { routes } from '../api/routes.js';
+import { servedRoutes } from '../api/routes.js';
 import type { InitConfig, ServerConfig } from '../config/config.js';
 import type { EtcdStore } from '../store/etcd.js';
 import { EtcdFollower } from '../store/etcd-watch.js';
@@ -88,11 +88,10 @@ export async function startKesd(opts: KesdOptions): Promise<Kesd> {
     log: (message) => console.error(`kesd: ${message}`),
   });
   if (worker === undefined) await declare(system, opts);
-  const skipAuth = new Set(opts.config.skipAuth ?? []);
 
   const audit = new AuditLog(stdout ? (line) => stdout.write(line) : undefined);
   const errors = new ErrorLog(logger);
-  const served = routes.map((r) => (skipAuth.has(r.path) ? { ...r, auth: 'none' as const } : r));
+  const served = servedRoutes(opts.config.skipAuth ?? []);
   const metrics = new Metrics(system.startedAt, audit, errors);
   const ctx: ServerContext = { system, version: VERSION, audit, errors, metrics, routes: served, workers: worker?.workers };
   worker?.attach(ctx);

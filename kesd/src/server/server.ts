@@ -8,7 +8,7 @@ import type { AddressInfo, Socket } from 'node:net';
 import tls from 'node:tls';
 import type { SecureContextOptions, TLSSocket } from 'node:tls';
 import type { ServerContext } from '../api/context.js';
-import { routes } from '../api/routes.js';
+import { skipsAuth } from '../api/routes.js';
 import { createH2Sessions, http2Enabled } from './h2.js';
 import { H1Exchange } from './exchange.js';
 import { createDispatcher } from './http.js';
@@ -43,12 +43,6 @@ export interface RunningServer {
 function secureContext(tls: TlsFiles): SecureContextOptions {
   const { cert, key, passphrase, ca } = tls.material ?? loadServerTls({ cert: tls.certFile, key: tls.keyFile, password: tls.password, ca: tls.caFile });
   return { cert, key, passphrase, ca };
-}
-
-/** Some route is served without authentication by configuration (`api.<path>.skip_auth`), not by nature (/version). */
-function skipsAuth(ctx: ServerContext): boolean {
-  const declared = new Map(routes.map((r) => [r.path, r.auth]));
-  return ctx.routes.some((r) => r.auth === 'none' && declared.get(r.path) !== 'none');
 }
 
 /** How long a stop waits for requests in flight (the cluster primary kills a worker after 10 s). */
@@ -97,7 +91,7 @@ export function parseAddress(address: string): { host: string | undefined; port:
 export async function startServer(ctx: ServerContext, address: string, tlsFiles: TlsFiles): Promise<RunningServer> {
   // verify_cert with skip_auth routes: as KES (VerifyClientCertIfGiven), a client without a certificate gets
   // through the handshake (to reach those routes; the others answer 400), one with a bad certificate does not.
-  const verifyIfGiven = tlsFiles.verifyCert && skipsAuth(ctx);
+  const verifyIfGiven = tlsFiles.verifyCert && skipsAuth(ctx.routes);
   const server = tls.createServer({
     ...secureContext(tlsFiles),
     minVersion: 'TLSv1.2',

@@ -1,7 +1,7 @@
 // The whole server state: the system admin, the enclaves, and the sealed flag.
 import { randomBytes } from '../crypto/random.js';
 import { secretBuffer, wipe } from '../crypto/secret.js';
-import { ErrEnclaveExists, ErrEnclaveNotFound, ErrSealed, ErrStoreWrite } from '../kes/errors.js';
+import { ErrEnclaveExists, ErrSealed, ErrStoreWrite } from '../kes/errors.js';
 import type { Store } from '../store/store.js';
 import { localBus, type Change, type ChangeBus } from './changes.js';
 import { Enclave } from './enclave.js';
@@ -77,13 +77,6 @@ export class System {
     return this.records.store;
   }
 
-  /** The enclave a request addresses; 403 while sealed, 404 if unknown. */
-  enclave(name: string): Enclave {
-    if (this.sealed) throw ErrSealed;
-    const enclave = this.enclaves.get(name);
-    if (enclave === undefined) throw ErrEnclaveNotFound;
-    return enclave;
-  }
 
   /** Enclave mutations, local and remote, run one at a time, so the map always ends as the store is. */
   private serial<T>(op: () => Promise<T>): Promise<T> {
