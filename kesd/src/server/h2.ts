@@ -54,8 +54,11 @@ export interface H2Sessions {
   readonly server: http2.Http2Server;
   /** GOAWAY to every session, now and to any that starts later; their streams in flight finish. */
   stop(): void;
-  /** Ends every session at once. */
-  destroy(): void;
+  /**
+   * Ends every session with no stream to keep at once; in the others resets the streams not kept (after stop(), a
+   * session then ends with its last kept stream).
+   */
+  cut(keep: (stream: http2.ServerHttp2Stream) => boolean): void;
 }
 
 export function createH2Sessions(handler: (req: IncomingMessage, res: ServerResponse) => void): H2Sessions {
@@ -69,9 +72,11 @@ export function createH2Sessions(handler: (req: IncomingMessage, res: ServerResp
     handler as unknown as (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) => void,
   );
   let stopping = false;
-  const sessions = new Set<http2.ServerHttp2Session>();
+  // Each session with its open streams.
+  const sessions = new Map<http2.ServerHttp2Session, Set<http2.ServerHttp2Stream>>();
   server.on('session', (session: http2.ServerHttp2Session) => {
-    sessions.add(session);
+    const streams = new Set<http2.ServerHttp2Stream>();
+    sessions.set(session, streams);
     if (stopping) session.close();
     let open = 0;
     let idle: NodeJS.Timeout | undefined;
@@ -88,6 +93,7 @@ export function createH2Sessions(handler: (req: IncomingMessage, res: ServerResp
     const resetAllowed = resetBudget();
     session.on('stream', (stream: http2.ServerHttp2Stream) => {
       open++;
+      streams.add(stream);
       clearTimeout(idle);
       let cut = false;
       // The request must have arrived in full by then; an answer already sent is kept (NO_ERROR: stop sending).
@@ -97,6 +103,7 @@ export function createH2Sessions(handler: (req: IncomingMessage, res: ServerResp
       }, H2_REQUEST_MS);
       stream.once('end', () => clearTimeout(request));
       stream.once('close', () => {
+        streams.delete(stream);
         clearTimeout(request);
         if (--open === 0 && !session.closed && !session.destroyed) closeWhenIdleFor(H2_IDLE_MS);
       });
@@ -110,10 +117,14 @@ export function createH2Sessions(handler: (req: IncomingMessage, res: ServerResp
     server,
     stop() {
       stopping = true;
-      for (const session of sessions) session.close();
+      for (const session of sessions.keys()) session.close();
     },
-    destroy() {
-      for (const session of sessions) session.destroy();
+    cut(keep) {
+      for (const [session, streams] of sessions) {
+        const reset = [...streams].filter((stream) => !keep(stream));
+        if (reset.length === streams.size) session.destroy();
+        else for (const stream of reset) stream.close(http2.constants.NGHTTP2_CANCEL);
+      }
     },
   };
 }

@@ -10,6 +10,7 @@ import { RouteTable } from '../api/routes.js';
 import type { Enclave } from '../state/enclave.js';
 import { isValidName } from '../state/names.js';
 import { identityOf } from './identity.js';
+import { InFlight } from './in-flight.js';
 
 const EMPTY = Buffer.alloc(0);
 const TIMEOUT = new KesError(503, 'request timeout exceeded');
@@ -144,7 +145,11 @@ function readBody(req: IncomingMessage, maxBody: number, done: (err: KesError | 
   });
 }
 
-export function createDispatcher(server: ServerContext): (req: IncomingMessage, res: ServerResponse) => void {
+/** A reply streamed at the pace of its reader: the handler has done all it applies once it returns one. */
+const isStreamed = (reply: Reply) => reply === STREAMING || (reply !== undefined && 'ndjson' in reply);
+
+/** `inFlight` learns of every request whose handler starts (a graceful stop waits for those: server.ts). */
+export function createDispatcher(server: ServerContext, inFlight = new InFlight()): (req: IncomingMessage, res: ServerResponse) => void {
   const table = new RouteTable(server.routes);
   const { system, audit, metrics, errors } = server;
 
@@ -224,17 +229,20 @@ export function createDispatcher(server: ServerContext): (req: IncomingMessage, 
           return;
         }
         const ctx: RequestContext = { req, res, route, path, arg, identity, enclave, enclaveName: enclaveName ?? 'default', body, server };
+        const handling = inFlight.start(req, res);
+        const reply = (r: Reply) => {
+          handling.replied(isStreamed(r));
+          return writeReply(res, r, disarm);
+        };
+        let written: void | Promise<void> = undefined;
         try {
-          const reply = route.handle(ctx);
-          if (reply instanceof Promise) {
-            reply.then((r) => writeReply(res, r, disarm)).then(undefined, fail);
-          } else {
-            const written = writeReply(res, reply, disarm);
-            if (written instanceof Promise) written.then(undefined, fail);
-          }
+          const r = route.handle(ctx);
+          written = r instanceof Promise ? r.then(reply) : reply(r);
         } catch (err) {
           fail(err);
         }
+        if (written instanceof Promise) written.then(undefined, fail).finally(handling.ended);
+        else handling.ended();
       });
     } catch (err) {
       fail(err);
