@@ -10,7 +10,9 @@
 // are sampled, with what tells growth apart: anonymous vs file-backed RSS, RSS per process, the JS heap in use and
 // the store file's size; the series are printed. Growth check, deliberately generous (a gross leak check, not a measurement):
 // the median of the last third of the samples must stay under 1.5 × the first third's + 64 MiB (RSS), and under
-// the first third's + 32 (FDs; kesd holds a fixed set plus one per client connection).
+// the first third's + 32 (FDs; kesd holds a fixed set plus one per client connection). Each process lifetime gets
+// SAMPLES_PER_LIFETIME samples before its restart (the restart waits; the load outlasts SECONDS until the last one
+// has them): a sample can take seconds on a loaded machine, and a count that depended on it failed the run.
 //
 // Settings: KESD_SOAK_MIXED_SECONDS (length of the load, CI 30), KESD_SOAK_RESTART_EVERY (seconds, CI 10),
 // KESD_SOAK_CONCURRENCY (client loops, CI 8), KESD_SOAK_SAMPLE_MS (CI 1000), KESD_SOAK_SEED (replay),
@@ -40,6 +42,13 @@ const SEED = seedFrom('KESD_SOAK_SEED');
 const KEEP_CIPHERTEXTS = 64;
 /** How long a request may keep failing with refusals or cuts while a restart is under way. */
 const RETRY_MS = 60_000;
+/**
+ * Samples each process lifetime gets before it ends (a restart waits for them; the load goes on until the last
+ * lifetime has them): the growth check compares thirds, so the count may not depend on how fast the machine is.
+ */
+const SAMPLES_PER_LIFETIME = 2;
+/** How long one lifetime may go without its samples before the soak fails (kesd stopped answering /v1/metrics). */
+const SAMPLE_WAIT_MS = 120_000;
 
 let fx: Fixture;
 let proc: KesdProcess | undefined;
@@ -237,6 +246,8 @@ class Loop {
 
 interface Sample {
   readonly t: number;
+  /** The `kesd server` process sampled (one per lifetime). */
+  readonly leader: number;
   readonly rss: number;
   /** Of rss: anonymous memory (heaps) and file-backed pages (the mapped LMDB file, code). */
   readonly anon: number;
@@ -290,7 +301,7 @@ async function sample(t0: number): Promise<Sample | undefined> {
   const store = (await stat(join(fx.dataDir, 'db')).catch(() => undefined))?.size ?? 0;
   const heap = await heapUsed();
   if (restarting || proc !== sampled) return undefined;
-  return { t: (Date.now() - t0) / 1000, rss, anon, file, fds, pids: pids.length, store, perProcess, heap };
+  return { t: (Date.now() - t0) / 1000, leader: sampled.pid, rss, anon, file, fds, pids: pids.length, store, perProcess, heap };
 }
 
 const median = (xs: readonly number[]) => percentile(xs, 50);
@@ -319,18 +330,34 @@ test(`mixed load for ${SECONDS} s with a graceful restart every ${RESTART_EVERY}
       await sleep(SAMPLE_MS);
     }
   })();
+  /** The running kesd has its SAMPLES_PER_LIFETIME samples (an error if it went SAMPLE_WAIT_MS since `since` without). */
+  const lifetimeSampled = (since: number) => {
+    if (samples.filter((s) => s.leader === proc!.pid).length >= SAMPLES_PER_LIFETIME) return true;
+    if (Date.now() - since > SAMPLE_WAIT_MS) throw new Error(`kesd (pid ${proc!.pid}) was not sampled ${SAMPLES_PER_LIFETIME} times in ${SAMPLE_WAIT_MS / 1000} s`);
+    return false;
+  };
   let planned = 0;
   for (let next = t0 + RESTART_EVERY * 1000; next < end - 2000; next += RESTART_EVERY * 1000) planned++;
+  let restarted = false;
   const restarter = (async () => {
-    for (let next = t0 + RESTART_EVERY * 1000; next < end - 2000; next += RESTART_EVERY * 1000) {
-      await sleep(Math.max(0, next - Date.now()));
-      if (!running) return;
+    for (let i = 1; i <= planned && errors.length === 0; i++) {
+      const due = t0 + i * RESTART_EVERY * 1000;
+      await sleep(Math.max(0, due - Date.now()));
+      while (!lifetimeSampled(due)) await sleep(50);
       restarts.push(await gracefulRestart());
     }
-  })();
+  })().catch((err: Error) => errors.push(`restart: ${err.message}`)).finally(() => (restarted = true));
+  const loadOver = () => {
+    try {
+      return errors.length > 0 || (Date.now() >= end && restarted && lifetimeSampled(end));
+    } catch (err) {
+      errors.push((err as Error).message);
+      return true;
+    }
+  };
   const load = Promise.all(loops.map(async (loop) => {
     try {
-      while (Date.now() < end && errors.length === 0) await loop.step();
+      while (!loadOver()) await loop.step();
     } catch (err) {
       errors.push(`loop ${loop.id}: ${(err as Error).message}`);
     }
@@ -339,7 +366,7 @@ test(`mixed load for ${SECONDS} s with a graceful restart every ${RESTART_EVERY}
     await load;
   } finally {
     running = false;
-    await restarter.catch((err: Error) => errors.push(`restart: ${err.message}`));
+    await restarter;
     await sampler;
   }
   const loadMs = Date.now() - t0;
@@ -366,7 +393,7 @@ test(`mixed load for ${SECONDS} s with a graceful restart every ${RESTART_EVERY}
 
   assert.deepEqual(errors, []);
   assert.equal(restarts.length, planned + 1, 'restarts under load, and the one before the checks');
-  assert.ok(samples.length >= 6, `${samples.length} samples`);
+  assert.ok(samples.length >= SAMPLES_PER_LIFETIME * (planned + 1), `${samples.length} samples`);
   assert.ok(rss.last < 1.5 * rss.first + 64 * MiB, `RSS grew: median ${(rss.first / MiB).toFixed(1)} → ${(rss.last / MiB).toFixed(1)} MiB`);
   assert.ok(fds.last <= fds.first + 32, `open FDs grew: median ${fds.first} → ${fds.last}`);
 });

@@ -37,7 +37,7 @@ import { wipe } from '../crypto/secret.js';
 import { collectGarbage } from '../state/gc.js';
 import { sendRootKey, WORKER_STDIO } from './key-pipe.js';
 import { banner, declareInStore, holdSighup, type KesdOptions, type SighupHold } from './run.js';
-import { parseAddress } from './server.js';
+import { parseAddress, STOP_GRACE_MS } from './server.js';
 import type { Events } from '../log/stream.js';
 import { loadServerTls } from '../identity/tls-files.js';
 
@@ -92,7 +92,10 @@ export type Message =
   | { kesd: 'events'; stream: StreamName; events: Events };
 
 const ACK_TIMEOUT_MS = 10_000;
-const STOP_TIMEOUT_MS = 10_000;
+// A worker's stop cuts idle connections after STOP_GRACE_MS (server.ts) but answers every request whose handler has
+// started; a route's timeout (15 s) bounds those, and the stop then closes the store and flushes stdout (2 s at
+// most). Killing a worker earlier would cut requests it may have applied. Kubernetes' default grace is 30 s.
+const STOP_TIMEOUT_MS = STOP_GRACE_MS + 20_000;
 const CRASH_WINDOW_MS = 60_000;
 const MAX_CRASHES = 5;
 

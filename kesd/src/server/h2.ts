@@ -57,8 +57,11 @@ export interface H2Sessions {
   accept(socket: TLSSocket): void;
   /** GOAWAY to every session, now and to any that starts later; their streams in flight finish. */
   stop(): void;
-  /** Ends every session at once. */
-  destroy(): void;
+  /**
+   * Ends every session with no stream to keep at once; in the others resets the streams not kept (after stop(), a
+   * session then ends with its last kept stream).
+   */
+  cut(keep: (exchange: Exchange) => boolean): void;
 }
 
 /** Ends a session that reset too many streams, once. */
@@ -75,12 +78,14 @@ export function createH2Sessions(dispatch: (exchange: Exchange) => void): H2Sess
   });
   let stopping = false;
   let accepting: TLSSocket | undefined;
-  const sessions = new Set<http2.ServerHttp2Session>();
+  // Each session with the exchanges of its open streams.
+  const sessions = new Map<http2.ServerHttp2Session, Set<H2Exchange>>();
   server.on('session', (session: http2.ServerHttp2Session) => {
     // Emitted while accept() hands the socket over: that socket is this session's.
     const socket = accepting!;
     const remoteAddress = socket.remoteAddress ?? '';
-    sessions.add(session);
+    const exchanges = new Set<H2Exchange>();
+    sessions.set(session, exchanges);
     if (stopping) session.close();
     let open = 0;
     let idle: NodeJS.Timeout | undefined;
@@ -104,6 +109,7 @@ export function createH2Sessions(dispatch: (exchange: Exchange) => void): H2Sess
       open++;
       clearTimeout(idle);
       const exchange = new H2Exchange(stream, headers, socket, remoteAddress);
+      exchanges.add(exchange);
       // The request must have arrived in full by then; an answer already sent is kept (NO_ERROR: stop sending).
       const request = stream.endAfterHeaders ? undefined : setTimeout(() => {
         exchange.resetByServer = true;
@@ -114,6 +120,7 @@ export function createH2Sessions(dispatch: (exchange: Exchange) => void): H2Sess
       let aborted = false;
       stream.once('aborted', () => (aborted = true));
       stream.once('close', () => {
+        exchanges.delete(exchange);
         clearTimeout(request);
         // Reset by the client: before kesd answered, or with an error code (also after an answer not yet sent). Go's
         // client, which reset streams whose END_STREAM came in a frame of its own (Node's compatibility layer), gets
@@ -135,10 +142,14 @@ export function createH2Sessions(dispatch: (exchange: Exchange) => void): H2Sess
     },
     stop() {
       stopping = true;
-      for (const session of sessions) session.close();
+      for (const session of sessions.keys()) session.close();
     },
-    destroy() {
-      for (const session of sessions) session.destroy();
+    cut(keep) {
+      for (const [session, exchanges] of sessions) {
+        const reset = [...exchanges].filter((exchange) => !keep(exchange));
+        if (reset.length === exchanges.size) session.destroy();
+        else for (const exchange of reset) exchange.destroy();
+      }
     },
   };
 }

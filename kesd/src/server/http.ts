@@ -5,6 +5,7 @@ import { STREAMING } from '../api/context.js';
 import type { Exchange, Headers } from '../api/exchange.js';
 import { RouteTable } from '../api/routes.js';
 import { ErrNotFound, invalidName, invalidPattern, KesError, methodNotAllowed } from '../kes/errors.js';
+import { InFlight } from './in-flight.js';
 
 const TIMEOUT = new KesError(503, 'request timeout exceeded');
 const INTERNAL = new KesError(500, 'internal server error');
@@ -101,7 +102,11 @@ function writeReply(exchange: Exchange, reply: Reply, streaming: () => void): vo
   }
 }
 
-export function createDispatcher(server: ServerContext): (exchange: Exchange) => void {
+/** A reply streamed at the pace of its reader: the handler has done all it applies once it returns one. */
+const isStreamed = (reply: Reply) => reply === STREAMING || (reply !== undefined && 'ndjson' in reply);
+
+/** `inFlight` learns of every request whose handler starts (a graceful stop waits for those: server.ts). */
+export function createDispatcher(server: ServerContext, inFlight = new InFlight()): (exchange: Exchange) => void {
   const table = new RouteTable(server.routes);
   const { system, audit, metrics, errors } = server;
 
@@ -163,17 +168,20 @@ export function createDispatcher(server: ServerContext): (exchange: Exchange) =>
       exchange.readBody(route.maxBody, (err, body) => {
         if (err !== undefined) return writeError(exchange, err);
         const ctx: RequestContext = { exchange, route, path, arg, identity, enclave, enclaveName: enclaveName ?? 'default', body, server };
+        const handling = inFlight.start(exchange);
+        const reply = (r: Reply) => {
+          handling.replied(isStreamed(r));
+          return writeReply(exchange, r, disarm);
+        };
+        let written: void | Promise<void> = undefined;
         try {
-          const reply = route.handle(ctx);
-          if (reply instanceof Promise) {
-            reply.then((r) => writeReply(exchange, r, disarm)).then(undefined, fail);
-          } else {
-            const written = writeReply(exchange, reply, disarm);
-            if (written instanceof Promise) written.then(undefined, fail);
-          }
+          const r = route.handle(ctx);
+          written = r instanceof Promise ? r.then(reply) : reply(r);
         } catch (err) {
           fail(err);
         }
+        if (written instanceof Promise) written.then(undefined, fail).finally(handling.ended);
+        else handling.ended();
       });
     } catch (err) {
       fail(err);

@@ -3,7 +3,7 @@
 // One TLS listener, HTTP/2 or HTTP/1.1 by ALPN: a connection that chose h2 goes to the h2 sessions (h2.ts), any
 // other to a plain HTTP/1.1 server, which keeps its header, request and keep-alive timeouts (Node's HTTP/1.1
 // fallback inside an h2 server did not: slowloris connections stayed open).
-import http from 'node:http';
+import http, { type ServerResponse } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import tls from 'node:tls';
 import type { SecureContextOptions, TLSSocket } from 'node:tls';
@@ -12,6 +12,7 @@ import { skipsAuth } from '../api/routes.js';
 import { createH2Sessions, http2Enabled } from './h2.js';
 import { H1Exchange } from './exchange.js';
 import { createDispatcher } from './http.js';
+import { InFlight } from './in-flight.js';
 import { identifyConnection } from '../identity/connection.js';
 import { loadServerTls, type ServerTlsMaterial } from '../identity/tls-files.js';
 
@@ -45,7 +46,10 @@ function secureContext(tls: TlsFiles): SecureContextOptions {
   return { cert, key, passphrase, ca };
 }
 
-/** How long a stop waits for requests in flight (the cluster primary kills a worker after 10 s). */
+/**
+ * How long a stop waits for connections to close by themselves. Then it cuts every connection that carries no request
+ * being handled; a request whose handler has started is still answered (in-flight.ts).
+ */
 export const STOP_GRACE_MS = 5_000;
 const STOP_IDLE_MS = 300;
 
@@ -100,13 +104,16 @@ export async function startServer(ctx: ServerContext, address: string, tlsFiles:
     ALPNProtocols: http2Enabled() ? ['h2', 'http/1.1'] : ['http/1.1'],
   });
   boundHandshakes(server);
-  const dispatch = createDispatcher(ctx);
+  const inFlight = new InFlight();
+  const dispatch = createDispatcher(ctx, inFlight);
   const h1 = http.createServer({ keepAliveTimeout: 120_000, headersTimeout: 10_000, requestTimeout: 30_000 }, (req, res) => dispatch(new H1Exchange(req, res)));
   const h2 = createH2Sessions(dispatch);
-  // Connections, for a graceful stop: HTTP/1.1 ones with their requests in flight (h2 sessions: h2.ts).
+  // Connections, for a graceful stop: HTTP/1.1 ones with their requests in flight (h2 sessions: h2.ts), and the
+  // HTTP/1.1 answers not begun yet, which a stop makes say `connection: close`.
   let stopping = false;
   const sockets = new Map<Socket, number>();
   const lastActive = new WeakMap<Socket, number>();
+  const unsent = new Set<ServerResponse>();
   server.on('secureConnection', (socket: TLSSocket) => {
     // Node closes rejected ones the same way (no alert after the handshake).
     if (verifyIfGiven && !socket.authorized && socket.getPeerX509Certificate() !== undefined) return socket.destroy();
@@ -123,7 +130,9 @@ export async function startServer(ctx: ServerContext, address: string, tlsFiles:
     const socket = req.socket;
     sockets.set(socket, (sockets.get(socket) ?? 0) + 1);
     if (stopping) res.setHeader('connection', 'close');
+    else unsent.add(res);
     res.once('close', () => {
+      unsent.delete(res);
       if (sockets.has(socket)) sockets.set(socket, sockets.get(socket)! - 1);
       lastActive.set(socket, performance.now());
     });
@@ -139,38 +148,47 @@ export async function startServer(ctx: ServerContext, address: string, tlsFiles:
   // An http.Server starts checking headersTimeout and requestTimeout on 'listening' (Node's _http_server.js);
   // this one never listens itself, so it is told that the TLS listener does.
   h1.emit('listening');
+  let closing: Promise<void> | undefined;
   return {
     server,
     port: (server.address() as AddressInfo).port,
     reloadTls: (material) => server.setSecureContext(secureContext({ ...tlsFiles, material })),
     // Graceful: no new connections; requests in flight finish (HTTP/1.1 answers say `connection: close`, h2
-    // sessions get GOAWAY); idle connections, also ones accepted meanwhile, are closed as they go idle; whatever
-    // is left after STOP_GRACE_MS is cut.
-    close: () =>
-      new Promise<void>((resolve) => {
-        stopping = true;
-        server.close(() => {
-          clearInterval(idle);
-          clearTimeout(cut);
-          resolve();
-        });
-        h1.close(); // stops its timeout checks and closes its idle connections; it never listened itself
-        h2.stop();
-        // A busy keep-alive client sends its next request within moments and gets `connection: close` on it;
-        // closing its connection in between would cut that request. So only connections idle for a while close.
-        const closeIdle = () => {
-          const before = performance.now() - STOP_IDLE_MS;
-          for (const [socket, inFlight] of sockets) {
-            if (inFlight === 0 && (socket as TLSSocket).alpnProtocol !== 'h2' && (lastActive.get(socket) ?? 0) < before) socket.destroy();
-          }
-        };
-        closeIdle();
-        const idle = setInterval(closeIdle, 50);
-        const cut = setTimeout(() => {
-          clearInterval(idle);
-          h2.destroy();
-          for (const socket of sockets.keys()) socket.destroy();
-        }, STOP_GRACE_MS);
-      }),
+    // sessions get GOAWAY); idle connections, also ones accepted meanwhile, are closed as they go idle. After
+    // STOP_GRACE_MS every connection is cut but those carrying a request whose handler has started: that one may have
+    // applied a change, so it is answered first (in-flight.ts). The store may close once no handler runs.
+    close: () => (closing ??= new Promise<void>((resolve) => {
+      stopping = true;
+      for (const res of unsent) if (!res.headersSent) res.setHeader('connection', 'close');
+      let graceOver = false;
+      server.close(() => {
+        clearInterval(check);
+        clearTimeout(cut);
+        // Not before: its close() also destroys what Node deems idle, including connections whose answer is not flushed.
+        h1.close();
+        // A handler whose client has gone may still be writing to the store.
+        void inFlight.idle().then(resolve);
+      });
+      h2.stop();
+      // A busy keep-alive client sends its next request within moments and gets `connection: close` on it; closing
+      // its connection in between would cut that request. So only connections idle for a while close.
+      const closeConnections = () => {
+        const handled = inFlight.requests();
+        const handling = new Set<Socket>();
+        for (const exchange of handled) handling.add(exchange.socket);
+        const idleSince = performance.now() - STOP_IDLE_MS;
+        for (const [socket, open] of sockets) {
+          if ((socket as TLSSocket).alpnProtocol === 'h2') continue;
+          if (graceOver ? !handling.has(socket) : open === 0 && (lastActive.get(socket) ?? 0) < idleSince) socket.destroy();
+        }
+        if (graceOver) h2.cut((exchange) => handled.has(exchange));
+      };
+      closeConnections();
+      const check = setInterval(closeConnections, 50);
+      const cut = setTimeout(() => {
+        graceOver = true;
+        closeConnections();
+      }, STOP_GRACE_MS);
+    })),
   };
 }
