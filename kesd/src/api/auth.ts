@@ -3,7 +3,7 @@
 // Handlers never check permissions again.
 import type { TLSSocket } from 'node:tls';
 import { identityOf } from '../identity/connection.js';
-import { ErrEnclaveNotFound, ErrNotAllowed, ErrSealed, invalidName } from '../kes/errors.js';
+import { ErrEnclaveNotFound, ErrNotAllowed, ErrSealed, invalidName, KesError } from '../kes/errors.js';
 import { isValidName } from '../kes/names.js';
 import type { Enclave } from '../state/enclave.js';
 import type { System } from '../state/system.js';
@@ -20,16 +20,17 @@ export interface AuthRequest {
 
 /** The verdict: who calls, and in which enclave it may act (when the route acts in one). */
 export interface Caller {
-  /** '' for routes anyone may call. */
+  /** '' for routes anyone may call, and when the client has no usable certificate. */
   readonly identity: string;
   readonly enclaveName: string | undefined;
   readonly enclave: Enclave | undefined;
+  /** Set when the request is refused: the KES error to answer (the audit still records who asked). */
+  readonly refusal?: KesError;
 }
 
 export interface Authenticator {
   /** 'none' routes need no client certificate (the TLS listener relies on it for verify_cert). */
   readonly name: 'none' | 'identify' | 'server' | 'enclave' | 'sysadmin';
-  /** Throws the KES error that refuses the request. */
   authenticate(request: AuthRequest, system: System): Caller;
 }
 
@@ -58,42 +59,46 @@ function enclaveFor(system: System, name: string, identity: string, path: string
 /** Anyone, no certificate needed: /version, and routes configured with `api.<path>.skip_auth`. */
 export const anyone: Authenticator = { name: 'none', authenticate: () => NOBODY };
 
+/**
+ * An authenticator for callers with a certificate: `decide` gets the identity and the enclave name and returns the
+ * enclave the caller may act in (or none), throwing the KES error that refuses it.
+ */
+function withIdentity(
+  name: Authenticator['name'],
+  decide: (identity: string, enclaveName: string, request: AuthRequest, system: System) => Enclave | undefined,
+): Authenticator {
+  return {
+    name,
+    authenticate(request, system) {
+      let identity = '';
+      let enclaveName: string | undefined;
+      try {
+        identity = identityOf(request.socket);
+        enclaveName = enclaveNameOf(request);
+        return { identity, enclaveName, enclave: decide(identity, enclaveName, request, system) };
+      } catch (err) {
+        if (!(err instanceof KesError)) throw err;
+        return { identity, enclaveName, enclave: undefined, refusal: err };
+      }
+    },
+  };
+}
+
 /** Any client with a certificate; the enclave is named but not checked (self-describe answers for unknown ones). */
-export const identified: Authenticator = {
-  name: 'identify',
-  authenticate(request) {
-    const identity = identityOf(request.socket);
-    return { identity, enclaveName: enclaveNameOf(request), enclave: undefined };
-  },
-};
+export const identified = withIdentity('identify', () => undefined);
 
 /** Server-level routes (status, metrics, logs): the system admin, or an identity the named enclave allows. */
-export const serverRoute: Authenticator = {
-  name: 'server',
-  authenticate(request, system) {
-    const identity = identityOf(request.socket);
-    const enclaveName = enclaveNameOf(request);
-    if (identity === system.sysadmin) return { identity, enclaveName, enclave: undefined };
-    return { identity, enclaveName, enclave: enclaveFor(system, enclaveName, identity, request.path) };
-  },
-};
+export const serverRoute = withIdentity('server', (identity, enclaveName, request, system) =>
+  identity === system.sysadmin ? undefined : enclaveFor(system, enclaveName, identity, request.path),
+);
 
 /** Enclave routes (keys, secrets, policies, identities): the enclave's admin, or its policy must allow the path. */
-export const enclaveRoute: Authenticator = {
-  name: 'enclave',
-  authenticate(request, system) {
-    const identity = identityOf(request.socket);
-    const enclaveName = enclaveNameOf(request);
-    return { identity, enclaveName, enclave: enclaveFor(system, enclaveName, identity, request.path) };
-  },
-};
+export const enclaveRoute = withIdentity('enclave', (identity, enclaveName, request, system) =>
+  enclaveFor(system, enclaveName, identity, request.path),
+);
 
 /** Only the system admin (enclaves, seal). */
-export const sysadminOnly: Authenticator = {
-  name: 'sysadmin',
-  authenticate(request, system) {
-    const identity = identityOf(request.socket);
-    if (identity !== system.sysadmin) throw ErrNotAllowed;
-    return { identity, enclaveName: enclaveNameOf(request), enclave: undefined };
-  },
-};
+export const sysadminOnly = withIdentity('sysadmin', (identity, _enclaveName, _request, system) => {
+  if (identity !== system.sysadmin) throw ErrNotAllowed;
+  return undefined;
+});

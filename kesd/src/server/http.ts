@@ -159,6 +159,7 @@ export function createDispatcher(server: ServerContext, inFlight = new InFlight(
       const caller = route.auth.authenticate({ socket: exchange.socket, path, enclaveName: () => enclaveNameOf(exchange, query) }, system);
       identity = caller.identity;
       enclaveName = caller.enclaveName;
+      if (caller.refusal !== undefined) throw caller.refusal;
       const enclave = caller.enclave;
 
       if (route.timeoutMs > 0) {
