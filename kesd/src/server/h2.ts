@@ -213,18 +213,24 @@ class H2Exchange implements Exchange {
     }
     collectBody(stream, maxBody, (err, body) => {
       if (err !== undefined) stream.resume();
-      // Ended by the client's END_STREAM, not by a reset (a reset stream counts against the Rapid Reset budget).
-      if (err === undefined && body.length === 0 && !stream.destroyed && !stream.closed) return this.refuse();
+      // A JSON body of zero bytes, ended by the client's END_STREAM (a reset stream counts against the Rapid Reset
+      // budget instead). Without a JSON content type an empty body is one a client may mean ("no context").
+      if (err === undefined && body.length === 0 && this.announcesJson() && !stream.destroyed && !stream.closed) return this.refuse();
       done(err, body);
     });
   }
 
+  private announcesJson(): boolean {
+    return /^application\/json\b/i.test(this.header('content-type') ?? '');
+  }
+
   /**
-   * HEADERS announced a body and the stream ended without a byte of it: what MinIO's KES client (kms-go) sends when it
-   * fails a call over to the next replica, because it reuses the body reader the failed attempt had read to the end
-   * (docs/ha.md). Answered, that call is lost: decrypt fails (400, which MinIO reports as kms:DecryptionFailed) and
-   * generate seals a data key without the caller's context, which MinIO then cannot decrypt. REFUSED_STREAM says
-   * nothing was processed, and Go's transport sends such a request again with its body rewound (Request.GetBody).
+   * HEADERS announced a JSON body and the stream ended without a byte of it: what MinIO's KES client (kms-go) sends
+   * when it fails a call over to the next replica, because it reuses the body reader the failed attempt had read to
+   * the end (docs/ha.md). Answered, that call is lost: decrypt fails (400, which MinIO reports as
+   * kms:DecryptionFailed) and generate seals a data key without the caller's context, which MinIO then cannot
+   * decrypt. REFUSED_STREAM says nothing was processed, and Go's transport sends such a request again with its body
+   * rewound (Request.GetBody).
    */
   private refuse(): void {
     this.resetByServer = true;
