@@ -29,9 +29,16 @@ export interface Caller {
 export interface Authenticator {
   /** 'none' routes need no client certificate (the TLS listener relies on it for verify_cert). */
   readonly name: 'none' | 'identify' | 'server' | 'enclave' | 'sysadmin';
+  /**
+   * Who calls, allowed or not: the audit trail names the identity of a refused request too, as KES does. '' where no
+   * certificate is read; throws as authenticate would for a client without one.
+   */
+  identify(request: AuthRequest): string;
   /** Throws the KES error that refuses the request. */
   authenticate(request: AuthRequest, system: System): Caller;
 }
+
+const byCertificate = (request: AuthRequest) => identityOf(request.socket);
 
 const NOBODY: Caller = { identity: '', enclaveName: undefined, enclave: undefined };
 
@@ -56,11 +63,12 @@ function enclaveFor(system: System, name: string, identity: string, path: string
 }
 
 /** Anyone, no certificate needed: /version, and routes configured with `api.<path>.skip_auth`. */
-export const anyone: Authenticator = { name: 'none', authenticate: () => NOBODY };
+export const anyone: Authenticator = { name: 'none', identify: () => '', authenticate: () => NOBODY };
 
 /** Any client with a certificate; the enclave is named but not checked (self-describe answers for unknown ones). */
 export const identified: Authenticator = {
   name: 'identify',
+  identify: byCertificate,
   authenticate(request) {
     const identity = identityOf(request.socket);
     return { identity, enclaveName: enclaveNameOf(request), enclave: undefined };
@@ -70,6 +78,7 @@ export const identified: Authenticator = {
 /** Server-level routes (status, metrics, logs): the system admin, or an identity the named enclave allows. */
 export const serverRoute: Authenticator = {
   name: 'server',
+  identify: byCertificate,
   authenticate(request, system) {
     const identity = identityOf(request.socket);
     const enclaveName = enclaveNameOf(request);
@@ -81,6 +90,7 @@ export const serverRoute: Authenticator = {
 /** Enclave routes (keys, secrets, policies, identities): the enclave's admin, or its policy must allow the path. */
 export const enclaveRoute: Authenticator = {
   name: 'enclave',
+  identify: byCertificate,
   authenticate(request, system) {
     const identity = identityOf(request.socket);
     const enclaveName = enclaveNameOf(request);
@@ -91,6 +101,7 @@ export const enclaveRoute: Authenticator = {
 /** Only the system admin (enclaves, seal). */
 export const sysadminOnly: Authenticator = {
   name: 'sysadmin',
+  identify: byCertificate,
   authenticate(request, system) {
     const identity = identityOf(request.socket);
     if (identity !== system.sysadmin) throw ErrNotAllowed;

@@ -156,7 +156,9 @@ export function createDispatcher(server: ServerContext, inFlight = new InFlight(
       }
       const arg = decodedArg(route, found.arg);
       path = route.path.endsWith('/') ? route.path + arg : route.path;
-      const caller = route.auth.authenticate({ socket: exchange.socket, path, enclaveName: () => enclaveNameOf(exchange, query) }, system);
+      const request = { socket: exchange.socket, path, enclaveName: () => enclaveNameOf(exchange, query) };
+      identity = route.auth.identify(request); // audited even if the request is refused
+      const caller = route.auth.authenticate(request, system);
       identity = caller.identity;
       enclaveName = caller.enclaveName;
       const enclave = caller.enclave;
