@@ -42,15 +42,18 @@ export class Minio {
   user = 'kesd-interop';
   password = 'kesd-interop-secret-123';
 
-  /** `launcher` runs MinIO through another command (e.g. `unshare` for a private /etc/hosts); `env` replaces the KMS env. */
-  constructor(readonly dir: string, readonly port: number, readonly consolePort: number, public kms: KmsClient, private readonly opts: { launcher?: string[]; env?: NodeJS.ProcessEnv } = {}) {
+  /**
+   * `launcher` runs MinIO through another command (e.g. `unshare` for a private /etc/hosts); `env` replaces the KMS
+   * env; `extraEnv` is added to it (e.g. GODEBUG).
+   */
+  constructor(readonly dir: string, readonly port: number, readonly consolePort: number, public kms: KmsClient, private readonly opts: { launcher?: string[]; env?: NodeJS.ProcessEnv; extraEnv?: NodeJS.ProcessEnv } = {}) {
     this.url = `http://127.0.0.1:${port}`;
     this.log = join(dir, 'minio.log');
   }
 
   async start(): Promise<void> {
     await mkdir(join(this.dir, 'disk'), { recursive: true });
-    const env = this.opts.env ?? {
+    const env = { ...this.opts.env ?? {
       ...process.env,
       MINIO_ROOT_USER: this.user,
       MINIO_ROOT_PASSWORD: this.password,
@@ -61,7 +64,7 @@ export class Minio {
       MINIO_KMS_KES_KEY_FILE: this.kms.keyFile,
       MINIO_KMS_KES_CAPATH: this.kms.caFile,
       MINIO_KMS_KES_KEY_NAME: this.kms.defaultKey,
-    };
+    }, ...this.opts.extraEnv };
     const out = createWriteStream(this.log, { flags: 'a' });
     const [command, ...prefix] = [...(this.opts.launcher ?? []), peer('minio')];
     const child = spawn(command!, [...prefix, 'server', join(this.dir, 'disk'), '--address', `127.0.0.1:${this.port}`, '--console-address', `127.0.0.1:${this.consolePort}`, '--certs-dir', join(this.dir, 'certs')], { env, stdio: ['ignore', 'pipe', 'pipe'] });

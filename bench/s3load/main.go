@@ -243,13 +243,14 @@ type worker struct {
 
 var s3Code = regexp.MustCompile(`<Code>([^<]+)</Code>`)
 
-func (w *worker) fail(kind, msg string) {
+// fail counts a failed request; the first of each kind is kept with the time it ended (UTC), to line up with logs.
+func (w *worker) fail(at time.Time, kind, msg string) {
 	w.errs[kind]++
 	if _, ok := w.sample[kind]; !ok {
 		if len(msg) > 300 {
 			msg = msg[:300]
 		}
-		w.sample[kind] = msg
+		w.sample[kind] = at.UTC().Format("15:04:05.000000") + " " + msg
 	}
 }
 
@@ -316,15 +317,15 @@ func load(c config, cl *client, groups map[string]int) result {
 				}
 				switch {
 				case err != nil:
-					w.fail("transport", err.Error())
+					w.fail(t1, "transport", err.Error())
 				case st != 200:
 					code := "?"
 					if m := s3Code.FindSubmatch(got); m != nil {
 						code = string(m[1])
 					}
-					w.fail(fmt.Sprintf("http_%d_%s", st, code), string(got))
+					w.fail(t1, fmt.Sprintf("http_%d_%s", st, code), string(got))
 				case c.op == "get" && !bytes.Equal(got, body):
-					w.fail("content_mismatch", fmt.Sprintf("%s: got %d bytes, want %d (seed %d)", path, len(got), len(body), c.seed))
+					w.fail(t1, "content_mismatch", fmt.Sprintf("%s: got %d bytes, want %d (seed %d)", path, len(got), len(body), c.seed))
 				default:
 					w.lat = append(w.lat, t1.Sub(t0).Nanoseconds())
 				}

@@ -6,6 +6,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -34,15 +35,44 @@ describe('MinIO on 3 kesd replicas over etcd: zero failed S3 requests through no
   const ports: number[] = [];
   const kesd: (KesdProcess | undefined)[] = [];
   const log: string[] = [];
+  let passed = false;
   const note = (s: string) => log.push(`${new Date().toISOString().slice(11, 23)} ${s}`);
 
+  // Evidence: each replica's audit lines (every reply, its code and time) go to a file of its own; its stderr (the
+  // error log: failures, and every stream reset and GOAWAY kesd sends) is kept across restarts.
+  const auditFile = (i: number) => join(dir, `kesd-${i}.audit.jsonl`);
+  const stderrOf: string[][] = [[], [], []];
   const startReplica = async (i: number) => {
-    kesd[i] = await startKesd(join(dir, `kesd-${i}`), env, ['--init', initYml, '--addr', `127.0.0.1:${ports[i]}`, '--audit-log', 'off', '--workers', '1'], { startMs: 60_000 });
+    kesd[i] = await startKesd(join(dir, `kesd-${i}`), env, ['--init', initYml, '--addr', `127.0.0.1:${ports[i]}`, '--audit-log', 'on', '--workers', '1'], { startMs: 60_000, stdoutFile: auditFile(i) });
   };
+  const keepStderr = (i: number) => stderrOf[i]!.push(kesd[i]?.output() ?? '');
   const s3 = () => ({ url: minio.url, user: minio.user, password: minio.password });
   const explain = () =>
-    `\n--- timeline ---\n${log.join('\n')}\n--- minio log ---\n${tail(minio.log, 30)}\n` +
-    kesd.map((k, i) => `--- kesd ${i} ---\n${k?.output().split('\n').slice(-10).join('\n')}`).join('\n');
+    `\n--- timeline ---\n${log.join('\n')}\n--- kesd replies other than 200 ---\n${notOk().join('\n')}` +
+    `\n--- stream resets and GOAWAYs kesd sent ---\n${sentByKesd().join('\n')}` +
+    `\n--- minio log (KMS client: GODEBUG=http2debug=1) ---\n${tail(minio.log, 60)}\n` +
+    kesd.map((k, i) => `--- kesd ${i} stderr ---\n${[...stderrOf[i]!, k?.output() ?? ''].join('\n').split('\n').filter((l) => l !== '').slice(-30).join('\n')}`).join('\n');
+  /** The error log lines of every replica about a stream reset or GOAWAY it sent (h2.ts reports them). */
+  const sentByKesd = () =>
+    stderrOf.flatMap((kept, i) => [...kept, kesd[i]?.output() ?? ''].join('\n').split('\n').filter((l) => / h2 |"h2[ :]/.test(l)).map((l) => `kesd ${i} ${l}`));
+  /** Every audit line of every replica whose code is not 200, oldest first. */
+  const notOk = () => {
+    const lines: string[] = [];
+    for (let i = 0; i < REPLICAS; i++) {
+      let text = '';
+      try {
+        text = readFileSync(auditFile(i), 'utf8');
+      } catch {
+        continue;
+      }
+      for (const line of text.split('\n')) {
+        if (line === '') continue;
+        const e = JSON.parse(line) as { time: string; request: { path: string }; response: { code: number; time: number } };
+        if (e.response.code !== 200) lines.push(`${e.time.slice(11, 23)} kesd ${i} ${e.response.code} ${e.request.path} (${(e.response.time / 1e6).toFixed(1)} ms)`);
+      }
+    }
+    return lines.sort();
+  };
 
   before(async () => {
     dir = await mkdtemp(join(tmpdir(), 'kesd-ha-minio-'));
@@ -63,7 +93,7 @@ describe('MinIO on 3 kesd replicas over etcd: zero failed S3 requests through no
     minio = new Minio(dir, await freePort(), await freePort(), {
       endpoint: ports.map((p) => `https://127.0.0.1:${p}`).join(','),
       certFile: minioId.certFile, keyFile: minioId.keyFile, caFile: server.certFile, defaultKey: DEFAULT_KEY,
-    });
+    }, { extraEnv: { GODEBUG: 'http2debug=1' } }); // MinIO's KMS client logs its connections, GOAWAYs and failed round trips
     await minio.start();
     mc = new Mc(join(dir, 'mc'));
     await mc.alias(minio);
@@ -76,7 +106,9 @@ describe('MinIO on 3 kesd replicas over etcd: zero failed S3 requests through no
     await minio?.stop();
     await Promise.all(kesd.map((k) => k?.stop()));
     await etcd?.stop();
-    if (dir) await rm(dir, { recursive: true, force: true });
+    // A failed run keeps its logs (audit lines, minio.log) for a look after the fact.
+    if (dir && passed) await rm(dir, { recursive: true, force: true });
+    else if (dir) console.error(`ha.test: logs kept in ${dir}`);
   });
 
   test('PUT and GET keep succeeding while a kesd replica, an etcd member and another replica die and come back', async (t) => {
@@ -97,6 +129,7 @@ describe('MinIO on 3 kesd replicas over etcd: zero failed S3 requests through no
     const faults = (async () => {
       await at(0.1);
       await kesd[0]!.kill9();
+      keepStderr(0);
       note('kesd 0 killed (SIGKILL)');
       await at(0.25);
       await startReplica(0);
@@ -110,6 +143,7 @@ describe('MinIO on 3 kesd replicas over etcd: zero failed S3 requests through no
       note('etcd member 1 restarted, cluster healthy');
       await at(0.7);
       await kesd[1]!.kill9();
+      keepStderr(1);
       note('kesd 1 killed (SIGKILL)');
       await startReplica(1);
       note('kesd 1 restarted');
@@ -124,6 +158,8 @@ describe('MinIO on 3 kesd replicas over etcd: zero failed S3 requests through no
     }
     note(`load ended: ${put.total_ok} PUTs, ${get.total_ok} GETs`);
     t.diagnostic(log.join('\n'));
+    t.diagnostic(`kesd replies other than 200:\n${notOk().join('\n')}`);
+    t.diagnostic(`stream resets and GOAWAYs kesd sent:\n${sentByKesd().join('\n')}`);
     t.diagnostic(`PUT ${put.ops_per_s.toFixed(0)} ops/s p99 ${put.latency_ms.p99} ms max ${put.latency_ms.max} ms; GET ${get.ops_per_s.toFixed(0)} ops/s p99 ${get.latency_ms.p99} ms max ${get.latency_ms.max} ms`);
     assert.deepEqual(put.errors, {}, `failed PUTs: ${JSON.stringify(put.error_sample)}${explain()}`);
     assert.deepEqual(get.errors, {}, `failed GETs: ${JSON.stringify(get.error_sample)}${explain()}`);
@@ -142,5 +178,6 @@ describe('MinIO on 3 kesd replicas over etcd: zero failed S3 requests through no
     // Objects written during the faults read back (random ones for 3 s; s3load checks every body byte).
     const check = await runS3load(s3load, s3(), { op: 'get', bucket: BUCKET, size: 4096, conns: 4, durationS: 3, warmupS: 0, seed: 7, objects: put.objects, pids: {} });
     assert.deepEqual(check.errors, {}, `objects written during the faults do not read back: ${JSON.stringify(check.error_sample)}`);
+    passed = true;
   });
 });

@@ -2,6 +2,7 @@
 // a `kesd server` process in its own process group (so kill -9 takes down everything it started), HTTPS calls
 // with a deadline, latency percentiles and the RSS of a process group. Loopback only; every wait is bounded.
 import { spawn, type ChildProcess } from 'node:child_process';
+import { closeSync, openSync } from 'node:fs';
 import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import https from 'node:https';
 import { tmpdir } from 'node:os';
@@ -180,12 +181,15 @@ process.once('exit', () => {
  * `kesd server <dataDir> [args]` as its own process group (detached), so a kill -9 also takes any workers it
  * forked. Resolves once it logs "listening on"; rejects (and kills it) if it exits first or after startMs.
  */
-export function startKesd(dataDir: string, env: NodeJS.ProcessEnv, args: string[] = [], opts: { startMs?: number; stdout?: 'ignore' | 'pipe' } = {}): Promise<KesdProcess> {
+export function startKesd(dataDir: string, env: NodeJS.ProcessEnv, args: string[] = [], opts: { startMs?: number; stdout?: 'ignore' | 'pipe'; stdoutFile?: string } = {}): Promise<KesdProcess> {
+  // stdoutFile: kesd appends to the file itself (its audit lines), so nothing is lost when it is killed.
+  const stdoutFd = opts.stdoutFile === undefined ? undefined : openSync(opts.stdoutFile, 'a');
   const child = spawn(process.execPath, [KESD_BIN, 'server', dataDir, ...args], {
     env,
     detached: true,
-    stdio: ['ignore', opts.stdout ?? 'ignore', 'pipe'],
+    stdio: ['ignore', stdoutFd ?? opts.stdout ?? 'ignore', 'pipe'],
   });
+  if (stdoutFd !== undefined) closeSync(stdoutFd); // the child has its own copy
   let stderr = '';
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((r) => child.once('exit', (code, signal) => r({ code, signal })));
   const groupKill = (sig: NodeJS.Signals) => {
@@ -266,6 +270,8 @@ export function agentFor(who: TestIdentity | undefined, opts: https.AgentOptions
 
 export interface CallOptions {
   readonly timeoutMs?: number;
+  /** Default 127.0.0.1. */
+  readonly host?: string;
   readonly headers?: Record<string, string>;
 }
 
@@ -275,7 +281,7 @@ export function call(agent: https.Agent, port: number, method: string, path: str
     const payload = body === undefined ? undefined : Buffer.isBuffer(body) ? body : typeof body === 'string' ? Buffer.from(body) : Buffer.from(JSON.stringify(body));
     const headers: Record<string, string | number> = { ...(opts.headers ?? {}) };
     if (payload) headers['content-length'] = payload.length;
-    const req = https.request({ host: '127.0.0.1', port, method, path, agent, headers }, (res) => {
+    const req = https.request({ host: opts.host ?? '127.0.0.1', port, method, path, agent, headers }, (res) => {
       readReply(res).then(resolve, reject);
     });
     req.setTimeout(opts.timeoutMs ?? 15_000, () => req.destroy(new Error(`timeout: ${method} ${path}`)));

@@ -64,13 +64,18 @@ export interface H2Sessions {
   cut(keep: (exchange: Exchange) => boolean): void;
 }
 
-/** Ends a session that reset too many streams, once. */
+/** Ends a session that reset too many streams, once. Not reported: an attack must not write to stderr (security.md). */
 function calm(session: http2.ServerHttp2Session): void {
   if (!session.destroyed) session.destroy(new Error('too many streams reset'), http2.constants.NGHTTP2_ENHANCE_YOUR_CALM);
 }
 
-/** Node's HTTP/2 core stream API (not the compatibility layer): a reply is one respond() and one end(). */
-export function createH2Sessions(dispatch: (exchange: Exchange) => void): H2Sessions {
+/**
+ * Node's HTTP/2 core stream API (not the compatibility layer): a reply is one respond() and one end().
+ * `report` (the error log) hears of the stream resets and GOAWAYs kesd sends to clients it has served: a client may
+ * see a failed call there. What a connection that never opened a stream or a Rapid Reset gets stays unreported, as
+ * every answer to an unauthenticated flood (security.md).
+ */
+export function createH2Sessions(dispatch: (exchange: Exchange) => void, report: (what: string) => void = () => {}): H2Sessions {
   const server = http2.createServer({
     settings: { maxConcurrentStreams: H2_STREAMS_PER_CONNECTION },
     streamResetBurst: H2_NGHTTP2_RESET_LIMIT,
@@ -84,17 +89,24 @@ export function createH2Sessions(dispatch: (exchange: Exchange) => void): H2Sess
     // Emitted while accept() hands the socket over: that socket is this session's.
     const socket = accepting!;
     const remoteAddress = socket.remoteAddress ?? '';
+    const peer = `${remoteAddress}:${socket.remotePort}`;
+    const reportOn = (what: string) => report(`h2 ${peer}: ${what}`);
     const exchanges = new Set<H2Exchange>();
     sessions.set(session, exchanges);
-    if (stopping) session.close();
+    if (stopping) {
+      reportOn('GOAWAY NO_ERROR (stopping)');
+      session.close();
+    }
     let open = 0;
     let idle: NodeJS.Timeout | undefined;
-    const closeWhenIdleFor = (ms: number) => {
+    const closeWhenIdleFor = (ms: number, reported: boolean) => {
       idle = setTimeout(() => {
-        if (open === 0) session.close();
+        if (open !== 0) return;
+        if (reported) reportOn(`GOAWAY NO_ERROR (no stream for ${ms} ms)`);
+        session.close();
       }, ms);
     };
-    closeWhenIdleFor(H2_FIRST_STREAM_MS);
+    closeWhenIdleFor(H2_FIRST_STREAM_MS, false);
     session.once('close', () => {
       clearTimeout(idle);
       sessions.delete(session);
@@ -108,12 +120,14 @@ export function createH2Sessions(dispatch: (exchange: Exchange) => void): H2Sess
       if (stream.destroyed) return resetByClient();
       open++;
       clearTimeout(idle);
-      const exchange = new H2Exchange(stream, headers, socket, remoteAddress);
+      const exchange = new H2Exchange(stream, headers, socket, remoteAddress, reportOn);
       exchanges.add(exchange);
       // The request must have arrived in full by then; an answer already sent is kept (NO_ERROR: stop sending).
       const request = stream.endAfterHeaders ? undefined : setTimeout(() => {
         exchange.resetByServer = true;
-        stream.close(stream.writableEnded ? http2.constants.NGHTTP2_NO_ERROR : http2.constants.NGHTTP2_CANCEL);
+        const code = stream.writableEnded ? http2.constants.NGHTTP2_NO_ERROR : http2.constants.NGHTTP2_CANCEL;
+        reportOn(`RST_STREAM ${code === http2.constants.NGHTTP2_CANCEL ? 'CANCEL' : 'NO_ERROR'} on stream ${stream.id} ${exchange.url} (request body not in after ${H2_REQUEST_MS} ms)`);
+        stream.close(code);
       }, H2_REQUEST_MS);
       stream.once('end', () => clearTimeout(request));
       // 'aborted': closed before kesd ended its answer.
@@ -126,7 +140,7 @@ export function createH2Sessions(dispatch: (exchange: Exchange) => void): H2Sess
         // client, which reset streams whose END_STREAM came in a frame of its own (Node's compatibility layer), gets
         // END_STREAM with the body now, so an honest client's streams close with NO_ERROR.
         if (!exchange.resetByServer && (aborted || stream.rstCode !== http2.constants.NGHTTP2_NO_ERROR)) resetByClient();
-        if (--open === 0 && !session.closed && !session.destroyed) closeWhenIdleFor(H2_IDLE_MS);
+        if (--open === 0 && !session.closed && !session.destroyed) closeWhenIdleFor(H2_IDLE_MS, true);
       });
       dispatch(exchange);
     });
@@ -142,13 +156,16 @@ export function createH2Sessions(dispatch: (exchange: Exchange) => void): H2Sess
     },
     stop() {
       stopping = true;
+      if (sessions.size > 0) report(`h2: GOAWAY NO_ERROR to ${sessions.size} sessions (stopping)`);
       for (const session of sessions.keys()) session.close();
     },
     cut(keep) {
       for (const [session, exchanges] of sessions) {
         const reset = [...exchanges].filter((exchange) => !keep(exchange));
-        if (reset.length === exchanges.size) session.destroy();
-        else for (const exchange of reset) exchange.destroy();
+        if (reset.length === exchanges.size) {
+          if (exchanges.size > 0) report(`h2 session cut with ${exchanges.size} streams (stop grace over)`);
+          session.destroy();
+        } else for (const exchange of reset) exchange.destroy();
       }
     },
   };
@@ -165,6 +182,7 @@ class H2Exchange implements Exchange {
     private readonly headers: http2.IncomingHttpHeaders,
     readonly socket: TLSSocket,
     readonly remoteAddress: string,
+    private readonly report: (what: string) => void,
   ) {
     stream.on('error', () => {}); // a reset or a session error; the outcome is seen on 'close'
   }
@@ -195,8 +213,30 @@ class H2Exchange implements Exchange {
     }
     collectBody(stream, maxBody, (err, body) => {
       if (err !== undefined) stream.resume();
+      // A JSON body of zero bytes, ended by the client's END_STREAM (a reset stream counts against the Rapid Reset
+      // budget instead). Without a JSON content type an empty body is one a client may mean ("no context").
+      if (err === undefined && body.length === 0 && this.announcesJson() && !stream.destroyed && !stream.closed) return this.refuse();
       done(err, body);
     });
+  }
+
+  private announcesJson(): boolean {
+    return /^application\/json\b/i.test(this.header('content-type') ?? '');
+  }
+
+  /**
+   * HEADERS announced a JSON body and the stream ended without a byte of it: what MinIO's KES client (kms-go) sends
+   * when it fails a call over to the next replica, because it reuses the body reader the failed attempt had read to
+   * the end (docs/ha.md). Answered, that call is lost: decrypt fails (400, which MinIO reports as
+   * kms:DecryptionFailed) and generate seals a data key without the caller's context, which MinIO then cannot
+   * decrypt. REFUSED_STREAM says nothing was processed, and Go's transport sends such a request again with its body
+   * rewound (Request.GetBody).
+   */
+  private refuse(): void {
+    this.resetByServer = true;
+    if (this.stream.destroyed) return;
+    this.report(`RST_STREAM REFUSED_STREAM on stream ${this.stream.id} ${this.url} (a body was announced and none came; the client sends it again)`);
+    this.stream.close(http2.constants.NGHTTP2_REFUSED_STREAM);
   }
 
   send(status: number, headers: Headers, body: string): void {
@@ -222,7 +262,9 @@ class H2Exchange implements Exchange {
 
   destroy(): void {
     this.resetByServer = true;
-    if (!this.stream.destroyed) this.stream.close(http2.constants.NGHTTP2_CANCEL);
+    if (this.stream.destroyed) return;
+    this.report(`RST_STREAM CANCEL on stream ${this.stream.id} ${this.url} (answer cut after status ${this.status ?? 'none'})`);
+    this.stream.close(http2.constants.NGHTTP2_CANCEL);
   }
 
   keepOpen(): void {}

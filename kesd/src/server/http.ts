@@ -156,7 +156,8 @@ export function createDispatcher(server: ServerContext, inFlight = new InFlight(
       }
       const arg = decodedArg(route, found.arg);
       path = route.path.endsWith('/') ? route.path + arg : route.path;
-      const caller = route.auth.authenticate({ socket: exchange.socket, path, enclaveName: () => enclaveNameOf(exchange, query) }, system);
+      const request = { socket: exchange.socket, path, enclaveName: () => enclaveNameOf(exchange, query) };
+      const caller = route.auth.authenticate(request, system);
       identity = caller.identity;
       enclaveName = caller.enclaveName;
       if (caller.refusal !== undefined) throw caller.refusal;

@@ -107,7 +107,7 @@ export async function startServer(ctx: ServerContext, address: string, tlsFiles:
   const inFlight = new InFlight();
   const dispatch = createDispatcher(ctx, inFlight);
   const h1 = http.createServer({ keepAliveTimeout: 120_000, headersTimeout: 10_000, requestTimeout: 30_000 }, (req, res) => dispatch(new H1Exchange(req, res)));
-  const h2 = createH2Sessions(dispatch);
+  const h2 = createH2Sessions(dispatch, (what) => ctx.errors.log(what));
   // Connections, for a graceful stop: HTTP/1.1 ones with their requests in flight (h2 sessions: h2.ts), and the
   // HTTP/1.1 answers not begun yet, which a stop makes say `connection: close`.
   let stopping = false;
