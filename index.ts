@@ -84,8 +84,10 @@ export const kesdEndpoint = kesd.serviceUrl;
 export const kesdMinioEndpoint = kesd.minioEndpoint;
 export const kesdCaCert = identities.caCertPem;
 export const kesdNamespace = namespaces.names.kesd;
-/** etcd's client URLs when kesd runs on etcd (kesd.replicas > 1), else undefined. */
-export const etcdEndpoints = etcd?.endpoints;
+// Every output exists in every shape, so a StackReference consumer reads a value, never a missing key: an empty
+// list without etcd, null for a kubeconfig the stack does not own (cluster.mode existing).
+/** etcd's client URLs when kesd runs on etcd (kesd.replicas > 1), else []. */
+export const etcdEndpoints = etcd?.endpoints ?? [];
 export const tenantNamespace = namespaces.names.tenant;
 export const s3Endpoint = tenant.s3Endpoint;
 export const consoleEndpoint = tenant.consoleEndpoint;
@@ -97,6 +99,7 @@ export const identitiesHex = {
 export const enclaveAdminCert = identities.enclaveAdmin.certPem;
 export const enclaveAdminKey = identities.enclaveAdmin.keyPem;
 export const defaultKey = config.kesd.defaultKey;
-export const kubeconfig = kind ? kind.kubeconfig : undefined;
+/** The kind cluster's admin kubeconfig (secret); null with cluster.mode existing. */
+export const kubeconfig = kind ? kind.kubeconfig : null;
 export const rootUser = tenant.rootUser;
 export const rootPassword = tenant.rootPassword;
