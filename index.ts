@@ -20,7 +20,11 @@ const config = parseStackConfig(
 const kind = config.cluster.mode === 'kind' ? new KindCluster('kind', { name: config.cluster.name, workers: config.cluster.workers, nodeImage: config.cluster.nodeImage }) : undefined;
 const provider = kind?.provider ?? existingClusterProvider('cluster', config.cluster.mode === 'existing' ? config.cluster : {});
 
-const operator = new MinioOperator('minio-operator', { namespace: config.namespaces.operator, replicas: config.operator.replicas, provider });
+// operator.install false: a second stack on a cluster whose operator (and its cluster-scoped CRDs and RBAC) another
+// stack or an administrator installed.
+const operator = config.operator.install
+  ? new MinioOperator('minio-operator', { namespace: config.namespaces.operator, replicas: config.operator.replicas, chart: config.operator.chart, provider })
+  : undefined;
 const namespaces = new Namespaces('namespaces', { names: { kesd: config.namespaces.kesd, tenant: config.namespaces.tenant }, provider });
 
 const identities = new KesIdentities('kes-identities', {
@@ -72,7 +76,7 @@ const tenant = new MinioTenant('minio-tenant', {
   minioClient: identities.minio,
   defaultKey: config.kesd.defaultKey,
   provider,
-  dependsOn: [kesd.statefulSet, operator.chart],
+  dependsOn: operator ? [kesd.statefulSet, operator.chart] : [kesd.statefulSet],
 });
 
 if (config.buckets.length > 0) {

@@ -28,6 +28,8 @@ export interface Registration {
   /** The provider reference (`urn::id`) the resource was registered with; '' means the engine's default provider. */
   readonly provider: string;
   readonly parent: string;
+  /** URNs of the resources it depends on (dependsOn and its inputs' resources). */
+  readonly dependencies: string[];
 }
 
 export interface HostRun {
@@ -89,7 +91,7 @@ export async function runLikeLanguageHost(opts: { projectDir: string; stack: str
       // The engine's URN: the parent's type chain (the root stack is left out), then this type and name.
       const parentTypes = parent && parent !== stackUrn ? parent.split('::')[2] + '$' : '';
       const urn = `urn:pulumi:${opts.stack}::${project.name}::${parentTypes}${r.getType()}::${r.getName()}`;
-      registrations.push({ type: r.getType(), name: r.getName(), urn, custom: r.getCustom(), remote: r.getRemote(), provider: r.getProvider(), parent });
+      registrations.push({ type: r.getType(), name: r.getName(), urn, custom: r.getCustom(), remote: r.getRemote(), provider: r.getProvider(), parent, dependencies: r.getDependenciesList() });
       if (r.getType() === 'pulumi:pulumi:Stack') stackUrn = urn;
       // A preview: custom resources have no id yet; outputs echo the inputs, as the engine does for unknown state.
       const resp = new resourcePb.RegisterResourceResponse().setUrn(urn).setId('').setObject(r.getObject() ?? new structPb.Struct());

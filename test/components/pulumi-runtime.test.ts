@@ -13,9 +13,12 @@ const OUTPUTS = [
   'kesdEndpoint', 'kesdMinioEndpoint', 'kesdNamespace', 'kubeconfig', 'rootPassword', 'rootUser', 's3Endpoint', 'tenantNamespace',
 ];
 
+// A second stack on a cluster that already has the operator: an existing cluster, the operator reused.
 const existing = {
   ...stackConfig('dev'),
   'stateful-kes:cluster': JSON.stringify({ mode: 'existing', kubeconfig: '~/.kube/config' }),
+  'stateful-kes:operator': JSON.stringify({ install: false }),
+  'stateful-kes:namespaces': JSON.stringify({ kesd: 'kesd-2', tenant: 'tenant-2' }),
   'stateful-kes:kesd': JSON.stringify({ replicas: 1, image: 'registry.example/kesd:1.0.0' }),
 };
 
@@ -44,12 +47,22 @@ test("the program compiles and runs under Pulumi's run entry and ts-node (type-c
     assert.equal(run.code, 0, why(run));
     assert.deepEqual(run.logs.filter((l) => l.severity === 'error'), [], why(run));
     const types = new Set(run.registrations.map((r) => r.type));
-    for (const t of ['pulumi:pulumi:Stack', 'stateful-kes:index:MinioOperator', 'stateful-kes:index:Kesd', 'stateful-kes:index:MinioTenant', 'kubernetes:helm.sh/v4:Chart']) {
+    for (const t of ['pulumi:pulumi:Stack', 'stateful-kes:index:Kesd', 'stateful-kes:index:MinioTenant', 'kubernetes:minio.min.io/v2:Tenant']) {
       assert.ok(types.has(t), `${t} was not registered:\n${why(run)}`);
     }
   }
   assert.ok(kind.registrations.some((r) => r.type === 'pulumi-nodejs:dynamic/kind:Cluster'), 'kind mode: the KindCluster dynamic resource');
   assert.ok(!existingMode.registrations.some((r) => r.type === 'pulumi-nodejs:dynamic/kind:Cluster'), 'existing mode: no kind cluster');
+});
+
+test('operator.install false installs no operator (no chart, no CRDs or cluster roles to clash on), and the tenant waits only for kesd', () => {
+  const tenantDeps = (run: HostRun) => run.registrations.find((r) => r.type === 'kubernetes:minio.min.io/v2:Tenant')!.dependencies.map((u) => u.split('::').pop());
+  assert.ok(kind.registrations.some((r) => r.type === 'kubernetes:helm.sh/v4:Chart'));
+  assert.ok(tenantDeps(kind).includes('kesd-sts') && tenantDeps(kind).includes('minio-operator-chart'), tenantDeps(kind).join(' '));
+  for (const t of ['stateful-kes:index:MinioOperator', 'kubernetes:helm.sh/v4:Chart']) assert.ok(!existingMode.registrations.some((r) => r.type === t), t);
+  assert.ok(tenantDeps(existingMode).includes('kesd-sts'), tenantDeps(existingMode).join(' '));
+  const namespaces = existingMode.registrations.filter((r) => r.type === 'kubernetes:core/v1:Namespace').map((r) => r.name);
+  assert.deepEqual(namespaces.sort(), ['namespaces-kesd', 'namespaces-tenant']);
 });
 
 test('every documented output is declared in both cluster modes, and Pulumi warns about none', () => {
