@@ -24,6 +24,9 @@ export interface Toolchain {
   readonly cluster: { readonly kubeconfig: string } | { readonly binaries: Record<(typeof CLUSTER_BINARIES)[number] | 'etcd', string> };
 }
 
+/** What the suite's stacks load from a toolchain folder (an official install downloads these itself). */
+export const FOLDER_PLUGINS = ['pulumi-language-nodejs', 'pulumi-resource-pulumi-nodejs', 'pulumi-resource-kubernetes', 'pulumi-resource-tls', 'pulumi-resource-random', 'pulumi-resource-command'];
+
 export const DEFAULT_ENGINE_BIN = join(process.env.XDG_CACHE_HOME || join(homedir(), '.cache'), 'stateful-kes', 'engine', 'bin');
 
 function executable(file: string): boolean {
@@ -66,6 +69,10 @@ export function findToolchain(): Toolchain | { readonly missing: string[] } {
     path.push(DEFAULT_ENGINE_BIN);
   } else {
     missing.push(`no Pulumi CLI: install it (https://www.pulumi.com/docs/install/), or set STATEFUL_KES_ENGINE_BIN, or cache a toolchain in ${DEFAULT_ENGINE_BIN}`);
+  }
+  for (const dir of path) {
+    const absent = FOLDER_PLUGINS.filter((p) => !executable(join(dir, p)));
+    if (absent.length > 0) missing.push(`${dir} lacks ${absent.join(', ')}`);
   }
   const kubectl = which('kubectl');
   if (!kubectl) missing.push('no kubectl on PATH');
