@@ -10,7 +10,7 @@ import { resolve } from 'node:path';
 import { parse } from 'yaml';
 
 const fromSdk = createRequire(createRequire(import.meta.url).resolve('@pulumi/pulumi/package.json'));
-/* eslint-disable @typescript-eslint/no-explicit-any -- generated protobuf classes, loaded at run time */
+// The generated protobuf modules, loaded at run time, are typed loosely (any).
 const grpc = fromSdk('@grpc/grpc-js') as typeof import('@grpc/grpc-js');
 const resourceGrpc = fromSdk('./proto/resource_grpc_pb.js') as any;
 const resourcePb = fromSdk('./proto/resource_pb.js') as any;

@@ -84,7 +84,7 @@ after(async () => {
   else await rm(work, { recursive: true, force: true });
 });
 
-/** The stack's own settings for this cluster: existing mode, an image reference (no Docker here). */
+/** A stack's config for the suite's cluster: existing mode on its kubeconfig, plus the step's own settings. */
 function engineConfig(overrides: Record<string, unknown> = {}): Record<string, unknown> {
   return {
     'stateful-kes:cluster': { mode: 'existing', kubeconfig: cluster.kubeconfig },
@@ -115,7 +115,6 @@ interface StateResource {
   custom?: boolean;
   provider?: string;
   outputs?: { apiVersion?: string; kind?: string; metadata?: { name?: string; namespace?: string; annotations?: Record<string, string> } };
-  inputs?: Record<string, unknown>;
 }
 
 async function exportState(project: Project, stack: string): Promise<{ text: string; resources: StateResource[] }> {
@@ -126,7 +125,7 @@ async function exportState(project: Project, stack: string): Promise<{ text: str
 /** The Kubernetes objects a stack's state holds (the Chart's children included). */
 function k8sObjects(resources: StateResource[]) {
   return resources
-    .filter((r) => r.custom && r.type.startsWith('kubernetes:') && !r.type.startsWith('pulumi:providers'))
+    .filter((r) => r.custom && r.type.startsWith('kubernetes:'))
     .map((r) => ({ apiVersion: r.outputs!.apiVersion!, kind: r.outputs!.kind!, name: r.outputs!.metadata!.name!, namespace: r.outputs!.metadata!.namespace }));
 }
 
@@ -325,10 +324,9 @@ step('kind mode with a fake kind on PATH (no Docker engine here): the dynamic pr
   await program.cli(['up', '--yes', '--skip-preview', '--target', component, '--target', dynamic], opts);
   assert.deepEqual(kind.calls(), ['create cluster --name engine-kind --wait 120s --config -', 'get kubeconfig --name engine-kind']);
   assert.equal((kind.clusterConfig('engine-kind')?.match(/role: worker/g) ?? []).length, 2);
-  const state = await exportState(program, KIND);
-  const cluster_ = state.resources.find((r) => r.urn === dynamic);
-  assert.ok(cluster_, 'the kind cluster is in the state');
-  assert.ok(JSON.stringify((cluster_ as any).outputs.kubeconfig).includes(SECRET_SIG), 'its kubeconfig is a secret');
+  const kindResource = (await exportState(program, KIND)).resources.find((r) => r.urn === dynamic);
+  assert.ok(kindResource, 'the kind cluster is in the state');
+  assert.ok(JSON.stringify((kindResource.outputs as Record<string, unknown>).kubeconfig).includes(SECRET_SIG), 'its kubeconfig is a secret');
 
   // With the cluster's kubeconfig known, the provider renders the operator chart from the archive for the plan.
   const { json } = await program.preview(KIND, [], kind.bin);
