@@ -20,7 +20,11 @@ const config = parseStackConfig(
 const kind = config.cluster.mode === 'kind' ? new KindCluster('kind', { name: config.cluster.name, workers: config.cluster.workers, nodeImage: config.cluster.nodeImage }) : undefined;
 const provider = kind?.provider ?? existingClusterProvider('cluster', config.cluster.mode === 'existing' ? config.cluster : {});
 
-const operator = new MinioOperator('minio-operator', { namespace: config.namespaces.operator, replicas: config.operator.replicas, provider });
+// operator.install false: a second stack on a cluster whose operator (and its cluster-scoped CRDs and RBAC) another
+// stack or an administrator installed.
+const operator = config.operator.install
+  ? new MinioOperator('minio-operator', { namespace: config.namespaces.operator, replicas: config.operator.replicas, chart: config.operator.chart, provider })
+  : undefined;
 const namespaces = new Namespaces('namespaces', { names: { kesd: config.namespaces.kesd, tenant: config.namespaces.tenant }, provider });
 
 const identities = new KesIdentities('kes-identities', {
@@ -72,7 +76,7 @@ const tenant = new MinioTenant('minio-tenant', {
   minioClient: identities.minio,
   defaultKey: config.kesd.defaultKey,
   provider,
-  dependsOn: [kesd.statefulSet, operator.chart],
+  dependsOn: operator ? [kesd.statefulSet, operator.chart] : [kesd.statefulSet],
 });
 
 if (config.buckets.length > 0) {
@@ -84,8 +88,10 @@ export const kesdEndpoint = kesd.serviceUrl;
 export const kesdMinioEndpoint = kesd.minioEndpoint;
 export const kesdCaCert = identities.caCertPem;
 export const kesdNamespace = namespaces.names.kesd;
-/** etcd's client URLs when kesd runs on etcd (kesd.replicas > 1), else undefined. */
-export const etcdEndpoints = etcd?.endpoints;
+// Every output exists in every shape, so a StackReference consumer reads a value, never a missing key: an empty
+// list without etcd, null for a kubeconfig the stack does not own (cluster.mode existing).
+/** etcd's client URLs when kesd runs on etcd (kesd.replicas > 1), else []. */
+export const etcdEndpoints = etcd?.endpoints ?? [];
 export const tenantNamespace = namespaces.names.tenant;
 export const s3Endpoint = tenant.s3Endpoint;
 export const consoleEndpoint = tenant.consoleEndpoint;
@@ -97,6 +103,7 @@ export const identitiesHex = {
 export const enclaveAdminCert = identities.enclaveAdmin.certPem;
 export const enclaveAdminKey = identities.enclaveAdmin.keyPem;
 export const defaultKey = config.kesd.defaultKey;
-export const kubeconfig = kind ? kind.kubeconfig : undefined;
+/** The kind cluster's admin kubeconfig (secret); null with cluster.mode existing. */
+export const kubeconfig = kind ? kind.kubeconfig : null;
 export const rootUser = tenant.rootUser;
 export const rootPassword = tenant.rootPassword;

@@ -131,6 +131,14 @@ export const kindProvider: KindProvider = {
   },
 };
 
+/**
+ * How every Kubernetes provider of this program treats ConfigMaps and Secrets: updated in place. The components give
+ * them fixed names and roll the pods through checksum annotations; by default the provider would replace one whose
+ * data changed, and a fixed-name replacement is delete-before-replace, which also replaces every dependent (adding a
+ * key replaced kesd's StatefulSet under the real engine).
+ */
+export const MUTABLE_CONFIG_OBJECTS = { enableConfigMapMutable: true, enableSecretMutable: true } as const;
+
 type Inputs<T> = { [K in keyof T]: pulumi.Input<T[K]> };
 
 class KindClusterResource extends pulumi.dynamic.Resource {
@@ -168,7 +176,7 @@ export class KindCluster extends pulumi.ComponentResource {
     // Derived from the name, so it is known in preview; the kubeconfig is not.
     this.context = cluster.clusterName.apply(kindContext);
     this.kubeconfig = pulumi.secret(cluster.kubeconfig);
-    this.provider = new k8s.Provider(`${name}-k8s`, { kubeconfig: this.kubeconfig, context: this.context }, { parent: this });
+    this.provider = new k8s.Provider(`${name}-k8s`, { kubeconfig: this.kubeconfig, context: this.context, ...MUTABLE_CONFIG_OBJECTS }, { parent: this });
 
     this.registerOutputs({ name: this.name, context: this.context, kubeconfig: this.kubeconfig });
   }
@@ -194,5 +202,5 @@ export function existingClusterProvider(
   const source = kubeconfigSource(args.kubeconfig);
   // Inline contents carry credentials; a path does not, and keeping it lets the provider re-read a rotated file.
   const kubeconfig = source === undefined ? undefined : 'contents' in source ? pulumi.secret(source.contents) : source.path;
-  return new k8s.Provider(name, { kubeconfig, context: args.context }, opts);
+  return new k8s.Provider(name, { kubeconfig, context: args.context, ...MUTABLE_CONFIG_OBJECTS }, opts);
 }

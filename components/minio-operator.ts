@@ -2,8 +2,9 @@
 import * as pulumi from '@pulumi/pulumi';
 import * as k8s from '@pulumi/kubernetes';
 import { labels } from './contracts';
+import { PUBLIC_OPERATOR_REPO, type OperatorChartSource } from './stack-config';
 
-export const OPERATOR_CHART = { chart: 'operator', version: '7.1.1', repo: 'https://operator.min.io' } as const;
+export const OPERATOR_CHART = { chart: 'operator', version: '7.1.1', repo: PUBLIC_OPERATOR_REPO } as const;
 // quay.io, not Docker Hub: MinIO stopped publishing community images there, pinned quay tags still pull.
 export const OPERATOR_IMAGE = { repository: 'quay.io/minio/operator', tag: 'v7.1.1' } as const;
 export const OPERATOR_SIDECAR_IMAGE = 'quay.io/minio/operator-sidecar:v7.0.1';
@@ -13,8 +14,17 @@ export interface MinioOperatorArgs {
   namespace: pulumi.Input<string>;
   /** Operator pods (default 1, see operatorChartValues). */
   replicas?: number;
+  /** Where the chart comes from (default: the public repository). It must be the pinned version, 7.1.1. */
+  chart?: OperatorChartSource;
   /** The cluster's Kubernetes provider. */
   provider: k8s.Provider;
+}
+
+/** The Chart's source arguments: the pinned chart from a Helm repository, or a chart archive as it is. */
+export function operatorChartArgs(source: OperatorChartSource = { repo: OPERATOR_CHART.repo }): Pick<k8s.helm.v4.ChartArgs, 'chart' | 'version' | 'repositoryOpts'> {
+  // Helm takes a local archive's version from the archive itself; a version would be ignored.
+  if ('path' in source) return { chart: source.path };
+  return { chart: OPERATOR_CHART.chart, version: OPERATOR_CHART.version, repositoryOpts: { repo: source.repo } };
 }
 
 /** The subset of the operator chart's values this stack sets. */
@@ -64,9 +74,7 @@ export class MinioOperator extends pulumi.ComponentResource {
     this.chart = new k8s.helm.v4.Chart(
       `${name}-chart`,
       {
-        chart: OPERATOR_CHART.chart,
-        version: OPERATOR_CHART.version,
-        repositoryOpts: { repo: OPERATOR_CHART.repo },
+        ...operatorChartArgs(args.chart),
         // A fixed release name, so renaming the Pulumi resource does not relabel the operator's objects.
         name: 'minio-operator',
         namespace: ns.metadata.name,

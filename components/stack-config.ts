@@ -6,7 +6,8 @@ export interface StackConfig {
     | { readonly mode: 'kind'; readonly name: string; readonly workers: number; readonly nodeImage?: string }
     | { readonly mode: 'existing'; readonly kubeconfig?: string; readonly context?: string };
   readonly namespaces: { readonly operator: string; readonly kesd: string; readonly tenant: string };
-  readonly operator: { readonly replicas: number };
+  /** The MinIO Operator: installed by this stack, or (install false) one already on the cluster is used. */
+  readonly operator: { readonly install: true; readonly replicas: number; readonly chart: OperatorChartSource } | { readonly install: false };
   readonly tenant: { readonly name: string; readonly servers: number; readonly volumesPerServer: number; readonly volumeSize: string; readonly storageClass?: string };
   readonly kesd: {
     readonly replicas: number;
@@ -22,6 +23,12 @@ export interface StackConfig {
   readonly keys: readonly string[];
   readonly buckets: readonly { readonly name: string; readonly key: string }[];
 }
+
+/** Where the operator chart comes from: a Helm repository (by URL) or a chart archive on disk. */
+export type OperatorChartSource = { readonly repo: string } | { readonly path: string };
+
+/** The public MinIO Operator Helm repository. */
+export const PUBLIC_OPERATOR_REPO = 'https://operator.min.io';
 
 export class StackConfigError extends Error {
   constructor(readonly problems: string[]) {
@@ -69,6 +76,16 @@ class Reader {
     this.used.add(field);
     if (CPU.test(String(v))) return String(v);
     this.fail(field, `${v} is not allowed: ${allowed}`);
+    return def;
+  }
+
+  bool(field: string, def: boolean): boolean {
+    this.used.add(field);
+    const v = this.raw[field];
+    if (v === undefined || v === null) return def;
+    if (v === true || v === 'true') return true;
+    if (v === false || v === 'false') return false;
+    this.fail(field, `must be true or false, got ${JSON.stringify(v)}`);
     return def;
   }
 
@@ -139,7 +156,15 @@ export function parseStackConfig(raw: Record<string, unknown>): StackConfig {
   n.done();
 
   const o = new Reader(problems, 'operator', object(problems, 'operator', raw.operator));
-  const operator = { replicas: o.int('replicas', 1, 1, 3) };
+  const install = o.bool('install', true);
+  const replicas = o.int('replicas', 1, 1, 3);
+  const chart = operatorChart(o);
+  // Without an install these would be silently ignored: the operator already on the cluster is used as it is.
+  if (!install) {
+    for (const field of ['replicas', 'chart']) if (o.has(field)) o.fail(field, 'not used with operator.install false (the operator already on the cluster is used)');
+    if (n.has('operator')) n.fail('operator', 'not used with operator.install false (the operator already on the cluster is used)');
+  }
+  const operator: StackConfig['operator'] = install ? { install, replicas, chart } : { install };
   o.done();
 
   const t = new Reader(problems, 'tenant', object(problems, 'tenant', raw.tenant));
@@ -209,6 +234,26 @@ export function parseStackConfig(raw: Record<string, unknown>): StackConfig {
 
   if (problems.length > 0) throw new StackConfigError(problems);
   return { cluster, namespaces, operator, tenant, kesd, etcd, keys, buckets };
+}
+
+const CHART_ALLOWED = `an http:// or https:// Helm repository URL serving the operator chart (default ${PUBLIC_OPERATOR_REPO}), or the path of a chart archive ending in .tgz`;
+
+/** operator.chart: a Helm repository URL or a local .tgz (relative paths are relative to the project directory). */
+function operatorChart(o: Reader): OperatorChartSource {
+  const value = o.string('chart', PUBLIC_OPERATOR_REPO, undefined, CHART_ALLOWED) ?? PUBLIC_OPERATOR_REPO;
+  if (/^https?:\/\//i.test(value)) {
+    let url: URL | undefined;
+    try {
+      url = new URL(value);
+    } catch {
+      url = undefined;
+    }
+    if (url && url.hostname !== '' && !/\s/.test(value) && url.search === '' && url.hash === '') return { repo: value };
+  } else if (/\.tgz$/.test(value) && !/^[a-z][a-z0-9+.-]*:\/\//i.test(value) && value.trim() === value) {
+    return { path: value };
+  }
+  o.fail('chart', `'${value}' is not allowed: ${CHART_ALLOWED}`);
+  return { repo: PUBLIC_OPERATOR_REPO };
 }
 
 function list(problems: string[], key: string, raw: unknown): unknown[] {

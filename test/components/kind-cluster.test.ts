@@ -12,6 +12,10 @@ import { setupMocks, onResource, recorded, byType, valueOf, isSecret, unsecret, 
 await setupMocks();
 const { KindCluster, kindProvider, kindConfigYaml, kubeconfigSource, existingClusterProvider } = await import('../../components/kind-cluster.ts');
 
+// Regression (engine suite): with the provider's default, a changed ConfigMap or Secret of a fixed name is replaced
+// delete-before-replace, and its dependents with it; both providers update them in place instead.
+const MUTABLE = { enableConfigMapMutable: 'true', enableSecretMutable: 'true' };
+
 const FAKE_KUBECONFIG = (name: string) => `apiVersion: v1\nkind: Config\ncurrent-context: kind-${name}\n`;
 
 // The fake logs each call as <n>.argv (one argument per line) and <n>.stdin, and fails for names containing 'fail'.
@@ -215,7 +219,7 @@ describe('KindCluster under mocks', () => {
 
     const [provider] = byType('pulumi:providers:kubernetes');
     assert.equal(provider.name, 'dev-k8s');
-    assert.deepEqual(unsecret(provider.inputs), { kubeconfig: FAKE_KUBECONFIG('stateful-kes'), context: 'kind-stateful-kes' });
+    assert.deepEqual(unsecret(provider.inputs), { kubeconfig: FAKE_KUBECONFIG('stateful-kes'), context: 'kind-stateful-kes', ...MUTABLE });
     assert.match(providerUrn, /stateful-kes:index:KindCluster\$pulumi:providers:kubernetes::dev-k8s$/);
     assert.equal(lineage.get('dev-k8s')?.parent, 'dev');
     assert.equal(lineage.get('dev-cluster')?.parent, 'dev');
@@ -256,6 +260,6 @@ describe('existing clusters', () => {
     const recordedProvider = recorded.find((r) => r.name === 'existing');
     assert.equal(recordedProvider?.type, 'pulumi:providers:kubernetes');
     assert.notEqual(recordedProvider?.inputs.kubeconfig, FAKE_KUBECONFIG('prod'), 'inline kubeconfig arrives wrapped as a secret');
-    assert.deepEqual(unsecret(recordedProvider?.inputs), { kubeconfig: FAKE_KUBECONFIG('prod'), context: 'prod' });
+    assert.deepEqual(unsecret(recordedProvider?.inputs), { kubeconfig: FAKE_KUBECONFIG('prod'), context: 'prod', ...MUTABLE });
   });
 });

@@ -4,10 +4,35 @@ import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import * as k8s from '@pulumi/kubernetes';
 import { Namespace } from 'kubernetes-models/v1';
+import { createHash } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { resolve } from 'node:path';
+import { chartMetadata } from '../helm-repo.ts';
 import { setupMocks, byType, valueOf, unsecret, lineage, recordLineage } from '../../harness/pulumi-mocks.ts';
 
+/** The chart archive the engine suite installs, byte for byte the one operator.min.io publishes. */
+const OPERATOR_CHART_FIXTURE = resolve(import.meta.dirname, '../fixtures/minio-operator-v7.1.1/operator-7.1.1.tgz');
+
 await setupMocks();
-const { MinioOperator, operatorChartValues, OPERATOR_SIDECAR_IMAGE } = await import('../../components/minio-operator.ts');
+const { MinioOperator, operatorChartArgs, operatorChartValues, OPERATOR_SIDECAR_IMAGE } = await import('../../components/minio-operator.ts');
+
+describe('operatorChartArgs', () => {
+  test('a Helm repository: the pinned chart name and version from it (the public one by default)', () => {
+    assert.deepEqual(operatorChartArgs(), { chart: 'operator', version: '7.1.1', repositoryOpts: { repo: 'https://operator.min.io' } });
+    assert.deepEqual(operatorChartArgs({ repo: 'http://127.0.0.1:8080' }), { chart: 'operator', version: '7.1.1', repositoryOpts: { repo: 'http://127.0.0.1:8080' } });
+  });
+
+  test('the fixture archive is the published operator 7.1.1 chart (the digest the public index.yaml lists)', () => {
+    const archive = readFileSync(OPERATOR_CHART_FIXTURE);
+    assert.equal(createHash('sha256').update(archive).digest('hex'), '94f8124e2ecbc62f9cdcbe0519e8980f5992073638f5f63bd2b3ecac4f0ce7ca');
+    const meta = chartMetadata(archive);
+    assert.deepEqual([meta.name, meta.version, meta.appVersion], [operatorChartArgs().chart, operatorChartArgs().version, 'v7.1.1']);
+  });
+
+  test('a local archive: the path as given, no repository and no version (Helm reads it from the archive)', () => {
+    assert.deepEqual(operatorChartArgs({ path: 'test/fixtures/minio-operator-v7.1.1/operator-7.1.1.tgz' }), { chart: 'test/fixtures/minio-operator-v7.1.1/operator-7.1.1.tgz' });
+  });
+});
 
 describe('operatorChartValues', () => {
   test('pins the quay.io operator and sidecar images and defaults to one replica', () => {

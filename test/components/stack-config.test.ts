@@ -103,3 +103,31 @@ test('declared keys are deduplicated: default key, extra keys, bucket keys', () 
   const c = parseStackConfig({ keys: ['a', 'minio-default-key'], buckets: [{ name: 'bucket-1', key: 'a' }, { name: 'bucket-2', key: 'b' }] });
   assert.deepEqual(declaredKeys(c), ['minio-default-key', 'a', 'b']);
 });
+
+test('operator.chart: the public repository by default, another http(s) Helm repository, or a local .tgz', () => {
+  assert.deepEqual(parseStackConfig({}).operator, { install: true, replicas: 1, chart: { repo: 'https://operator.min.io' } });
+  assert.deepEqual(parseStackConfig({ operator: { chart: 'http://127.0.0.1:8080' } }).operator, { install: true, replicas: 1, chart: { repo: 'http://127.0.0.1:8080' } });
+  assert.deepEqual(parseStackConfig({ operator: { chart: 'https://charts.example.com/minio/' } }).operator, { install: true, replicas: 1, chart: { repo: 'https://charts.example.com/minio/' } });
+  assert.deepEqual(parseStackConfig({ operator: { chart: 'charts/operator-7.1.1.tgz' } }).operator, { install: true, replicas: 1, chart: { path: 'charts/operator-7.1.1.tgz' } });
+  assert.deepEqual(parseStackConfig({ operator: { chart: '/srv/charts/operator-7.1.1.tgz', replicas: 2 } }).operator, { install: true, replicas: 2, chart: { path: '/srv/charts/operator-7.1.1.tgz' } });
+});
+
+test('operator.chart refuses what is neither, naming the key and both allowed forms', () => {
+  const allowed = 'an http:// or https:// Helm repository URL serving the operator chart (default https://operator.min.io), or the path of a chart archive ending in .tgz';
+  for (const bad of ['oci://quay.io/minio/operator', 'ftp://mirror/operator-7.1.1.tgz', 'operator.min.io', 'charts/operator', 'https://', 'https://x/index.yaml?token=1', 'https://bad host']) {
+    assert.throws(() => parseStackConfig({ operator: { chart: bad } }), (err: Error) => err.message.includes(`stateful-kes:operator.chart: '${bad}' is not allowed: ${allowed}`), bad);
+  }
+  assert.throws(() => parseStackConfig({ operator: { chart: 7 } }), /stateful-kes:operator.chart: must be a string \(an http/);
+});
+
+test('operator.install false: a second stack uses the operator already on the cluster, and refuses operator settings it would ignore', () => {
+  assert.deepEqual(parseStackConfig({ operator: { install: false } }).operator, { install: false });
+  assert.deepEqual(parseStackConfig({ operator: { install: 'false' } }).operator, { install: false });
+  assert.throws(
+    () => parseStackConfig({ operator: { install: false, replicas: 2, chart: 'x.tgz' }, namespaces: { operator: 'ops' } }),
+    (err: Error) =>
+      ['operator.replicas', 'operator.chart', 'namespaces.operator'].every((k) =>
+        err.message.includes(`stateful-kes:${k}: not used with operator.install false (the operator already on the cluster is used)`)),
+  );
+  assert.throws(() => parseStackConfig({ operator: { install: 'no' } }), /stateful-kes:operator.install: must be true or false, got "no"/);
+});

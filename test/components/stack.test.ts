@@ -50,7 +50,7 @@ test('outputs for other stacks: endpoints, namespaces, identities', () => {
   assert.equal(o.s3Endpoint, 'https://minio.tenant-1.svc.cluster.local');
   assert.equal(o.kesdNamespace, 'kesd');
   assert.equal(o.kesdMinioEndpoint, 'https://kesd.kesd.svc.cluster.local:7373', 'one replica: the client Service');
-  assert.equal(o.etcdEndpoints, undefined, 'one replica: no etcd');
+  assert.deepEqual(o.etcdEndpoints, [], 'one replica: no etcd, an empty list');
   assert.equal(o.tenantNamespace, 'tenant-1');
   for (const id of Object.values(o.identitiesHex)) assert.match(id as string, /^[0-9a-f]{64}$/);
   assert.match(o.kesdCaCert, /BEGIN CERTIFICATE/);
