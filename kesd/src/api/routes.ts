@@ -37,6 +37,9 @@ export const routes: readonly Route[] = [
   route(WRITE, '/v1/key/bulk/decrypt/', 'key name', MiB, enclaveRoute, keys.bulkDecryptKey),
   route(WRITE, '/v1/key/hmac/', 'key name', MiB, enclaveRoute, keys.hmacKey),
   route(GET, '/v1/key/list/', 'pattern', 0, enclaveRoute, keys.listKeys),
+  // kesd's extensions (KES has no key versions): rotate adds a version; a version's delete path names it, .../<name>/<n>.
+  route(WRITE, '/v1/key/rotate/', 'key name', 0, enclaveRoute, keys.rotateKey),
+  route(DELETE, '/v1/key/version/delete/', 'key version', 0, enclaveRoute, keys.deleteKeyVersion),
 
   route(WRITE, '/v1/secret/create/', 'secret name', MiB, enclaveRoute, secrets.createSecret),
   route(GET, '/v1/secret/describe/', 'secret name', 0, enclaveRoute, secrets.describeSecret),
