@@ -10,7 +10,7 @@ import { readFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { stringify } from 'yaml';
 import { writeFileAtomic } from '../fs/atomic.js';
-import { ENV_NAME, type UnsealSource } from './unseal-source.js';
+import { ENV_NAME, sameUnsealSource, type UnsealSource } from './unseal-source.js';
 import { ConfigError, ENV_REF, Reader, type Y } from './yaml-reader.js';
 
 export { ConfigError } from './yaml-reader.js';
@@ -45,6 +45,11 @@ interface InitFields {
     proxy: { identities: string[]; header: string };
   };
   enclaves: EnclaveConfig[];
+  /**
+   * kesd's `unseal.previous` (init.yml only): the unseal key before a rotation. `server --init` tries it when the
+   * configured key does not open the root key, and then re-seals the root key under the configured one (boot/rekey.ts).
+   */
+  unsealPrevious?: UnsealSource;
   /** Routes answered without a client certificate (`api.<path>.skip_auth`, as in the newest KES), e.g. for probes. */
   skipAuth?: string[];
   store?: StoreConfig;
@@ -71,19 +76,27 @@ export function unsealSourceOf(c: UnsealConfig, cwd: string = process.cwd()): Un
   throw new ConfigError('no unseal key source: set unseal.environment.name or unseal.file.path');
 }
 
+/** init.yml `unseal.previous`: `{environment: {name}}` or `{file: {path}}`, as the key itself. */
+function parsePreviousUnseal(r: Reader, v: Y, cwd: string): UnsealSource | undefined {
+  const unseal = r.obj(v, 'unseal', ['environment', 'file', 'previous']);
+  if (unseal.get('previous') === undefined) return undefined;
+  const previous = parseUnseal(r, unseal.get('previous'), 'unseal.previous');
+  return unsealSourceOf(previous, cwd);
+}
+
 /** `unseal: {environment: {name}}` or `unseal: {file: {path}}`, exactly one. */
-function parseUnseal(r: Reader, v: Y): UnsealConfig {
-  const unseal = r.obj(v, 'unseal', ['environment', 'file']);
+function parseUnseal(r: Reader, v: Y, at = 'unseal', extra: string[] = []): UnsealConfig {
+  const unseal = r.obj(v, at, ['environment', 'file', ...extra]);
   if (unseal.get('environment') !== undefined && unseal.get('file') !== undefined) {
-    r.fail(`'unseal': set either 'environment' (a variable) or 'file' (a key file), not both`);
+    r.fail(`'${at}': set either 'environment' (a variable) or 'file' (a key file), not both`);
   }
   if (unseal.get('file') !== undefined) {
-    const path = r.str(r.obj(unseal.get('file'), 'unseal.file', ['path']).get('path'), 'unseal.file.path', true)!;
-    if (path.includes('\0')) r.fail(`'unseal.file.path' is not a valid path`);
+    const path = r.str(r.obj(unseal.get('file'), `${at}.file`, ['path']).get('path'), `${at}.file.path`, true)!;
+    if (path.includes('\0')) r.fail(`'${at}.file.path' is not a valid path`);
     return { unsealFile: path };
   }
-  const name = r.str(r.obj(unseal.get('environment'), 'unseal.environment', ['name']).get('name'), 'unseal.environment.name', true)!;
-  if (!ENV_NAME.test(name)) r.fail(`'unseal.environment.name': '${name}' is not a valid environment variable name`);
+  const name = r.str(r.obj(unseal.get('environment'), `${at}.environment`, ['name']).get('name'), `${at}.environment.name`, true)!;
+  if (!ENV_NAME.test(name)) r.fail(`'${at}.environment.name': '${name}' is not a valid environment variable name`);
   return { unsealEnv: name };
 }
 
@@ -137,8 +150,8 @@ function parseStore(r: Reader, v: Y): StoreConfig | undefined {
   };
 }
 
-/** Parses and validates init.yml. */
-export function parseInitConfig(text: string, env: NodeJS.ProcessEnv): InitConfig {
+/** Parses and validates init.yml; a relative `unseal.previous` file is taken from `cwd`. */
+export function parseInitConfig(text: string, env: NodeJS.ProcessEnv, cwd: string = process.cwd()): InitConfig {
   const r = new Reader('init config', env);
   const top = r.obj(r.parse(text), '', ['version', 'address', 'system', 'tls', 'unseal', 'enclave', 'api', 'store']);
   const version = r.str(top.get('version'), 'version', true);
@@ -147,7 +160,9 @@ export function parseInitConfig(text: string, env: NodeJS.ProcessEnv): InitConfi
   const admin = r.obj(r.obj(top.get('system'), 'system', ['admin']).get('admin'), 'system.admin', ['identity']);
   const sysadmin = r.identity(admin.get('identity'), 'system.admin.identity');
 
-  const unseal = parseUnseal(r, top.get('unseal'));
+  const unseal = parseUnseal(r, top.get('unseal'), 'unseal', ['previous']);
+  const previous = parsePreviousUnseal(r, top.get('unseal'), cwd);
+  if (previous !== undefined && sameUnsealSource(previous, unsealSourceOf(unseal, cwd))) r.fail(`'unseal.previous' names the same key source as 'unseal'`);
 
   const tls = r.obj(top.get('tls'), 'tls', ['key', 'cert', 'password', 'ca', 'proxy', 'client']);
   const proxy = r.obj(tls.get('proxy'), 'tls.proxy', ['identity', 'header']);
@@ -171,6 +186,7 @@ export function parseInitConfig(text: string, env: NodeJS.ProcessEnv): InitConfi
       },
     },
     ...unseal,
+    ...(previous !== undefined ? { unsealPrevious: previous } : {}),
     enclaves: [],
     skipAuth: parseApi(r, top.get('api'), 'api'),
   };
