@@ -31,6 +31,8 @@ export interface ServerContext {
   readonly routes: readonly Route[];
   /** How many processes serve the API (cluster workers); 1 if unset. */
   readonly workers?: number;
+  /** The data dir (GET /v1/sys/backup stages its snapshot there). */
+  readonly dataDir?: string;
 }
 
 export interface RequestContext {

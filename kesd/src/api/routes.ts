@@ -2,6 +2,7 @@
 // /v1/api is generated from it, so the docs and the server cannot drift apart.
 import { anyone, enclaveRoute, identified, serverRoute, sysadminOnly, type Authenticator } from './auth.js';
 import type { ArgKind, Handler, Route } from './context.js';
+import * as backup from './handlers/backup.js';
 import * as enclaves from './handlers/enclaves.js';
 import * as keys from './handlers/keys.js';
 import * as policies from './handlers/policies.js';
@@ -66,6 +67,8 @@ export const routes: readonly Route[] = [
   route(GET, '/v1/enclave/describe/', 'enclave name', 0, sysadminOnly, enclaves.describeEnclave),
   route(DELETE, '/v1/enclave/delete/', 'enclave name', 0, sysadminOnly, enclaves.deleteEnclave),
   route(WRITE, '/v1/sys/seal', undefined, 0, sysadminOnly, enclaves.sealSystem),
+  // kesd's extension: a sealed backup of the embedded store while it serves (a stream: no route timeout).
+  route(GET, '/v1/sys/backup', undefined, 0, sysadminOnly, backup.backup, 0),
 ];
 
 /** The routes as served: those named in `api.<path>.skip_auth` (init.yml) are open to anyone. */

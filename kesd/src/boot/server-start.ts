@@ -12,6 +12,7 @@ import {
   type SealedRootKey, type UnsealSource,
 } from '../store/unseal.js';
 import { configuredStore, initDataDir } from './data-dir.js';
+import { removeStaleBackupStaging } from '../store/backup.js';
 import { resealRootKey } from './rekey.js';
 import { readStoreSealedRootKey, unsealKeyFrom } from './root-key.js';
 
@@ -117,5 +118,6 @@ export async function prepareServerStart(
   }
   const config = await readServerConfig(dir);
   await checkServerCertificate(config.tls);
+  if (config.store === undefined) await removeStaleBackupStaging(dir); // a backup a crash interrupted: no one serves it now
   return { config, root };
 }

@@ -349,6 +349,21 @@ export class KesClient {
     await this.request('DELETE', `/v1/secret/delete/${pathEscape(name)}`);
   }
 
+  /** kesd: GET /v1/sys/backup (system admin): the backup file's bytes as they arrive. */
+  backup(): Promise<AsyncIterable<Buffer>> {
+    return new Promise((resolve, reject) => {
+      const { failed } = this.send('GET', '/v1/sys/backup', undefined, (res) => {
+        const status = res.statusCode ?? 0;
+        if (status < 400) return resolve(res);
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('error', reject);
+        res.on('end', () => reject(parseErrorResponse(status, res.headers, Buffer.concat(chunks))));
+      });
+      failed.catch(reject);
+    });
+  }
+
   /** Follows /v1/log/<kind>, calling onLine with each NDJSON line (without its newline) until aborted. */
   streamLog(kind: 'audit' | 'error', onLine: (line: string) => void): LogStream {
     let aborted = false;
