@@ -8,8 +8,10 @@ import { execFileSync, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdir, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { parseInitConfig, toServerConfig } from '../../kesd/src/config/config.js';
 import { fingerprint, kesd, KESD_BIN } from './cli-process.js';
-import { agentFor, call, makeFixture, sleep, startKesd, type Fixture, type KesdProcess } from './load.js';
+import { makeIdentity } from './harness.js';
+import { agentFor, call, makeFixture, sleep, startKesd, UNSEAL_ENV, type Fixture, type KesdProcess } from './load.js';
 
 let fx: Fixture;
 let server: KesdProcess;
@@ -204,4 +206,56 @@ test('backups of data dirs whose keys are in etcd are refused with the way to do
   const r = await kesd(['backup', dir, join(fx.dir, 'x.tar')], { env: fx.env });
   assert.equal(r.code, 1);
   assert.match(r.stderr, /keeps its keys in etcd: back up etcd with an etcd snapshot/);
+});
+
+test('system.backup.identities: a backup job\'s identity may take backups and do nothing else', { timeout: 120_000 }, async () => {
+  const job = await makeIdentity(fx.dir, 'backup-job');
+  const dir = join(fx.dir, 'with-job');
+  const yml = join(fx.dir, 'with-job.yml');
+  await writeFile(yml, `version: v1
+address: 127.0.0.1:0
+system:
+  admin: { identity: ${fx.sysadmin.identity} }
+  backup: { identities: [${job.identity}] }
+tls: { key: ${fx.server.keyFile}, cert: ${fx.server.certFile} }
+unseal: { environment: { name: ${UNSEAL_ENV} } }
+enclave:
+  default:
+    admin: { identity: ${fx.admin.identity} }
+    keys: [{ name: k }]
+`);
+  const started = await startKesd(dir, fx.env, ['--init', yml, '--workers', '1', '--audit-log', 'off']);
+  try {
+    const out = join(fx.dir, 'job.tar');
+    const r = await kesd(['backup', '--server', `https://127.0.0.1:${started.port}`, '-k', out], { env: { ...fx.env, KES_CLIENT_CERT: job.certFile, KES_CLIENT_KEY: job.keyFile } });
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal((await kesd(['restore', out, join(fx.dir, 'job-restored')], { env: fx.env })).code, 0);
+    const a = agentFor(job);
+    for (const [method, path] of [['GET', '/v1/key/list/*'], ['POST', '/v1/key/generate/k'], ['GET', '/v1/enclave/describe/default'], ['POST', '/v1/sys/seal'], ['GET', '/v1/status']]) {
+      assert.equal((await call(a, started.port, method!, path!, method === 'POST' ? {} : undefined)).status, 403, `${method} ${path}`);
+    }
+    a.destroy();
+  } finally {
+    await started.stop();
+  }
+});
+
+test('system.backup.identities in init.yml: identities, not the system admin, not twice; carried into .init', async () => {
+  const yml = (backup: string) => `version: v1
+system: { admin: { identity: ${'a'.repeat(64)} }, backup: ${backup} }
+tls: { key: k, cert: c }
+unseal: { environment: { name: K } }
+enclave: { default: { admin: { identity: ${'b'.repeat(64)} } } }
+`;
+  const parsed = parseInitConfig(yml(`{ identities: [${'c'.repeat(64)}] }`), {});
+  assert.deepEqual(parsed.backupIdentities, ['c'.repeat(64)]);
+  assert.deepEqual(toServerConfig(parsed, '/').backupIdentities, ['c'.repeat(64)]);
+  for (const [backup, message] of [
+    [`{ identities: [${'a'.repeat(64)}] }`, /the system admin may take backups anyway/],
+    [`{ identities: [${'c'.repeat(64)}, ${'c'.repeat(64)}] }`, /is listed twice/],
+    ['{ identities: [nope] }', /system\.backup\.identities\[0\]/],
+    ['{ who: [] }', /unknown field 'system.backup.who'/],
+  ] as const) {
+    assert.throws(() => parseInitConfig(yml(backup), {}), message, backup);
+  }
 });

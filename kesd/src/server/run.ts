@@ -91,7 +91,7 @@ export async function startKesd(opts: KesdOptions): Promise<Kesd> {
 
   const audit = new AuditLog(stdout ? (line) => stdout.write(line) : undefined);
   const errors = new ErrorLog(logger);
-  const served = servedRoutes(opts.config.skipAuth ?? []);
+  const served = servedRoutes(opts.config.skipAuth ?? [], opts.config.backupIdentities ?? []);
   const metrics = new Metrics(system.startedAt, audit, errors);
   const ctx: ServerContext = { system, version: VERSION, audit, errors, metrics, routes: served, workers: worker?.workers, dataDir: opts.dir };
   worker?.attach(ctx);
