@@ -4,6 +4,7 @@ import { Buckets } from './components/buckets';
 import { EtcdCluster } from './components/etcd-cluster';
 import { KesIdentities } from './components/kes-identities';
 import { Kesd, KESD_SELECTOR } from './components/kesd';
+import { KesdBackup } from './components/kesd-backup';
 import { KESD_NAMES } from './components/kesd-config';
 import { existingClusterProvider, KindCluster } from './components/kind-cluster';
 import { MinioOperator } from './components/minio-operator';
@@ -33,8 +34,10 @@ const identities = new KesIdentities('kes-identities', {
   headlessServiceName: KESD_NAMES.headlessService,
   statefulSetName: KESD_NAMES.statefulSet,
   replicas: config.kesd.replicas,
+  backupClient: config.kesd.backup !== undefined,
 });
-const unsealKey = new UnsealKey('kesd-unseal-key', { namespace: namespaces.names.kesd!, provider });
+// kesd.unsealKeyGeneration + 1 rotates the unseal key: kesd re-seals under the new one when the rollout restarts it.
+const unsealKey = new UnsealKey('kesd-unseal-key', { namespace: namespaces.names.kesd!, provider, generation: config.kesd.unsealKeyGeneration });
 
 // Several kesd replicas share their keys through etcd, in kesd's namespace (kesd mounts its client Secret).
 const etcd =
@@ -59,10 +62,24 @@ const kesd = new Kesd('kesd', {
   image: config.kesd.image ? { ref: config.kesd.image } : { build: { kindClusterName: kind?.name } },
   identities: { server: identities.server, caCertPem: identities.caCertPem, sysadmin: identities.sysadmin, enclaveAdmin: identities.enclaveAdmin, minio: identities.minio },
   unsealKey,
+  backupIdentity: identities.backup?.identity,
   keys: declaredKeys(config),
   tenantNamespace: namespaces.names.tenant!,
   provider,
 });
+
+// Optional (kesd.backup): sealed backups of the embedded store on a schedule, into a PVC of their own.
+if (config.kesd.backup !== undefined && identities.backup !== undefined) {
+  new KesdBackup('kesd-backup', {
+    ...config.kesd.backup,
+    namespace: namespaces.names.kesd!,
+    image: kesd.imageRef,
+    serviceUrl: kesd.serviceUrl,
+    caCertPem: identities.caCertPem,
+    client: identities.backup,
+    provider,
+  }, { dependsOn: [kesd.statefulSet] });
+}
 
 const tenant = new MinioTenant('minio-tenant', {
   namespace: namespaces.names.tenant!,

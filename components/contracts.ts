@@ -12,6 +12,8 @@ export interface TlsIdentity {
 export interface UnsealKeyRef {
   readonly secretName: pulumi.Output<string>;
   readonly secretKey: string;
+  /** During a rotation (generation > 0): the previous generation's Secret, mounted as init.yml's unseal.previous. */
+  readonly previousSecretName?: pulumi.Output<string>;
 }
 
 /** How kesd is reached from MinIO. */

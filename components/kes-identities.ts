@@ -14,6 +14,8 @@ export interface KesIdentitiesArgs {
   replicas: number;
   /** Defaults to cluster.local, as in kesdServerDnsNames. */
   clusterDomain?: string;
+  /** Also an identity for the backup CronJob (it may take backups and nothing else). */
+  backupClient?: boolean;
 }
 
 // The provider's snake_case allowed_uses names (see CA_ALLOWED_USES in pki.ts).
@@ -21,7 +23,7 @@ export const SERVER_ALLOWED_USES = ['digital_signature', 'key_encipherment', 'se
 export const CLIENT_ALLOWED_USES = ['client_auth', 'digital_signature'];
 
 /** Subject CNs of the client identities. */
-export const CLIENT_NAMES = { sysadmin: 'sysadmin', enclaveAdmin: 'enclave-admin', minio: 'minio' } as const;
+export const CLIENT_NAMES = { sysadmin: 'sysadmin', enclaveAdmin: 'enclave-admin', minio: 'minio', backup: 'kesd-backup' } as const;
 
 export class KesIdentities extends pulumi.ComponentResource {
   readonly caCertPem: pulumi.Output<string>;
@@ -30,6 +32,7 @@ export class KesIdentities extends pulumi.ComponentResource {
   readonly sysadmin: TlsIdentity;
   readonly enclaveAdmin: TlsIdentity;
   readonly minio: TlsIdentity;
+  readonly backup: TlsIdentity | undefined;
 
   constructor(name: string, args: KesIdentitiesArgs, opts?: pulumi.ComponentResourceOptions) {
     super('stateful-kes:index:KesIdentities', name, {}, opts);
@@ -62,8 +65,10 @@ export class KesIdentities extends pulumi.ComponentResource {
     this.sysadmin = client('sysadmin');
     this.enclaveAdmin = client('enclaveAdmin');
     this.minio = client('minio');
+    this.backup = args.backupClient ? client('backup') : undefined;
 
     this.registerOutputs({
+      backup: this.backup,
       caCertPem: this.caCertPem,
       server: this.server,
       serverDnsNames: this.serverDnsNames,

@@ -25,6 +25,9 @@ export const KESD_PATHS = {
   /** The unseal key Secret, mounted read-only; kesd reads the key from the file (init.yml `unseal.file`). */
   unsealDir: '/etc/kesd/unseal',
   unsealFile: '/etc/kesd/unseal/key',
+  /** During an unseal key rotation: the previous key's Secret (init.yml `unseal.previous`). */
+  unsealPreviousDir: '/etc/kesd/unseal-previous',
+  unsealPreviousFile: '/etc/kesd/unseal-previous/key',
   /** kesd's etcd client certificate, key and the etcd CA (the EtcdCluster's client Secret). */
   etcdTlsDir: '/etc/kesd/etcd',
   tmpDir: '/tmp',
@@ -92,6 +95,10 @@ export interface KesdInitInput {
    */
   unsealFile?: string;
   unsealEnv?: string;
+  /** During an unseal key rotation: the previous key's file; kesd re-seals its root key under the current one. */
+  unsealPreviousFile?: string;
+  /** Identities that may take backups besides the system admin (a backup CronJob's). */
+  backupIdentities?: string[];
   /** The shared store; without it kesd uses the embedded one in its data dir. */
   etcd?: KesdEtcdStore;
 }
@@ -110,10 +117,12 @@ const NAME = /^(?!-)(?!_$)[0-9A-Za-z_-]{1,80}(?<!-)$/;
 
 /** init.yml for `kesd server --init`: KES v0.22 format plus `enclave.<name>.keys` and `api` skip_auth for probes. */
 export function kesdInitYaml(input: KesdInitInput): string {
-  const { sysadmin, enclave, minioIdentity, keys, tlsDir, caFile, unsealEnv, etcd } = input;
-  for (const [what, id] of [['sysadmin', sysadmin], ['enclave admin', enclave.admin], ['MinIO identity', minioIdentity]] as const) {
+  const { sysadmin, enclave, minioIdentity, keys, tlsDir, caFile, unsealEnv, unsealPreviousFile, etcd } = input;
+  const backupIdentities = input.backupIdentities ?? [];
+  for (const [what, id] of [['sysadmin', sysadmin], ['enclave admin', enclave.admin], ['MinIO identity', minioIdentity], ...backupIdentities.map((b) => ['backup identity', b] as const)] as const) {
     if (!IDENTITY.test(id)) throw new Error(`kesd init.yml: ${what} identity '${id}' is not 64 lowercase hex characters`);
   }
+  if (backupIdentities.includes(sysadmin)) throw new Error('kesd init.yml: the sysadmin may take backups anyway: give the backup job an identity of its own');
   if (new Set([sysadmin, enclave.admin, minioIdentity]).size !== 3) {
     throw new Error('kesd init.yml: the sysadmin, the enclave admin and MinIO must be three different identities');
   }
@@ -121,6 +130,9 @@ export function kesdInitYaml(input: KesdInitInput): string {
   if (unsealEnv !== undefined && !/^[A-Za-z_][A-Za-z0-9_]*$/.test(unsealEnv)) throw new Error(`kesd init.yml: '${unsealEnv}' is not a valid environment variable name`);
   const unsealFile = input.unsealFile ?? KESD_PATHS.unsealFile;
   if (unsealEnv === undefined && !unsealFile.startsWith('/')) throw new Error(`kesd init.yml: unsealFile '${unsealFile}' must be an absolute path`);
+  if (unsealPreviousFile !== undefined && (!unsealPreviousFile.startsWith('/') || unsealPreviousFile === unsealFile)) {
+    throw new Error(`kesd init.yml: unsealPreviousFile '${unsealPreviousFile}' must be an absolute path other than the unseal key's`);
+  }
   if (!NAME.test(enclave.name)) throw new Error(`kesd init.yml: enclave name '${enclave.name}' is not a valid kesd name`);
   for (const k of keys) if (!NAME.test(k)) throw new Error(`kesd init.yml: key name '${k}' is not a valid kesd name`);
   const dup = keys.find((k, i) => keys.indexOf(k) !== i);
@@ -133,13 +145,16 @@ export function kesdInitYaml(input: KesdInitInput): string {
   const doc = {
     version: 'v1',
     address: `0.0.0.0:${KESD_PORT}`,
-    system: { admin: { identity: sysadmin } },
+    system: { admin: { identity: sysadmin }, ...(backupIdentities.length > 0 ? { backup: { identities: [...backupIdentities] } } : {}) },
     tls: {
       key: posix.join(tlsDir, 'tls.key'),
       cert: posix.join(tlsDir, 'tls.crt'),
       ...(caFile !== undefined ? { ca: caFile } : {}),
     },
-    unseal: unsealEnv !== undefined ? { environment: { name: unsealEnv } } : { file: { path: unsealFile } },
+    unseal: {
+      ...(unsealEnv !== undefined ? { environment: { name: unsealEnv } } : { file: { path: unsealFile } }),
+      ...(unsealPreviousFile !== undefined ? { previous: { file: { path: unsealPreviousFile } } } : {}),
+    },
     ...(etcd !== undefined ? { store: { etcd: etcdStoreDoc(etcd) } } : {}),
     enclave: {
       [enclave.name]: {

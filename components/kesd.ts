@@ -53,6 +53,8 @@ export interface KesdArgs {
     minio: TlsIdentity;
   };
   unsealKey: UnsealKeyRef;
+  /** An identity that may take backups (GET /v1/sys/backup) besides the system admin: the backup CronJob's. */
+  backupIdentity?: pulumi.Output<string>;
   /** Keys kesd creates if missing in the `default` enclave, MinIO's default key among them. */
   keys: string[];
   /** MinIO's namespace: its pods may reach kesd. */
@@ -118,9 +120,10 @@ export class Kesd extends pulumi.ComponentResource implements KesdEndpoints {
 
     // tls.ca stays unset: with it the server names the CA in its CertificateRequest, and Go clients (MinIO, kes) then
     // send no certificate unless theirs is issued by that CA. KES authorises by identity, so it would add nothing.
+    const previousUnseal = args.unsealKey.previousSecretName;
     const initYaml = pulumi
-      .all([sysadmin.identity, enclaveAdmin.identity, minio.identity, etcd?.endpoints])
-      .apply(([sysadminId, adminId, minioId, etcdEndpoints]) =>
+      .all([sysadmin.identity, enclaveAdmin.identity, minio.identity, etcd?.endpoints, args.backupIdentity])
+      .apply(([sysadminId, adminId, minioId, etcdEndpoints, backupId]) =>
         kesdInitYaml({
           sysadmin: sysadminId,
           enclave: { name: 'default', admin: adminId },
@@ -128,6 +131,9 @@ export class Kesd extends pulumi.ComponentResource implements KesdEndpoints {
           keys: args.keys,
           tlsDir: KESD_PATHS.tlsDir,
           unsealFile: KESD_PATHS.unsealFile,
+          // During a rotation kesd re-seals its root key under the new key at start (the rollout).
+          ...(previousUnseal !== undefined ? { unsealPreviousFile: KESD_PATHS.unsealPreviousFile } : {}),
+          ...(backupId !== undefined ? { backupIdentities: [backupId] } : {}),
           etcd: etcdEndpoints === undefined ? undefined : { endpoints: etcdEndpoints, prefix: KESD_ETCD_PREFIX, tlsDir: KESD_PATHS.etcdTlsDir },
         }),
       );
@@ -166,6 +172,7 @@ export class Kesd extends pulumi.ComponentResource implements KesdEndpoints {
         { name: 'data', mountPath: KESD_PATHS.stateDir },
         { name: 'tls', mountPath: KESD_PATHS.tlsDir, readOnly: true },
         { name: 'unseal', mountPath: KESD_PATHS.unsealDir, readOnly: true },
+        ...(previousUnseal !== undefined ? [{ name: 'unseal-previous', mountPath: KESD_PATHS.unsealPreviousDir, readOnly: true }] : []),
         ...(etcd ? [{ name: 'etcd-tls', mountPath: KESD_PATHS.etcdTlsDir, readOnly: true }] : []),
         // subPath: the file does not follow ConfigMap edits, but checksum/init rolls the pods on every change.
         { name: 'init', mountPath: KESD_PATHS.initFile, subPath: 'init.yml', readOnly: true },
@@ -223,6 +230,12 @@ export class Kesd extends pulumi.ComponentResource implements KesdEndpoints {
                   name: 'unseal',
                   secret: { secretName: args.unsealKey.secretName, items: [{ key: args.unsealKey.secretKey, path: path.posix.basename(KESD_PATHS.unsealFile) }], defaultMode: 0o440 },
                 },
+                ...(previousUnseal !== undefined
+                  ? [{
+                      name: 'unseal-previous',
+                      secret: { secretName: previousUnseal, items: [{ key: args.unsealKey.secretKey, path: path.posix.basename(KESD_PATHS.unsealPreviousFile) }], defaultMode: 0o440 },
+                    }]
+                  : []),
                 ...(etcd ? [{ name: 'etcd-tls', secret: { secretName: etcd.clientTlsSecretName, defaultMode: 0o440 } }] : []),
                 { name: 'init', configMap: { name: initConfig.metadata.name, items: [{ key: 'init.yml', path: 'init.yml' }] } },
                 { name: 'tmp', emptyDir: { sizeLimit: '16Mi' } },

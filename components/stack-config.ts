@@ -17,6 +17,10 @@ export interface StackConfig {
     readonly workers?: number;
     readonly image?: string;
     readonly defaultKey: string;
+    /** Raise by one to rotate the unseal key (components/unseal-key.ts). */
+    readonly unsealKeyGeneration: number;
+    /** A backup CronJob (one replica only); absent: none. */
+    readonly backup?: { readonly schedule: string; readonly keep: number; readonly storageSize: string; readonly storageClass?: string };
   };
   /** kesd's shared store, deployed only when kesd.replicas > 1. */
   readonly etcd: { readonly storageSize: string; readonly storageClass?: string };
@@ -87,6 +91,12 @@ class Reader {
     if (v === false || v === 'false') return false;
     this.fail(field, `must be true or false, got ${JSON.stringify(v)}`);
     return def;
+  }
+
+  /** A nested object, for a Reader of its own. */
+  nested(field: string): unknown {
+    this.used.add(field);
+    return this.raw[field];
   }
 
   /** Whether the field is set at all (to tell a default from an explicit value). */
@@ -187,7 +197,10 @@ export function parseStackConfig(raw: Record<string, unknown>): StackConfig {
     workers: k.optionalInt('workers', 1, 64),
     image: k.string('image', undefined, /^[^\s]+:[^\s]+$|^[^\s]+@sha256:[0-9a-f]{64}$/, 'an image reference with a tag or digest (omit it to build kesd from this repo)'),
     defaultKey: k.string('defaultKey', 'minio-default-key', KEY_NAME, 'a KES key name: 1-80 of [0-9A-Za-z_-], not starting or ending with -') ?? 'minio-default-key',
+    unsealKeyGeneration: k.int('unsealKeyGeneration', 0, 0, 1_000_000),
+    backup: kesdBackup(problems, k.nested('backup')),
   };
+  if (kesd.backup !== undefined && kesd.replicas > 1) k.fail('backup', 'only with replicas = 1 (on etcd, back up etcd with an etcd snapshot: docs/security.md)');
   // With etcd kesd keeps no data on disk: a PVC setting would be silently ignored.
   if (kesd.replicas > 1) {
     for (const field of ['storageSize', 'storageClass']) {
@@ -254,6 +267,20 @@ function operatorChart(o: Reader): OperatorChartSource {
   }
   o.fail('chart', `'${value}' is not allowed: ${CHART_ALLOWED}`);
   return { repo: PUBLIC_OPERATOR_REPO };
+}
+
+/** kesd.backup: {schedule, keep, storageSize, storageClass}; absent: no backups. */
+function kesdBackup(problems: string[], raw: unknown): StackConfig['kesd']['backup'] {
+  if (raw === undefined || raw === null) return undefined;
+  const b = new Reader(problems, 'kesd.backup', object(problems, 'kesd.backup', raw));
+  const backup = {
+    schedule: b.string('schedule', '0 3 * * *', /^\S+(\s+\S+){4}$/, 'a five-field cron schedule such as "0 3 * * *"') ?? '0 3 * * *',
+    keep: b.int('keep', 7, 1, 9999),
+    storageSize: b.string('storageSize', '1Gi', QUANTITY, 'a size such as 1Gi') ?? '1Gi',
+    storageClass: b.string('storageClass', undefined, DNS_LABEL, 'a StorageClass name'),
+  };
+  b.done();
+  return backup;
 }
 
 function list(problems: string[], key: string, raw: unknown): unknown[] {

@@ -1,12 +1,13 @@
 // `kesd`: the server, its data-dir tools, and a client that mirrors the `kes` v0.22.3 CLI.
 import { clientCommands } from './cli/client.js';
 import { CliError, type Command } from './cli/command.js';
+import { dataDirCommands } from './cli/data-dir.js';
 import { identityCommands } from './cli/identity.js';
 import { importCommands } from './cli/import.js';
 import { serverCommands } from './cli/server.js';
 import { VERSION } from './version.js';
 
-const commands: readonly Command[] = [...serverCommands, ...identityCommands, ...importCommands, ...clientCommands];
+const commands: readonly Command[] = [...serverCommands, ...dataDirCommands, ...identityCommands, ...importCommands, ...clientCommands];
 
 function help(): string {
   const width = Math.max(...commands.map((c) => c.name.length));

@@ -131,3 +131,22 @@ test('operator.install false: a second stack uses the operator already on the cl
   );
   assert.throws(() => parseStackConfig({ operator: { install: 'no' } }), /stateful-kes:operator.install: must be true or false, got "no"/);
 });
+
+test('kesd.unsealKeyGeneration (default 0) and kesd.backup (off unless set; one replica only)', () => {
+  assert.equal(parseStackConfig({}).kesd.unsealKeyGeneration, 0);
+  assert.equal(parseStackConfig({}).kesd.backup, undefined, 'no backups by default');
+  assert.equal(parseStackConfig({ kesd: { unsealKeyGeneration: 3 } }).kesd.unsealKeyGeneration, 3);
+  assert.deepEqual(parseStackConfig({ kesd: { backup: {} } }).kesd.backup, { schedule: '0 3 * * *', keep: 7, storageSize: '1Gi', storageClass: undefined });
+  assert.deepEqual(parseStackConfig({ kesd: { backup: { schedule: '*/30 * * * *', keep: 48, storageSize: '5Gi', storageClass: 'fast' } } }).kesd.backup,
+    { schedule: '*/30 * * * *', keep: 48, storageSize: '5Gi', storageClass: 'fast' });
+  for (const [kesd, message] of [
+    [{ unsealKeyGeneration: -1 }, /stateful-kes:kesd.unsealKeyGeneration: must be an integer from 0/],
+    [{ backup: { schedule: 'daily' } }, /stateful-kes:kesd.backup.schedule: 'daily' is not allowed: a five-field cron schedule/],
+    [{ backup: { keep: 0 } }, /stateful-kes:kesd.backup.keep: must be an integer from 1 to 9999/],
+    [{ backup: { every: 'day' } }, /stateful-kes:kesd.backup.every: unknown setting/],
+    [{ backup: 'yes' }, /stateful-kes:kesd.backup: must be an object/],
+    [{ replicas: 3, backup: {} }, /stateful-kes:kesd.backup: only with replicas = 1 \(on etcd, back up etcd with an etcd snapshot/],
+  ] as const) {
+    assert.throws(() => parseStackConfig({ kesd }), (err: Error) => err instanceof StackConfigError && message.test(err.message), JSON.stringify(kesd));
+  }
+});

@@ -139,14 +139,15 @@ test('import with a malformed body is 400', async () => {
 
 // ---- describe, delete -----------------------------------------------------------------------------
 
-test('describe returns name, id, algorithm, created_at and created_by', async () => {
+test('describe returns name, id, algorithm, created_at and created_by (and kesd\'s version, versions)', async () => {
   const name = fresh();
   const t0 = Date.now();
   await ok(admin('POST', `/v1/key/create/${name}`));
   const r = await ok(admin('GET', `/v1/key/describe/${name}`));
   assert.match(String(r.headers['content-type']), /^application\/json/);
   const d = r.json();
-  assert.deepEqual(Object.keys(d).sort(), ['algorithm', 'created_at', 'created_by', 'id', 'name']);
+  assert.deepEqual(Object.keys(d).sort(), ['algorithm', 'created_at', 'created_by', 'id', 'name', 'version', 'versions']);
+  assert.deepEqual(d.versions, [{ version: '1', id: d.id, algorithm: d.algorithm, created_at: d.created_at, created_by: d.created_by }]);
   assert.equal(d.name, name);
   assert.match(d.id, /^[0-9a-f]{32}$/);
   assert.ok(['AES256-GCM_SHA256', 'XCHACHA20-POLY1305'].includes(d.algorithm), d.algorithm);

@@ -138,6 +138,23 @@ test('a key deleted through one connection is 404 on every other connection righ
   }
 });
 
+test('a key rotated through one connection: every worker generates with the new version right after the 200', async () => {
+  const pinned = Array.from({ length: 4 }, () => agentFor(admin, true));
+  const version = async (agent: https.Agent) => (await request(agent, server.port, 'POST', '/v1/key/generate/turning', {})).json().version;
+  try {
+    assert.equal((await fresh(admin, 'POST', '/v1/key/create/turning')).status, 200);
+    for (let round = 0; round < ROUNDS; round++) {
+      // Cached on both workers (keep-alive connections stay on theirs), then rotated through another connection.
+      assert.deepEqual(await Promise.all(pinned.map(version)), Array(4).fill(String(round + 1)));
+      const rotated = await fresh(admin, 'POST', '/v1/key/rotate/turning');
+      assert.equal(rotated.json().version, String(round + 2), rotated.text);
+      assert.deepEqual(await Promise.all(pinned.map(version)), Array(4).fill(String(round + 2)), `round ${round}`);
+    }
+  } finally {
+    for (const agent of pinned) agent.destroy();
+  }
+});
+
 test('a policy change, an identity deletion and an enclave deletion apply on every worker before the 200', async () => {
   const generate = () => statuses(4, user, 'POST', '/v1/key/generate/k1', {});
   for (let round = 0; round < 3; round++) {

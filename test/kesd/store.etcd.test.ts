@@ -122,6 +122,10 @@ describe('a store write → the Change for this replica', () => {
     assert.deepEqual(of('e/u1/key/my-key', true), { kind: 'key', enclave: 'default', name: 'my-key' });
     assert.equal(of('e/u1/key/my-key', false), undefined);
   });
+  test('a key version added or deleted (another replica rotated): the key is dropped and read again', () => {
+    assert.deepEqual(of('e/u1/keyv/my-key/0123456789abcdef0123456789abcdef/0000000002'), { kind: 'key', enclave: 'default', name: 'my-key' });
+    assert.deepEqual(of('e/u1/keyv/my-key/0123456789abcdef0123456789abcdef/0000000002', true), { kind: 'key', enclave: 'default', name: 'my-key' });
+  });
   test('policies and identities reload on put and delete', () => {
     assert.deepEqual(of('e/u2/policy/app'), { kind: 'policy', enclave: 'tenant', name: 'app' });
     assert.deepEqual(of('e/u2/policy/app', true), { kind: 'policy', enclave: 'tenant', name: 'app' });

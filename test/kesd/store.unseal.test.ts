@@ -240,6 +240,7 @@ test('the sealed root key JSON is parsed without a string of the key: a "key" th
   const sealedOf = (inner: string) => ({
     source: { env: ENV },
     where: "'test'",
+    text: '',
     ciphertext: seal({ algorithm: 'AES256', bytes: unsealKey }, Buffer.from(inner), Buffer.from('kesd/unseal/v1')),
   });
   const key = randomBytes(32).toString('base64');

@@ -97,6 +97,18 @@ export const enclaveRoute = withIdentity('enclave', (identity, enclaveName, requ
   enclaveFor(system, enclaveName, identity, request.path),
 );
 
+/** The system admin, or one of `identities` (a backup job's, for GET /v1/sys/backup: init.yml system.backup.identities). */
+export function sysadminOr(identities: ReadonlySet<string>): Authenticator {
+  return {
+    name: 'sysadmin',
+    authenticate(request, system) {
+      const identity = identityOf(request.socket);
+      if (identity !== system.sysadmin && !identities.has(identity)) throw ErrNotAllowed;
+      return { identity, enclaveName: enclaveNameOf(request), enclave: undefined };
+    },
+  };
+}
+
 /** Only the system admin (enclaves, seal). */
 export const sysadminOnly = withIdentity('sysadmin', (identity, _enclaveName, _request, system) => {
   if (identity !== system.sysadmin) throw ErrNotAllowed;

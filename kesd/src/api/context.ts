@@ -8,7 +8,7 @@ import type { Authenticator } from './auth.js';
 import type { Exchange } from './exchange.js';
 
 /** What a prefix route's path argument is: its errors say so (400 `<kind> '…' is empty, too long or …`). */
-export type ArgKind = 'key name' | 'policy name' | 'identity' | 'secret name' | 'enclave name' | 'pattern';
+export type ArgKind = 'key name' | 'key version' | 'policy name' | 'identity' | 'secret name' | 'enclave name' | 'pattern';
 
 export interface Route {
   readonly methods: readonly string[];
@@ -31,6 +31,8 @@ export interface ServerContext {
   readonly routes: readonly Route[];
   /** How many processes serve the API (cluster workers); 1 if unset. */
   readonly workers?: number;
+  /** The data dir (GET /v1/sys/backup stages its snapshot there). */
+  readonly dataDir?: string;
 }
 
 export interface RequestContext {

@@ -21,9 +21,9 @@ export interface Exchange {
   send(status: number, headers: Headers, body: string): void;
   /** Starts a streamed answer (NDJSON lists, log streams): the status and headers go out now. */
   start(status: number, headers: Headers): void;
-  /** Part of a streamed answer; false: wait for onDrain. */
-  write(chunk: string): boolean;
-  end(chunk?: string): void;
+  /** Part of a streamed answer (text, or bytes: a backup); false: wait for onDrain. */
+  write(chunk: string | Uint8Array): boolean;
+  end(chunk?: string | Uint8Array): void;
   /** Abandons the exchange (its connection or stream is cut). */
   destroy(): void;
   /** A long-lived answer (log streams): no idle timeout applies to it. */

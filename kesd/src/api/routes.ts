@@ -1,7 +1,8 @@
 // Every endpoint in one place: both KES dialects (v0.22 stateful and newest), one table.
 // /v1/api is generated from it, so the docs and the server cannot drift apart.
-import { anyone, enclaveRoute, identified, serverRoute, sysadminOnly, type Authenticator } from './auth.js';
+import { anyone, enclaveRoute, identified, serverRoute, sysadminOnly, sysadminOr, type Authenticator } from './auth.js';
 import type { ArgKind, Handler, Route } from './context.js';
+import * as backup from './handlers/backup.js';
 import * as enclaves from './handlers/enclaves.js';
 import * as keys from './handlers/keys.js';
 import * as policies from './handlers/policies.js';
@@ -9,6 +10,8 @@ import * as secrets from './handlers/secrets.js';
 import * as server from './handlers/server.js';
 
 const MiB = 1 << 20;
+/** kesd's backup route: servedRoutes may open it to a backup job's identity. */
+export const BACKUP_PATH = '/v1/sys/backup';
 const GET = ['GET'];
 const DELETE = ['DELETE'];
 const POST = ['POST'];
@@ -37,6 +40,9 @@ export const routes: readonly Route[] = [
   route(WRITE, '/v1/key/bulk/decrypt/', 'key name', MiB, enclaveRoute, keys.bulkDecryptKey),
   route(WRITE, '/v1/key/hmac/', 'key name', MiB, enclaveRoute, keys.hmacKey),
   route(GET, '/v1/key/list/', 'pattern', 0, enclaveRoute, keys.listKeys),
+  // kesd's extensions (KES has no key versions): rotate adds a version; a version's delete path names it, .../<name>/<n>.
+  route(WRITE, '/v1/key/rotate/', 'key name', 0, enclaveRoute, keys.rotateKey),
+  route(DELETE, '/v1/key/version/delete/', 'key version', 0, enclaveRoute, keys.deleteKeyVersion),
 
   route(WRITE, '/v1/secret/create/', 'secret name', MiB, enclaveRoute, secrets.createSecret),
   route(GET, '/v1/secret/describe/', 'secret name', 0, enclaveRoute, secrets.describeSecret),
@@ -63,12 +69,18 @@ export const routes: readonly Route[] = [
   route(GET, '/v1/enclave/describe/', 'enclave name', 0, sysadminOnly, enclaves.describeEnclave),
   route(DELETE, '/v1/enclave/delete/', 'enclave name', 0, sysadminOnly, enclaves.deleteEnclave),
   route(WRITE, '/v1/sys/seal', undefined, 0, sysadminOnly, enclaves.sealSystem),
+  // kesd's extension: a sealed backup of the embedded store while it serves (a stream: no route timeout).
+  route(GET, BACKUP_PATH, undefined, 0, sysadminOnly, backup.backup, 0),
 ];
 
-/** The routes as served: those named in `api.<path>.skip_auth` (init.yml) are open to anyone. */
-export function servedRoutes(skipAuth: Iterable<string>): readonly Route[] {
+/**
+ * The routes as served: those named in `api.<path>.skip_auth` (init.yml) are open to anyone; the backup route is
+ * open to the identities of `system.backup.identities` besides the system admin.
+ */
+export function servedRoutes(skipAuth: Iterable<string>, backupIdentities: Iterable<string> = []): readonly Route[] {
   const skip = new Set(skipAuth);
-  return routes.map((r) => (skip.has(r.path) ? { ...r, auth: anyone } : r));
+  const backup = new Set(backupIdentities);
+  return routes.map((r) => (skip.has(r.path) ? { ...r, auth: anyone } : r.path === BACKUP_PATH && backup.size > 0 ? { ...r, auth: sysadminOr(backup) } : r));
 }
 
 /** Some route is open to anyone by configuration, not by nature (/version): the TLS listener lets clients without a certificate in. */

@@ -113,6 +113,27 @@ const keyCommands: Spec[] = [
       const info = await client.describeKey(args[0]!);
       if (json) return jsonLine(info);
       out(table([['Name', info.name], ['ID', info.id], ['Algorithm', info.algorithm], ['Created At', date(info.created_at)], ['Created By', info.created_by || '<unknown>']]));
+      // kesd's key versions, newest first (a KES server sends none).
+      if (info.versions !== undefined && info.versions.length > 0) {
+        out(['Versions', ...info.versions.map((v) => `  ${v.version.padStart(4)}  ${date(v.created_at)}  ${v.id ?? ''}${v.version === info.version ? '  (newest: encrypts)' : ''}`)].join('\n'));
+      }
+    },
+  },
+  {
+    names: ['key rotate'], args: '<name>...', summary: 'Add a new version to crypto keys: new data keys use it, older versions still decrypt (kesd)',
+    min: 1, max: Infinity, enclave: true, json: true,
+    async run({ client, args, json }) {
+      for (const name of args) {
+        const rotated = await client.rotateKey(name);
+        out(json ? JSON.stringify(rotated) : `${rotated.name}: version ${rotated.version}`);
+      }
+    },
+  },
+  {
+    names: ['key delete-version'], args: '<name> <version>...', summary: 'Delete versions of a crypto key: what they encrypted no longer decrypts (kesd)',
+    min: 2, max: Infinity, enclave: true,
+    async run({ client, args: [name, ...versions] }) {
+      for (const version of versions) await client.deleteKeyVersion(name!, version);
     },
   },
   {

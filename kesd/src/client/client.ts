@@ -94,8 +94,11 @@ export function parseListResponse(res: KesResponse, field: 'name' | 'identity'):
 const b64 = (bytes: Uint8Array) => Buffer.from(bytes).toString('base64');
 const fromB64 = (value: unknown) => Buffer.from(typeof value === 'string' ? value : '', 'base64');
 
-export interface KeyInfo { name: string; id?: string; algorithm?: string; created_at?: string; created_by?: string }
-export interface DataKey { plaintext: Buffer; ciphertext: Buffer }
+export interface KeyVersionInfo { version: string; id?: string; algorithm?: string; created_at?: string; created_by?: string }
+/** `version` and `versions` are kesd's (KES has no key versions). */
+export interface KeyInfo { name: string; id?: string; algorithm?: string; created_at?: string; created_by?: string; version?: string; versions?: KeyVersionInfo[] }
+/** `version`: the key version that sealed the ciphertext (kesd, and kms-go's DEK.Version). */
+export interface DataKey { plaintext: Buffer; ciphertext: Buffer; version?: string }
 /** Both policy shapes: v0.22 arrays or newest `{pattern: {}}` maps. */
 export interface PolicyJson {
   name?: string;
@@ -251,15 +254,24 @@ export class KesClient {
     return parseListResponse(await this.request('GET', `/v1/key/list/${pathEscape(pattern)}`), 'name') as unknown as KeyInfo[];
   }
   async generateKey(name: string, context?: Uint8Array): Promise<DataKey> {
-    const r = await this.json<{ plaintext: string; ciphertext: string }>('POST', `/v1/key/generate/${pathEscape(name)}`, context ? { context: b64(context) } : {});
-    return { plaintext: fromB64(r.plaintext), ciphertext: fromB64(r.ciphertext) };
+    const r = await this.json<{ plaintext: string; ciphertext: string; version?: string }>('POST', `/v1/key/generate/${pathEscape(name)}`, context ? { context: b64(context) } : {});
+    return { plaintext: fromB64(r.plaintext), ciphertext: fromB64(r.ciphertext), ...(r.version !== undefined ? { version: r.version } : {}) };
+  }
+  /** kesd: adds a version to the key. */
+  rotateKey(name: string): Promise<{ name: string; version: string; created_at: string }> {
+    return this.json('POST', `/v1/key/rotate/${pathEscape(name)}`);
+  }
+  /** kesd: deletes one version of the key (not version 1, not the newest). */
+  async deleteKeyVersion(name: string, version: string): Promise<void> {
+    await this.request('DELETE', `/v1/key/version/delete/${pathEscape(name)}/${pathEscape(version)}`);
   }
   async encrypt(name: string, plaintext: Uint8Array, context?: Uint8Array): Promise<Buffer> {
     const body = { plaintext: b64(plaintext), ...(context ? { context: b64(context) } : {}) };
     return fromB64((await this.json<{ ciphertext: string }>('POST', `/v1/key/encrypt/${pathEscape(name)}`, body)).ciphertext);
   }
-  async decrypt(name: string, ciphertext: Uint8Array, context?: Uint8Array): Promise<Buffer> {
-    const body = { ciphertext: b64(ciphertext), ...(context ? { context: b64(context) } : {}) };
+  /** `version`: the key version that sealed it (kms-go's optional field); without it kesd finds the version. */
+  async decrypt(name: string, ciphertext: Uint8Array, context?: Uint8Array, version?: string): Promise<Buffer> {
+    const body = { ciphertext: b64(ciphertext), ...(context ? { context: b64(context) } : {}), ...(version ? { version } : {}) };
     return fromB64((await this.json<{ plaintext: string }>('POST', `/v1/key/decrypt/${pathEscape(name)}`, body)).plaintext);
   }
   async bulkDecrypt(name: string, items: readonly { ciphertext: Uint8Array; context?: Uint8Array }[]): Promise<Buffer[]> {
@@ -335,6 +347,21 @@ export class KesClient {
   }
   async deleteSecret(name: string): Promise<void> {
     await this.request('DELETE', `/v1/secret/delete/${pathEscape(name)}`);
+  }
+
+  /** kesd: GET /v1/sys/backup (system admin): the backup file's bytes as they arrive. */
+  backup(): Promise<AsyncIterable<Buffer>> {
+    return new Promise((resolve, reject) => {
+      const { failed } = this.send('GET', '/v1/sys/backup', undefined, (res) => {
+        const status = res.statusCode ?? 0;
+        if (status < 400) return resolve(res);
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('error', reject);
+        res.on('end', () => reject(parseErrorResponse(status, res.headers, Buffer.concat(chunks))));
+      });
+      failed.catch(reject);
+    });
   }
 
   /** Follows /v1/log/<kind>, calling onLine with each NDJSON line (without its newline) until aborted. */

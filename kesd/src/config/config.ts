@@ -10,7 +10,7 @@ import { readFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { stringify } from 'yaml';
 import { writeFileAtomic } from '../fs/atomic.js';
-import { ENV_NAME, type UnsealSource } from './unseal-source.js';
+import { ENV_NAME, sameUnsealSource, type UnsealSource } from './unseal-source.js';
 import { ConfigError, ENV_REF, Reader, type Y } from './yaml-reader.js';
 
 export { ConfigError } from './yaml-reader.js';
@@ -45,6 +45,16 @@ interface InitFields {
     proxy: { identities: string[]; header: string };
   };
   enclaves: EnclaveConfig[];
+  /**
+   * kesd's `unseal.previous` (init.yml only): the unseal key before a rotation. `server --init` tries it when the
+   * configured key does not open the root key, and then re-seals the root key under the configured one (boot/rekey.ts).
+   */
+  unsealPrevious?: UnsealSource;
+  /**
+   * kesd's `system.backup.identities`: identities besides the system admin that may take a backup (GET
+   * /v1/sys/backup), e.g. a backup job's. A backup is sealed; the identity can do nothing else.
+   */
+  backupIdentities?: string[];
   /** Routes answered without a client certificate (`api.<path>.skip_auth`, as in the newest KES), e.g. for probes. */
   skipAuth?: string[];
   store?: StoreConfig;
@@ -58,6 +68,8 @@ interface ServerFields {
   keys?: Record<string, string[]>;
   /** Routes served without authentication (init.yml `api.<path>.skip_auth`). */
   skipAuth?: string[];
+  /** Who besides the system admin may take a backup (init.yml `system.backup.identities`; .init `backup.identities`). */
+  backupIdentities?: string[];
   /** Absent: the embedded LMDB store in the data dir. */
   store?: StoreConfig;
 }
@@ -71,19 +83,27 @@ export function unsealSourceOf(c: UnsealConfig, cwd: string = process.cwd()): Un
   throw new ConfigError('no unseal key source: set unseal.environment.name or unseal.file.path');
 }
 
+/** init.yml `unseal.previous`: `{environment: {name}}` or `{file: {path}}`, as the key itself. */
+function parsePreviousUnseal(r: Reader, v: Y, cwd: string): UnsealSource | undefined {
+  const unseal = r.obj(v, 'unseal', ['environment', 'file', 'previous']);
+  if (unseal.get('previous') === undefined) return undefined;
+  const previous = parseUnseal(r, unseal.get('previous'), 'unseal.previous');
+  return unsealSourceOf(previous, cwd);
+}
+
 /** `unseal: {environment: {name}}` or `unseal: {file: {path}}`, exactly one. */
-function parseUnseal(r: Reader, v: Y): UnsealConfig {
-  const unseal = r.obj(v, 'unseal', ['environment', 'file']);
+function parseUnseal(r: Reader, v: Y, at = 'unseal', extra: string[] = []): UnsealConfig {
+  const unseal = r.obj(v, at, ['environment', 'file', ...extra]);
   if (unseal.get('environment') !== undefined && unseal.get('file') !== undefined) {
-    r.fail(`'unseal': set either 'environment' (a variable) or 'file' (a key file), not both`);
+    r.fail(`'${at}': set either 'environment' (a variable) or 'file' (a key file), not both`);
   }
   if (unseal.get('file') !== undefined) {
-    const path = r.str(r.obj(unseal.get('file'), 'unseal.file', ['path']).get('path'), 'unseal.file.path', true)!;
-    if (path.includes('\0')) r.fail(`'unseal.file.path' is not a valid path`);
+    const path = r.str(r.obj(unseal.get('file'), `${at}.file`, ['path']).get('path'), `${at}.file.path`, true)!;
+    if (path.includes('\0')) r.fail(`'${at}.file.path' is not a valid path`);
     return { unsealFile: path };
   }
-  const name = r.str(r.obj(unseal.get('environment'), 'unseal.environment', ['name']).get('name'), 'unseal.environment.name', true)!;
-  if (!ENV_NAME.test(name)) r.fail(`'unseal.environment.name': '${name}' is not a valid environment variable name`);
+  const name = r.str(r.obj(unseal.get('environment'), `${at}.environment`, ['name']).get('name'), `${at}.environment.name`, true)!;
+  if (!ENV_NAME.test(name)) r.fail(`'${at}.environment.name': '${name}' is not a valid environment variable name`);
   return { unsealEnv: name };
 }
 
@@ -137,17 +157,21 @@ function parseStore(r: Reader, v: Y): StoreConfig | undefined {
   };
 }
 
-/** Parses and validates init.yml. */
-export function parseInitConfig(text: string, env: NodeJS.ProcessEnv): InitConfig {
+/** Parses and validates init.yml; a relative `unseal.previous` file is taken from `cwd`. */
+export function parseInitConfig(text: string, env: NodeJS.ProcessEnv, cwd: string = process.cwd()): InitConfig {
   const r = new Reader('init config', env);
   const top = r.obj(r.parse(text), '', ['version', 'address', 'system', 'tls', 'unseal', 'enclave', 'api', 'store']);
   const version = r.str(top.get('version'), 'version', true);
   if (version !== 'v1') r.fail(`version '${version}' is not supported: must be 'v1'`);
 
-  const admin = r.obj(r.obj(top.get('system'), 'system', ['admin']).get('admin'), 'system.admin', ['identity']);
+  const system = r.obj(top.get('system'), 'system', ['admin', 'backup']);
+  const admin = r.obj(system.get('admin'), 'system.admin', ['identity']);
   const sysadmin = r.identity(admin.get('identity'), 'system.admin.identity');
+  const backupIdentities = parseBackupIdentities(r, r.obj(system.get('backup'), 'system.backup', ['identities']).get('identities'), 'system.backup.identities', sysadmin);
 
-  const unseal = parseUnseal(r, top.get('unseal'));
+  const unseal = parseUnseal(r, top.get('unseal'), 'unseal', ['previous']);
+  const previous = parsePreviousUnseal(r, top.get('unseal'), cwd);
+  if (previous !== undefined && sameUnsealSource(previous, unsealSourceOf(unseal, cwd))) r.fail(`'unseal.previous' names the same key source as 'unseal'`);
 
   const tls = r.obj(top.get('tls'), 'tls', ['key', 'cert', 'password', 'ca', 'proxy', 'client']);
   const proxy = r.obj(tls.get('proxy'), 'tls.proxy', ['identity', 'header']);
@@ -171,6 +195,8 @@ export function parseInitConfig(text: string, env: NodeJS.ProcessEnv): InitConfi
       },
     },
     ...unseal,
+    ...(previous !== undefined ? { unsealPrevious: previous } : {}),
+    ...(backupIdentities.length > 0 ? { backupIdentities } : {}),
     enclaves: [],
     skipAuth: parseApi(r, top.get('api'), 'api'),
   };
@@ -179,6 +205,15 @@ export function parseInitConfig(text: string, env: NodeJS.ProcessEnv): InitConfi
   for (const [name, v] of r.obj(top.get('enclave'), 'enclave', [])) config.enclaves.push(parseEnclave(r, name, v, sysadmin));
   if (config.enclaves.length === 0) r.fail('no enclave configuration specified');
   return config;
+}
+
+function parseBackupIdentities(r: Reader, v: Y, path: string, sysadmin?: string): string[] {
+  const ids = r.list(v, path).map((x, i) => r.identity(x, `${path}[${i}]`));
+  for (const [i, id] of ids.entries()) {
+    if (id === sysadmin) r.fail(`'${path}[${i}]': the system admin may take backups anyway`);
+    if (ids.indexOf(id) !== i) r.fail(`'${path}': identity '${id}' is listed twice`);
+  }
+  return ids;
 }
 
 function parseEnclave(r: Reader, name: string, v: Y, sysadmin: string): EnclaveConfig {
@@ -245,6 +280,7 @@ export function toServerConfig(init: InitConfig, cwd: string = process.cwd()): S
     ...(init.unsealFile !== undefined ? { unsealFile: resolve(cwd, init.unsealFile) } : { unsealEnv: init.unsealEnv }),
     ...(keys.length > 0 ? { keys: Object.fromEntries(keys) } : {}),
     ...(init.skipAuth && init.skipAuth.length > 0 ? { skipAuth: init.skipAuth } : {}),
+    ...(init.backupIdentities && init.backupIdentities.length > 0 ? { backupIdentities: [...init.backupIdentities] } : {}),
     ...(init.store ? { store: { etcd: absoluteEtcdPaths(init.store.etcd, cwd) } } : {}),
   };
 }
@@ -270,6 +306,7 @@ export async function writeServerConfig(dir: string, cfg: ServerConfig): Promise
     unseal: unsealDoc(cfg),
     ...(cfg.keys && Object.keys(cfg.keys).length > 0 ? { keys: cfg.keys } : {}),
     ...(cfg.skipAuth && cfg.skipAuth.length > 0 ? { api: Object.fromEntries(cfg.skipAuth.map((p) => [p, { skip_auth: true }])) } : {}),
+    ...(cfg.backupIdentities && cfg.backupIdentities.length > 0 ? { backup: { identities: cfg.backupIdentities } } : {}),
     ...(cfg.store ? { store: { etcd: { endpoints: cfg.store.etcd.endpoints, prefix: cfg.store.etcd.prefix, ...(cfg.store.etcd.tls ? { tls: cfg.store.etcd.tls } : {}) } } } : {}),
   };
   await writeFileAtomic(join(dir, SERVER_CONFIG_FILE), stringify(doc), 0o600);
@@ -286,7 +323,7 @@ export async function readServerConfig(dir: string, env: NodeJS.ProcessEnv = pro
     throw new ConfigError(`server config '${path}': cannot read: ${(err as Error).message}`);
   }
   const r = new Reader(`server config '${path}'`, env);
-  const top = r.obj(r.parse(text), '', ['version', 'address', 'tls', 'unseal', 'keys', 'api', 'store']);
+  const top = r.obj(r.parse(text), '', ['version', 'address', 'tls', 'unseal', 'keys', 'api', 'store', 'backup']);
   const version = r.str(top.get('version'), 'version', true);
   if (version !== '1') r.fail(`config version '${version}' is not supported`);
   const tls = r.obj(top.get('tls'), 'tls', ['key', 'cert', 'password', 'ca', 'client']);
@@ -295,6 +332,7 @@ export async function readServerConfig(dir: string, env: NodeJS.ProcessEnv = pro
   const unseal = parseUnseal(r, top.get('unseal'));
   if (unseal.unsealFile !== undefined && !unseal.unsealFile.startsWith('/')) r.fail(`'unseal.file.path': '${unseal.unsealFile}' must be an absolute path`);
   const skipAuth = parseApi(r, top.get('api'), 'api');
+  const backupIdentities = parseBackupIdentities(r, r.obj(top.get('backup'), 'backup', ['identities']).get('identities'), 'backup.identities');
   const store = parseStore(r, top.get('store'));
   const keys = new Map<string, string[]>();
   for (const [enclave, list] of r.obj(top.get('keys'), 'keys', [])) {
@@ -314,6 +352,7 @@ export async function readServerConfig(dir: string, env: NodeJS.ProcessEnv = pro
     ...unseal,
     ...(keys.size > 0 ? { keys: Object.fromEntries(keys) } : {}),
     ...(skipAuth.length > 0 ? { skipAuth } : {}),
+    ...(backupIdentities.length > 0 ? { backupIdentities } : {}),
     ...(store ? { store } : {}),
   };
 }

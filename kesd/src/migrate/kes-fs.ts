@@ -36,7 +36,8 @@ export async function importKesFsKeystore(dir: string, enclave: Enclave, importe
         continue;
       }
       try {
-        const existing = await enclave.key(name);
+        // Version 1 is what was created or imported under the name (later versions are rotations).
+        const existing = (await enclave.key(name)).versions.find((v) => v.version === 1)!;
         (existing.secret.bytes.equals(key!.bytes) ? report.unchanged : report.conflicts).push(name);
       } catch (err) {
         report.failed.push({ name, reason: reasonOf(err) });

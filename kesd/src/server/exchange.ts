@@ -97,11 +97,11 @@ export class H1Exchange implements Exchange {
     this.res.flushHeaders();
   }
 
-  write(chunk: string): boolean {
+  write(chunk: string | Uint8Array): boolean {
     return this.res.write(chunk);
   }
 
-  end(chunk?: string): void {
+  end(chunk?: string | Uint8Array): void {
     this.res.end(chunk);
   }
 

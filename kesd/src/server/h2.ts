@@ -252,11 +252,11 @@ class H2Exchange implements Exchange {
     this.stream.respond({ ':status': status, ...headers });
   }
 
-  write(chunk: string): boolean {
+  write(chunk: string | Uint8Array): boolean {
     return this.closed ? true : this.stream.write(chunk);
   }
 
-  end(chunk?: string): void {
+  end(chunk?: string | Uint8Array): void {
     if (!this.closed) this.stream.end(chunk);
   }
 

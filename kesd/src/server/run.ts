@@ -91,9 +91,9 @@ export async function startKesd(opts: KesdOptions): Promise<Kesd> {
 
   const audit = new AuditLog(stdout ? (line) => stdout.write(line) : undefined);
   const errors = new ErrorLog(logger);
-  const served = servedRoutes(opts.config.skipAuth ?? []);
+  const served = servedRoutes(opts.config.skipAuth ?? [], opts.config.backupIdentities ?? []);
   const metrics = new Metrics(system.startedAt, audit, errors);
-  const ctx: ServerContext = { system, version: VERSION, audit, errors, metrics, routes: served, workers: worker?.workers };
+  const ctx: ServerContext = { system, version: VERSION, audit, errors, metrics, routes: served, workers: worker?.workers, dataDir: opts.dir };
   worker?.attach(ctx);
   const { cert, key, password, ca, verifyCert } = opts.config.tls;
   const tls = { certFile: cert, keyFile: key, password, caFile: ca, verifyCert, material: opts.tls };

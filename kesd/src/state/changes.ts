@@ -11,7 +11,8 @@ export type Change =
   | { readonly kind: 'policy'; readonly enclave: string; readonly name: string }
   /** An identity was assigned or deleted: reload it. */
   | { readonly kind: 'identity'; readonly enclave: string; readonly identity: string }
-  /** A key was deleted: drop it from the cache (keys load lazily, and a missing key is never cached). */
+  /** A key was deleted, or a version of it added or deleted: drop it from the cache (keys load lazily, with their
+   * versions, and a missing key is never cached). */
   | { readonly kind: 'key'; readonly enclave: string; readonly name: string }
   /** The system was sealed. */
   | { readonly kind: 'seal' };

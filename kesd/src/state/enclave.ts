@@ -1,65 +1,25 @@
-// One enclave: its keys (cached in memory on first use), policies, identities and secrets.
-import { hmacSha256, newSecretKey, type Algorithm, type SecretKey } from '../crypto/key.js';
-import { randomBytes } from '../crypto/random.js';
-import { secretBuffer, wipe } from '../crypto/secret.js';
-import {
-  ErrAssignAdmin, ErrDeleteAdmin, ErrIdentityNotFound, ErrKeyExists, ErrKeyNotFound, ErrPolicyNotFound,
-  ErrSealed, ErrSecretExists, ErrSecretNotFound, ErrStoreWrite,
-} from '../kes/errors.js';
+// One enclave: its keys (keys.ts: versions, cached in memory on first use), policies, identities and secrets.
+import { hmacSha256 } from '../crypto/key.js';
+import { ErrAssignAdmin, ErrDecrypt, ErrDeleteAdmin, ErrIdentityNotFound, ErrPolicyNotFound, ErrSecretExists, ErrSecretNotFound } from '../kes/errors.js';
 import type { Change, ChangeBus } from './changes.js';
+import { KeyRing, storeOp, type CachedKey, type KeyMaterial } from './keys.js';
 import { isAllowed, type PolicyRules } from './policy.js';
 import { paths, type EnclaveRecord, type IdentityRecord, type KeyRecord, type PolicyRecord, type RecordStore, type SecretRecord } from './records.js';
 
-export interface CachedKey {
-  readonly name: string;
-  readonly secret: SecretKey;
-  readonly hmacKey: Buffer;
-  /** What describe reports besides the key itself (the record's base64 key strings are not kept). */
-  readonly createdAt: string;
-  readonly createdBy: string;
-}
-
-// Cached keys live as long as the process, so their bytes get buffers of their own: a Buffer.from() slice of
-// Node's shared 8 KiB pool would keep the whole slab alive, 16 KiB per cached key (found by the soak, bug 6), and
-// a secret buffer is never moved by the GC, so wiping it reaches the only copy (crypto/secret.ts).
-function ownBytes(base64: string): Buffer {
-  const decoded = Buffer.from(base64, 'base64');
-  const own = secretBuffer(decoded.length);
-  decoded.copy(own);
-  wipe(decoded);
-  return own;
-}
+export type { CachedKey, KeyMaterial, KeyVersion } from './keys.js';
 
 const now = () => new Date().toISOString();
-
-export interface KeyMaterial {
-  readonly algorithm: Algorithm;
-  readonly bytes: Buffer;
-  readonly hmac?: Buffer;
-  readonly createdAt?: string;
-}
-
-/** Runs store writes and maps backend failures to a 502 that names the operation, as KES does. */
-async function storeOp<T>(what: string, op: () => Promise<T>): Promise<T> {
-  try {
-    return await op();
-  } catch (err) {
-    throw Object.assign(ErrStoreWrite(what), { cause: err });
-  }
-}
 
 export class Enclave {
   readonly policies = new Map<string, PolicyRecord>();
   readonly identities = new Map<string, IdentityRecord>();
-  private readonly keys = new Map<string, CachedKey>();
-  private readonly keyLocks = new Map<string, Promise<unknown>>();
-  /** Counts cache drops, so a read that a drop overtook (a delete in another process) reads again. */
-  private drops = 0;
-  /** Set by seal(): no key is cached any more. */
-  private sealed = false;
+  /** Every change to a key goes through here. */
+  readonly keys: KeyRing;
   private mutations: Promise<unknown> = Promise.resolve();
 
-  constructor(readonly name: string, readonly info: EnclaveRecord, private readonly records: RecordStore, private readonly bus: ChangeBus) {}
+  constructor(readonly name: string, readonly info: EnclaveRecord, private readonly records: RecordStore, private readonly bus: ChangeBus) {
+    this.keys = new KeyRing(name, info.uid, records, bus);
+  }
 
   async load(): Promise<void> {
     for await (const { name, record } of this.records.list<PolicyRecord>(paths.policy(this.info.uid))) this.policies.set(name, record);
@@ -91,91 +51,43 @@ export class Enclave {
     return policy !== undefined && isAllowed(policy, path);
   }
 
-  // ---- keys -------------------------------------------------------------------------------------------
+  // ---- keys (keys.ts) -----------------------------------------------------------------------------------
 
   /** The cached key, or undefined if it must be loaded (the hot path stays synchronous on a hit). */
   cachedKey(name: string): CachedKey | undefined {
+    return this.keys.cached(name);
+  }
+
+  key(name: string): Promise<CachedKey> {
     return this.keys.get(name);
   }
 
-  async key(name: string): Promise<CachedKey> {
-    const cached = this.keys.get(name);
-    if (cached !== undefined) return cached;
-    const pending = this.keyLocks.get(name);
-    if (pending !== undefined) await pending.catch(() => undefined);
-    const drops = this.drops;
-    const record = await storeOp('read key', () => this.records.get<KeyRecord>(paths.key(this.info.uid, name)));
-    if (record === undefined) throw ErrKeyNotFound;
-    if (this.keyLocks.has(name) || this.drops !== drops) return this.key(name); // a create/delete raced the read: read again
-    return this.cacheKey(name, record);
+  createKey(name: string, createdBy: string, material?: KeyMaterial): Promise<void> {
+    return this.keys.create(name, createdBy, material);
   }
 
-  private cacheKey(name: string, record: KeyRecord): CachedKey {
-    if (this.sealed) throw ErrSealed; // sealed while the record was read or written: keep no key
-    const entry: CachedKey = {
-      name,
-      secret: { algorithm: record.algorithm, bytes: ownBytes(record.key) },
-      hmacKey: ownBytes(record.hmac),
-      createdAt: record.created_at,
-      createdBy: record.created_by,
-    };
-    this.keys.set(name, entry);
-    return entry;
-  }
-
-  /** Serialises create/delete of one key name so the cache never outlives or predates the store. */
-  private async withKeyLock<T>(name: string, op: () => Promise<T>): Promise<T> {
-    while (this.keyLocks.has(name)) await this.keyLocks.get(name)!.catch(() => undefined);
-    const running = op();
-    this.keyLocks.set(name, running);
-    try {
-      return await running;
-    } finally {
-      this.keyLocks.delete(name);
-    }
-  }
-
-  /** Creates a key: random material, or imported material (a migration may also carry its HMAC key and dates). */
-  async createKey(name: string, createdBy: string, material?: KeyMaterial): Promise<void> {
-    const secret = material ?? newSecretKey();
-    const hmac = material?.hmac ?? randomBytes(32);
-    const record: KeyRecord = {
-      algorithm: secret.algorithm,
-      key: secret.bytes.toString('base64'),
-      hmac: hmac.toString('base64'),
-      created_at: material?.createdAt ?? now(),
-      created_by: createdBy,
-    };
-    // The cache decodes its own copies from the record; bytes drawn here are not kept (the caller's material is its own).
-    if (material === undefined) wipe(secret.bytes);
-    if (material?.hmac === undefined) wipe(hmac);
-    await this.withKeyLock(name, async () => {
-      const created = await storeOp('create key', () => this.records.putIfAbsent(paths.key(this.info.uid, name), record));
-      if (!created) throw ErrKeyExists;
-      this.cacheKey(name, record);
-    });
-  }
-
-  async deleteKey(name: string): Promise<void> {
-    await this.withKeyLock(name, async () => {
-      const deleted = await storeOp('delete key', () => this.records.delete(paths.key(this.info.uid, name)));
-      this.dropKey(name);
-      if (!deleted) throw ErrKeyNotFound;
-    });
-    await this.bus.publish({ kind: 'key', enclave: this.name, name });
-  }
-
-  private dropKey(name: string): void {
-    this.drops++;
-    const cached = this.keys.get(name);
-    this.keys.delete(name);
-    cached?.secret.bytes.fill(0);
-    cached?.hmacKey.fill(0);
+  deleteKey(name: string): Promise<void> {
+    return this.keys.delete(name);
   }
 
   /** Key records in name order, streamed from the store (never cached): `keep` skips names before opening. */
   listKeys(namePrefix = '', keep?: (name: string) => boolean): AsyncGenerator<{ name: string; record: KeyRecord }> {
-    return this.records.list<KeyRecord>(paths.key(this.info.uid), namePrefix, keep);
+    return this.keys.list(namePrefix, keep);
+  }
+
+  /**
+   * The plaintext of a ciphertext under one of the key's versions (`version`: that one only), else ErrDecrypt.
+   * Synchronous when a cached version opens it; when none does, the store is asked whether another replica added
+   * versions this process has not heard of yet, and if so they are tried.
+   */
+  decrypt(key: CachedKey, ciphertext: Uint8Array, context: Uint8Array | undefined, version?: number): Buffer | Promise<Buffer> {
+    const plaintext = KeyRing.open(key, ciphertext, context, version);
+    if (plaintext !== undefined) return plaintext;
+    return this.keys.stale(key).then(async (stale) => {
+      const again = stale ? KeyRing.open(await this.keys.get(key.name), ciphertext, context, version) : undefined;
+      if (again === undefined) throw ErrDecrypt;
+      return again;
+    });
   }
 
   hmac(key: CachedKey, message: Uint8Array): Buffer {
@@ -184,18 +96,12 @@ export class Enclave {
 
   /** Drops the cached keys for good: the system is sealed. */
   seal(): void {
-    this.sealed = true;
-    this.forgetKeys();
+    this.keys.seal();
   }
 
   /** Drops key material from memory (a reload, a deleted enclave, a seal). */
   forgetKeys(): void {
-    this.drops++;
-    for (const k of this.keys.values()) {
-      k.secret.bytes.fill(0);
-      k.hmacKey.fill(0);
-    }
-    this.keys.clear();
+    this.keys.forget();
   }
 
   // ---- policies and identities (held in memory, written through) ---------------------------------------
@@ -258,7 +164,7 @@ export class Enclave {
     const uid = this.info.uid;
     switch (change.kind) {
       case 'key':
-        return this.dropKey(change.name);
+        return this.keys.drop(change.name);
       case 'policy':
         return this.serial(async () => {
           const record = await this.records.get<PolicyRecord>(paths.policy(uid, change.name));

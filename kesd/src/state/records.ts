@@ -6,7 +6,10 @@ import { ErrSealed } from '../kes/errors.js';
 import type { Store, StoreRecord } from '../store/store.js';
 
 export interface EnclaveRecord { uid: string; admin: string; created_at: string; created_by: string }
-export interface KeyRecord { algorithm: Algorithm; key: string; hmac: string; created_at: string; created_by: string }
+/** A key, and its version 1. `uid` names its later versions' records (keys.ts); records from before versions lack it. */
+export interface KeyRecord { algorithm: Algorithm; key: string; hmac: string; created_at: string; created_by: string; uid?: string }
+/** Version 2, 3, … of a key: its material only (the HMAC key stays version 1's). */
+export interface KeyVersionRecord { algorithm: Algorithm; key: string; created_at: string; created_by: string }
 export interface PolicyRecord { allow: string[]; deny: string[]; created_at: string; created_by: string }
 export interface IdentityRecord { policy: string; created_at: string; created_by: string }
 export interface SecretRecord { type: 'generic'; bytes: string; created_at: string; mod_time: string; created_by: string }
@@ -19,6 +22,11 @@ export const paths = {
   sweeps: 'sweep/',
   scope: (uid: string) => `e/${uid}/`,
   key: (uid: string, name = '') => `e/${uid}/key/${name}`,
+  /** Every version record of every key of an enclave ('keyv/' never shares a prefix with 'key/'). */
+  keyVersionScope: (uid: string) => `e/${uid}/keyv/`,
+  keyVersions: (uid: string, name: string, keyUid: string) => `e/${uid}/keyv/${name}/${keyUid}/`,
+  /** Zero-padded, so the store lists versions in order. */
+  keyVersion: (uid: string, name: string, keyUid: string, version: number) => `e/${uid}/keyv/${name}/${keyUid}/${String(version).padStart(10, '0')}`,
   policy: (uid: string, name = '') => `e/${uid}/policy/${name}`,
   identity: (uid: string, id = '') => `e/${uid}/identity/${id}`,
   secret: (uid: string, name = '') => `e/${uid}/secret/${name}`,

@@ -1,6 +1,7 @@
 // What a write to a shared store (etcd: another replica, or this one) means for this process's memory: the Change
-// to apply (changes.ts), derived from the record path alone. Keys need a Change only when deleted (a key is cached
-// on first use and a create needs its path to be absent first); secrets and sweeps are never held in memory.
+// to apply (changes.ts), derived from the record path alone. Keys need a Change when deleted or when a version is
+// added or deleted (a key is cached on first use with its versions, and a create needs its path to be absent first);
+// secrets and sweeps are never held in memory.
 //
 // Seal: a replica that seals writes the seal marker; the others see the write and seal too. A replica that starts
 // later ignores a marker that is already there (a restart unseals, as with one server), so a seal only counts when
@@ -46,6 +47,8 @@ export function changeOfStoreWrite(path: string, deleted: boolean, enclaveOfUid:
   const child = (prefix: string) => (path.startsWith(prefix) && path.length > prefix.length ? path.slice(prefix.length) : undefined);
   const key = child(paths.key(uid));
   if (key !== undefined) return deleted ? { kind: 'key', enclave, name: key } : undefined;
+  const version = child(paths.keyVersionScope(uid)); // <name>/<key uid>/<version>
+  if (version !== undefined) return { kind: 'key', enclave, name: version.split('/')[0]! };
   const policy = child(paths.policy(uid));
   if (policy !== undefined) return { kind: 'policy', enclave, name: policy };
   const identity = child(paths.identity(uid));

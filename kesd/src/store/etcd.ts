@@ -18,7 +18,7 @@ import { Etcd3, GRPCUnavailableError, type IDuplexStream, type IOptions, type IW
 import type { EtcdConfig } from '../config/config.js';
 import { StoreError, type Store, type StoreRecord } from './store.js';
 import { wipe } from '../crypto/secret.js';
-import { openRootKey, parseSealedRootKey, readUnsealKey, UnsealError, type RootKeyInfo, type SealedRootKey, type UnsealSource } from './unseal.js';
+import { openRootKey, parseSealedRootKey, readUnsealKey, RootKeyMissingError, type RootKeyInfo, type SealedRootKey, type UnsealSource } from './unseal.js';
 
 /** Deadline of a read or write: etcd commits in milliseconds; seconds mean no leader (a lost quorum, an election). */
 export const CALL_TIMEOUT_MS = 3000;
@@ -131,6 +131,18 @@ export class EtcdStore implements Store {
     return res.succeeded;
   }
 
+  /** Writes value only if path holds `expected` now (one transaction). Resolves true if written. */
+  async compareAndPut(path: string, expected: Uint8Array, value: Uint8Array): Promise<boolean> {
+    const key = this.key(path);
+    const res = await this.call('put', path, (o) =>
+      this.client.kv.txn(
+        { compare: [{ key, target: 'Value', value: Buffer.from(expected), result: 'Equal' }], success: [{ request_put: { key, value: Buffer.from(value) } }] },
+        o,
+      ),
+    );
+    return res.succeeded;
+  }
+
   async put(path: string, value: Uint8Array): Promise<void> {
     await this.call('put', path, (o) => this.client.kv.put({ key: this.key(path), value: Buffer.from(value) }, o));
   }
@@ -208,10 +220,18 @@ export async function initEtcdRootKey(store: EtcdStore, sealed: string, unsealKe
   return openRootKey(await readEtcdSealedRootKey(store), unsealKey);
 }
 
+/**
+ * Replaces the sealed root key kept in etcd with `next` if it still is `expected` (the text read before), in one
+ * transaction: a rekey racing another (replicas starting at once) changes it once. Resolves false if it had changed.
+ */
+export async function swapEtcdRootKey(store: EtcdStore, expected: string, next: string): Promise<boolean> {
+  return store.compareAndPut(ROOT_KEY_PATH, Buffer.from(expected), Buffer.from(next));
+}
+
 /** The sealed root key kept in etcd, with the source of its unseal key. Never writes. */
 export async function readEtcdSealedRootKey(store: EtcdStore): Promise<SealedRootKey> {
   const sealed = await store.get(ROOT_KEY_PATH);
-  if (sealed === undefined) throw new UnsealError(`unseal: ${where(store.config)} does not exist (was the store initialized with 'kesd init'?)`);
+  if (sealed === undefined) throw new RootKeyMissingError(`unseal: ${where(store.config)} does not exist (was the store initialized with 'kesd init'?)`);
   return parseSealedRootKey(Buffer.from(sealed).toString('utf8'), where(store.config));
 }
 

@@ -93,6 +93,22 @@ class LmdbStore implements Store {
     }
   }
 
+  /**
+   * mdb_env_copy2 with compaction, in a read transaction of its own: a consistent snapshot while writers go on, with
+   * no free pages (so no leftovers of deleted records). Written to `file` (which must not exist), mode 0600.
+   */
+  async snapshot(file: string): Promise<void> {
+    this.assertOpen();
+    const umask = process.umask(0o077); // LMDB creates the copy 0666 minus the umask
+    try {
+      await this.db.backup(file, true);
+    } catch (err) {
+      throw new StoreError(`store: snapshot of '${this.path}' failed: ${(err as Error).message}`, { cause: err });
+    } finally {
+      process.umask(umask);
+    }
+  }
+
   async status(): Promise<void> {
     this.assertOpen();
     this.db.getStats(); // a real read of the environment: throws if it is unusable

@@ -22,6 +22,11 @@ export interface Store {
   delete(path: string): Promise<boolean>;
   /** All records whose path starts with prefix, in ascending path order, streamed (never buffered whole). */
   list(prefix: string): AsyncIterable<StoreRecord>;
+  /**
+   * A consistent copy of the whole store, as of one moment, into the new file `file` (the embedded store: a backup
+   * while it serves). Backends without it (etcd) are backed up with their own snapshot tools.
+   */
+  snapshot?(file: string): Promise<void>;
   /** Throws if the backend cannot serve (used by /v1/ready and /v1/status). */
   status(): Promise<void>;
   close(): Promise<void>;

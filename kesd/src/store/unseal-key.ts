@@ -13,6 +13,16 @@ export class UnsealError extends Error {
   override name = 'UnsealError';
 }
 
+/** There is no sealed root key (the data dir or the etcd store was never initialised). */
+export class RootKeyMissingError extends UnsealError {
+  override name = 'RootKeyMissingError';
+}
+
+/** The unseal key was read but does not open the sealed root key (or the sealed root key was tampered with). */
+export class WrongUnsealKeyError extends UnsealError {
+  override name = 'WrongUnsealKeyError';
+}
+
 export const UNSEAL_KEY_LEN = 32;
 /** Far more than the 44 characters of a key: a larger file is not a key file. */
 const MAX_KEY_FILE = 4096;

@@ -17,10 +17,10 @@ import { join } from 'node:path';
 import { open, seal } from '../crypto/key.js';
 import { base64Length, decodeBase64, encodeBase64Into, secretBuffer, wipe } from '../crypto/secret.js';
 import { isValidIdentity } from '../kes/names.js';
-import { writeFileAtomic } from '../fs/atomic.js';
-import { ENV_NAME, takeUnsealKey, UNSEAL_KEY_LEN, UnsealError, type UnsealSource } from './unseal-key.js';
+import { writeFileAtomic, type AtomicWriteStep } from '../fs/atomic.js';
+import { ENV_NAME, RootKeyMissingError, takeUnsealKey, UNSEAL_KEY_LEN, UnsealError, WrongUnsealKeyError, type UnsealSource } from './unseal-key.js';
 
-export { readUnsealKey, takeUnsealKey, UnsealError, describeUnsealSource, sameUnsealSource, type UnsealSource } from './unseal-key.js';
+export { readUnsealKey, RootKeyMissingError, takeUnsealKey, UnsealError, WrongUnsealKeyError, describeUnsealSource, sameUnsealSource, type UnsealSource } from './unseal-key.js';
 
 export interface RootKeyInfo {
   /** 32 bytes, in a buffer of their own (crypto/secret.ts). */
@@ -37,6 +37,8 @@ export interface SealedRootKey {
   readonly ciphertext: Buffer;
   /** Names where the text came from in errors, e.g. a file path in quotes. */
   readonly where: string;
+  /** The text as read (a rekey on etcd swaps it only if it is still this). */
+  readonly text: string;
 }
 
 export const UNSEAL_FILE = '.unseal';
@@ -83,6 +85,11 @@ export async function writeSealedRootKey(dir: string, source: UnsealSource | str
   await writeFileAtomic(join(dir, UNSEAL_FILE), sealRootKey(source, unsealKey, root), 0o600);
 }
 
+/** Replaces <dir>/.unseal with `text` (sealRootKey's) atomically, mode 0600; `onStep` sees each state a crash can leave. */
+export async function replaceSealedRootKey(dir: string, text: string, onStep?: (step: AtomicWriteStep) => void): Promise<void> {
+  await writeFileAtomic(join(dir, UNSEAL_FILE), text, 0o600, onStep);
+}
+
 /** Writes <dir>/.unseal atomically with mode 0600: the same sealed root key, with its unseal key's new source. */
 export async function rewriteUnsealSource(dir: string, sealed: SealedRootKey, source: UnsealSource): Promise<void> {
   await writeFileAtomic(join(dir, UNSEAL_FILE), formatSealedRootKey(source, sealed.ciphertext), 0o600);
@@ -96,7 +103,7 @@ export async function readSealedRootKey(dir: string): Promise<SealedRootKey> {
     text = await readFile(path, 'utf8');
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
-    if (code === 'ENOENT') throw new UnsealError(`unseal: '${path}' does not exist (was the directory initialized with 'kesd init'?)`);
+    if (code === 'ENOENT') throw new RootKeyMissingError(`unseal: '${path}' does not exist (was the directory initialized with 'kesd init'?)`);
     throw new UnsealError(`unseal: cannot read '${path}': ${(err as Error).message}`);
   }
   return parseSealedRootKey(text, `'${path}'`);
@@ -124,7 +131,7 @@ export function parseSealedRootKey(text: string, where: string): SealedRootKey {
   }
   const sealed = typeof ciphertext === 'string' ? Buffer.from(ciphertext, 'base64') : undefined;
   if (!sealed || sealed.length === 0 || sealed.toString('base64') !== ciphertext) throw corrupt('ciphertext is not valid base64');
-  return { source, ciphertext: sealed, where };
+  return { source, ciphertext: sealed, where, text };
 }
 
 /** Opens the sealed root key with the unseal key (which the caller wipes). */
@@ -134,7 +141,7 @@ export function openRootKey(sealed: SealedRootKey, unsealKey: Buffer): RootKeyIn
     plaintext = open({ algorithm: 'AES256', bytes: unsealKey }, sealed.ciphertext, AD);
   } catch {
     // Also what a tampered ciphertext gives: AES-GCM cannot tell the two apart.
-    throw new UnsealError('unseal key is wrong: the root key is not authentic');
+    throw new WrongUnsealKeyError('unseal key is wrong: the root key is not authentic');
   }
   try {
     return parseRootKey(plaintext, (why) => new UnsealError(`unseal: ${sealed.where} is corrupt: ${why}`));
