@@ -6,7 +6,7 @@ import { join, resolve } from 'node:path';
 const cache = process.env.KESD_PEERS_DIR || join(process.env.XDG_CACHE_HOME || join(homedir(), '.cache'), 'stateful-kes', 'peers');
 const binJson = join(resolve(cache), 'bin.json');
 
-export type Peer = 'minio' | 'mc' | 'kes-v0.22' | 'kes-latest';
+export type Peer = 'minio' | 'mc' | 'kes-v0.22' | 'kes-latest' | 'vault';
 
 /** The binary of a peer; throws (never skips) when it was not built, so a missing peer is a red run. */
 export function peer(name: Peer): string {

@@ -4,6 +4,7 @@ import type { System } from '../state/system.js';
 import type { AuditLog } from '../log/audit.js';
 import type { ErrorLog } from '../log/errorlog.js';
 import type { Metrics } from '../log/metrics.js';
+import type { Upstream } from '../upstream/upstream.js';
 import type { Authenticator } from './auth.js';
 import type { Exchange } from './exchange.js';
 
@@ -31,6 +32,8 @@ export interface ServerContext {
   readonly routes: readonly Route[];
   /** How many processes serve the API (cluster workers); 1 if unset. */
   readonly workers?: number;
+  /** The Vault mirroring an enclave's keys (init.yml `upstream`), if configured. */
+  readonly upstream?: Upstream;
 }
 
 export interface RequestContext {

@@ -16,6 +16,7 @@ import { AuditLog } from '../log/audit.js';
 import { ErrorLog } from '../log/errorlog.js';
 import { LineWriter } from '../log/lines.js';
 import { Metrics } from '../log/metrics.js';
+import { startUpstream } from '../upstream/upstream.js';
 import { startServer, type RunningServer, type TlsMaterial } from './server.js';
 
 export interface KesdOptions {
@@ -56,7 +57,7 @@ async function declare(system: System, opts: KesdOptions): Promise<void> {
 export async function declareInStore(opts: KesdOptions): Promise<void> {
   const store = await openStore(opts.dir, opts.config);
   try {
-    const system = await System.open(store, { key: opts.root.key, sysadmin: opts.root.sysadmin }, { resumeSweeps: false });
+    const system = await System.open(store, { key: opts.root.key, sysadmin: opts.root.sysadmin }, { resumeSweeps: false, upstreamEnclave: opts.config.upstream?.enclave });
     try {
       await declare(system, opts);
     } finally {
@@ -82,6 +83,7 @@ export async function startKesd(opts: KesdOptions): Promise<Kesd> {
     startedAt: worker?.startedAt,
     // On etcd a seal reaches every replica: this one writes the seal marker, the others' watches see it.
     announceSeal: etcd === undefined ? undefined : () => writeSealMarker(system),
+    upstreamEnclave: opts.config.upstream?.enclave,
   });
   const follower = etcd === undefined || loadedAt === undefined ? undefined : new EtcdFollower(etcd, loadedAt, {
     ...(await followStore(system)),
@@ -93,7 +95,10 @@ export async function startKesd(opts: KesdOptions): Promise<Kesd> {
   const errors = new ErrorLog(logger);
   const served = servedRoutes(opts.config.skipAuth ?? []);
   const metrics = new Metrics(system.startedAt, audit, errors);
-  const ctx: ServerContext = { system, version: VERSION, audit, errors, metrics, routes: served, workers: worker?.workers };
+  // Every serving process runs a sync loop; the one holding the lease drains the queue (upstream/lease.ts).
+  const upstream = opts.config.upstream && !system.sealed ? startUpstream(system, opts.config.upstream, (message) => errors.log(message)) : undefined;
+  if (upstream !== undefined) metrics.upstream(upstream);
+  const ctx: ServerContext = { system, version: VERSION, audit, errors, metrics, routes: served, workers: worker?.workers, upstream };
   worker?.attach(ctx);
   const { cert, key, password, ca, verifyCert } = opts.config.tls;
   const tls = { certFile: cert, keyFile: key, password, caFile: ca, verifyCert, material: opts.tls };
@@ -103,6 +108,7 @@ export async function startKesd(opts: KesdOptions): Promise<Kesd> {
     system,
     async stop() {
       await running.close();
+      await upstream?.stop();
       await follower?.stop();
       await store.close();
       await stdout?.drain();

@@ -8,6 +8,7 @@ import {
 } from '../kes/errors.js';
 import type { Change, ChangeBus } from './changes.js';
 import { isAllowed, type PolicyRules } from './policy.js';
+import { upstreamKey, type SyncQueue } from './sync-queue.js';
 import { paths, type EnclaveRecord, type IdentityRecord, type KeyRecord, type PolicyRecord, type RecordStore, type SecretRecord } from './records.js';
 
 export interface CachedKey {
@@ -59,7 +60,14 @@ export class Enclave {
   private sealed = false;
   private mutations: Promise<unknown> = Promise.resolve();
 
-  constructor(readonly name: string, readonly info: EnclaveRecord, private readonly records: RecordStore, private readonly bus: ChangeBus) {}
+  /** sync: the upstream's queue, when this enclave's keys are mirrored to one (state/sync-queue.ts). */
+  constructor(
+    readonly name: string,
+    readonly info: EnclaveRecord,
+    private readonly records: RecordStore,
+    private readonly bus: ChangeBus,
+    private readonly sync?: SyncQueue,
+  ) {}
 
   async load(): Promise<void> {
     for await (const { name, record } of this.records.list<PolicyRecord>(paths.policy(this.info.uid))) this.policies.set(name, record);
@@ -150,7 +158,7 @@ export class Enclave {
     if (material === undefined) wipe(secret.bytes);
     if (material?.hmac === undefined) wipe(hmac);
     await this.withKeyLock(name, async () => {
-      const created = await storeOp('create key', () => this.records.putIfAbsent(paths.key(this.info.uid, name), record));
+      const created = await storeOp('create key', () => this.writeKey(name, record));
       if (!created) throw ErrKeyExists;
       this.cacheKey(name, record);
     });
@@ -158,11 +166,31 @@ export class Enclave {
 
   async deleteKey(name: string): Promise<void> {
     await this.withKeyLock(name, async () => {
-      const deleted = await storeOp('delete key', () => this.records.delete(paths.key(this.info.uid, name)));
+      const deleted = await storeOp('delete key', () => this.writeKey(name, undefined));
       this.dropKey(name);
       if (!deleted) throw ErrKeyNotFound;
     });
     await this.bus.publish({ kind: 'key', enclave: this.name, name });
+  }
+
+  /**
+   * The one place key material changes in the store: a key is created (or imported) when `next` is given, deleted
+   * otherwise (a rotation would replace it here). False if the key existed (create) or did not (delete). With an
+   * upstream, the change is queued for it in the same commit (sync-queue.ts).
+   */
+  private async writeKey(name: string, next: KeyRecord | undefined): Promise<boolean> {
+    const path = paths.key(this.info.uid, name);
+    if (next !== undefined) {
+      if (this.sync === undefined) return this.records.putIfAbsent(path, next);
+      return this.sync.commit(name, [{ path, is: 'absent' }], [{ put: path, record: next }], upstreamKey(next));
+    }
+    if (this.sync === undefined) return this.records.delete(path);
+    for (;;) {
+      // The delete requires the record it read: a concurrent change of the key (another process) reads again.
+      const current = await this.records.getSealed<KeyRecord>(path);
+      if (current === undefined) return false;
+      if (await this.sync.commit(name, [{ path, is: current.sealed }], [{ delete: path }], null, upstreamKey(current.record))) return true;
+    }
   }
 
   private dropKey(name: string): void {

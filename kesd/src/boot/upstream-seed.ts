@@ -1,0 +1,33 @@
+// A new store whose init.yml names an upstream starts with the keys the upstream already holds: a declared key must
+// never shadow a key of the same name in Vault (objects encrypted under Vault's would become unreadable, and the
+// sync would only report a conflict). This is also the disaster recovery: wipe the data dir, `kesd init` again.
+import type { InitConfig } from '../config/config.js';
+import type { System } from '../state/system.js';
+import { importVaultKeys } from '../migrate/vault.js';
+import { VaultKeystore } from '../upstream/vault-keystore.js';
+import { applyDeclarations } from './declarations.js';
+
+export const SEEDED_PATH = 'sync/seeded';
+
+/**
+ * Unless done before in this store: creates the declared enclaves and policies, then imports every key of the
+ * upstream. Throws if Vault does not answer (then nothing marks the store seeded, and the next init tries again).
+ */
+export async function seedFromUpstream(system: System, init: InitConfig): Promise<number> {
+  const upstream = init.upstream;
+  if (upstream === undefined || (await system.records.get(SEEDED_PATH)) !== undefined) return 0;
+  await applyDeclarations(system, { ...init, enclaves: init.enclaves.map((e) => ({ ...e, keys: [] })) });
+  const enclave = system.enclaves.get(upstream.enclave)!;
+  const keystore = new VaultKeystore(upstream.vault);
+  try {
+    const report = await importVaultKeys(keystore, enclave, system.sysadmin);
+    const problems = [...report.conflicts.map((n) => `'${n}': exists with other key bytes`), ...report.failed.map((f) => `'${f.name}': ${f.reason}`)];
+    if (problems.length > 0) throw new Error(`cannot take the upstream's keys: ${problems.join('; ')}`);
+    await system.records.put(SEEDED_PATH, { endpoint: upstream.vault.endpoint, imported: report.imported.length, at: new Date().toISOString() });
+    return report.imported.length;
+  } catch (err) {
+    throw new Error(`initialising a store with an upstream first takes the keys already in Vault (${upstream.vault.endpoint}), so Vault must answer: ${(err as Error).message}`, { cause: err });
+  } finally {
+    keystore.close();
+  }
+}
