@@ -56,6 +56,7 @@ const kesd = new Kesd('kesd', {
   identities: { server: identities.server, caCertPem: identities.caCertPem, sysadmin: identities.sysadmin, enclaveAdmin: identities.enclaveAdmin, minio: identities.minio },
   unsealKey,
   keys: declaredKeys(config),
+  upstream: config.upstream,
   tenantNamespace: namespaces.names.tenant!,
   provider,
 });
@@ -97,6 +98,8 @@ export const identitiesHex = {
 export const enclaveAdminCert = identities.enclaveAdmin.certPem;
 export const enclaveAdminKey = identities.enclaveAdmin.keyPem;
 export const defaultKey = config.kesd.defaultKey;
+/** With an upstream: the ServiceAccount to bind Vault's Kubernetes auth role to ({namespace, name}); else undefined. */
+export const kesdServiceAccount = config.upstream ? { namespace: namespaces.names.kesd, name: KESD_NAMES.serviceAccount } : undefined;
 export const kubeconfig = kind ? kind.kubeconfig : undefined;
 export const rootUser = tenant.rootUser;
 export const rootPassword = tenant.rootPassword;

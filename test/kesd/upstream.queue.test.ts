@@ -94,6 +94,12 @@ async function until(what: string, check: () => Promise<boolean> | boolean, ms =
   }
 }
 
+async function all<T>(items: AsyncIterable<T>): Promise<T[]> {
+  const out: T[] = [];
+  for await (const item of items) out.push(item);
+  return out;
+}
+
 const backlog = async (system: System) => (await system.upstreamQueue()!.stats()).backlog;
 
 test('queue: a key change and its entry are one commit; later changes coalesce into the entry, oldest time kept', async (t) => {
@@ -133,11 +139,11 @@ test('queue: an entry is acknowledged only as it was read; a change in between k
   const enclave = system.enclaves.get('default')!;
   const queue = system.upstreamQueue()!;
   await enclave.createKey('k', ADMIN);
-  const [read] = await Array.fromAsync(queue.pending());
+  const [read] = await all(queue.pending());
   await enclave.deleteKey('k');
   assert.equal(await queue.ack(read!), false);
   assert.equal(await backlog(system), 1);
-  const [now] = await Array.fromAsync(queue.pending());
+  const [now] = await all(queue.pending());
   assert.equal(await queue.ack(now!), true);
   assert.deepEqual(await queue.stats(), { backlog: 0, conflicts: 0 });
 });
