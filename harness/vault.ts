@@ -23,6 +23,8 @@ export interface VaultServer {
   readonly rootToken: string;
   readonly dir: string;
   readonly log: string;
+  /** The server process's pid (it changes when the server is started again). */
+  pid(): number;
   running(): boolean;
   /** A call with the root token; throws unless Vault answers with one of `ok` (default: any 2xx). */
   call(method: string, path: string, body?: unknown, ok?: number[]): Promise<VaultReply>;
@@ -123,6 +125,7 @@ export async function startVault(opts: VaultOptions = {}): Promise<VaultServer> 
     },
     dir,
     log,
+    pid: () => child!.pid!,
     running: () => child !== undefined && child.exitCode === null && child.signalCode === null,
     async call(method, path, body, ok) {
       const reply = await http.request(method, path, { token: rootToken, body });
