@@ -1,7 +1,9 @@
 // A new store whose init.yml names an upstream starts with the keys the upstream already holds: a declared key must
 // never shadow a key of the same name in Vault (objects encrypted under Vault's would become unreadable, and the
 // sync would only report a conflict). This is also the disaster recovery: wipe the data dir, `kesd init` again.
-import type { InitConfig } from '../config/config.js';
+import type { InitConfig, UpstreamConfig } from '../config/config.js';
+import { paths, type KeyRecord } from '../state/records.js';
+import { upstreamKey } from '../state/sync-queue.js';
 import type { System } from '../state/system.js';
 import { importVaultKeys } from '../migrate/vault.js';
 import { VaultKeystore } from '../upstream/vault-keystore.js';
@@ -30,4 +32,25 @@ export async function seedFromUpstream(system: System, init: InitConfig): Promis
   } finally {
     keystore.close();
   }
+}
+
+/**
+ * An upstream added to a store that has keys (init.yml gained an `upstream` section): every key the enclave holds is
+ * queued once, so Vault gets the keys made before, not only the later changes. Keys only Vault holds are not taken
+ * (`kesd restore --from-upstream` does that). Runs at every start and does nothing once the store is marked.
+ */
+export async function adoptExistingKeys(system: System, upstream: UpstreamConfig): Promise<number> {
+  if ((await system.records.get(SEEDED_PATH)) !== undefined) return 0;
+  const enclave = system.enclaves.get(upstream.enclave);
+  const queue = system.upstreamQueue();
+  if (enclave === undefined || queue === undefined) return 0;
+  let queued = 0;
+  for await (const { name } of enclave.listKeys()) {
+    const path = paths.key(enclave.info.uid, name);
+    const current = await system.records.getSealed<KeyRecord>(path);
+    // Queued together with a condition on the key as read: a key deleted meanwhile was queued by its delete.
+    if (current !== undefined && (await queue.commit(name, [{ path, is: current.sealed }], [], upstreamKey(current.record)))) queued++;
+  }
+  await system.records.put(SEEDED_PATH, { endpoint: upstream.vault.endpoint, adopted: queued, at: new Date().toISOString() });
+  return queued;
 }
