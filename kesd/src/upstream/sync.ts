@@ -40,6 +40,8 @@ export interface UpstreamStatus {
   readonly oldestUnsyncedSeconds: number;
   /** The syncing process's last call to Vault got an answer (false if no process holds the lease). */
   readonly reachable: boolean;
+  /** Why it did not, if it did not. */
+  readonly lastError?: string;
 }
 
 type Outcome = 'synced' | 'conflict' | 'changed';
@@ -272,6 +274,7 @@ export class UpstreamSync {
       conflicts: stats.conflicts,
       oldestUnsyncedSeconds: stats.oldest === undefined ? 0 : Math.max(0, Math.floor((Date.now() - Date.parse(stats.oldest)) / 1000)),
       reachable: fresh && lease.reachable,
+      ...(fresh && !lease.reachable && lease.error ? { lastError: lease.error } : {}),
     };
   }
 }

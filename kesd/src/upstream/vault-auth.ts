@@ -62,7 +62,18 @@ export class VaultToken {
     return this.login();
   }
 
+  /** A login; any failure is a VaultError marked as one (the sync loop backs off instead of failing every key). */
   private async login(): Promise<Held> {
+    try {
+      return await this.loginOnce();
+    } catch (err) {
+      if (err instanceof VaultError && err.login) throw err;
+      const status = err instanceof VaultError ? err.status : undefined;
+      throw new VaultError((err as Error).message, status, true);
+    }
+  }
+
+  private async loginOnce(): Promise<Held> {
     const a = this.auth;
     switch (a.kind) {
       case 'token':

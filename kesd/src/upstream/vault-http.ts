@@ -13,13 +13,17 @@ export const CALL_TIMEOUT_MS = 5000;
 /** A failed Vault call. status: Vault's answer, undefined if it gave none (unreachable, timeout). */
 export class VaultError extends Error {
   override name = 'VaultError';
-  constructor(message: string, readonly status?: number) {
+  /** login: kesd could not log in (every call would fail the same way until that changes). */
+  constructor(message: string, readonly status?: number, readonly login = false) {
     super(message);
   }
 
-  /** Vault did not answer, or answered that it cannot serve (sealed, standby without forwarding, overloaded). */
+  /**
+   * Nothing can be synced now: Vault did not answer, answered that it cannot serve (sealed, standby without
+   * forwarding, overloaded), or refused the login.
+   */
   get unavailable(): boolean {
-    return this.status === undefined || this.status >= 500 || this.status === 429;
+    return this.login || this.status === undefined || this.status >= 500 || this.status === 429;
   }
 }
 

@@ -33,7 +33,10 @@ async function upstreamStatus(ctx: RequestContext): Promise<Record<string, unkno
   const base = { endpoint: upstream.endpoint, enclave: upstream.enclave };
   try {
     const s = await upstream.status();
-    return { ...base, reachable: s.reachable, backlog: s.backlog, oldest_unsynced_seconds: s.oldestUnsyncedSeconds, conflicts: s.conflicts };
+    return {
+      ...base, reachable: s.reachable, backlog: s.backlog, oldest_unsynced_seconds: s.oldestUnsyncedSeconds, conflicts: s.conflicts,
+      ...(s.lastError ? { last_error: s.lastError } : {}),
+    };
   } catch {
     return base;
   }
