@@ -1,9 +1,9 @@
-// The real KES (`kes-latest`, v0.24.0) as a server for tests, and its CLI: `kes server --config`, ready once /version
-// answers over TLS.
+// The real KES (`kes-latest`, v0.24.0) as a server for tests, and its CLI: `kes server --config`, ready once it accepts
+// connections (KES logs in to its keystore before it listens; it wants a client certificate even for /version).
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { createWriteStream } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
-import https from 'node:https';
+import net from 'node:net';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { freePort, sleep, tail } from './minio-stack.js';
@@ -26,31 +26,27 @@ export async function startKesServer(dir: string, name: string, config: string):
   const child: ChildProcess = spawn(peer('kes-latest'), ['server', '--config', file], { stdio: ['ignore', 'pipe', 'pipe'] });
   child.stdout!.pipe(out);
   child.stderr!.pipe(out);
-  const agent = new https.Agent({ rejectUnauthorized: false });
+  const stop = () => new Promise<void>((res) => {
+    if (child.exitCode !== null || child.signalCode !== null) return res();
+    child.once('exit', () => res());
+    child.kill('SIGTERM');
+  });
   try {
     for (let i = 0; ; i++) {
       if (child.exitCode !== null) throw new Error(`kes exited with ${child.exitCode}:\n${tail(log)}`);
       const up = await new Promise<boolean>((res) => {
-        const req = https.get({ host: '127.0.0.1', port, path: '/version', agent }, (r) => (r.resume(), res(r.statusCode === 200)));
-        req.on('error', () => res(false));
+        const socket = net.connect(port, '127.0.0.1', () => (socket.destroy(), res(true)));
+        socket.on('error', () => res(false));
       });
       if (up) break;
-      if (i > 300) throw new Error(`kes did not answer on ${port}:\n${tail(log)}`);
+      if (i > 600) throw new Error(`kes did not listen on ${port}:\n${tail(log)}`);
       await sleep(100);
     }
-  } finally {
-    agent.destroy();
+  } catch (err) {
+    await stop();
+    throw err;
   }
-  return {
-    port,
-    endpoint: `https://127.0.0.1:${port}`,
-    log,
-    stop: () => new Promise<void>((res) => {
-      if (child.exitCode !== null || child.signalCode !== null) return res();
-      child.once('exit', () => res());
-      child.kill('SIGTERM');
-    }),
-  };
+  return { port, endpoint: `https://127.0.0.1:${port}`, log, stop };
 }
 
 /** The `kes` CLI (v0.24.0) against a server with an API key; resolves with stdout. */

@@ -269,7 +269,7 @@ test('lease: one of two processes drains; the other takes over after a clean sto
   assert.equal(first.synced, 20);
   await first.stop();
   await other.enclaves.get('default')!.createKey('after', ADMIN);
-  await until('the second took over', async () => upstream.values.has('after'));
+  await until('the second took over', async () => upstream.values.has('after') && (await backlog(system)) === 0);
   assert.equal(second.synced, 1);
 });
 
