@@ -21,8 +21,12 @@ export const KUBE_APISERVER_SKIP: string | undefined =
   : ETCD_BIN === undefined ? 'etcd is not installed (apt-get install -y etcd-server)'
   : undefined;
 
+const ISSUER = 'https://kubernetes.default.svc.cluster.local';
+
 export interface KubeApiServer {
   readonly url: string;
+  /** The ServiceAccount token issuer, also the API server's own audience. */
+  readonly issuer: string;
   readonly caPem: string;
   /** A call as the cluster admin (a system:masters client certificate). */
   call(method: string, path: string, body?: unknown): Promise<{ status: number; body: any }>;
@@ -69,7 +73,7 @@ export async function startKubeApiServer(): Promise<KubeApiServer> {
     `--etcd-servers=http://127.0.0.1:${etcdPort}`, '--bind-address=127.0.0.1', '--advertise-address=127.0.0.1', `--secure-port=${apiPort}`,
     `--tls-cert-file=${files.cert}`, `--tls-private-key-file=${files.key}`, `--token-auth-file=${files.tokens}`,
     `--service-account-key-file=${files.saPub}`, `--service-account-signing-key-file=${files.saKey}`,
-    '--service-account-issuer=https://kubernetes.default.svc.cluster.local', '--service-cluster-ip-range=10.96.0.0/16',
+    `--service-account-issuer=${ISSUER}`, '--service-cluster-ip-range=10.96.0.0/16',
     '--authorization-mode=RBAC', '--endpoint-reconciler-type=none', '--enable-priority-and-fairness=false', '--feature-gates=WatchList=false',
   ]);
   const agent = new https.Agent({ ca: ca.certPem, keepAlive: true });
@@ -121,6 +125,7 @@ export async function startKubeApiServer(): Promise<KubeApiServer> {
   };
   return {
     url,
+    issuer: ISSUER,
     caPem: ca.certPem,
     call,
     async serviceAccountToken(namespace, name, audience) {
