@@ -54,3 +54,11 @@ export async function adoptExistingKeys(system: System, upstream: UpstreamConfig
   await system.records.put(SEEDED_PATH, { endpoint: upstream.vault.endpoint, adopted: queued, at: new Date().toISOString() });
   return queued;
 }
+
+/**
+ * Without an upstream, the store forgets it was ever mirrored: adding one back later queues every key again (changes
+ * made in between would otherwise never reach Vault; deletes made in between still do not, see docs/upstream.md).
+ */
+export async function forgetUpstream(system: System): Promise<void> {
+  if ((await system.records.get(SEEDED_PATH)) !== undefined) await system.records.delete(SEEDED_PATH);
+}

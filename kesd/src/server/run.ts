@@ -12,7 +12,7 @@ import { System } from '../state/system.js';
 import { VERSION } from '../version.js';
 import { applyDeclarations, ensureDeclaredKeys } from '../boot/declarations.js';
 import { openStore } from '../boot/data-dir.js';
-import { adoptExistingKeys } from '../boot/upstream-seed.js';
+import { adoptExistingKeys, forgetUpstream } from '../boot/upstream-seed.js';
 import { AuditLog } from '../log/audit.js';
 import { ErrorLog } from '../log/errorlog.js';
 import { LineWriter } from '../log/lines.js';
@@ -55,10 +55,9 @@ export interface Kesd extends RunningServer {
 async function declare(system: System, opts: KesdOptions): Promise<void> {
   await ensureDeclaredKeys(system, opts.config.keys ?? {}, opts.root.sysadmin);
   if (opts.declared !== undefined) await applyDeclarations(system, opts.declared);
-  if (opts.config.upstream !== undefined) {
-    const queued = await adoptExistingKeys(system, opts.config.upstream);
-    if (queued > 0) console.error(`kesd: upstream ${opts.config.upstream.vault.endpoint} is new to this store: ${queued} existing keys queued for it`);
-  }
+  if (opts.config.upstream === undefined) return forgetUpstream(system);
+  const queued = await adoptExistingKeys(system, opts.config.upstream);
+  if (queued > 0) console.error(`kesd: upstream ${opts.config.upstream.vault.endpoint} is new to this store: ${queued} existing keys queued for it`);
 }
 
 /** The cluster primary's part of a start: the declarations, on a store it closes before the workers open it. */

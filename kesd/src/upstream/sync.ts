@@ -205,7 +205,15 @@ export class UpstreamSync {
       return 'synced';
     }
     const wanted = kesKey(want);
-    if (current === undefined) return (await this.keystore.create(name, encodeKesStoredKey(wanted))) === 'created' ? 'synced' : 'changed';
+    if (current === undefined) {
+      if ((await this.keystore.create(name, encodeKesStoredKey(wanted))) === 'created') return 'synced';
+      // KV v2 refuses a new version 1 while the entry's metadata lives on (its version 1 deleted or destroyed): KES
+      // could not read it either. Someone else's doing: leave it to them.
+      if ((await this.keystore.get(name)) === undefined) {
+        return this.conflict(change, `Vault keeps metadata under '${where}' without a readable version 1 (deleted or destroyed?); delete the entry's metadata to let kesd write it`);
+      }
+      return 'changed'; // written by someone else meanwhile: compared again next round
+    }
     const same = current.bytes.equals(wanted.bytes);
     if (same && current.hmac?.equals(wanted.hmac)) return 'synced';
     if (!same && !ours(current.bytes)) return this.conflict(change, `Vault holds a different key under '${where}', not one kesd wrote; kesd's key is not written there`);
