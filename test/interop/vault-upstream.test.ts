@@ -8,7 +8,8 @@
 //   4. kill -9 of kesd with a backlog: nothing queued is lost;
 //   5. crash points of a sync, with the real Vault: killed before its Vault call, between Vault's answer and the
 //      acknowledgement, after it; the restarted kesd converges;
-//   6. disaster: the data dir wiped, `kesd init` takes every key back from Vault, every object written before reads back.
+//   6. disaster: the data dir wiped, `kesd init` takes every key back from Vault, every object written before reads back;
+//   7. conflicts with the real Vault (a foreign key, a deleted version 1): left alone, reported, synced once cleared.
 // Figures (backlog sizes, drain times, keys compared) are reported as test diagnostics, never asserted as timings.
 import { after, before, test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
@@ -324,4 +325,22 @@ test('6. disaster: the data dir is wiped, kesd init takes every key back from Va
   }
   await drained();
   t.diagnostic(`restored ${restored.size} keys from Vault; ${files.length + objects.size} objects read back bit-identical`);
+}));
+
+test('7. conflicts with the real Vault: a foreign key and a deleted version 1 under names kesd uses are left alone, reported, and synced once cleared', (t) => step(t, async () => {
+  const foreign = (await vault.call('GET', `kv2/data/${PREFIX}/minio-default-key?version=1`)).body.data.data['minio-default-key'];
+  await vault.call('PUT', `kv2/data/${PREFIX}/foreign`, { data: { foreign } }); // another key's bytes under the name
+  await vault.call('PUT', `kv2/data/${PREFIX}/soft`, { data: { soft: foreign } });
+  await vault.call('DELETE', `kv2/data/${PREFIX}/soft`); // version 1 deleted, its metadata kept
+  for (const name of ['foreign', 'soft']) assert.equal((await api(ids.admin, 'POST', `/v1/key/create/${name}`)).status, 200);
+  await until('two conflicts', async () => (await upstreamStatus()).conflicts === 2, 60_000);
+  assert.equal((await upstreamStatus()).backlog, 2);
+  assert.equal((await vault.call('GET', `kv2/data/${PREFIX}/foreign?version=1`)).body.data.data.foreign, foreign, 'the foreign key is untouched');
+  assert.match(server!.output(), /key 'foreign' stays queued: Vault holds a different key/);
+  assert.match(server!.output(), /key 'soft' stays queued: Vault keeps metadata .* without a readable version 1/);
+  for (const name of ['foreign', 'soft']) await vault.call('DELETE', `kv2/metadata/${PREFIX}/${name}`);
+  const ms = await drained();
+  assert.equal((await upstreamStatus()).conflicts, 0);
+  const compared = await assertVaultMatchesKesd();
+  t.diagnostic(`two conflicts reported and left alone; cleared in Vault, synced ${ms} ms later; keys compared: ${compared}`);
 }));
