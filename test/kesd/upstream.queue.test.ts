@@ -2,7 +2,7 @@
 // The upstream here is MemoryKeystore, an in-memory stand-in for the UpstreamKeystore interface that exercises kesd's
 // own logic (coalescing, conflicts, idempotent replay, the lease); the real Vault behind the same interface is
 // proven in test/interop/vault-*.test.ts.
-import { test } from 'node:test';
+import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -17,6 +17,8 @@ import { encodeKesStoredKey, parseKesStoredKey } from '../../kesd/src/kes/stored
 import { UpstreamSync, type UpstreamKeystore } from '../../kesd/src/upstream/sync.js';
 import { Lease, LEASE_PATH, TAKEOVER_MS } from '../../kesd/src/upstream/lease.js';
 import { VaultError } from '../../kesd/src/upstream/vault-http.js';
+import { openEtcdStore } from '../../kesd/src/store/etcd.js';
+import { ETCD_SKIP, startEtcd } from '../../harness/etcd.ts';
 
 const SYSADMIN = 'a'.repeat(64);
 const ADMIN = 'b'.repeat(64);
@@ -292,4 +294,33 @@ test('lease: a holder that stops renewing is taken over only after the record st
   assert.equal(b.held(), true);
   assert.equal(await a.beatOnce({ reachable: true }), false, 'the old holder lost it');
   assert.equal((await system.records.get<{ holder: string }>(LEASE_PATH))?.holder, b.id);
+});
+
+describe('on etcd: three replicas, three sync loops, one lease', { skip: ETCD_SKIP }, () => {
+  test('exactly one replica drains; when it stops, another takes over; the queue converges', async (t) => {
+    const etcd = await startEtcd(3);
+    t.after(() => etcd.stop());
+    const prefix = `upstream-${process.pid}/`;
+    const stores = [0, 1, 2].map(() => openEtcdStore({ endpoints: [...etcd.endpoints], prefix }));
+    t.after(() => Promise.all(stores.map((s) => s.close())));
+    const root = { key: randomBytes(32), sysadmin: SYSADMIN };
+    await (await System.open(stores[0]!, root, { upstreamEnclave: 'default' })).createEnclave('default', ADMIN, SYSADMIN);
+    const replicas = await Promise.all(stores.map((s) => System.open(s, root, { upstreamEnclave: 'default' })));
+    const upstream = new MemoryKeystore();
+    const loops = replicas.map((r) => new UpstreamSync(r, upstream, { log: () => {}, pollMs: 50 }));
+    for (const l of loops) l.start();
+    t.after(() => Promise.all(loops.map((l) => l.stop())));
+    await until('one holds the lease', () => loops.some((l) => l.lease.held()));
+    // Every replica makes keys; only one loop syncs them all.
+    for (let i = 0; i < 30; i++) await replicas[i % 3]!.enclaves.get('default')!.createKey(`k${i}`, ADMIN);
+    await until('drained', async () => (await backlog(replicas[0]!)) === 0);
+    assert.deepEqual(loops.map((l) => l.synced).filter((n) => n > 0), [30], `synced per replica: ${loops.map((l) => l.synced)}`);
+    assert.equal(loops.filter((l) => l.lease.held()).length, 1);
+    const holder = loops.findIndex((l) => l.lease.held());
+    await loops[holder]!.stop();
+    await replicas[(holder + 1) % 3]!.enclaves.get('default')!.createKey('after', ADMIN);
+    await until('another took over', async () => upstream.values.has('after') && (await backlog(replicas[0]!)) === 0);
+    assert.equal(loops.filter((l, i) => i !== holder && l.synced > 0).length, 1);
+    assert.equal(upstream.values.size, 31);
+  });
 });
