@@ -1,5 +1,5 @@
 // Layer rules for kesd (docs/architecture.md): imports only point down, never in a cycle.
-//   cli → server → boot → api → log, state → store → kes, crypto, identity, config, client
+//   cli → server → boot → api → log, upstream → state → store → kes, crypto, identity, config, client
 const S = '^kesd/src/';
 const layers = [
   ['cli', `${S}(cli/|cli\\.ts$|dev\\.ts$)`],
@@ -7,6 +7,7 @@ const layers = [
   ['boot', `${S}(boot|migrate)/`],
   ['api', `${S}api/`],
   ['log', `${S}log/`],
+  ['upstream', `${S}upstream/`],
   ['state', `${S}state/`],
   ['store', `${S}store/`],
 ];
@@ -24,7 +25,7 @@ module.exports = {
     { name: 'no-cycles', severity: 'error', from: {}, to: { circular: true } },
     ...upward,
     { name: 'log-and-state-are-peers', severity: 'error', from: { path: `${S}state/` }, to: { path: `${S}log/` } },
-    { name: 'log-does-not-import-state', severity: 'error', from: { path: `${S}log/` }, to: { path: `${S}state/` } },
+    { name: 'log-does-not-import-state', severity: 'error', from: { path: `${S}log/` }, to: { path: `${S}(state|upstream)/` } },
     { name: 'bottom-imports-only-bottom', severity: 'error', from: { path: bottom }, to: { path: `${above(layers.length)}` } },
     { name: 'src-never-imports-tests', severity: 'error', from: { path: '^(kesd/src|components|scripts|bench)/' }, to: { path: '^test/' } },
     { name: 'kesd-stands-alone', severity: 'error', from: { path: '^kesd/' }, to: { path: '^(components|test|bench|scripts)/|^index\\.ts$' } },

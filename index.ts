@@ -64,6 +64,7 @@ const kesd = new Kesd('kesd', {
   unsealKey,
   backupIdentity: identities.backup?.identity,
   keys: declaredKeys(config),
+  upstream: config.upstream,
   tenantNamespace: namespaces.names.tenant!,
   provider,
 });
@@ -120,6 +121,8 @@ export const identitiesHex = {
 export const enclaveAdminCert = identities.enclaveAdmin.certPem;
 export const enclaveAdminKey = identities.enclaveAdmin.keyPem;
 export const defaultKey = config.kesd.defaultKey;
+/** With an upstream: the ServiceAccount to bind Vault's Kubernetes auth role to ({namespace, name}); else null. */
+export const kesdServiceAccount = config.upstream ? { namespace: namespaces.names.kesd, name: KESD_NAMES.serviceAccount } : null;
 /** The kind cluster's admin kubeconfig (secret); null with cluster.mode existing. */
 export const kubeconfig = kind ? kind.kubeconfig : null;
 export const rootUser = tenant.rootUser;

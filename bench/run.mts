@@ -18,6 +18,7 @@ import { bulkTable, fill, find, halfTable, mainTable, profileSection, runsTable,
 import { e2eMarkdown, runE2E } from './e2e.mts';
 import { replicasMarkdown, runReplicas } from './replicas.mts';
 import { runScale, scaleMarkdown } from './scale.mts';
+import { runTransit, transitMarkdown } from './transit.mts';
 import { BENCH_KEY, kesBinary, kesdHelp, LIST_KEYS, LIST_PREFIX, makeIdentities, probeGenerate, REPO, startFloor, startKes, startKesd, stopTarget, type Target } from './lib/targets.mts';
 
 const USAGE = `usage: node --import tsx bench/run.mts [options]
@@ -25,10 +26,11 @@ const USAGE = `usage: node --import tsx bench/run.mts [options]
   --duration S          measured seconds per run (default 10; smoke 1)
   --warmup S            warm-up seconds per run, same load, not recorded (default 2; smoke 0.3)
   --conns LIST          connection counts for generate/decrypt (default 16,64,256)
-  --ops LIST            default generate,decrypt,mix,list,bulk,churn,half,create,profile,scale,e2e,replicas
+  --ops LIST            default generate,decrypt,mix,list,bulk,churn,half,create,profile,scale,e2e,replicas,transit
                         (half = latency at 50 % of the generate peak; profile = --cpu-prof of kesd under generate;
                         scale = 1,000,000 keys (bench/scale.mts); e2e = through the real MinIO (bench/e2e.mts);
-                        replicas = 1-3 kesd replicas on etcd (bench/replicas.mts); each also runs on its own)
+                        replicas = 1-3 kesd replicas on etcd (bench/replicas.mts); transit = a real Vault's
+                        Transit datakey/encrypt/decrypt beside kesd (bench/transit.mts); each also runs on its own)
   --targets LIST        default kesd,kes,floor
   --kesd-workers N      pass --workers N to kesd server (default: kesd's own default)
   --kes-gomaxprocs N    GOMAXPROCS for KES (default: kesd's worker count, at most nproc)
@@ -52,7 +54,7 @@ const { values: a } = parseArgs({
     duration: { type: 'string' },
     warmup: { type: 'string' },
     conns: { type: 'string', default: '16,64,256' },
-    ops: { type: 'string', default: 'generate,decrypt,mix,list,bulk,churn,half,create,profile,scale,e2e,replicas' },
+    ops: { type: 'string', default: 'generate,decrypt,mix,list,bulk,churn,half,create,profile,scale,e2e,replicas,transit' },
     targets: { type: 'string', default: 'kesd,kes,floor' },
     'kesd-workers': { type: 'string' },
     'kes-gomaxprocs': { type: 'string' },
@@ -79,9 +81,9 @@ const smoke = a.smoke!;
 const durationS = Number(a.duration ?? (smoke ? 1 : 10));
 const warmupS = Number(a.warmup ?? (smoke ? 0.3 : 2));
 const connsList = a.conns!.split(',').map(Number);
-const opsWanted = new Set(smoke ? ['generate', 'scale', 'e2e', 'replicas'] : a.ops!.split(','));
+const opsWanted = new Set(smoke ? ['generate', 'scale', 'e2e', 'replicas', 'transit'] : a.ops!.split(','));
 if (a['no-profile']) opsWanted.delete('profile');
-const KNOWN_OPS = ['generate', 'decrypt', 'mix', 'list', 'bulk', 'churn', 'half', 'create', 'profile', 'scale', 'e2e', 'replicas'];
+const KNOWN_OPS = ['generate', 'decrypt', 'mix', 'list', 'bulk', 'churn', 'half', 'create', 'profile', 'scale', 'e2e', 'replicas', 'transit'];
 for (const op of opsWanted) if (!KNOWN_OPS.includes(op)) throw new Error(`--ops: unknown op '${op}' (known: ${KNOWN_OPS.join(', ')})`);
 const prior: Results | undefined = a.merge ? (JSON.parse(readFileSync(resolve(a.merge), 'utf8')) as Results) : undefined;
 if (prior && smoke) throw new Error('--merge and --smoke do not go together');
@@ -301,7 +303,7 @@ async function main(): Promise<number> {
     }
 
     // ------------------------------------------------------------ parts with their own modules (nothing else running)
-    const parts: Pick<Results, 'scale' | 'e2e' | 'replicas'> = {};
+    const parts: Pick<Results, 'scale' | 'e2e' | 'replicas' | 'transit'> = {};
     const part = async <T,>(name: string, run: () => Promise<T>, ok: (r: T) => boolean): Promise<T | undefined> => {
       if (!opsWanted.has(name)) return undefined;
       log(`${name}: starting`);
@@ -327,7 +329,10 @@ async function main(): Promise<number> {
     parts.replicas = await part('replicas', () => runReplicas({
       durationS: smoke ? 1 : durationS, warmupS: smoke ? 0.3 : warmupS, conns: 48, counts: smoke ? [1, 2] : [1, 2, 3], log: sub('replicas'),
     }), (r) => r.points.length > 0 && r.points.every((p) => p.ops_per_s > 0 && p.errors === 0));
-    for (const k of ['scale', 'e2e', 'replicas'] as const) if (parts[k] === undefined) delete parts[k];
+    parts.transit = await part('transit', () => runTransit({
+      ids, conns: smoke ? [16] : connsList.filter((c) => c <= 64), durationS, warmupS, ops: smoke ? ['transit-datakey', 'transit-decrypt'] : undefined, log: sub('transit'),
+    }), (r) => r.points.length > 0 && r.points.every((p) => !p.error && (p.result?.ops ?? 0) > 0));
+    for (const k of ['scale', 'e2e', 'replicas', 'transit'] as const) if (parts[k] === undefined) delete parts[k];
 
     // ------------------------------------------------------------ reports
     const m = machine();
@@ -370,7 +375,8 @@ async function main(): Promise<number> {
       const updates = [...(prior.meta.updates ?? []), { date: meta.date, ops: [...opsWanted], command: meta.commands.ran, kesd: meta.versions.kesd ?? '?' }];
       results = {
         meta: { ...prior.meta, updates }, runs: merged, ...(profile ?? prior.profile ? { profile: profile ?? prior.profile } : {}),
-        ...(prior.scale ? { scale: prior.scale } : {}), ...(prior.e2e ? { e2e: prior.e2e } : {}), ...(prior.replicas ? { replicas: prior.replicas } : {}), ...parts,
+        ...(prior.scale ? { scale: prior.scale } : {}), ...(prior.e2e ? { e2e: prior.e2e } : {}), ...(prior.replicas ? { replicas: prior.replicas } : {}),
+        ...(prior.transit ? { transit: prior.transit } : {}), ...parts,
       };
       log(`merged ${runs.length} runs${profile ? ' and a profile' : ''} into ${a.merge}`);
     }
@@ -473,6 +479,10 @@ function render(res: Results): Record<string, string> {
     '### Replicas on etcd (the HA layout)',
     '',
     res.replicas ? replicasMarkdown(res.replicas) : '_not run_',
+    '',
+    '### Vault Transit, what many users would pick instead of a KES',
+    '',
+    res.transit ? transitMarkdown(res.transit, (op, c) => find(runs, 'kesd', op, c)?.result) : '_not run_',
     '',
     '### Every run',
     '',

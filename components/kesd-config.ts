@@ -4,6 +4,7 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { join, posix, relative, sep } from 'node:path';
 import { stringify } from 'yaml';
 import { KESD_PORT } from './contracts';
+import { upstreamInitDoc, type UpstreamStackConfig } from './upstream-config';
 
 /** Fixed object names, so the server certificate's SANs can be computed before Kesd exists (KesIdentities). */
 export const KESD_NAMES = {
@@ -12,6 +13,9 @@ export const KESD_NAMES = {
   headlessService: 'kesd-hl',
   tlsSecret: 'kesd-tls',
   initConfigMap: 'kesd-init',
+  /** With an upstream only: the ServiceAccount Vault's Kubernetes auth role is bound to, and the Vault CA. */
+  serviceAccount: 'kesd',
+  vaultCaConfigMap: 'kesd-vault-ca',
 } as const;
 
 export const DEFAULT_CLUSTER_DOMAIN = 'cluster.local';
@@ -101,6 +105,8 @@ export interface KesdInitInput {
   backupIdentities?: string[];
   /** The shared store; without it kesd uses the embedded one in its data dir. */
   etcd?: KesdEtcdStore;
+  /** A Vault mirroring the enclave's keys (init.yml `upstream`). */
+  upstream?: UpstreamStackConfig;
 }
 
 export interface KesdEtcdStore {
@@ -117,7 +123,7 @@ const NAME = /^(?!-)(?!_$)[0-9A-Za-z_-]{1,80}(?<!-)$/;
 
 /** init.yml for `kesd server --init`: KES v0.22 format plus `enclave.<name>.keys` and `api` skip_auth for probes. */
 export function kesdInitYaml(input: KesdInitInput): string {
-  const { sysadmin, enclave, minioIdentity, keys, tlsDir, caFile, unsealEnv, unsealPreviousFile, etcd } = input;
+  const { sysadmin, enclave, minioIdentity, keys, tlsDir, caFile, unsealEnv, unsealPreviousFile, etcd, upstream } = input;
   const backupIdentities = input.backupIdentities ?? [];
   for (const [what, id] of [['sysadmin', sysadmin], ['enclave admin', enclave.admin], ['MinIO identity', minioIdentity], ...backupIdentities.map((b) => ['backup identity', b] as const)] as const) {
     if (!IDENTITY.test(id)) throw new Error(`kesd init.yml: ${what} identity '${id}' is not 64 lowercase hex characters`);
@@ -164,6 +170,7 @@ export function kesdInitYaml(input: KesdInitInput): string {
       },
     },
     api: { [READY_PATH]: { skip_auth: true } },
+    ...(upstream !== undefined ? { upstream: upstreamInitDoc(upstream, enclave.name) } : {}),
   };
   return stringify(doc, { lineWidth: 0 });
 }

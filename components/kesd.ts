@@ -26,6 +26,7 @@ import {
   sha256Hex,
 } from './kesd-config';
 import { dataClaimTemplate, ingressOnlyPolicy, onePodDownBudget, podsLabelled, tcpIngressRule } from './k8s-shapes';
+import { UPSTREAM_PATHS, UPSTREAM_TOKEN_SECONDS, type UpstreamStackConfig } from './upstream-config';
 
 /** Build the image from this repo (and `kind load` it when a cluster name is given), or use an existing image. */
 export type KesdImage = { build: { kindClusterName?: pulumi.Input<string> } } | { ref: string };
@@ -57,6 +58,11 @@ export interface KesdArgs {
   backupIdentity?: pulumi.Output<string>;
   /** Keys kesd creates if missing in the `default` enclave, MinIO's default key among them. */
   keys: string[];
+  /**
+   * A Vault mirroring the `default` enclave's keys: kesd logs in with the Kubernetes auth method as its own
+   * ServiceAccount (created here, named KESD_NAMES.serviceAccount), through a projected token for Vault's audience.
+   */
+  upstream?: UpstreamStackConfig;
   /** MinIO's namespace: its pods may reach kesd. */
   tenantNamespace: pulumi.Input<string>;
   provider: k8s.Provider;
@@ -135,8 +141,10 @@ export class Kesd extends pulumi.ComponentResource implements KesdEndpoints {
           ...(previousUnseal !== undefined ? { unsealPreviousFile: KESD_PATHS.unsealPreviousFile } : {}),
           ...(backupId !== undefined ? { backupIdentities: [backupId] } : {}),
           etcd: etcdEndpoints === undefined ? undefined : { endpoints: etcdEndpoints, prefix: KESD_ETCD_PREFIX, tlsDir: KESD_PATHS.etcdTlsDir },
+          upstream: args.upstream,
         }),
       );
+    const upstream = args.upstream === undefined ? undefined : this.upstreamObjects(name, args.upstream, meta, k8sOpts);
     const initConfig = new k8s.core.v1.ConfigMap(`${name}-init`, { metadata: meta(KESD_NAMES.initConfigMap), data: { 'init.yml': initYaml } }, k8sOpts);
 
     const port = { name: PORT_NAME, port: KESD_PORT, targetPort: PORT_NAME, protocol: 'TCP' };
@@ -174,6 +182,7 @@ export class Kesd extends pulumi.ComponentResource implements KesdEndpoints {
         { name: 'unseal', mountPath: KESD_PATHS.unsealDir, readOnly: true },
         ...(previousUnseal !== undefined ? [{ name: 'unseal-previous', mountPath: KESD_PATHS.unsealPreviousDir, readOnly: true }] : []),
         ...(etcd ? [{ name: 'etcd-tls', mountPath: KESD_PATHS.etcdTlsDir, readOnly: true }] : []),
+        ...(upstream?.mounts ?? []),
         // subPath: the file does not follow ConfigMap edits, but checksum/init rolls the pods on every change.
         { name: 'init', mountPath: KESD_PATHS.initFile, subPath: 'init.yml', readOnly: true },
         { name: 'tmp', mountPath: KESD_PATHS.tmpDir },
@@ -212,7 +221,9 @@ export class Kesd extends pulumi.ComponentResource implements KesdEndpoints {
               },
             },
             spec: {
+              // No API token in the pod: with an upstream, only a token for Vault's audience (upstreamObjects).
               automountServiceAccountToken: false,
+              ...(upstream ? { serviceAccountName: upstream.serviceAccountName } : {}),
               enableServiceLinks: false,
               securityContext: KESD_POD_SECURITY_CONTEXT,
               // Replicas on different nodes where there are several: one node going down leaves MinIO the others.
@@ -237,6 +248,7 @@ export class Kesd extends pulumi.ComponentResource implements KesdEndpoints {
                     }]
                   : []),
                 ...(etcd ? [{ name: 'etcd-tls', secret: { secretName: etcd.clientTlsSecretName, defaultMode: 0o440 } }] : []),
+                ...(upstream?.volumes ?? []),
                 { name: 'init', configMap: { name: initConfig.metadata.name, items: [{ key: 'init.yml', path: 'init.yml' }] } },
                 { name: 'tmp', emptyDir: { sizeLimit: '16Mi' } },
               ],
@@ -283,6 +295,34 @@ export class Kesd extends pulumi.ComponentResource implements KesdEndpoints {
       headlessServiceName: this.headlessServiceName,
       imageRef: this.imageRef,
     });
+  }
+
+  /**
+   * kesd's ServiceAccount (Vault's Kubernetes auth method binds a role to it), the token kesd logs in with (projected
+   * for Vault's audience, so it is useless against the Kubernetes API), and the CA of Vault's certificate.
+   */
+  private upstreamObjects(
+    name: string,
+    upstream: UpstreamStackConfig,
+    meta: (objectName: string) => { name: string; namespace: pulumi.Input<string>; labels: Record<string, string> },
+    k8sOpts: pulumi.CustomResourceOptions,
+  ) {
+    const account = new k8s.core.v1.ServiceAccount(`${name}-sa`, { metadata: meta(KESD_NAMES.serviceAccount), automountServiceAccountToken: false }, k8sOpts);
+    const ca = upstream.vault.caCert === undefined
+      ? undefined
+      : new k8s.core.v1.ConfigMap(`${name}-vault-ca`, { metadata: meta(KESD_NAMES.vaultCaConfigMap), data: { 'ca.crt': upstream.vault.caCert } }, k8sOpts);
+    const volumes: k8s.types.input.core.v1.Volume[] = [
+      {
+        name: 'vault-token',
+        projected: { defaultMode: 0o440, sources: [{ serviceAccountToken: { audience: upstream.vault.audience, expirationSeconds: UPSTREAM_TOKEN_SECONDS, path: 'token' } }] },
+      },
+      ...(ca ? [{ name: 'vault-ca', configMap: { name: ca.metadata.name, items: [{ key: 'ca.crt', path: 'ca.crt' }] } }] : []),
+    ];
+    const mounts: k8s.types.input.core.v1.VolumeMount[] = [
+      { name: 'vault-token', mountPath: UPSTREAM_PATHS.tokenDir, readOnly: true },
+      ...(ca ? [{ name: 'vault-ca', mountPath: UPSTREAM_PATHS.caDir, readOnly: true }] : []),
+    ];
+    return { serviceAccountName: account.metadata.name, volumes, mounts };
   }
 
   /** The image reference, and what must exist before pods can start with it. */

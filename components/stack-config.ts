@@ -1,5 +1,6 @@
 // The stack's configuration, validated up front: every problem names the config key and the allowed values.
 import { etcdQuotaBytes } from './etcd-config';
+import { parseUpstreamConfig, type UpstreamStackConfig } from './upstream-config';
 
 export interface StackConfig {
   readonly cluster:
@@ -26,6 +27,8 @@ export interface StackConfig {
   readonly etcd: { readonly storageSize: string; readonly storageClass?: string };
   readonly keys: readonly string[];
   readonly buckets: readonly { readonly name: string; readonly key: string }[];
+  /** A Vault mirroring kesd's keys (upstream-config.ts); off when unset. */
+  readonly upstream?: UpstreamStackConfig;
 }
 
 /** Where the operator chart comes from: a Helm repository (by URL) or a chart archive on disk. */
@@ -143,7 +146,7 @@ function object(problems: string[], key: string, raw: unknown): Record<string, u
 }
 
 /** The top-level config keys (`stateful-kes:<key>`). */
-export const STACK_CONFIG_KEYS = ['cluster', 'namespaces', 'operator', 'tenant', 'kesd', 'etcd', 'keys', 'buckets'];
+export const STACK_CONFIG_KEYS = ['cluster', 'namespaces', 'operator', 'tenant', 'kesd', 'etcd', 'keys', 'buckets', 'upstream'];
 
 /** Validates the raw config objects (as `pulumi.Config.getObject` returns them) and applies defaults. */
 export function parseStackConfig(raw: Record<string, unknown>): StackConfig {
@@ -245,8 +248,10 @@ export function parseStackConfig(raw: Record<string, unknown>): StackConfig {
   const names = buckets.map((b) => b.name);
   names.forEach((b, i) => names.indexOf(b) !== i && problems.push(`stateful-kes:buckets: bucket '${b}' is listed twice`));
 
+  const upstream = parseUpstreamConfig(problems, raw.upstream);
+
   if (problems.length > 0) throw new StackConfigError(problems);
-  return { cluster, namespaces, operator, tenant, kesd, etcd, keys, buckets };
+  return { cluster, namespaces, operator, tenant, kesd, etcd, keys, buckets, ...(upstream ? { upstream } : {}) };
 }
 
 const CHART_ALLOWED = `an http:// or https:// Helm repository URL serving the operator chart (default ${PUBLIC_OPERATOR_REPO}), or the path of a chart archive ending in .tgz`;

@@ -1,5 +1,7 @@
 #!/usr/bin/env node
-// Builds the real interop peers (minio, mc, kes …) pinned in peers.json with `go install module@version`.
+// Builds the real interop peers (minio, mc, kes, vault …) pinned in peers.json with `go install module@version`, or,
+// for a module whose go.mod has replace directives (`go install` refuses those; peers.json lists the non-local ones
+// under "replace" as old[@v]=new@v), from a throwaway main module that requires it with those replaces.
 // Each peer+version gets its own directory under $KESD_PEERS_DIR or ~/.cache/stateful-kes/peers (outside the
 // clone, so fresh clones on the same machine reuse the builds), so a version change
 // rebuilds and an unchanged one is reused. Prints and writes <dir>/bin.json: name → absolute binary path.
@@ -16,10 +18,13 @@ const dir = resolve(process.env.KESD_PEERS_DIR || join(process.env.XDG_CACHE_HOM
 const peers = JSON.parse(readFileSync(join(repo, 'peers.json'), 'utf8'));
 const check = process.argv.includes('--check');
 
-const entries = Object.entries(peers).map(([name, { module, version }]) => {
+const entries = Object.entries(peers).map(([name, { module, version, replace = [] }]) => {
   if (!module || !version) fail(`peers.json: "${name}" needs "module" and "version"`);
+  if (!Array.isArray(replace) || replace.some((r) => typeof r !== 'string' || !/^[^=\s]+=[^=\s]+@[^=\s]+$/.test(r))) {
+    fail(`peers.json: "${name}".replace must be a list of "old[@version]=new@version"`);
+  }
   const home = join(dir, `${name}@${version}`.replace(/[^\w.@-]/g, '_'));
-  return { name, module, version, home, bin: join(home, name), built: join(home, module.split('/').pop()) };
+  return { name, module, version, replace, home, bin: join(home, name), built: join(home, module.split('/').pop()) };
 });
 
 function fail(message) {
@@ -49,16 +54,23 @@ function go(args, { cwd, log, env = goEnv }) {
 
 // `go install module@version` with GOBIN=peer.home. The proxy here refuses the version list of some
 // modules (github.com/minio/kes: 403), which `go install` needs for its deprecation check; then the same
-// build list is built from a throwaway module instead (`go get` + `go build`), with the GODEBUG defaults
-// `go install` would use (those of the module's own go line).
+// build list is built from a throwaway module instead. A module with replaces goes that way at once.
 async function build(peer, log) {
+  if (peer.replace.length > 0) return buildInModule(peer, log);
   const code = await go(['install', '-v', `${peer.module}@${peer.version}`], { cwd: peer.home, log, env: { ...goEnv, GOBIN: peer.home } });
   if (code === 0 || !/loading deprecation for .*@v\/list: 403/s.test(readFileSync(log, 'utf8'))) return code;
   console.log(`  ${peer.name}: the proxy refuses the module's version list, so go install can't run; building via a throwaway module`);
+  return buildInModule(peer, log);
+}
+
+// A throwaway main module that requires the peer (`go get`), with the peer's non-local replaces (a dependency's own
+// replaces are ignored), and the GODEBUG defaults `go install` would use (those of the module's own go line).
+async function buildInModule(peer, log) {
   const cwd = join(peer.home, 'mod');
   rmSync(cwd, { recursive: true, force: true });
   mkdirSync(cwd);
-  for (const args of [['mod', 'init', 'peers-build'], ['get', `${peer.module}@${peer.version}`]]) {
+  const steps = [['mod', 'init', 'peers-build'], ...peer.replace.map((r) => ['mod', 'edit', `-replace=${r}`]), ['get', `${peer.module}@${peer.version}`]];
+  for (const args of steps) {
     const step = await go(args, { cwd, log });
     if (step !== 0) return step;
   }
@@ -80,7 +92,7 @@ for (const [i, p] of entries.entries()) {
     console.log(`${tag}: reusing ${p.bin}`);
     continue;
   }
-  console.log(`${tag}: building (go install; minio takes 10-25 min on 2 cores) …`);
+  console.log(`${tag}: building (go install; minio and vault take 10-25 min each on 2 cores) …`);
   mkdirSync(p.home, { recursive: true });
   const log = join(p.home, 'build.log');
   rmSync(log, { force: true });

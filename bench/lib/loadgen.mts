@@ -50,6 +50,8 @@ export interface LoadgenArgs {
   rate?: number;
   keyName?: string;
   extra?: string[];
+  /** Added to the environment (a Vault token for transit-* ops: never in argv, which ps shows). */
+  env?: Record<string, string>;
 }
 
 export function runLoadgen(bin: string, a: LoadgenArgs): Promise<LoadgenResult> {
@@ -59,7 +61,7 @@ export function runLoadgen(bin: string, a: LoadgenArgs): Promise<LoadgenResult> 
     ...(a.rate ? ['-rate', String(a.rate)] : []), ...(a.keyName ? ['-key-name', a.keyName] : []), ...(a.extra ?? []),
   ];
   return new Promise((res, rej) => {
-    const child = track(spawn(bin, args, { stdio: ['ignore', 'pipe', 'pipe'] }));
+    const child = track(spawn(bin, args, { stdio: ['ignore', 'pipe', 'pipe'], ...(a.env ? { env: { ...process.env, ...a.env } } : {}) }));
     let out = '';
     let err = '';
     child.stdout!.on('data', (d) => (out += d));

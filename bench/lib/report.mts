@@ -40,6 +40,8 @@ export interface Results {
   scale?: import('../scale.mts').ScaleResult;
   e2e?: import('../e2e.mts').E2EResult;
   replicas?: import('../replicas.mts').ReplicasResult;
+  /** Vault Transit on the same machine in the same run (bench/transit.mts). */
+  transit?: import('../transit.mts').TransitResult;
 }
 
 export interface ProfileSummary {

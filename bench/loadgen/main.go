@@ -15,6 +15,7 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -36,26 +37,28 @@ import (
 )
 
 type config struct {
-	url        string
-	cert, key  string
-	ca         string
-	insecure   bool
-	op         string
-	keyName    string
-	conns      int
-	inflight   int
-	duration   time.Duration
-	warmup     time.Duration
-	proto      string
-	rate       float64
-	pool       int
-	bulk       int
-	listPrefix string
-	prefix     string
-	resume     bool
-	pids       string
-	out        string
-	setupConns int
+	url          string
+	cert, key    string
+	ca           string
+	insecure     bool
+	op           string
+	keyName      string
+	conns        int
+	inflight     int
+	duration     time.Duration
+	warmup       time.Duration
+	proto        string
+	rate         float64
+	pool         int
+	bulk         int
+	listPrefix   string
+	prefix       string
+	resume       bool
+	pids         string
+	out          string
+	setupConns   int
+	transitMount string
+	vaultToken   string
 }
 
 func main() {
@@ -65,7 +68,8 @@ func main() {
 	flag.StringVar(&c.key, "key", "", "client private key (PEM)")
 	flag.StringVar(&c.ca, "ca", "", "CA / server certificate to trust (PEM)")
 	flag.BoolVar(&c.insecure, "insecure", false, "skip server certificate verification")
-	flag.StringVar(&c.op, "op", "generate", "generate | decrypt | mix | create | list | bulk | churn | floor-get")
+	flag.StringVar(&c.op, "op", "generate", "generate | decrypt | mix | create | list | bulk | churn | floor-get | transit-encrypt | transit-decrypt | transit-datakey (Vault Transit: -key-name is the Transit key, the token comes from $LOADGEN_VAULT_TOKEN)")
+	flag.StringVar(&c.transitMount, "transit-mount", "transit", "Vault Transit mount (transit-* ops)")
 	flag.StringVar(&c.keyName, "key-name", "bench-key", "key for generate/decrypt/mix/bulk/churn")
 	flag.IntVar(&c.conns, "conns", 16, "connections (churn: concurrent clients, each opening a fresh connection per request)")
 	flag.IntVar(&c.inflight, "inflight", 1, "requests in flight per connection (h2 only; HTTP/1.1 is always 1)")
@@ -187,6 +191,7 @@ type request struct {
 	method, path string
 	body         []byte
 	close        bool
+	header       string // extra header lines, each ending in \r\n (Vault's X-Vault-Token)
 }
 
 var errProto = errors.New("malformed HTTP response")
@@ -212,6 +217,7 @@ func (h *h1conn) do(ctx context.Context, r request) (int, []byte, error) {
 	w = append(w, " HTTP/1.1\r\nHost: "...)
 	w = append(w, h.t.host...)
 	w = append(w, "\r\nUser-Agent: kesd-bench-loadgen\r\n"...)
+	w = append(w, r.header...)
 	if r.body != nil {
 		w = append(w, "Content-Type: application/json\r\nContent-Length: "...)
 		w = strconv.AppendInt(w, int64(len(r.body)), 10)
@@ -424,6 +430,7 @@ type ops struct {
 	bulkReq  request
 	list     request
 	floorGet request
+	transit  request // transit-encrypt and transit-datakey: the same request every time
 }
 
 // next returns the request a worker sends as its seq-th request.
@@ -448,6 +455,10 @@ func (o *ops) next(w, seq int) request {
 		return o.bulkReq
 	case "floor-get":
 		return o.floorGet
+	case "transit-encrypt", "transit-datakey":
+		return o.transit
+	case "transit-decrypt":
+		return o.decrypt[(w*7919+seq)%len(o.decrypt)]
 	}
 	panic("unknown op")
 }
@@ -466,6 +477,9 @@ func buildPool(ctx context.Context, t *target, c config) ([]string, error) {
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	gen := request{method: "POST", path: "/v1/key/generate/" + c.keyName, body: []byte("{}")}
+	if c.op == "transit-decrypt" {
+		gen = transitEncrypt(c)
+	}
 	for i := 0; i < c.setupConns; i++ {
 		wg.Add(1)
 		go func() {
@@ -480,12 +494,18 @@ func buildPool(ctx context.Context, t *target, c config) ([]string, error) {
 				status, body, err := h.do(ctx, gen)
 				var reply struct {
 					Ciphertext string `json:"ciphertext"`
+					Data       struct {
+						Ciphertext string `json:"ciphertext"`
+					} `json:"data"` // Vault's answers
 				}
 				if err == nil && status != 200 {
 					err = fmt.Errorf("generate: HTTP %d: %s", status, truncate(body))
 				}
 				if err == nil {
 					err = json.Unmarshal(body, &reply)
+				}
+				if reply.Ciphertext == "" {
+					reply.Ciphertext = reply.Data.Ciphertext
 				}
 				if err == nil && reply.Ciphertext == "" {
 					err = fmt.Errorf("generate: no ciphertext in %s", truncate(body))
@@ -506,6 +526,16 @@ func buildPool(ctx context.Context, t *target, c config) ([]string, error) {
 	wg.Wait()
 	return out, firstErr
 }
+
+// transitEncrypt: Vault Transit encrypting a 32-byte plaintext (a data key), the request a KMS client makes to wrap one.
+func transitEncrypt(c config) request {
+	pt := make([]byte, 32)
+	rand.Read(pt)
+	b, _ := json.Marshal(map[string]string{"plaintext": base64.StdEncoding.EncodeToString(pt)})
+	return request{method: "POST", path: "/v1/" + c.transitMount + "/encrypt/" + c.keyName, body: b, header: vaultHeader(c)}
+}
+
+func vaultHeader(c config) string { return "X-Vault-Token: " + c.vaultToken + "\r\n" }
 
 func truncate(b []byte) string {
 	if len(b) > 200 {
@@ -606,6 +636,15 @@ type cpuReport struct {
 func run(c config) error {
 	switch c.op {
 	case "generate", "decrypt", "mix", "create", "list", "bulk", "churn", "floor-get":
+	case "transit-encrypt", "transit-decrypt", "transit-datakey":
+		// The token comes from the environment, not argv (which ps shows).
+		c.vaultToken = os.Getenv("LOADGEN_VAULT_TOKEN")
+		if c.vaultToken == "" {
+			return fmt.Errorf("-op %s needs the Vault token in $LOADGEN_VAULT_TOKEN", c.op)
+		}
+		if c.proto != "h1" {
+			return fmt.Errorf("-op %s is HTTP/1.1 only", c.op)
+		}
 	default:
 		return fmt.Errorf("unknown -op %q", c.op)
 	}
@@ -647,7 +686,13 @@ func run(c config) error {
 		list:     request{method: "GET", path: "/v1/key/list/" + c.listPrefix + "*"},
 		floorGet: request{method: "GET", path: "/"},
 	}
-	if c.op == "decrypt" || c.op == "mix" || c.op == "bulk" {
+	switch c.op {
+	case "transit-encrypt":
+		o.transit = transitEncrypt(c)
+	case "transit-datakey":
+		o.transit = request{method: "POST", path: "/v1/" + c.transitMount + "/datakey/plaintext/" + c.keyName, body: []byte("{}"), header: vaultHeader(c)}
+	}
+	if c.op == "decrypt" || c.op == "mix" || c.op == "bulk" || c.op == "transit-decrypt" {
 		t.deadline.Store(time.Now().Add(2 * time.Minute).UnixNano())
 		pool, err := buildPool(ctx, t, c)
 		if err != nil {
@@ -655,7 +700,11 @@ func run(c config) error {
 		}
 		for _, ct := range pool {
 			b, _ := json.Marshal(map[string]string{"ciphertext": ct})
-			o.decrypt = append(o.decrypt, request{method: "POST", path: "/v1/key/decrypt/" + c.keyName, body: b})
+			if c.op == "transit-decrypt" {
+				o.decrypt = append(o.decrypt, request{method: "POST", path: "/v1/" + c.transitMount + "/decrypt/" + c.keyName, body: b, header: vaultHeader(c)})
+			} else {
+				o.decrypt = append(o.decrypt, request{method: "POST", path: "/v1/key/decrypt/" + c.keyName, body: b})
+			}
 		}
 		if c.op == "bulk" {
 			items := make([]map[string]string, c.bulk)

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { mkdtemp, readdir, rm, writeFile, mkdir } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { parseKesStoredKey } from '../../kesd/src/migrate/kes-key.js';
+import { encodeKesStoredKey, parseKesStoredKey } from '../../kesd/src/kes/stored-key.js';
 import { seal } from '../../kesd/src/crypto/key.js';
 import { initDataDir } from '../../kesd/src/boot/data-dir.js';
 import { makeIdentity, startTestServer } from './harness.js';
@@ -22,6 +22,17 @@ test('a KES protobuf-encoded key parses to its secret key, HMAC key, creation ti
   assert.equal(k.hmac?.toString('base64'), 'nLXl4yqa4cjZTcSbsU6sNnN8kP9ARWkXwa20YQZa9Hg=');
   assert.equal(k.createdAt, '2024-01-12T10:39:20.886816Z');
   assert.equal(k.createdBy, '3ecfcdf38fcbe141ae26a1030f81e96b753365a46760ae6b578698a97c59fd22');
+});
+
+test('a key encoded as KES v0.24 stores it is byte for byte the KES vector, and parses back', () => {
+  const k = parseKesStoredKey(Buffer.from(PROTOBUF_KEY));
+  const encoded = encodeKesStoredKey({ algorithm: k.algorithm, bytes: k.bytes, hmac: k.hmac!, createdAt: k.createdAt!, createdBy: k.createdBy! });
+  assert.equal(encoded, PROTOBUF_KEY);
+  const chacha = { algorithm: 'ChaCha20' as const, bytes: Buffer.alloc(32, 1), hmac: Buffer.alloc(32, 2), createdAt: '1970-01-01T00:00:00Z', createdBy: '' };
+  const back = parseKesStoredKey(Buffer.from(encodeKesStoredKey(chacha)));
+  assert.deepEqual({ ...back, bytes: Buffer.from(back.bytes), hmac: Buffer.from(back.hmac!) }, { ...chacha, createdBy: undefined });
+  assert.throws(() => encodeKesStoredKey({ ...chacha, createdAt: 'yesterday' }), /not an RFC 3339 time/);
+  assert.throws(() => encodeKesStoredKey({ ...chacha, hmac: Buffer.alloc(3) }), /32 bytes/);
 });
 
 test('a KES JSON-encoded key parses to its key bytes and has no HMAC key', () => {

@@ -72,6 +72,42 @@ export function storeContract(backend: Backend): void {
     }
   });
 
+  test('contract: commit applies all of its writes when every condition holds, and nothing otherwise', () =>
+    withStore(async (s) => {
+      await s.put('c/held', b('v1'));
+      // absent, present and exact-value conditions, all holding: puts and a delete land together
+      assert.equal(await s.commit([{ path: 'c/new', is: 'absent' }, { path: 'c/held', is: b('v1') }, { path: 'c/held', is: 'present' }], [
+        { put: 'c/new', value: b('n') }, { put: 'c/queue/1', value: b('q') }, { delete: 'c/held' },
+      ]), true);
+      assert.deepEqual(await paths(s, 'c/'), ['c/new', 'c/queue/1']);
+      // each kind of condition failing on its own: nothing of the commit is written
+      for (const failing of [{ path: 'c/new', is: 'absent' as const }, { path: 'c/gone', is: 'present' as const }, { path: 'c/new', is: b('other') }, { path: 'c/gone', is: b('n') }]) {
+        assert.equal(await s.commit([{ path: 'c/queue/1', is: 'present' }, failing], [{ put: 'c/x', value: b('x') }, { delete: 'c/new' }]), false, JSON.stringify(failing));
+        assert.deepEqual(await paths(s, 'c/'), ['c/new', 'c/queue/1']);
+      }
+      assert.equal(await s.commit([], [{ delete: 'c/never' }]), true); // deleting nothing is no error
+      assert.equal(await s.count('c/'), 2);
+      assert.equal(await s.count('c/queue/'), 1);
+      assert.equal(await s.count('c/none/'), 0);
+    }));
+
+  test('contract: concurrent compare-and-set commits on one path from every client: exactly one wins each round', async () => {
+    const group = `cas-${++groups}`;
+    const clients = await Promise.all(Array.from({ length: backend.clients }, () => backend.open(group)));
+    try {
+      await clients[0]!.put('lease', b('v0'));
+      for (let round = 0; round < 3; round++) {
+        const seen = b(`v${round * 100}`);
+        const results = await Promise.all(Array.from({ length: 20 }, (_, i) =>
+          clients[i % clients.length]!.commit([{ path: 'lease', is: seen }], [{ put: 'lease', value: b(`v${(round + 1) * 100}`) }, { put: `won/${round}/${i}`, value: b('') }])));
+        assert.equal(results.filter(Boolean).length, 1, `round ${round}`);
+        assert.equal(await clients[0]!.count(`won/${round}/`), 1);
+      }
+    } finally {
+      await Promise.all(clients.map((c) => c.close()));
+    }
+  });
+
   test('contract: list returns exactly the prefix, in ascending byte order, with the values', () =>
     withStore(async (s) => {
       for (const p of ['b', 'a/2', 'ab', 'a/10', 'a', 'a/', 'ab/1', 'a/1', 'a0', 'a.']) await s.put(p, b(p));
@@ -122,5 +158,7 @@ export function storeContract(backend: Backend): void {
     await assert.rejects(s.putIfAbsent('w', b('z')), /closed/);
     await assert.rejects(s.delete('x'), /closed/);
     await assert.rejects(s.status(), /closed/);
+    await assert.rejects(s.commit([], [{ put: 'x', value: b('z') }]), /closed/);
+    await assert.rejects(s.count(''), /closed/);
   });
 }

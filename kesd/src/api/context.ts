@@ -4,6 +4,7 @@ import type { System } from '../state/system.js';
 import type { AuditLog } from '../log/audit.js';
 import type { ErrorLog } from '../log/errorlog.js';
 import type { Metrics } from '../log/metrics.js';
+import type { Upstream } from '../upstream/upstream.js';
 import type { Authenticator } from './auth.js';
 import type { Exchange } from './exchange.js';
 
@@ -33,6 +34,8 @@ export interface ServerContext {
   readonly workers?: number;
   /** The data dir (GET /v1/sys/backup stages its snapshot there). */
   readonly dataDir?: string;
+  /** The Vault mirroring an enclave's keys (init.yml `upstream`), if configured. */
+  readonly upstream?: Upstream;
 }
 
 export interface RequestContext {

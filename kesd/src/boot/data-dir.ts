@@ -16,6 +16,7 @@ import { openLmdbStore } from '../store/lmdb.js';
 import type { Store } from '../store/store.js';
 import { sealRootKey, takeUnsealKey, writeSealedRootKey, type RootKeyInfo } from '../store/unseal.js';
 import { applyDeclarations } from './declarations.js';
+import { seedFromUpstream } from './upstream-seed.js';
 
 // The LMDB data file inside the data dir (LMDB adds db-lock beside it).
 export const STORE_FILE = 'db';
@@ -57,8 +58,9 @@ export async function initDataDir(dir: string, init: InitConfig, opts: InitOptio
         await writeServerConfig(staging, serverConfig);
         const store = await openLmdbStore(join(staging, STORE_FILE));
         try {
-          const system = await System.open(store, { key: root.key, sysadmin: root.sysadmin });
+          const system = await System.open(store, { key: root.key, sysadmin: root.sysadmin }, { upstreamEnclave: init.upstream?.enclave });
           try {
+            await seedFromUpstream(system, init);
             await applyDeclarations(system, init);
           } finally {
             system.release();
@@ -91,8 +93,9 @@ async function initInEtcd(config: EtcdConfig, init: InitConfig, sealed: string, 
     if (root.sysadmin !== init.sysadmin) {
       throw new Error(`the etcd store at ${config.prefix} was initialised for system admin ${root.sysadmin}, but the init config names ${init.sysadmin}`);
     }
-    const system = await System.open(store, { key: root.key, sysadmin: root.sysadmin }, { resumeSweeps: false });
+    const system = await System.open(store, { key: root.key, sysadmin: root.sysadmin }, { resumeSweeps: false, upstreamEnclave: init.upstream?.enclave });
     try {
+      await seedFromUpstream(system, init);
       await applyDeclarations(system, init);
     } finally {
       system.release();

@@ -5,15 +5,18 @@
 // The unseal key comes from `unseal.environment.name` (KES v0.22) or, kesd's extension, `unseal.file.path`: a file
 // holding the base64 key, e.g. a Kubernetes Secret mounted as a volume (store/unseal-key.ts).
 // An optional `store.etcd` section (both files) puts the records and the sealed root key in etcd (store/etcd.ts);
-// without it the store is the embedded LMDB file in the data dir.
+// without it the store is the embedded LMDB file in the data dir. An optional `upstream` section (both files) mirrors
+// one enclave's keys to a Vault in KES's KV layout (config/upstream.ts).
 import { readFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { stringify } from 'yaml';
 import { writeFileAtomic } from '../fs/atomic.js';
 import { ENV_NAME, sameUnsealSource, type UnsealSource } from './unseal-source.js';
+import { absoluteUpstreamPaths, parseUpstream, upstreamDoc, type UpstreamConfig } from './upstream.js';
 import { ConfigError, ENV_REF, Reader, type Y } from './yaml-reader.js';
 
 export { ConfigError } from './yaml-reader.js';
+export type { UpstreamConfig, VaultAuth, VaultConfig } from './upstream.js';
 
 export interface PolicyConfig { name: string; allow: string[]; deny: string[]; identities: string[] }
 export interface EnclaveConfig { name: string; admin: string; policies: PolicyConfig[]; keys: string[] }
@@ -58,6 +61,8 @@ interface InitFields {
   /** Routes answered without a client certificate (`api.<path>.skip_auth`, as in the newest KES), e.g. for probes. */
   skipAuth?: string[];
   store?: StoreConfig;
+  /** A Vault mirroring one enclave's keys (kesd's extension). */
+  upstream?: UpstreamConfig;
 }
 interface ServerFields {
   version: '1';
@@ -72,6 +77,8 @@ interface ServerFields {
   backupIdentities?: string[];
   /** Absent: the embedded LMDB store in the data dir. */
   store?: StoreConfig;
+  /** Paths absolute; secrets written as `${VAR}` are expanded by readServerConfig. */
+  upstream?: UpstreamConfig;
 }
 
 export const SERVER_CONFIG_FILE = '.init';
@@ -160,7 +167,7 @@ function parseStore(r: Reader, v: Y): StoreConfig | undefined {
 /** Parses and validates init.yml; a relative `unseal.previous` file is taken from `cwd`. */
 export function parseInitConfig(text: string, env: NodeJS.ProcessEnv, cwd: string = process.cwd()): InitConfig {
   const r = new Reader('init config', env);
-  const top = r.obj(r.parse(text), '', ['version', 'address', 'system', 'tls', 'unseal', 'enclave', 'api', 'store']);
+  const top = r.obj(r.parse(text), '', ['version', 'address', 'system', 'tls', 'unseal', 'enclave', 'api', 'store', 'upstream']);
   const version = r.str(top.get('version'), 'version', true);
   if (version !== 'v1') r.fail(`version '${version}' is not supported: must be 'v1'`);
 
@@ -204,6 +211,11 @@ export function parseInitConfig(text: string, env: NodeJS.ProcessEnv, cwd: strin
   if (store !== undefined) config.store = store;
   for (const [name, v] of r.obj(top.get('enclave'), 'enclave', [])) config.enclaves.push(parseEnclave(r, name, v, sysadmin));
   if (config.enclaves.length === 0) r.fail('no enclave configuration specified');
+  const upstream = parseUpstream(r, top.get('upstream'));
+  if (upstream !== undefined) {
+    if (!config.enclaves.some((e) => e.name === upstream.enclave)) r.fail(`'upstream.enclave': enclave '${upstream.enclave}' is not declared under 'enclave'`);
+    config.upstream = upstream;
+  }
   return config;
 }
 
@@ -282,6 +294,7 @@ export function toServerConfig(init: InitConfig, cwd: string = process.cwd()): S
     ...(init.skipAuth && init.skipAuth.length > 0 ? { skipAuth: init.skipAuth } : {}),
     ...(init.backupIdentities && init.backupIdentities.length > 0 ? { backupIdentities: [...init.backupIdentities] } : {}),
     ...(init.store ? { store: { etcd: absoluteEtcdPaths(init.store.etcd, cwd) } } : {}),
+    ...(init.upstream ? { upstream: absoluteUpstreamPaths(init.upstream, cwd) } : {}),
   };
 }
 
@@ -308,6 +321,7 @@ export async function writeServerConfig(dir: string, cfg: ServerConfig): Promise
     ...(cfg.skipAuth && cfg.skipAuth.length > 0 ? { api: Object.fromEntries(cfg.skipAuth.map((p) => [p, { skip_auth: true }])) } : {}),
     ...(cfg.backupIdentities && cfg.backupIdentities.length > 0 ? { backup: { identities: cfg.backupIdentities } } : {}),
     ...(cfg.store ? { store: { etcd: { endpoints: cfg.store.etcd.endpoints, prefix: cfg.store.etcd.prefix, ...(cfg.store.etcd.tls ? { tls: cfg.store.etcd.tls } : {}) } } } : {}),
+    ...(cfg.upstream ? { upstream: upstreamDoc(cfg.upstream) } : {}),
   };
   await writeFileAtomic(join(dir, SERVER_CONFIG_FILE), stringify(doc), 0o600);
 }
@@ -323,7 +337,7 @@ export async function readServerConfig(dir: string, env: NodeJS.ProcessEnv = pro
     throw new ConfigError(`server config '${path}': cannot read: ${(err as Error).message}`);
   }
   const r = new Reader(`server config '${path}'`, env);
-  const top = r.obj(r.parse(text), '', ['version', 'address', 'tls', 'unseal', 'keys', 'api', 'store', 'backup']);
+  const top = r.obj(r.parse(text), '', ['version', 'address', 'tls', 'unseal', 'keys', 'api', 'store', 'backup', 'upstream']);
   const version = r.str(top.get('version'), 'version', true);
   if (version !== '1') r.fail(`config version '${version}' is not supported`);
   const tls = r.obj(top.get('tls'), 'tls', ['key', 'cert', 'password', 'ca', 'client']);
@@ -334,6 +348,7 @@ export async function readServerConfig(dir: string, env: NodeJS.ProcessEnv = pro
   const skipAuth = parseApi(r, top.get('api'), 'api');
   const backupIdentities = parseBackupIdentities(r, r.obj(top.get('backup'), 'backup', ['identities']).get('identities'), 'backup.identities');
   const store = parseStore(r, top.get('store'));
+  const upstream = parseUpstream(r, top.get('upstream'));
   const keys = new Map<string, string[]>();
   for (const [enclave, list] of r.obj(top.get('keys'), 'keys', [])) {
     r.name('enclave', enclave);
@@ -354,5 +369,6 @@ export async function readServerConfig(dir: string, env: NodeJS.ProcessEnv = pro
     ...(skipAuth.length > 0 ? { skipAuth } : {}),
     ...(backupIdentities.length > 0 ? { backupIdentities } : {}),
     ...(store ? { store } : {}),
+    ...(upstream ? { upstream } : {}),
   };
 }

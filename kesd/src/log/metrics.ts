@@ -5,6 +5,12 @@ import { Counter, Gauge, Histogram, Registry, type Aggregator } from 'prom-clien
 import type { AuditLog } from './audit.js';
 import type { ErrorLog } from './errorlog.js';
 
+/** What the upstream metrics read (upstream/upstream.ts provides it). */
+export interface UpstreamFigures {
+  status(): Promise<{ backlog: number; conflicts: number; oldestUnsyncedSeconds: number; reachable: boolean }>;
+  readonly sync: { readonly synced: number; readonly failures: number };
+}
+
 export const LATENCY_BUCKETS = [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 1.5, 3, 5, 10];
 
 export class Metrics {
@@ -39,6 +45,23 @@ export class Metrics {
     gauge('kes_system_mem_heap_used', 'Heap bytes in use', () => process.memoryUsage().heapUsed);
     gauge('kes_system_mem_heap_objects', 'Heap objects (not tracked by V8; 0)', () => 0);
     gauge('kes_system_mem_stack_used', 'Stack bytes in use (not tracked; 0)', () => 0);
+  }
+
+  /**
+   * kesd_upstream_* families, one per value (no labels: `kes metric` rejects labelled families). The queue figures
+   * come from the store, the same in every process, so a cluster reports their maximum, not their sum.
+   */
+  upstream(source: UpstreamFigures): void {
+    const fromStatus = (name: string, help: string, value: (s: Awaited<ReturnType<UpstreamFigures['status']>>) => number) =>
+      new Gauge({ name, help, aggregator: 'max', registers: [this.registry], async collect() { this.set(value(await source.status())); } });
+    fromStatus('kesd_upstream_backlog', 'Key changes queued for the upstream (Vault) and not yet synced', (s) => s.backlog);
+    fromStatus('kesd_upstream_oldest_unsynced_seconds', 'Age of the oldest key change not yet synced to the upstream', (s) => s.oldestUnsyncedSeconds);
+    fromStatus('kesd_upstream_conflicts', 'Queued key changes the upstream holds a different key for (left for an operator)', (s) => s.conflicts);
+    fromStatus('kesd_upstream_reachable', 'Whether the syncing process reached the upstream on its last call (1) or not (0)', (s) => (s.reachable ? 1 : 0));
+    const counter = (name: string, help: string, value: () => number) =>
+      new Counter({ name, help, registers: [this.registry], collect() { this.reset(); this.inc(value()); } });
+    counter('kesd_upstream_synced_changes', 'Key changes synced to the upstream', () => source.sync.synced);
+    counter('kesd_upstream_sync_failures', 'Sync attempts that failed (upstream unreachable or refusing)', () => source.sync.failures);
   }
 
   observe(status: number, seconds: number): void {

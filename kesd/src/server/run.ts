@@ -12,10 +12,12 @@ import { System } from '../state/system.js';
 import { VERSION } from '../version.js';
 import { applyDeclarations, ensureDeclaredKeys } from '../boot/declarations.js';
 import { openStore } from '../boot/data-dir.js';
+import { adoptExistingKeys, forgetUpstream } from '../boot/upstream-seed.js';
 import { AuditLog } from '../log/audit.js';
 import { ErrorLog } from '../log/errorlog.js';
 import { LineWriter } from '../log/lines.js';
 import { Metrics } from '../log/metrics.js';
+import { startUpstream } from '../upstream/upstream.js';
 import { startServer, type RunningServer, type TlsMaterial } from './server.js';
 
 export interface KesdOptions {
@@ -46,17 +48,23 @@ export interface Kesd extends RunningServer {
   stop(): Promise<void>;
 }
 
-/** What happens once per start, before serving: declared keys are created and init.yml is applied. */
+/**
+ * What happens once per start, before serving: declared keys are created and init.yml is applied; an upstream new to
+ * this store gets every key the store already holds queued (boot/upstream-seed.ts).
+ */
 async function declare(system: System, opts: KesdOptions): Promise<void> {
   await ensureDeclaredKeys(system, opts.config.keys ?? {}, opts.root.sysadmin);
   if (opts.declared !== undefined) await applyDeclarations(system, opts.declared);
+  if (opts.config.upstream === undefined) return forgetUpstream(system);
+  const queued = await adoptExistingKeys(system, opts.config.upstream);
+  if (queued > 0) console.error(`kesd: upstream ${opts.config.upstream.vault.endpoint} is new to this store: ${queued} existing keys queued for it`);
 }
 
 /** The cluster primary's part of a start: the declarations, on a store it closes before the workers open it. */
 export async function declareInStore(opts: KesdOptions): Promise<void> {
   const store = await openStore(opts.dir, opts.config);
   try {
-    const system = await System.open(store, { key: opts.root.key, sysadmin: opts.root.sysadmin }, { resumeSweeps: false });
+    const system = await System.open(store, { key: opts.root.key, sysadmin: opts.root.sysadmin }, { resumeSweeps: false, upstreamEnclave: opts.config.upstream?.enclave });
     try {
       await declare(system, opts);
     } finally {
@@ -82,6 +90,7 @@ export async function startKesd(opts: KesdOptions): Promise<Kesd> {
     startedAt: worker?.startedAt,
     // On etcd a seal reaches every replica: this one writes the seal marker, the others' watches see it.
     announceSeal: etcd === undefined ? undefined : () => writeSealMarker(system),
+    upstreamEnclave: opts.config.upstream?.enclave,
   });
   const follower = etcd === undefined || loadedAt === undefined ? undefined : new EtcdFollower(etcd, loadedAt, {
     ...(await followStore(system)),
@@ -93,7 +102,10 @@ export async function startKesd(opts: KesdOptions): Promise<Kesd> {
   const errors = new ErrorLog(logger);
   const served = servedRoutes(opts.config.skipAuth ?? [], opts.config.backupIdentities ?? []);
   const metrics = new Metrics(system.startedAt, audit, errors);
-  const ctx: ServerContext = { system, version: VERSION, audit, errors, metrics, routes: served, workers: worker?.workers, dataDir: opts.dir };
+  // Every serving process runs a sync loop; the one holding the lease drains the queue (upstream/lease.ts).
+  const upstream = opts.config.upstream && !system.sealed ? startUpstream(system, opts.config.upstream, (message) => errors.log(message)) : undefined;
+  if (upstream !== undefined) metrics.upstream(upstream);
+  const ctx: ServerContext = { system, version: VERSION, audit, errors, metrics, routes: served, workers: worker?.workers, dataDir: opts.dir, upstream };
   worker?.attach(ctx);
   const { cert, key, password, ca, verifyCert } = opts.config.tls;
   const tls = { certFile: cert, keyFile: key, password, caFile: ca, verifyCert, material: opts.tls };
@@ -103,6 +115,7 @@ export async function startKesd(opts: KesdOptions): Promise<Kesd> {
     system,
     async stop() {
       await running.close();
+      await upstream?.stop();
       await follower?.stop();
       await store.close();
       await stdout?.drain();

@@ -4,6 +4,7 @@ import { ErrAssignAdmin, ErrDecrypt, ErrDeleteAdmin, ErrIdentityNotFound, ErrPol
 import type { Change, ChangeBus } from './changes.js';
 import { KeyRing, storeOp, type CachedKey, type KeyMaterial } from './keys.js';
 import { isAllowed, type PolicyRules } from './policy.js';
+import type { SyncQueue } from './sync-queue.js';
 import { paths, type EnclaveRecord, type IdentityRecord, type KeyRecord, type PolicyRecord, type RecordStore, type SecretRecord } from './records.js';
 
 export type { CachedKey, KeyMaterial, KeyVersion } from './keys.js';
@@ -17,8 +18,9 @@ export class Enclave {
   readonly keys: KeyRing;
   private mutations: Promise<unknown> = Promise.resolve();
 
-  constructor(readonly name: string, readonly info: EnclaveRecord, private readonly records: RecordStore, private readonly bus: ChangeBus) {
-    this.keys = new KeyRing(name, info.uid, records, bus);
+  /** sync: the upstream's queue, when this enclave's keys are mirrored to one (state/sync-queue.ts). */
+  constructor(readonly name: string, readonly info: EnclaveRecord, private readonly records: RecordStore, private readonly bus: ChangeBus, sync?: SyncQueue) {
+    this.keys = new KeyRing(name, info.uid, records, bus, sync);
   }
 
   async load(): Promise<void> {

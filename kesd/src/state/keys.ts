@@ -14,6 +14,7 @@ import { secretBuffer, wipe } from '../crypto/secret.js';
 import { ErrDecrypt, ErrKeyExists, ErrKeyNotFound, ErrSealed, ErrStoreWrite, KesError } from '../kes/errors.js';
 import type { ChangeBus } from './changes.js';
 import { paths, type KeyRecord, type KeyVersionRecord, type RecordStore } from './records.js';
+import { upstreamKey, type SyncQueue } from './sync-queue.js';
 
 /** Versions a key may have: decrypting a ciphertext without a version tries at most this many keys. */
 export const MAX_KEY_VERSIONS = 1000;
@@ -21,6 +22,7 @@ export const MAX_KEY_VERSIONS = 1000;
 export const ErrKeyVersionNotFound = new KesError(404, 'key version does not exist');
 export const ErrKeyTooManyVersions = new KesError(400, `key has too many versions (at most ${MAX_KEY_VERSIONS}): delete old ones first`);
 export const ErrDeleteNewestVersion = new KesError(400, 'cannot delete the newest key version: it encrypts; rotate first');
+export const ErrKeyVersionsMirrored = new KesError(400, 'key versions are not available in an enclave mirrored to an upstream Vault: its layout holds one version per key');
 export const ErrDeleteFirstVersion = new KesError(400, 'cannot delete key version 1: it is the key record itself; delete the key instead');
 
 export interface KeyVersion {
@@ -108,7 +110,14 @@ export class KeyRing {
   /** Set by seal(): no key is cached any more. */
   private sealed = false;
 
-  constructor(private readonly enclave: string, private readonly uid: string, private readonly records: RecordStore, private readonly bus: ChangeBus) {}
+  /** sync: with an upstream, each create and delete is queued for it in the same commit (sync-queue.ts). */
+  constructor(
+    private readonly enclave: string,
+    private readonly uid: string,
+    private readonly records: RecordStore,
+    private readonly bus: ChangeBus,
+    private readonly sync?: SyncQueue,
+  ) {}
 
   /** The cached key, or undefined if it must be loaded (the hot path stays synchronous on a hit). */
   cached(name: string): CachedKey | undefined {
@@ -183,7 +192,7 @@ export class KeyRing {
     if (material === undefined) wipe(secret.bytes);
     if (material?.hmac === undefined) wipe(hmac);
     await this.locked(name, async () => {
-      const created = await storeOp('create key', () => this.records.putIfAbsent(paths.key(this.uid, name), record));
+      const created = await storeOp('create key', () => this.putKeyRecord(name, record));
       if (!created) throw ErrKeyExists;
       if (this.sealed) throw ErrSealed;
       const hmacKey = ownBytes(record.hmac);
@@ -197,6 +206,7 @@ export class KeyRing {
    * of this server has dropped its cached copy by then (other replicas follow the store's watch).
    */
   async rotate(name: string, createdBy: string): Promise<{ version: number; createdAt: string }> {
+    this.mirrored();
     const added = await this.locked(name, () =>
       storeOp('rotate key', async () => {
         const record = await this.records.get<KeyRecord>(paths.key(this.uid, name));
@@ -228,6 +238,7 @@ export class KeyRing {
 
   /** Deletes one version (neither version 1 nor the newest): its ciphertexts no longer decrypt. */
   async deleteVersion(name: string, version: number): Promise<void> {
+    this.mirrored();
     await this.locked(name, () =>
       storeOp('delete key version', async () => {
         const record = await this.records.get<KeyRecord>(paths.key(this.uid, name));
@@ -249,23 +260,47 @@ export class KeyRing {
   /** Deletes the key record (the key is gone at once), then its versions. */
   async delete(name: string): Promise<void> {
     await this.locked(name, async () => {
-      const record = await storeOp('delete key', () => this.records.get<KeyRecord>(paths.key(this.uid, name))).catch(() => undefined);
-      const deleted = await storeOp('delete key', () => this.records.delete(paths.key(this.uid, name)));
+      const record = await storeOp('delete key', () => this.deleteKeyRecord(name));
       this.drop(name);
-      if (!deleted) throw ErrKeyNotFound;
-      if (record !== undefined) {
-        const hmacKey = ownBytes(record.hmac);
-        const uid = uidOf(record, hmacKey);
-        wipe(hmacKey);
-        // A crash here leaves version records of a key that no longer exists: never read again (the uid is gone),
-        // still sealed, removed with the enclave.
-        const prefix = paths.keyVersions(this.uid, name, uid);
-        const stale: string[] = [];
-        for await (const path of this.records.listPaths(prefix)) stale.push(path);
-        await storeOp('delete key', () => Promise.all(stale.map((p) => this.records.delete(p))));
-      }
+      if (record === undefined) throw ErrKeyNotFound;
+      const hmacKey = ownBytes(record.hmac);
+      const uid = uidOf(record, hmacKey);
+      wipe(hmacKey);
+      // A crash here leaves version records of a key that no longer exists: never read again (the uid is gone),
+      // still sealed, removed with the enclave.
+      const prefix = paths.keyVersions(this.uid, name, uid);
+      const stale: string[] = [];
+      for await (const path of this.records.listPaths(prefix)) stale.push(path);
+      await storeOp('delete key', () => Promise.all(stale.map((p) => this.records.delete(p))));
     });
     await this.bus.publish({ kind: 'key', enclave: this.enclave, name });
+  }
+
+  /** Creates the key record (false: the name is taken); with an upstream, queued for it in the same commit. */
+  private putKeyRecord(name: string, record: KeyRecord): Promise<boolean> {
+    const path = paths.key(this.uid, name);
+    if (this.sync === undefined) return this.records.putIfAbsent(path, record);
+    return this.sync.commit(name, [{ path, is: 'absent' }], [{ put: path, record }], upstreamKey(record));
+  }
+
+  /** Deletes the key record, returning what it held (undefined: there was none); with an upstream, queued with it. */
+  private async deleteKeyRecord(name: string): Promise<KeyRecord | undefined> {
+    const path = paths.key(this.uid, name);
+    for (;;) {
+      // The delete requires the record it read: a concurrent change of the key (another process) reads again.
+      const current = await this.records.getSealed<KeyRecord>(path);
+      if (current === undefined) return undefined;
+      const conditions = [{ path, is: current.sealed }];
+      const deleted = this.sync === undefined
+        ? await this.records.commit(conditions, [{ delete: path }])
+        : await this.sync.commit(name, conditions, [{ delete: path }], null, upstreamKey(current.record));
+      if (deleted) return current.record;
+    }
+  }
+
+  /** Versions are kesd's own: KES's Vault layout holds one key per name, so a mirrored enclave's keys keep one. */
+  private mirrored(): void {
+    if (this.sync !== undefined) throw ErrKeyVersionsMirrored;
   }
 
   /**

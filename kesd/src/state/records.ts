@@ -3,7 +3,7 @@
 import { hmacSha256, open, seal, type Algorithm, type SecretKey } from '../crypto/key.js';
 import { secretBuffer, wipe } from '../crypto/secret.js';
 import { ErrSealed } from '../kes/errors.js';
-import type { Store, StoreRecord } from '../store/store.js';
+import type { Store, StoreCondition, StoreRecord } from '../store/store.js';
 
 export interface EnclaveRecord { uid: string; admin: string; created_at: string; created_by: string }
 /** A key, and its version 1. `uid` names its later versions' records (keys.ts); records from before versions lack it. */
@@ -99,6 +99,18 @@ export class RecordStore {
 
   delete(path: string): Promise<boolean> {
     return this.store.delete(path);
+  }
+
+  /** A record with its sealed bytes as stored, which a commit can require unchanged ({ path, is: sealed }). */
+  async getSealed<T>(path: string): Promise<{ record: T; sealed: Uint8Array } | undefined> {
+    const sealed = await this.store.get(path);
+    return sealed === undefined ? undefined : { record: this.open<T>(path, sealed), sealed };
+  }
+
+  /** Store.commit with records: each put is sealed under its own path. */
+  commit(conditions: readonly StoreCondition[], writes: readonly ({ put: string; record: unknown } | { delete: string })[]): Promise<boolean> {
+    const sealed = writes.map((w) => ('put' in w ? { put: w.put, value: this.seal(w.put, w.record) } : w));
+    return this.store.commit(conditions, sealed);
   }
 
   /**

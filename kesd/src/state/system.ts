@@ -7,6 +7,7 @@ import { localBus, type Change, type ChangeBus } from './changes.js';
 import { Enclave } from './enclave.js';
 import { collectGarbage } from './gc.js';
 import { deriveRecordKey, paths, RecordStore, type EnclaveRecord } from './records.js';
+import { SyncQueue } from './sync-queue.js';
 
 /** Records an enclave sweep lists and deletes at a time. */
 export const SWEEP_BATCH = 1000;
@@ -30,6 +31,8 @@ export interface SystemOptions {
    * record key still exists; what it seals it must seal before it returns its promise (the key is wiped then).
    */
   readonly announceSeal?: () => Promise<void>;
+  /** The enclave whose key changes are queued for an upstream (config/upstream.ts), if any. */
+  readonly upstreamEnclave?: string;
 }
 
 export class System {
@@ -38,6 +41,9 @@ export class System {
   sealed = false;
   private mutations: Promise<unknown> = Promise.resolve();
   private announceSeal: (() => Promise<void>) | undefined;
+  private upstreamEnclave: string | undefined;
+  /** Called when a key change was queued for the upstream in this process (the sync loop listens). */
+  upstreamQueued: () => void = () => {};
 
   /** rootKey: the caller's buffer, zeroed when the system is sealed (a sealed kesd holds no key material). */
   private constructor(readonly sysadmin: string, readonly records: RecordStore, private readonly bus: ChangeBus, startedAt: number, private readonly rootKey: Buffer) {
@@ -53,13 +59,14 @@ export class System {
     const recordKey = sealed ? { algorithm: 'AES256' as const, bytes: secretBuffer(32) } : deriveRecordKey(root.key);
     const system = new System(root.sysadmin, new RecordStore(store, recordKey), opts.bus ?? localBus, opts.startedAt ?? Date.now(), root.key);
     system.announceSeal = opts.announceSeal;
+    system.upstreamEnclave = opts.upstreamEnclave;
     if (sealed) {
       system.sealed = true;
       system.dropKeyMaterial();
       return system;
     }
     for await (const { name, record } of system.records.list<EnclaveRecord>(paths.enclaves)) {
-      const enclave = new Enclave(name, record, system.records, system.bus);
+      const enclave = system.newEnclave(name, record);
       await enclave.load();
       system.enclaves.set(name, enclave);
     }
@@ -75,6 +82,17 @@ export class System {
 
   get store(): Store {
     return this.records.store;
+  }
+
+  /** The upstream's queue of the enclave it mirrors, as it is now (undefined without one, or while it does not exist). */
+  upstreamQueue(): SyncQueue | undefined {
+    const uid = this.upstreamEnclave === undefined ? undefined : this.enclaves.get(this.upstreamEnclave)?.info.uid;
+    return uid === undefined ? undefined : new SyncQueue(this.records, uid, () => this.upstreamQueued());
+  }
+
+  private newEnclave(name: string, record: EnclaveRecord): Enclave {
+    const sync = name === this.upstreamEnclave ? new SyncQueue(this.records, record.uid, () => this.upstreamQueued()) : undefined;
+    return new Enclave(name, record, this.records, this.bus, sync);
   }
 
 
@@ -96,7 +114,7 @@ export class System {
         throw Object.assign(ErrStoreWrite('create enclave'), { cause: err });
       }
       if (!created) throw ErrEnclaveExists;
-      const enclave = new Enclave(name, record, this.records, this.bus);
+      const enclave = this.newEnclave(name, record);
       this.enclaves.set(name, enclave);
       return enclave;
     });
@@ -220,7 +238,7 @@ export class System {
       current.forgetKeys();
     }
     if (record === undefined) return;
-    const enclave = new Enclave(name, record, this.records, this.bus);
+    const enclave = this.newEnclave(name, record);
     await enclave.load();
     this.enclaves.set(name, enclave);
   }

@@ -16,7 +16,7 @@ import { readFileSync } from 'node:fs';
 import { handleWhen, noop, retry } from 'cockatiel';
 import { Etcd3, GRPCUnavailableError, type IDuplexStream, type IOptions, type IWatchRequest, type IWatchResponse } from 'etcd3';
 import type { EtcdConfig } from '../config/config.js';
-import { StoreError, type Store, type StoreRecord } from './store.js';
+import { StoreError, type Store, type StoreCondition, type StoreRecord, type StoreWrite } from './store.js';
 import { wipe } from '../crypto/secret.js';
 import { openRootKey, parseSealedRootKey, readUnsealKey, RootKeyMissingError, type RootKeyInfo, type SealedRootKey, type UnsealSource } from './unseal.js';
 
@@ -150,6 +150,28 @@ export class EtcdStore implements Store {
   async delete(path: string): Promise<boolean> {
     const res = await this.call('delete', path, (o) => this.client.kv.deleteRange({ key: this.key(path) }, o));
     return Number(res.deleted) > 0;
+  }
+
+  /** One etcd transaction: the conditions compare create revisions (absent/present) or values, the writes follow. */
+  async commit(conditions: readonly StoreCondition[], writes: readonly StoreWrite[]): Promise<boolean> {
+    const compare = conditions.map((c) => {
+      const key = this.key(c.path);
+      if (c.is === 'absent') return { key, target: 'Create' as const, create_revision: 0, result: 'Equal' as const };
+      if (c.is === 'present') return { key, target: 'Create' as const, create_revision: 0, result: 'Greater' as const };
+      return { key, target: 'Value' as const, value: Buffer.from(c.is), result: 'Equal' as const };
+    });
+    const success = writes.map((w) =>
+      'put' in w ? { request_put: { key: this.key(w.put), value: Buffer.from(w.value) } } : { request_delete_range: { key: this.key(w.delete) } },
+    );
+    const first = writes[0] === undefined ? '' : 'put' in writes[0] ? writes[0].put : writes[0].delete;
+    const res = await this.call('commit', first, (o) => this.client.kv.txn({ compare, success }, o));
+    return res.succeeded;
+  }
+
+  async count(prefix: string): Promise<number> {
+    const key = this.key(prefix);
+    const res = await this.call('count', prefix, (o) => this.client.kv.range({ key, range_end: prefixRangeEnd(key), count_only: true }, o));
+    return Number(res.count);
   }
 
   /** Pages of LIST_PAGE keys, all read at the revision of the first page: one consistent snapshot, as in LMDB. */

@@ -17,7 +17,7 @@ import { statfsSync } from 'node:fs';
 import { chmod, mkdir, stat } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { open, IF_EXISTS, type RootDatabase } from 'lmdb';
-import { StoreError, type Store, type StoreRecord } from './store.js';
+import { StoreError, type Store, type StoreCondition, type StoreRecord, type StoreWrite } from './store.js';
 import { syncDir } from '../fs/atomic.js';
 
 // The map is reserved address space, not disk: the file grows with its data. 64 GiB leaves room for a
@@ -79,6 +79,34 @@ class LmdbStore implements Store {
     // A plain remove() resolves true even when nothing was there; conditioning it on existence gives the
     // "was something deleted" answer atomically.
     return this.wrap('delete', path, () => this.db.ifVersion(path, IF_EXISTS, () => void this.db.remove(path)));
+  }
+
+  async commit(conditions: readonly StoreCondition[], writes: readonly StoreWrite[]): Promise<boolean> {
+    this.assertOpen();
+    const size = writes.reduce((n, w) => n + ('put' in w ? w.value.length : 0), 0);
+    const first = writes[0] === undefined ? '' : 'put' in writes[0] ? writes[0].put : writes[0].delete;
+    // The callback runs inside the writer's transaction: the conditions are read there, so no other writer (thread
+    // or process) commits between the check and the writes.
+    return this.wrap('commit', first, () =>
+      this.db.transaction(() => {
+        if (!conditions.every((c) => holds(c, this.db.get(c.path)))) return false;
+        for (const w of writes) {
+          if ('put' in w) void this.db.put(w.put, w.value as Buffer);
+          else void this.db.remove(w.delete);
+        }
+        return true;
+      }), size);
+  }
+
+  async count(prefix: string): Promise<number> {
+    this.assertOpen();
+    this.fresh();
+    let n = 0;
+    for (const key of this.db.getKeys(prefix === '' ? {} : { start: prefix })) {
+      if (typeof key !== 'string' || !key.startsWith(prefix)) break;
+      n++;
+    }
+    return n;
   }
 
   async *list(prefix: string): AsyncIterable<StoreRecord> {
@@ -184,6 +212,12 @@ class LmdbStore implements Store {
       throw new StoreError(`store: ${op} '${path}' failed: ${reason}`, { cause: err });
     }
   }
+}
+
+function holds(c: StoreCondition, value: Uint8Array | undefined): boolean {
+  if (c.is === 'absent') return value === undefined;
+  if (c.is === 'present') return value !== undefined;
+  return value !== undefined && Buffer.from(value.buffer, value.byteOffset, value.byteLength).equals(c.is);
 }
 
 // A failed commit rejects with "Commit failed (see commitError for details)" and carries the real error as

@@ -11,6 +11,15 @@ export interface StoreRecord {
   readonly value: Uint8Array;
 }
 
+/** What a path must hold for a commit to apply: nothing, something, or exactly these bytes. */
+export interface StoreCondition {
+  readonly path: string;
+  readonly is: 'absent' | 'present' | Uint8Array;
+}
+
+/** One write of a commit. */
+export type StoreWrite = { readonly put: string; readonly value: Uint8Array } | { readonly delete: string };
+
 export interface Store {
   /** The value at path, or undefined. Reads (get, list) see every write committed before they start, by any process. */
   get(path: string): Promise<Uint8Array | undefined>;
@@ -20,6 +29,13 @@ export interface Store {
   put(path: string, value: Uint8Array): Promise<void>;
   /** Resolves true if something was deleted. Durable on resolve. */
   delete(path: string): Promise<boolean>;
+  /**
+   * Applies every write in one atomic commit if every condition holds when it commits; resolves true if it applied
+   * them, false (and nothing written) if a condition failed. Durable on resolve. A path appears in at most one write.
+   */
+  commit(conditions: readonly StoreCondition[], writes: readonly StoreWrite[]): Promise<boolean>;
+  /** How many records' paths start with prefix (a consistent count, like list). */
+  count(prefix: string): Promise<number>;
   /** All records whose path starts with prefix, in ascending path order, streamed (never buffered whole). */
   list(prefix: string): AsyncIterable<StoreRecord>;
   /**

@@ -23,9 +23,28 @@ export async function ready(ctx: RequestContext): Promise<Reply> {
   if (ctx.server.system.sealed) throw new KesError(503, 'system is sealed');
 }
 
+/**
+ * kesd's extension of the status: the upstream's queue (clients decode the status into structs that ignore unknown
+ * fields: the kes CLIs and MinIO were run against it). A store failure leaves the figures out, never the status.
+ */
+async function upstreamStatus(ctx: RequestContext): Promise<Record<string, unknown> | undefined> {
+  const upstream = ctx.server.upstream;
+  if (upstream === undefined) return undefined;
+  const base = { endpoint: upstream.endpoint, enclave: upstream.enclave };
+  try {
+    const s = await upstream.status();
+    return {
+      ...base, reachable: s.reachable, backlog: s.backlog, oldest_unsynced_seconds: s.oldestUnsyncedSeconds, conflicts: s.conflicts,
+      ...(s.lastError ? { last_error: s.lastError } : {}),
+    };
+  } catch {
+    return base;
+  }
+}
+
 /** Newest dialect: uptime in seconds; both keystore_* flags, as kms-go requires them to agree. */
 export async function status(ctx: RequestContext): Promise<Reply> {
-  const latency = await storeLatencyMs(ctx);
+  const [latency, upstream] = await Promise.all([storeLatencyMs(ctx), ctx.server.system.sealed ? undefined : upstreamStatus(ctx)]);
   const mem = process.memoryUsage();
   return {
     json: {
@@ -41,6 +60,7 @@ export async function status(ctx: RequestContext): Promise<Reply> {
       keystore_unreachable: latency === undefined,
       keystore_unavailable: latency === undefined,
       sealed: ctx.server.system.sealed,
+      ...(upstream ? { upstream } : {}),
     },
   };
 }

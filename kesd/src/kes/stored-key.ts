@@ -1,5 +1,6 @@
-// Parses a key as the real KES stores it in a keystore (kes-protocol §8.7): the v0.22/early-2023 JSON
-// {"bytes","algorithm","created_at","created_by"}, or (since 2024-02-29) base64 of the protobuf KeyVersion.
+// A key as the real KES stores it in a keystore (kes-protocol §8.7): the v0.22/early-2023 JSON
+// {"bytes","algorithm","created_at","created_by"}, or (since 2024-02-29, so in v0.24.0) base64 of the protobuf
+// KeyVersion. Both are parsed; kesd writes the protobuf form, the one KES v0.24 writes (encodeKesStoredKey).
 import { parseAlgorithm, type Algorithm } from '../crypto/key.js';
 
 export interface KesStoredKey {
@@ -47,6 +48,57 @@ function parseProtobufKey(buf: Buffer): KesStoredKey {
     createdBy: Buffer.isBuffer(createdBy) ? createdBy.toString('utf8') : undefined,
   };
 }
+
+/** What a key needs to be stored the way KES v0.24 stores it. */
+export interface KesKeyVersion {
+  readonly algorithm: Algorithm;
+  readonly bytes: Uint8Array;
+  readonly hmac: Uint8Array;
+  /** RFC 3339 with up to nanoseconds. */
+  readonly createdAt: string;
+  readonly createdBy: string;
+}
+
+/**
+ * base64 of the protobuf KeyVersion, byte for byte what KES v0.24's EncodeKeyVersion writes (Go's protobuf marshals
+ * fields in number order and omits zero values; checked against the §8.7 vector).
+ */
+export function encodeKesStoredKey(k: KesKeyVersion): string {
+  if (k.bytes.length !== 32 || k.hmac.length !== 32) throw new Error('a KES key and its HMAC key are 32 bytes each');
+  const { seconds, nanos } = parseTimestamp(k.createdAt);
+  const secret = Buffer.concat([bytesField(1, k.bytes), varintField(2, BigInt(k.algorithm === 'AES256' ? 1 : 2))]);
+  const hmac = Buffer.concat([bytesField(1, k.hmac), varintField(2, 1n)]);
+  const ts = Buffer.concat([seconds === 0n ? Buffer.alloc(0) : varintField(1, seconds), nanos === 0 ? Buffer.alloc(0) : varintField(2, BigInt(nanos))]);
+  const createdBy = Buffer.from(k.createdBy, 'utf8');
+  return Buffer.concat([
+    bytesField(1, secret),
+    bytesField(2, hmac),
+    bytesField(3, ts),
+    createdBy.length === 0 ? Buffer.alloc(0) : bytesField(4, createdBy),
+  ]).toString('base64');
+}
+
+/** Seconds and nanoseconds of an RFC 3339 time (JavaScript's Date keeps only milliseconds, so the fraction is read here). */
+function parseTimestamp(text: string): { seconds: bigint; nanos: number } {
+  const m = /^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d{1,9}))?(Z|[+-]\d\d:\d\d)$/.exec(text);
+  const ms = m === null ? NaN : Date.parse(`${m[1]}${m[3]}`);
+  if (m === null || Number.isNaN(ms)) throw new Error(`'${text}' is not an RFC 3339 time`);
+  return { seconds: BigInt(ms / 1000), nanos: Number((m[2] ?? '').padEnd(9, '0')) };
+}
+
+function varint(v: bigint): Buffer {
+  const out: number[] = [];
+  let x = BigInt.asUintN(64, v);
+  do {
+    const b = Number(x & 0x7fn);
+    x >>= 7n;
+    out.push(x === 0n ? b : b | 0x80);
+  } while (x !== 0n);
+  return Buffer.from(out);
+}
+
+const varintField = (field: number, v: bigint) => Buffer.concat([varint(BigInt(field << 3)), varint(v)]);
+const bytesField = (field: number, b: Uint8Array) => Buffer.concat([varint(BigInt((field << 3) | 2)), varint(BigInt(b.length)), b]);
 
 function timestamp(f: Map<number, Buffer | bigint>): string {
   const seconds = Number(f.get(1) ?? 0n);
