@@ -160,7 +160,8 @@ export interface KesdProcess {
    * kill -9 of the `kesd server` process only (what `kill -9 <pid>` or the OOM killer does). Resolves with the
    * pids of its group still alive `graceMs` later (orphaned workers), which are then killed too.
    */
-  kill9Leader(graceMs?: number): Promise<number[]>;
+  /** SIGKILL to the server process alone; `orphaned` runs once it is dead, while its workers may still live. */
+  kill9Leader(graceMs?: number, orphaned?: () => Promise<void>): Promise<number[]>;
   /** SIGTERM (graceful), then SIGKILL after graceMs. */
   stop(graceMs?: number): Promise<void>;
   alive(): boolean;
@@ -224,17 +225,22 @@ export function startKesd(dataDir: string, env: NodeJS.ProcessEnv, args: string[
             await deadline(exited, 10_000, 'kesd to die after SIGKILL');
             live.delete(proc);
           },
-          async kill9Leader(graceMs = 10_000) {
+          async kill9Leader(graceMs = 10_000, orphaned?: () => Promise<void>) {
             try {
               process.kill(child.pid!, 'SIGKILL');
             } catch {
               // gone already
             }
             await deadline(exited, 10_000, 'kesd to die after SIGKILL');
+            await orphaned?.();
             let left = await groupPids(child.pid!);
             for (let waited = 0; left.length > 0 && waited < graceMs; waited += 100) {
               await sleep(100);
               left = await groupPids(child.pid!);
+            }
+            if (left.length > 0 && process.env.KESD_ORPHAN_DEBUG) {
+              const { execSync } = await import('node:child_process');
+              for (const p of left) console.error(execSync(`grep -E 'State|PPid|SigBlk|SigCgt' /proc/${p}/status; cat /proc/${p}/wchan; echo; cat /proc/${p}/stack 2>/dev/null; ls -l /proc/${p}/fd; cat /proc/${p}/task/*/stat | cut -d' ' -f1-3`).toString());
             }
             if (left.length > 0) groupKill('SIGKILL');
             live.delete(proc);

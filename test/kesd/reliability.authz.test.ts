@@ -131,6 +131,8 @@ const CALLS: Record<string, () => { arg?: string; body?: unknown }> = {
   '/v1/key/bulk/decrypt/': () => ({ arg: 'minio-default', body: [{ ciphertext }] }),
   '/v1/key/hmac/': () => ({ arg: 'minio-default', body: { message: b64('m') } }),
   '/v1/key/list/': () => ({ arg: '*' }),
+  '/v1/key/rotate/': () => ({ arg: fresh('missing') }),
+  '/v1/key/version/delete/': () => ({ arg: `${fresh('missing')}/2` }),
   '/v1/secret/create/': () => ({ arg: fresh('ms'), body: { bytes: b64('s') } }),
   '/v1/secret/describe/': () => ({ arg: 'matrix-secret' }),
   '/v1/secret/read/': () => ({ arg: 'matrix-secret' }),
@@ -152,6 +154,7 @@ const CALLS: Record<string, () => { arg?: string; body?: unknown }> = {
   '/v1/enclave/describe/': () => ({ arg: 'default' }),
   '/v1/enclave/delete/': () => ({ arg: fresh('missing') }),
   '/v1/sys/seal': () => ({}),
+  '/v1/sys/backup': () => ({}),
 };
 
 /** Status and message of one call; a streaming answer (the log routes) is cut after its head. */

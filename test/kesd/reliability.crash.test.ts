@@ -21,6 +21,7 @@
 // (pass --workers N; default: kesd's own default).
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { connect } from 'node:net';
 import type https from 'node:https';
 import type { TestIdentity } from './harness.js';
 import {
@@ -407,9 +408,14 @@ test(`kill -9 at random moments under load: nothing acknowledged is lost (${CYCL
         kills.group++;
       } else {
         // Only the `kesd server` process, as `kill -9 <pid>` or the OOM killer would: any worker processes it
-        // started must not live on without it (serving stale state from an orphaned cache).
-        const orphans = await proc.kill9Leader(5_000);
-        assert.deepEqual(orphans, [], `worker processes outlived the killed kesd server process by 5 s`);
+        // started must not serve without it (stale state from an orphaned cache) and must not live on. The primary
+        // accepts the connections (node:cluster round-robin), so the port refuses at once; a worker exits when it
+        // reads the end of its IPC channel, which takes as long as it waits for a CPU (seconds on a loaded machine).
+        const port = proc.port;
+        const orphans = await proc.kill9Leader(30_000, async () => {
+          assert.equal(await connectError(port), 'ECONNREFUSED', 'a worker accepted a connection without its primary');
+        });
+        assert.deepEqual(orphans, [], `worker processes outlived the killed kesd server process by 30 s`);
         kills.leader++;
       }
       await deadline(load.done, 20_000, 'the load loops to end after the kill');
@@ -444,3 +450,15 @@ test(`kill -9 at random moments under load: nothing acknowledged is lost (${CYCL
   assert.ok(inflightAtKill.total > 0, 'no request was in flight at any kill');
   assert.ok(checked.ciphertexts >= acked.generate, 'every ciphertext was checked at least once');
 });
+
+/** How a TCP connection to the port fails ('' if it connects). */
+function connectError(port: number): Promise<string> {
+  return new Promise((resolve) => {
+    const socket = connect({ host: '127.0.0.1', port });
+    socket.once('connect', () => {
+      socket.destroy();
+      resolve('');
+    });
+    socket.once('error', (err: NodeJS.ErrnoException) => resolve(err.code ?? err.message));
+  });
+}

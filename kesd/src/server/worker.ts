@@ -1,5 +1,6 @@
 // A cluster worker (forked by cluster.ts, whose header describes the protocol): serves the API as a single kesd
 // process would, and keeps in step with the other workers through the primary. This file is the entry point.
+import cluster from 'node:cluster';
 import { AggregatorRegistry, Counter } from 'prom-client';
 import type { ServerContext } from '../api/context.js';
 import type { Change, ChangeBus } from '../state/changes.js';
@@ -131,6 +132,13 @@ async function stop(): Promise<void> {
 // The primary coordinates: it reloads TLS on SIGHUP and stops the workers on SIGINT/SIGTERM (sent to it, or to
 // the whole process group, as a terminal does); a SIGTERM to this worker alone stops it too (it is restarted).
 process.on('SIGHUP', () => {});
+// Without its primary (kill -9, the OOM killer) node:cluster calls process.exit here; a native module's exit
+// cleanup could then wait forever for an LMDB write transaction whose callback needs this very thread (both workers
+// were found hung so, holding LMDB's write lock). An orphan has nothing to finish and must not serve: it dies at
+// once, as it would have with its primary (the kernel releases the lock; nothing unacknowledged is owed).
+process.prependOnceListener('disconnect', () => {
+  if (!stopping && !cluster.worker?.exitedAfterDisconnect) process.kill(process.pid, 'SIGKILL');
+});
 process.on('SIGINT', () => {});
 process.on('SIGTERM', () => void stop());
 

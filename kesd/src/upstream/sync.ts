@@ -55,7 +55,8 @@ export class UpstreamSync {
   /** Changes this process synced, and sync attempts that failed (metrics). */
   synced = 0;
   failures = 0;
-  private reachable = true;
+  /** False until Vault first answers: a status read before any call must not claim it was reached. */
+  private reachable = false;
   private lastError: string | undefined;
   private backoffMs = 0;
   private backoffUntil = 0;
@@ -233,14 +234,14 @@ export class UpstreamSync {
   }
 
   private answered(): void {
-    if (!this.reachable) this.opts.log('upstream: Vault answers again; syncing the queued changes');
+    if (this.lastError !== undefined) this.opts.log('upstream: Vault answers again; syncing the queued changes');
     this.reachable = true;
     this.lastError = undefined;
   }
 
   private unreachable(err: VaultError): void {
     this.failures++;
-    if (this.reachable) this.opts.log(`upstream: ${err.message}; key changes stay queued in kesd's store until Vault answers`);
+    if (this.lastError === undefined) this.opts.log(`upstream: ${err.message}; key changes stay queued in kesd's store until Vault answers`);
     this.reachable = false;
     this.lastError = err.message;
     this.backoffMs = Math.min(Math.max(this.backoffMs * 2, 250), MAX_BACKOFF_MS);
