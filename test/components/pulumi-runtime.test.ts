@@ -10,7 +10,8 @@ import { REPO, stackConfig } from '../../harness/stack-render.ts';
 /** Every stack output the README documents for StackReference consumers. */
 const OUTPUTS = [
   'consoleEndpoint', 'defaultKey', 'enclaveAdminCert', 'enclaveAdminKey', 'etcdEndpoints', 'identitiesHex', 'kesdCaCert',
-  'kesdEndpoint', 'kesdMinioEndpoint', 'kesdNamespace', 'kubeconfig', 'rootPassword', 'rootUser', 's3Endpoint', 'tenantNamespace',
+  'kesdEndpoint', 'kesdMinioEndpoint', 'kesdNamespace', 'kesdServiceAccount', 'kubeconfig', 'rootPassword', 'rootUser',
+  's3Endpoint', 'tenantNamespace',
 ];
 
 // A second stack on a cluster that already has the operator: an existing cluster, the operator reused.
@@ -72,6 +73,7 @@ test('every documented output is declared in both cluster modes, and Pulumi warn
   }
   assert.deepEqual(existingMode.stackOutputs?.etcdEndpoints, [], 'one replica: an empty list, not a missing key');
   assert.equal(existingMode.stackOutputs?.kubeconfig, null, 'existing cluster: no kubeconfig of ours');
+  assert.equal(existingMode.stackOutputs?.kesdServiceAccount, null, 'no upstream: null, not a missing key');
 });
 
 test('every Kubernetes resource the program registers names the explicit provider, none the default one', () => {
