@@ -1,5 +1,6 @@
 // The stack's configuration, validated up front: every problem names the config key and the allowed values.
 import { etcdQuotaBytes } from './etcd-config';
+import { KES_NAME, KES_NAME_RULE, isKesName } from './kes-name';
 import { parseUpstreamConfig, type UpstreamStackConfig } from './upstream-config';
 
 export interface StackConfig {
@@ -47,8 +48,6 @@ const DNS_LABEL = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
 const QUANTITY = /^[1-9][0-9]*(Ki|Mi|Gi|Ti)$/;
 // At least 100m; whole or decimal CPUs, or millicores.
 const CPU = /^([1-9][0-9]{2,}m|[1-9][0-9]*(\.[0-9]{1,3})?|0\.[1-9][0-9]{0,2})$/;
-// KES key names: 1-80 of [0-9A-Za-z_-], '-' neither first nor last, '_' alone rejected (kesd enforces the same).
-const KEY_NAME = /^(?!_$)(?!-)[0-9A-Za-z_-]{0,79}[0-9A-Za-z_]$/;
 const BUCKET = /^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/;
 
 /** Reads values of one config object, collecting problems instead of stopping at the first. */
@@ -199,7 +198,7 @@ export function parseStackConfig(raw: Record<string, unknown>): StackConfig {
     cpu: k.cpu('cpu', '1'),
     workers: k.optionalInt('workers', 1, 64),
     image: k.string('image', undefined, /^[^\s]+:[^\s]+$|^[^\s]+@sha256:[0-9a-f]{64}$/, 'an image reference with a tag or digest (omit it to build kesd from this repo)'),
-    defaultKey: k.string('defaultKey', 'minio-default-key', KEY_NAME, 'a KES key name: 1-80 of [0-9A-Za-z_-], not starting or ending with -') ?? 'minio-default-key',
+    defaultKey: k.string('defaultKey', 'minio-default-key', KES_NAME, `a KES key name (${KES_NAME_RULE})`) ?? 'minio-default-key',
     unsealKeyGeneration: k.int('unsealKeyGeneration', 0, 0, 1_000_000),
     backup: kesdBackup(problems, k.nested('backup')),
   };
@@ -230,14 +229,14 @@ export function parseStackConfig(raw: Record<string, unknown>): StackConfig {
   e.done();
 
   const keys = list(problems, 'keys', raw.keys).flatMap((v, i) => {
-    if (typeof v === 'string' && KEY_NAME.test(v)) return [v];
-    problems.push(`stateful-kes:keys[${i}]: ${JSON.stringify(v)} is not a KES key name (1-80 of [0-9A-Za-z_-], not starting or ending with -)`);
+    if (typeof v === 'string' && isKesName(v)) return [v];
+    problems.push(`stateful-kes:keys[${i}]: ${JSON.stringify(v)} is not a KES key name (${KES_NAME_RULE})`);
     return [];
   });
   const buckets = list(problems, 'buckets', raw.buckets).flatMap((v, i) => {
     const b = new Reader(problems, `buckets[${i}]`, object(problems, `buckets[${i}]`, v));
     const name = b.string('name', undefined, BUCKET, 'an S3 bucket name (3-63 of a-z 0-9 . -)');
-    const key = b.string('key', undefined, KEY_NAME, 'a KES key name (1-80 of [0-9A-Za-z_-], not starting or ending with -)');
+    const key = b.string('key', undefined, KES_NAME, `a KES key name (${KES_NAME_RULE})`);
     b.done();
     if (name === undefined || key === undefined) {
       if (name === undefined && key === undefined) problems.push(`stateful-kes:buckets[${i}]: needs both 'name' and 'key'`);
