@@ -6,12 +6,13 @@ import { isValidName } from '../../kesd/src/kes/names.js';
 import { isKesName, KES_NAME } from '../../components/kes-name.ts';
 
 function agree(name: string): void {
-  assert.equal(isKesName(name), isValidName(name), `isKesName(${JSON.stringify(name)}) disagrees with kesd's isValidName`);
+  assert.equal(isKesName(name), isValidName(name), `${JSON.stringify(name)}: isKesName and isValidName disagree`);
 }
 
 test('edge cases: both accept and refuse the same names', () => {
   const accepted = ['a', 'A', '0', '_a', 'a_', '__', 'a-b', 'minio-default-key', 'k'.repeat(80), `a${'-'.repeat(78)}a`];
-  const refused = ['', '_', '-', '-a', 'a-', '--', 'k'.repeat(81), 'é', 'schlüssel', 'ключ', 'a b', ' a', 'a ', 'a.b', '.', 'a/b', '/', '*', 'a\n', '\na', 'a\u0000'];
+  const refused = ['', '_', '-', '-a', 'a-', '--', 'k'.repeat(81), 'é', 'schlüssel', 'ключ'];
+  refused.push('a b', ' a', 'a ', 'a.b', '.', 'a/b', '/', '*', 'a\n', '\na', 'a\u0000');
   for (const name of accepted) {
     agree(name);
     assert.ok(isKesName(name), JSON.stringify(name));

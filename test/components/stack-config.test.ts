@@ -98,6 +98,16 @@ test('every problem is reported at once, naming the key and the allowed values',
   }
 });
 
+test("every KES key name setting states the same rule, '_' alone included", () => {
+  const rule = "1-80 of [0-9A-Za-z_-], '-' not first or last, not '_'";
+  assert.throws(() => parseStackConfig({ kesd: { defaultKey: '_' } }), (err: Error) => err.message.includes(`stateful-kes:kesd.defaultKey: '_' is not allowed: a KES key name (${rule})`));
+  assert.throws(() => parseStackConfig({ keys: ['a-'] }), (err: Error) => err.message.includes(`stateful-kes:keys[0]: "a-" is not a KES key name (${rule})`));
+  assert.throws(
+    () => parseStackConfig({ buckets: [{ name: 'data', key: 'k'.repeat(81) }] }),
+    (err: Error) => err.message.includes(`stateful-kes:buckets[0].key: '${'k'.repeat(81)}' is not allowed: a KES key name (${rule})`),
+  );
+});
+
 test('existing-cluster mode takes a kubeconfig and context', () => {
   const c = parseStackConfig({ cluster: { mode: 'existing', kubeconfig: '~/.kube/config', context: 'prod' } });
   assert.deepEqual(c.cluster, { mode: 'existing', kubeconfig: '~/.kube/config', context: 'prod' });
