@@ -3,7 +3,7 @@ import * as pulumi from '@pulumi/pulumi';
 import { Buckets } from './components/buckets';
 import { EtcdCluster } from './components/etcd-cluster';
 import { KesIdentities } from './components/kes-identities';
-import { Kesd, KESD_SELECTOR } from './components/kesd';
+import { Kesd, KESD_SELECTOR, type KesdStore } from './components/kesd';
 import { KesdBackup } from './components/kesd-backup';
 import { KESD_NAMES } from './components/kesd-config';
 import { existingClusterProvider, KindCluster } from './components/kind-cluster';
@@ -39,24 +39,20 @@ const identities = new KesIdentities('kes-identities', {
 // kesd.unsealKeyGeneration + 1 rotates the unseal key: kesd re-seals under the new one when the rollout restarts it.
 const unsealKey = new UnsealKey('kesd-unseal-key', { namespace: namespaces.names.kesd!, provider, generation: config.kesd.unsealKeyGeneration });
 
-// Several kesd replicas share their keys through etcd, in kesd's namespace (kesd mounts its client Secret).
-const etcd =
-  config.kesd.replicas > 1
-    ? new EtcdCluster('etcd', {
-        namespace: namespaces.names.kesd!,
-        storageSize: config.etcd.storageSize,
-        storageClass: config.etcd.storageClass,
-        clientSelector: KESD_SELECTOR,
-        provider,
-      })
-    : undefined;
+// The store parseStackConfig decided on. An etcd cluster lives in kesd's namespace (kesd mounts its client Secret).
+const store = config.kesd.store;
+const kesdStore: KesdStore =
+  store.kind === 'pvc'
+    ? store
+    : {
+        kind: 'etcd',
+        etcd: new EtcdCluster('etcd', { namespace: namespaces.names.kesd!, storageSize: store.storageSize, storageClass: store.storageClass, clientSelector: KESD_SELECTOR, provider }),
+        replicas: config.kesd.replicas,
+      };
 
 const kesd = new Kesd('kesd', {
   namespace: namespaces.names.kesd!,
-  replicas: config.kesd.replicas,
-  storageSize: config.kesd.storageSize,
-  storageClass: config.kesd.storageClass,
-  etcd,
+  store: kesdStore,
   cpu: config.kesd.cpu,
   workers: config.kesd.workers,
   image: config.kesd.image ? { ref: config.kesd.image } : { build: { kindClusterName: kind?.name } },
@@ -109,7 +105,7 @@ export const kesdNamespace = namespaces.names.kesd;
 // Every output exists in every shape, so a StackReference consumer reads a value, never a missing key: an empty
 // list without etcd, null for a kubeconfig the stack does not own (cluster.mode existing).
 /** etcd's client URLs when kesd runs on etcd (kesd.replicas > 1), else []. */
-export const etcdEndpoints = etcd?.endpoints ?? [];
+export const etcdEndpoints = kesdStore.kind === 'etcd' ? kesdStore.etcd.endpoints : [];
 export const tenantNamespace = namespaces.names.tenant;
 export const s3Endpoint = tenant.s3Endpoint;
 export const consoleEndpoint = tenant.consoleEndpoint;

@@ -3,7 +3,7 @@
 import * as pulumi from '@pulumi/pulumi';
 import * as k8s from '@pulumi/kubernetes';
 import { labels } from './contracts';
-import { isKesKeyName } from './tenant-config';
+import { isKesName, KES_NAME_RULE } from './kes-name';
 
 /** The MinIO client released a week after the tenant's MinIO image (RELEASE.2025-04-08T15-41-24Z). */
 export const MC_IMAGE = 'quay.io/minio/mc:RELEASE.2025-04-16T18-13-26Z';
@@ -48,7 +48,7 @@ export function validateBuckets(buckets: readonly BucketSpec[]): void {
   buckets.forEach((b, i) => {
     const why = bucketNameProblem(b.name);
     if (why) problems.push(`buckets[${i}].name: '${b.name}' is not an S3 bucket name: it ${why}`);
-    if (!isKesKeyName(b.key)) problems.push(`buckets[${i}].key: '${b.key}' is not a KES key name (1-80 of [0-9A-Za-z_-], '-' not first or last, not '_')`);
+    if (!isKesName(b.key)) problems.push(`buckets[${i}].key: '${b.key}' is not a KES key name (${KES_NAME_RULE})`);
     if (seen.has(b.name)) problems.push(`buckets[${i}].name: bucket '${b.name}' is listed twice`);
     seen.add(b.name);
   });

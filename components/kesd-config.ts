@@ -4,6 +4,7 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { join, posix, relative, sep } from 'node:path';
 import { stringify } from 'yaml';
 import { KESD_PORT } from './contracts';
+import { isKesName } from './kes-name';
 import { upstreamInitDoc, type UpstreamStackConfig } from './upstream-config';
 
 /** Fixed object names, so the server certificate's SANs can be computed before Kesd exists (KesIdentities). */
@@ -118,8 +119,6 @@ export interface KesdEtcdStore {
 }
 
 const IDENTITY = /^[0-9a-f]{64}$/;
-// kesd's name rule (kesd/src/state/names.ts): 1-80 of [0-9A-Za-z_-], '-' neither first nor last, not '_' alone.
-const NAME = /^(?!-)(?!_$)[0-9A-Za-z_-]{1,80}(?<!-)$/;
 
 /** init.yml for `kesd server --init`: KES v0.22 format plus `enclave.<name>.keys` and `api` skip_auth for probes. */
 export function kesdInitYaml(input: KesdInitInput): string {
@@ -139,8 +138,8 @@ export function kesdInitYaml(input: KesdInitInput): string {
   if (unsealPreviousFile !== undefined && (!unsealPreviousFile.startsWith('/') || unsealPreviousFile === unsealFile)) {
     throw new Error(`kesd init.yml: unsealPreviousFile '${unsealPreviousFile}' must be an absolute path other than the unseal key's`);
   }
-  if (!NAME.test(enclave.name)) throw new Error(`kesd init.yml: enclave name '${enclave.name}' is not a valid kesd name`);
-  for (const k of keys) if (!NAME.test(k)) throw new Error(`kesd init.yml: key name '${k}' is not a valid kesd name`);
+  if (!isKesName(enclave.name)) throw new Error(`kesd init.yml: enclave name '${enclave.name}' is not a valid kesd name`);
+  for (const k of keys) if (!isKesName(k)) throw new Error(`kesd init.yml: key name '${k}' is not a valid kesd name`);
   const dup = keys.find((k, i) => keys.indexOf(k) !== i);
   if (dup !== undefined) throw new Error(`kesd init.yml: key '${dup}' is listed twice`);
   for (const [what, p] of [['tlsDir', tlsDir], ['caFile', caFile]] as const) {

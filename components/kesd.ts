@@ -28,19 +28,22 @@ import {
 import { dataClaimTemplate, ingressOnlyPolicy, onePodDownBudget, podsLabelled, tcpIngressRule } from './k8s-shapes';
 import { UPSTREAM_PATHS, UPSTREAM_TOKEN_SECONDS, type UpstreamStackConfig } from './upstream-config';
 
+/**
+ * Where kesd keeps its keys: one replica on the embedded store (its PVC), or any number of replicas sharing an etcd
+ * cluster. There is no several-replicas-on-PVCs shape: each replica would hold its own root key and keys, and MinIO
+ * would get data keys from one replica that the others cannot decrypt.
+ */
+export type KesdStore =
+  | { readonly kind: 'pvc'; readonly storageSize: string; readonly storageClass?: string }
+  | { readonly kind: 'etcd'; readonly etcd: EtcdStoreRef; readonly replicas: number };
+
 /** Build the image from this repo (and `kind load` it when a cluster name is given), or use an existing image. */
 export type KesdImage = { build: { kindClusterName?: pulumi.Input<string> } } | { ref: string };
 
 export interface KesdArgs {
   /** The namespace (created by the caller). */
   namespace: pulumi.Input<string>;
-  /** More than one needs `etcd`. */
-  replicas: number;
-  /** The PVC of the embedded store (ignored with `etcd`). */
-  storageSize: string;
-  storageClass?: string;
-  /** The shared store; required when replicas > 1. */
-  etcd?: EtcdStoreRef;
+  store: KesdStore;
   /** The container's CPU limit; defaults to DEFAULT_KESD_CPU. */
   cpu?: string;
   /** kesd processes per pod; defaults to kesdWorkers() of the CPU limit. */
@@ -96,13 +99,10 @@ export class Kesd extends pulumi.ComponentResource implements KesdEndpoints {
 
   constructor(name: string, args: KesdArgs, opts?: pulumi.ComponentResourceOptions) {
     super('stateful-kes:index:Kesd', name, {}, opts);
-    if (!Number.isInteger(args.replicas) || args.replicas < 1) throw new Error(`Kesd: replicas must be a positive integer, got ${args.replicas}`);
-    // On the embedded store each replica would have its own root key and keys: MinIO would get data keys from one
-    // replica that the others cannot decrypt.
-    if (args.replicas > 1 && args.etcd === undefined) {
-      throw new Error(`Kesd: replicas = ${args.replicas} needs a shared store: pass 'etcd' (an EtcdCluster), or use replicas = 1`);
-    }
-    const etcd = args.etcd;
+    const { store } = args;
+    const replicas = store.kind === 'etcd' ? store.replicas : 1;
+    if (!Number.isInteger(replicas) || replicas < 1) throw new Error(`Kesd: replicas must be a positive integer, got ${replicas}`);
+    const etcd = store.kind === 'etcd' ? store.etcd : undefined;
     const cpu = args.cpu ?? DEFAULT_KESD_CPU;
     const workers = kesdWorkers({ limit: cpu }, args.workers);
 
@@ -153,7 +153,7 @@ export class Kesd extends pulumi.ComponentResource implements KesdEndpoints {
       // With several replicas MinIO dials the pod names here, and they must resolve while etcd is down (kesdPublishNotReadyAddresses).
       {
         metadata: meta(KESD_NAMES.headlessService),
-        spec: { clusterIP: 'None', publishNotReadyAddresses: kesdPublishNotReadyAddresses(args.replicas), selector: SELECTOR, ports: [port] },
+        spec: { clusterIP: 'None', publishNotReadyAddresses: kesdPublishNotReadyAddresses(replicas), selector: SELECTOR, ports: [port] },
       },
       k8sOpts,
     );
@@ -191,12 +191,12 @@ export class Kesd extends pulumi.ComponentResource implements KesdEndpoints {
 
     // With etcd the data dir holds only the .init file (the root key is in etcd): an emptyDir, rebuilt from init.yml.
     const dataVolumes = etcd ? [{ name: 'data', emptyDir: { sizeLimit: '16Mi' } }] : [];
-    const claims = etcd
+    const claims = store.kind === 'etcd'
       ? {}
       : {
           // The PVC holds the sealed keys: never delete it with the StatefulSet or on scale-down.
           persistentVolumeClaimRetentionPolicy: { whenDeleted: 'Retain', whenScaled: 'Retain' },
-          volumeClaimTemplates: [dataClaimTemplate(labels(APP, COMPONENT), args.storageSize, args.storageClass)],
+          volumeClaimTemplates: [dataClaimTemplate(labels(APP, COMPONENT), store.storageSize, store.storageClass)],
         };
 
     this.statefulSet = new k8s.apps.v1.StatefulSet(
@@ -205,7 +205,7 @@ export class Kesd extends pulumi.ComponentResource implements KesdEndpoints {
         metadata: meta(KESD_NAMES.statefulSet),
         spec: {
           serviceName: headless.metadata.name,
-          replicas: args.replicas,
+          replicas,
           podManagementPolicy: 'Parallel',
           updateStrategy: { type: 'RollingUpdate' },
           ...claims,
@@ -227,7 +227,7 @@ export class Kesd extends pulumi.ComponentResource implements KesdEndpoints {
               enableServiceLinks: false,
               securityContext: KESD_POD_SECURITY_CONTEXT,
               // Replicas on different nodes where there are several: one node going down leaves MinIO the others.
-              ...(args.replicas > 1
+              ...(replicas > 1
                 ? { topologySpreadConstraints: [{ maxSkew: 1, topologyKey: 'kubernetes.io/hostname', whenUnsatisfiable: 'ScheduleAnyway', labelSelector: { matchLabels: SELECTOR } }] }
                 : {}),
               containers: [container],
@@ -285,7 +285,7 @@ export class Kesd extends pulumi.ComponentResource implements KesdEndpoints {
     this.serviceUrl = pulumi.output(args.namespace).apply((namespace) => kesdServiceUrl({ ...names, namespace, port: KESD_PORT, clusterDomain }));
     this.minioEndpoint = pulumi
       .output(args.namespace)
-      .apply((namespace) => kesdMinioEndpoint({ ...names, namespace, replicas: args.replicas, port: KESD_PORT, clusterDomain }));
+      .apply((namespace) => kesdMinioEndpoint({ ...names, namespace, replicas, port: KESD_PORT, clusterDomain }));
 
     this.registerOutputs({
       serviceUrl: this.serviceUrl,

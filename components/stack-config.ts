@@ -1,5 +1,6 @@
 // The stack's configuration, validated up front: every problem names the config key and the allowed values.
 import { etcdQuotaBytes } from './etcd-config';
+import { KES_NAME, KES_NAME_RULE, isKesName } from './kes-name';
 import { parseUpstreamConfig, type UpstreamStackConfig } from './upstream-config';
 
 export interface StackConfig {
@@ -11,9 +12,9 @@ export interface StackConfig {
   readonly operator: { readonly install: true; readonly replicas: number; readonly chart: OperatorChartSource } | { readonly install: false };
   readonly tenant: { readonly name: string; readonly servers: number; readonly volumesPerServer: number; readonly volumeSize: string; readonly storageClass?: string };
   readonly kesd: {
+    /** As the stack sets it; with more than one, the store is etcd. */
     readonly replicas: number;
-    readonly storageSize: string;
-    readonly storageClass?: string;
+    readonly store: KesdStoreConfig;
     readonly cpu: string;
     readonly workers?: number;
     readonly image?: string;
@@ -23,13 +24,20 @@ export interface StackConfig {
     /** A backup CronJob (one replica only); absent: none. */
     readonly backup?: { readonly schedule: string; readonly keep: number; readonly storageSize: string; readonly storageClass?: string };
   };
-  /** kesd's shared store, deployed only when kesd.replicas > 1. */
-  readonly etcd: { readonly storageSize: string; readonly storageClass?: string };
   readonly keys: readonly string[];
   readonly buckets: readonly { readonly name: string; readonly key: string }[];
   /** A Vault mirroring kesd's keys (upstream-config.ts); off when unset. */
   readonly upstream?: UpstreamStackConfig;
 }
+
+/**
+ * Where kesd keeps its keys, decided here and nowhere else. One replica: the embedded store on its PVC (kesd.storageSize,
+ * kesd.storageClass). More: an etcd cluster the stack deploys and every replica shares (etcd.storageSize and
+ * etcd.storageClass size etcd's own PVCs); each replica on its own store would hold keys the others cannot decrypt.
+ */
+export type KesdStoreConfig =
+  | { readonly kind: 'pvc'; readonly storageSize: string; readonly storageClass?: string }
+  | { readonly kind: 'etcd'; readonly storageSize: string; readonly storageClass?: string };
 
 /** Where the operator chart comes from: a Helm repository (by URL) or a chart archive on disk. */
 export type OperatorChartSource = { readonly repo: string } | { readonly path: string };
@@ -47,8 +55,6 @@ const DNS_LABEL = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
 const QUANTITY = /^[1-9][0-9]*(Ki|Mi|Gi|Ti)$/;
 // At least 100m; whole or decimal CPUs, or millicores.
 const CPU = /^([1-9][0-9]{2,}m|[1-9][0-9]*(\.[0-9]{1,3})?|0\.[1-9][0-9]{0,2})$/;
-// KES key names: 1-80 of [0-9A-Za-z_-], '-' neither first nor last, '_' alone rejected (kesd enforces the same).
-const KEY_NAME = /^(?!_$)(?!-)[0-9A-Za-z_-]{0,79}[0-9A-Za-z_]$/;
 const BUCKET = /^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/;
 
 /** Reads values of one config object, collecting problems instead of stopping at the first. */
@@ -191,21 +197,25 @@ export function parseStackConfig(raw: Record<string, unknown>): StackConfig {
   t.done();
 
   const k = new Reader(problems, 'kesd', object(problems, 'kesd', raw.kesd));
-  const kesd = {
-    // 1: the embedded store on a PVC. More: every replica on the etcd cluster the stack then deploys.
-    replicas: k.int('replicas', 1, 1, 16),
+  const kesdReplicas = k.int('replicas', 1, 1, 16);
+  // The store decision (KesdStoreConfig), made once: every check below and the store itself follow from it.
+  const onEtcd = kesdReplicas > 1;
+  const pvc = {
     storageSize: k.string('storageSize', '1Gi', QUANTITY, 'a size such as 1Gi') ?? '1Gi',
     storageClass: k.string('storageClass', undefined, DNS_LABEL, 'a StorageClass name'),
+  };
+  const kesd = {
+    replicas: kesdReplicas,
     cpu: k.cpu('cpu', '1'),
     workers: k.optionalInt('workers', 1, 64),
     image: k.string('image', undefined, /^[^\s]+:[^\s]+$|^[^\s]+@sha256:[0-9a-f]{64}$/, 'an image reference with a tag or digest (omit it to build kesd from this repo)'),
-    defaultKey: k.string('defaultKey', 'minio-default-key', KEY_NAME, 'a KES key name: 1-80 of [0-9A-Za-z_-], not starting or ending with -') ?? 'minio-default-key',
+    defaultKey: k.string('defaultKey', 'minio-default-key', KES_NAME, `a KES key name (${KES_NAME_RULE})`) ?? 'minio-default-key',
     unsealKeyGeneration: k.int('unsealKeyGeneration', 0, 0, 1_000_000),
     backup: kesdBackup(problems, k.nested('backup')),
   };
-  if (kesd.backup !== undefined && kesd.replicas > 1) k.fail('backup', 'only with replicas = 1 (on etcd, back up etcd with an etcd snapshot: docs/security.md)');
+  if (kesd.backup !== undefined && onEtcd) k.fail('backup', 'only with replicas = 1 (on etcd, back up etcd with an etcd snapshot: docs/security.md)');
   // With etcd kesd keeps no data on disk: a PVC setting would be silently ignored.
-  if (kesd.replicas > 1) {
+  if (onEtcd) {
     for (const field of ['storageSize', 'storageClass']) {
       if (k.has(field)) k.fail(field, `not used with replicas > 1 (kesd keeps its keys in etcd): set etcd.${field} instead`);
     }
@@ -224,20 +234,21 @@ export function parseStackConfig(raw: Record<string, unknown>): StackConfig {
       e.fail('storageSize', (err as Error).message.replace(/^etcd: /, ''));
     }
   }
-  if (kesd.replicas === 1 && Object.keys(object([], 'etcd', raw.etcd)).length > 0) {
+  if (!onEtcd && Object.keys(object([], 'etcd', raw.etcd)).length > 0) {
     problems.push('stateful-kes:etcd: only used with kesd.replicas > 1 (one replica keeps its keys on its own PVC)');
   }
   e.done();
+  const store: KesdStoreConfig = onEtcd ? { kind: 'etcd', ...etcd } : { kind: 'pvc', ...pvc };
 
   const keys = list(problems, 'keys', raw.keys).flatMap((v, i) => {
-    if (typeof v === 'string' && KEY_NAME.test(v)) return [v];
-    problems.push(`stateful-kes:keys[${i}]: ${JSON.stringify(v)} is not a KES key name (1-80 of [0-9A-Za-z_-], not starting or ending with -)`);
+    if (typeof v === 'string' && isKesName(v)) return [v];
+    problems.push(`stateful-kes:keys[${i}]: ${JSON.stringify(v)} is not a KES key name (${KES_NAME_RULE})`);
     return [];
   });
   const buckets = list(problems, 'buckets', raw.buckets).flatMap((v, i) => {
     const b = new Reader(problems, `buckets[${i}]`, object(problems, `buckets[${i}]`, v));
     const name = b.string('name', undefined, BUCKET, 'an S3 bucket name (3-63 of a-z 0-9 . -)');
-    const key = b.string('key', undefined, KEY_NAME, 'a KES key name (1-80 of [0-9A-Za-z_-], not starting or ending with -)');
+    const key = b.string('key', undefined, KES_NAME, `a KES key name (${KES_NAME_RULE})`);
     b.done();
     if (name === undefined || key === undefined) {
       if (name === undefined && key === undefined) problems.push(`stateful-kes:buckets[${i}]: needs both 'name' and 'key'`);
@@ -251,7 +262,7 @@ export function parseStackConfig(raw: Record<string, unknown>): StackConfig {
   const upstream = parseUpstreamConfig(problems, raw.upstream);
 
   if (problems.length > 0) throw new StackConfigError(problems);
-  return { cluster, namespaces, operator, tenant, kesd, etcd, keys, buckets, ...(upstream ? { upstream } : {}) };
+  return { cluster, namespaces, operator, tenant, kesd: { ...kesd, store }, keys, buckets, ...(upstream ? { upstream } : {}) };
 }
 
 const CHART_ALLOWED = `an http:// or https:// Helm repository URL serving the operator chart (default ${PUBLIC_OPERATOR_REPO}), or the path of a chart archive ending in .tgz`;

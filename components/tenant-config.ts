@@ -1,6 +1,7 @@
 // What the MinIO Tenant is made of, computed without Pulumi: the KES env, the config.env text, the Tenant spec and
 // the in-cluster endpoints. The MinioTenant component (minio-tenant.ts) only wires these into resources.
 // Facts about the operator (mount paths, env handling) are from MinIO Operator v7.1.1; see docs/minio-integration.md.
+import { isKesName, KES_NAME_RULE } from './kes-name';
 
 export const MINIO_IMAGE = 'quay.io/minio/minio:RELEASE.2025-04-08T15-41-24Z';
 export const POOL_NAME = 'pool-0';
@@ -30,13 +31,6 @@ export interface CertMount {
   readonly path: string;
 }
 
-const KES_KEY_NAME = /^[0-9A-Za-z_-]{1,80}$/;
-
-/** A KES key name as kesd accepts it: 1-80 of [0-9A-Za-z_-], '-' neither first nor last, not '_' alone. */
-export function isKesKeyName(name: string): boolean {
-  return KES_KEY_NAME.test(name) && !name.startsWith('-') && !name.endsWith('-') && name !== '_';
-}
-
 /**
  * The MINIO_KMS_KES_* env for spec.env: mTLS with the client cert from externalClientCertSecrets[0] and the kesd CA
  * from externalCaCertSecret[0]. Plain values only (the operator drops valueFrom).
@@ -46,8 +40,8 @@ export function tenantKmsEnv(opts: { endpoint: string; defaultKey: string }): En
   if (opts.endpoint.trim() === '' || endpoints.some((e) => !/^https:\/\/[^\s/]+(:\d+)?\/?$/.test(e))) {
     throw new Error(`tenant: KES endpoint '${opts.endpoint}' must be one or more https:// URLs (host[:port]), comma-separated`);
   }
-  if (!isKesKeyName(opts.defaultKey)) {
-    throw new Error(`tenant: default key '${opts.defaultKey}' is not a KES key name (1-80 of [0-9A-Za-z_-], '-' not first or last)`);
+  if (!isKesName(opts.defaultKey)) {
+    throw new Error(`tenant: default key '${opts.defaultKey}' is not a KES key name (${KES_NAME_RULE})`);
   }
   return [
     { name: 'MINIO_KMS_KES_ENDPOINT', value: opts.endpoint },

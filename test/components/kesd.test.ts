@@ -21,6 +21,7 @@ import { newIdentity } from '../../kesd/src/identity/certificate.js';
 import { request } from '../kesd/harness.js';
 import { byType, lineage, onResource, recordLineage, setupMocks, unsecret, valueOf, type RecordedResource } from '../../harness/pulumi-mocks.ts';
 import { KESD_PORT, UNSEAL_SECRET_KEY } from '../../components/contracts.ts';
+import type { KesdStore } from '../../components/kesd.ts';
 import { kesdServerDnsNames } from '../../components/kes-identity.ts';
 import {
   KESD_CONTAINER_SECURITY_CONTEXT, KESD_ETCD_PREFIX, KESD_NAMES, KESD_PATHS, KESD_POD_SECURITY_CONTEXT, MINIO_POLICY_ALLOW, cpuMillis, kesdImageSources,
@@ -368,9 +369,7 @@ const tlsIdentity = (id: { certPem: string; keyPem: string; identity: string }) 
 function kesdArgs(image: import('../../components/kesd.ts').KesdImage, over: Partial<import('../../components/kesd.ts').KesdArgs> = {}): import('../../components/kesd.ts').KesdArgs {
   return {
     namespace: 'kesd',
-    replicas: 1,
-    storageSize: '1Gi',
-    storageClass: 'standard',
+    store: { kind: 'pvc', storageSize: '1Gi', storageClass: 'standard' },
     image,
     identities: { server: tlsIdentity(ids.server), caCertPem: pulumi.output(ids.ca.certPem), sysadmin: tlsIdentity(ids.sysadmin), enclaveAdmin: tlsIdentity(ids.admin), minio: tlsIdentity(ids.minio) },
     unsealKey: { secretName: pulumi.output('unseal'), secretKey: UNSEAL_SECRET_KEY },
@@ -396,7 +395,7 @@ before(async () => {
   ]);
   ids = { server, ca, sysadmin, admin, minio };
   built = new KesdClass('kesd', kesdArgs({ build: { kindClusterName: 'stateful-kes' } }), { transformations: [recordLineage] });
-  external = new KesdClass('ext', kesdArgs({ ref: 'registry.example/kesd:0.1.0' }, { storageClass: undefined, storageSize: '5Gi' }));
+  external = new KesdClass('ext', kesdArgs({ ref: 'registry.example/kesd:0.1.0' }, { store: { kind: 'pvc', storageSize: '5Gi' } }));
   // Three replicas on etcd; EtcdCluster itself is tested in etcd-cluster.test.ts and with Kesd in stack-ha.test.ts.
   etcdStub = {
     endpoints: pulumi.output(ETCD.endpoints),
@@ -404,7 +403,7 @@ before(async () => {
     clientCertPem: pulumi.output(ids.ca.certPem),
     statefulSet: new pulumi.ComponentResource('test:index:EtcdStub', 'etcd-stub'),
   };
-  ha = new KesdClass('ha', kesdArgs({ ref: 'registry.example/kesd:0.1.0' }, { replicas: 3, etcd: etcdStub, cpu: '2500m' }), { transformations: [recordLineage] });
+  ha = new KesdClass('ha', kesdArgs({ ref: 'registry.example/kesd:0.1.0' }, { store: { kind: 'etcd', etcd: etcdStub, replicas: 3 }, cpu: '2500m' }), { transformations: [recordLineage] });
   await Promise.all([built, external, ha].flatMap((k) => [valueOf(k.statefulSet.id), valueOf(k.minioEndpoint), valueOf(k.imageRef)]));
   // PDB and NetworkPolicy are registered alongside; wait until every child has reached the mocks.
   for (let i = 0; i < 100 && byType('kubernetes:networking.k8s.io/v1:NetworkPolicy').length < 3; i++) await new Promise((r) => setTimeout(r, 20));
@@ -626,9 +625,18 @@ test('outputs: service URL, MinIO endpoint, Service names', async () => {
   assert.equal(await valueOf(built.headlessServiceName), 'kesd-hl');
 });
 
-test('more than one replica without etcd is refused by name: each replica would hold its own keys', () => {
-  assert.throws(() => new KesdClass('three', kesdArgs({ ref: 'x:1' }, { replicas: 3 })), /replicas = 3 needs a shared store: pass 'etcd'/);
-  for (const bad of [0, 1.5]) assert.throws(() => new KesdClass(`bad-${bad}`, kesdArgs({ ref: 'x:1' }, { replicas: bad })), /replicas must be a positive integer/);
+test('more than one replica without etcd does not type-check: each replica would hold its own keys', () => {
+  // Compile-time checks (tsc -p test): a PVC store has no replica count, and an etcd store has no PVC.
+  // @ts-expect-error replicas belong to the etcd store only
+  const pvcWithReplicas: KesdStore = { kind: 'pvc', storageSize: '1Gi', replicas: 3 };
+  // @ts-expect-error an etcd store takes no PVC size
+  const etcdWithPvc: KesdStore = { kind: 'etcd', etcd: etcdStub, replicas: 3, storageSize: '1Gi' };
+  // @ts-expect-error an etcd store needs its replica count
+  const etcdWithoutReplicas: KesdStore = { kind: 'etcd', etcd: etcdStub };
+  assert.ok(pvcWithReplicas && etcdWithPvc && etcdWithoutReplicas);
+  for (const bad of [0, 1.5]) {
+    assert.throws(() => new KesdClass(`bad-${bad}`, kesdArgs({ ref: 'x:1' }, { store: { kind: 'etcd', etcd: etcdStub, replicas: bad } })), /replicas must be a positive integer/);
+  }
   assert.throws(() => new KesdClass('w0', kesdArgs({ ref: 'x:1' }, { workers: 0 })), /workers must be an integer from 1 to 256, got 0/);
   assert.throws(() => new KesdClass('cpu', kesdArgs({ ref: 'x:1' }, { cpu: 'two' })), /'two' is not a positive Kubernetes CPU quantity/);
 });

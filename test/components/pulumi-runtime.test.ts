@@ -10,7 +10,8 @@ import { REPO, stackConfig } from '../../harness/stack-render.ts';
 /** Every stack output the README documents for StackReference consumers. */
 const OUTPUTS = [
   'consoleEndpoint', 'defaultKey', 'enclaveAdminCert', 'enclaveAdminKey', 'etcdEndpoints', 'identitiesHex', 'kesdCaCert',
-  'kesdEndpoint', 'kesdMinioEndpoint', 'kesdNamespace', 'kesdServiceAccount', 'kubeconfig', 'rootPassword', 'rootUser', 's3Endpoint', 'tenantNamespace',
+  'kesdEndpoint', 'kesdMinioEndpoint', 'kesdNamespace', 'kesdServiceAccount', 'kubeconfig', 'rootPassword', 'rootUser',
+  's3Endpoint', 'tenantNamespace',
 ];
 
 // A second stack on a cluster that already has the operator: an existing cluster, the operator reused.

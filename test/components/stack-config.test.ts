@@ -18,6 +18,7 @@ test('the dev stack config is valid and gets defaults', () => {
   assert.equal(c.tenant.servers, 4);
   assert.equal(c.kesd.defaultKey, 'minio-default-key');
   assert.equal(c.kesd.replicas, 1, 'dev: one replica on the embedded store');
+  assert.deepEqual(c.kesd.store, { kind: 'pvc', storageSize: '1Gi', storageClass: undefined });
   assert.deepEqual(declaredKeys(c), ['minio-default-key', 'ml-datasets-key']);
 });
 
@@ -26,7 +27,7 @@ test('the ha stack config is valid: three kesd replicas, etcd storage', () => {
   assert.equal(c.kesd.replicas, 3);
   assert.equal(c.kesd.cpu, '1');
   assert.equal(c.kesd.workers, undefined, 'derived from the CPU limit by Kesd');
-  assert.deepEqual(c.etcd, { storageSize: '1Gi', storageClass: undefined });
+  assert.deepEqual(c.kesd.store, { kind: 'etcd', storageSize: '1Gi', storageClass: undefined }, 'the size of etcd\'s own volumes');
 });
 
 test('kesd CPU and workers: a CPU limit as text or number, workers from 1 to 64 or unset', () => {
@@ -44,6 +45,9 @@ test('kesd CPU and workers: a CPU limit as text or number, workers from 1 to 64 
 
 test('replicas > 1 refuses PVC settings (kesd keeps nothing on disk) and replicas 1 refuses etcd settings', () => {
   assert.equal(parseStackConfig({ kesd: { replicas: 2 } }).kesd.replicas, 2);
+  assert.deepEqual(parseStackConfig({ kesd: { replicas: 2 } }).kesd.store, { kind: 'etcd', storageSize: '1Gi', storageClass: undefined });
+  assert.deepEqual(parseStackConfig({ kesd: { replicas: 2 }, etcd: { storageSize: '4Gi', storageClass: 'fast' } }).kesd.store, { kind: 'etcd', storageSize: '4Gi', storageClass: 'fast' });
+  assert.deepEqual(parseStackConfig({ kesd: { storageSize: '3Gi', storageClass: 'slow' } }).kesd.store, { kind: 'pvc', storageSize: '3Gi', storageClass: 'slow' });
   assert.throws(
     () => parseStackConfig({ kesd: { replicas: 3, storageSize: '2Gi', storageClass: 'fast' } }),
     (err: Error) =>
@@ -92,6 +96,16 @@ test('every problem is reported at once, naming the key and the allowed values',
       'stateful-kes:extra: unknown setting',
     ]) assert.ok(text.includes(expected), `missing: ${expected}\n${text}`);
   }
+});
+
+test("every KES key name setting states the same rule, '_' alone included", () => {
+  const rule = "1-80 of [0-9A-Za-z_-], '-' not first or last, not '_'";
+  assert.throws(() => parseStackConfig({ kesd: { defaultKey: '_' } }), (err: Error) => err.message.includes(`stateful-kes:kesd.defaultKey: '_' is not allowed: a KES key name (${rule})`));
+  assert.throws(() => parseStackConfig({ keys: ['a-'] }), (err: Error) => err.message.includes(`stateful-kes:keys[0]: "a-" is not a KES key name (${rule})`));
+  assert.throws(
+    () => parseStackConfig({ buckets: [{ name: 'data', key: 'k'.repeat(81) }] }),
+    (err: Error) => err.message.includes(`stateful-kes:buckets[0].key: '${'k'.repeat(81)}' is not allowed: a KES key name (${rule})`),
+  );
 });
 
 test('existing-cluster mode takes a kubeconfig and context', () => {

@@ -75,8 +75,7 @@ before(async () => {
   const tls = (id: { certPem: string; keyPem: string; identity: string }) => ({ certPem: pulumi.output(id.certPem), keyPem: pulumi.secret(id.keyPem), identity: pulumi.output(id.identity) });
   const args = (upstream?: ReturnType<typeof parseStackConfig>['upstream']) => ({
     namespace: 'kesd',
-    replicas: 1,
-    storageSize: '1Gi',
+    store: { kind: 'pvc', storageSize: '1Gi' } as const,
     image: { ref: 'registry.example/kesd:0.1.0' },
     identities: { server: tls(server!), caCertPem: pulumi.output(ca!.certPem), sysadmin: tls(sysadmin!), enclaveAdmin: tls(admin!), minio: tls(minio!) },
     unsealKey: { secretName: pulumi.output('unseal'), secretKey: UNSEAL_SECRET_KEY },
