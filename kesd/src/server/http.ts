@@ -62,7 +62,8 @@ function drained(exchange: Exchange): Promise<void> {
 
 // The route timeout bounds the time to the first line (started() disarms it): a list of a million keys streams
 // for longer than any route timeout, at the pace of its reader.
-async function writeNdjson(exchange: Exchange, lines: AsyncIterable<unknown>, started: () => void): Promise<void> {
+// `text`: the items are chunks of serialised lines, written as they are.
+async function writeNdjson(exchange: Exchange, lines: AsyncIterable<unknown>, started: () => void, text = false): Promise<void> {
   exchange.start(200, { 'content-type': 'application/x-ndjson' });
   started();
   // Lines go out in batches of ~64 KiB (one write and TLS record per batch, not per line), and between batches the
@@ -76,7 +77,7 @@ async function writeNdjson(exchange: Exchange, lines: AsyncIterable<unknown>, st
   };
   try {
     for await (const line of lines) {
-      batch += JSON.stringify(line) + '\n';
+      batch += text ? (line as string) : JSON.stringify(line) + '\n';
       if (batch.length >= NDJSON_BATCH) await flush();
       if (exchange.closed) return;
     }
@@ -97,13 +98,15 @@ function writeReply(exchange: Exchange, reply: Reply, streaming: () => void): vo
     exchange.send(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) }, body);
   } else if ('text' in reply) {
     exchange.send(200, { 'content-type': reply.contentType, 'content-length': Buffer.byteLength(reply.text) }, reply.text);
+  } else if ('ndjsonText' in reply) {
+    return writeNdjson(exchange, reply.ndjsonText, streaming, true);
   } else {
     return writeNdjson(exchange, reply.ndjson, streaming);
   }
 }
 
 /** A reply streamed at the pace of its reader: the handler has done all it applies once it returns one. */
-const isStreamed = (reply: Reply) => reply === STREAMING || (reply !== undefined && 'ndjson' in reply);
+const isStreamed = (reply: Reply) => reply === STREAMING || (reply !== undefined && ('ndjson' in reply || 'ndjsonText' in reply));
 
 /** `inFlight` learns of every request whose handler starts (a graceful stop waits for those: server.ts). */
 export function createDispatcher(server: ServerContext, inFlight = new InFlight()): (exchange: Exchange) => void {

@@ -124,6 +124,16 @@ export class RecordStore {
     }
   }
 
+  /** The records under prefix as stored, unopened (openRecord opens one): a caller that already has what it needs
+   * for a path skips the AEAD call. */
+  sealedUnder(prefix: string): AsyncIterable<StoreRecord> {
+    return this.store.list(prefix);
+  }
+
+  openRecord<T>(path: string, value: Uint8Array): T {
+    return this.open<T>(path, value);
+  }
+
   async *listPaths(prefix: string): AsyncGenerator<string> {
     for await (const r of this.store.list(prefix)) yield r.path;
   }
