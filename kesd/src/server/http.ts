@@ -60,17 +60,19 @@ function drained(exchange: Exchange): Promise<void> {
   });
 }
 
-// The route timeout bounds the time to the first line (started() disarms it): a list of a million keys streams
+// The route timeout bounds the handler's time to its reply (started() disarms it): a list of a million keys streams
 // for longer than any route timeout, at the pace of its reader.
 // `text`: the items are chunks of serialised lines, written as they are.
 async function writeNdjson(exchange: Exchange, lines: AsyncIterable<unknown>, started: () => void, text = false): Promise<void> {
-  exchange.start(200, { 'content-type': 'application/x-ndjson' });
   started();
+  const headers = { 'content-type': 'application/x-ndjson' };
   // Lines go out in batches of ~64 KiB (one write and TLS record per batch, not per line), and between batches the
   // event loop gets a turn: a store iterator resolves without ever yielding to it, so a long list would otherwise
-  // hold up every other request on this process.
+  // hold up every other request on this process. The headers wait for the first batch: a list that fits in one
+  // goes out as one write with a content-length.
   let batch = '';
   const flush = async () => {
+    if (exchange.status === undefined) exchange.start(200, headers);
     const ok = exchange.write(batch);
     batch = '';
     await (ok ? new Promise((resolve) => setImmediate(resolve)) : drained(exchange));
@@ -84,7 +86,8 @@ async function writeNdjson(exchange: Exchange, lines: AsyncIterable<unknown>, st
   } catch (err) {
     batch += JSON.stringify({ error: err instanceof KesError ? err.message : 'failed to list' }) + '\n';
   }
-  exchange.end(batch);
+  if (exchange.status === undefined) exchange.send(200, { ...headers, 'content-length': Buffer.byteLength(batch) }, batch);
+  else exchange.end(batch);
 }
 
 const NDJSON_BATCH = 64 * 1024;

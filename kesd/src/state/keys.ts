@@ -375,31 +375,40 @@ export class KeyRing {
 
   /**
    * The NDJSON list lines of the keys whose names start with namePrefix and pass `keep`, in name order, in chunks of
-   * ~64 KiB. Names come from the store's paths; only a name without a kept line opens its record.
+   * ~64 KiB. Names come from the store's paths (no value read); only a name without a kept line opens its record.
    */
   async *listLines(namePrefix = '', keep?: (name: string) => boolean): AsyncGenerator<string> {
     const prefix = paths.key(this.uid);
-    // A line opened from a record is kept only if no drop came meanwhile: the record may predate that change.
-    const drops = this.drops;
     let chunk = '';
-    for await (const { path, value } of this.records.sealedUnder(prefix + namePrefix)) {
-      const name = path.slice(prefix.length);
-      if (keep !== undefined && !keep(name)) continue;
-      let line = this.lines.get(name);
-      if (line === undefined) {
-        const record = this.records.openRecord<KeyRecord>(path, value);
-        const bytes = Buffer.from(record.key, 'base64');
-        line = listLine(name, record.algorithm, keyId(bytes), record.created_at, record.created_by);
-        wipe(bytes);
-        if (this.drops === drops && !this.sealed && !this.locks.has(name)) this.keepLine(name, line);
+    try {
+      for await (const page of this.records.pathPages(prefix + namePrefix)) {
+        for (const path of page) {
+          const name = path.slice(prefix.length);
+          if (keep !== undefined && !keep(name)) continue;
+          chunk += this.lines.get(name) ?? (await this.readLine(name, path));
+          if (chunk.length >= LIST_CHUNK) {
+            yield chunk;
+            chunk = '';
+          }
+        }
       }
-      chunk += line;
-      if (chunk.length >= LIST_CHUNK) {
-        yield chunk;
-        chunk = '';
-      }
+    } catch (err) {
+      if (chunk !== '') yield chunk; // the lines before a record that failed to open, then the error
+      throw err;
     }
     if (chunk !== '') yield chunk;
+  }
+
+  /** A key's list line from its record ('' if it is gone), kept unless a change came while it was read. */
+  private async readLine(name: string, path: string): Promise<string> {
+    const drops = this.drops;
+    const record = await this.records.get<KeyRecord>(path);
+    if (record === undefined) return ''; // deleted since its path was read
+    const bytes = Buffer.from(record.key, 'base64');
+    const line = listLine(name, record.algorithm, keyId(bytes), record.created_at, record.created_by);
+    wipe(bytes);
+    if (this.drops === drops && !this.sealed && !this.locks.has(name)) this.keepLine(name, line);
+    return line;
   }
 
   /** Drops a key from the cache and wipes its bytes (a change here or in another process). */
