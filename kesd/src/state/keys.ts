@@ -3,8 +3,8 @@
 // created, imported, rotated or deleted" has one place to go.
 //
 // Layout (records.ts): the key record `e/<uid>/key/<name>` is version 1, in the format kesd always wrote, so data
-// dirs from before versions existed work unchanged and listing opens one record per key as before. Versions 2, 3, …
-// are records of their own, `e/<uid>/keyv/<name>/<key uid>/<10-digit version>`, each created with putIfAbsent: of
+// dirs from before versions existed work unchanged, and a list line (version 1's) never changes with a rotation.
+// Versions 2, 3, … are records of their own, `e/<uid>/keyv/<name>/<key uid>/<10-digit version>`, each created with putIfAbsent: of
 // two concurrent rotations (workers, replicas) only one can create version n+1; the other takes n+2. The key uid
 // names one incarnation of the name (records from before versions have none: theirs is derived from their HMAC key),
 // so versions a crash left behind after a delete never attach to a key re-created under the same name.
