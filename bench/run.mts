@@ -113,6 +113,8 @@ interface Point {
   targets: TargetName[];
   na?: Partial<Record<TargetName, string>>;
   extra?: string[];
+  /** Per-target flags, after `extra`. */
+  extraFor?: Partial<Record<TargetName, string[]>>;
 }
 
 function plan(): Point[] {
@@ -123,7 +125,11 @@ function plan(): Point[] {
   if (smoke) return [{ op: 'generate', conns: 16, targets: all }];
   for (const op of ['generate', 'decrypt']) if (opsWanted.has(op)) for (const c of connsList) p.push({ op, conns: c, targets: all });
   if (opsWanted.has('mix')) p.push({ op: 'mix', conns: 64, targets: servers, na: noFloor });
-  if (opsWanted.has('list')) p.push({ op: 'list', conns: 16, targets: servers, na: noFloor, extra: ['-list-prefix', LIST_PREFIX] });
+  // The same 100 keys on both: KES v0.24 lists by a plain prefix (it answers `ls-*` with no names, and refuses `ls-`).
+  if (opsWanted.has('list')) {
+    const extraFor = { kesd: ['-list-pattern', `${LIST_PREFIX}*`], kes: ['-list-pattern', LIST_PREFIX.replace(/-$/, '')] };
+    p.push({ op: 'list', conns: 16, targets: servers, na: noFloor, extraFor });
+  }
   if (opsWanted.has('bulk')) {
     for (const c of [1, 4]) p.push({ op: 'bulk', conns: c, targets: ['kesd'], na: { kes: 'KES v0.24 has no bulk decrypt API', floor: 'no bulk API' }, extra: ['-bulk', String(BULK)] });
   }
@@ -259,7 +265,7 @@ async function main(): Promise<number> {
       const order = p.targets.filter((t) => targets.has(t));
       const rotated = order.map((_, k) => order[(k + i) % order.length]!);
       for (const name of rotated) {
-        runs.push(await one(targets.get(name)!, p.op, p.conns, p.extra));
+        runs.push(await one(targets.get(name)!, p.op, p.conns, [...(p.extra ?? []), ...(p.extraFor?.[name] ?? [])]));
         await sleep(300);
       }
     }

@@ -106,8 +106,9 @@ export function scaleMarkdown(r: ScaleResult): string {
       ' first, so a miss may read B-tree pages from disk.',
     '- **List**: one client reads the NDJSON stream as it comes and counts lines; RSS is sampled every 50 ms from' +
       ' `/proc/<pid>/status`. File-backed RSS grows with the part of the LMDB map a process has touched (shared page' +
-      ' cache, not heap); anonymous RSS is the heap and buffers. Each line costs an AEAD open of the key record (the' +
-      ' v0.22 line carries id, algorithm, created_at and created_by). The prefix lists read the same bulk keys again,' +
+      ' cache, not heap); anonymous RSS is the heap and buffers. A line the key ring has not kept yet costs an AEAD' +
+      ' open of the key record (the v0.22 line carries id, algorithm, created_at and created_by); a kept one (at most' +
+      ' 100,000 per enclave) only its path. The prefix lists read the same bulk keys again,' +
       ' 10,000 per request, as a client that lists by prefix would.',
     '',
   ].join('\n');

@@ -52,6 +52,7 @@ type config struct {
 	pool         int
 	bulk         int
 	listPrefix   string
+	listPattern  string
 	prefix       string
 	resume       bool
 	pids         string
@@ -80,6 +81,7 @@ func main() {
 	flag.IntVar(&c.pool, "pool", 1000, "ciphertexts to generate first for decrypt/mix/bulk")
 	flag.IntVar(&c.bulk, "bulk", 1000, "ciphertexts per bulk decrypt request")
 	flag.StringVar(&c.listPrefix, "list-prefix", "ls-", "list: name prefix (requests /v1/key/list/<prefix>*)")
+	flag.StringVar(&c.listPattern, "list-pattern", "", "list: the whole pattern (requests /v1/key/list/<pattern>; overrides -list-prefix)")
 	flag.StringVar(&c.prefix, "create-prefix", "", "create: key name prefix (default: random)")
 	flag.BoolVar(&c.resume, "resume", false, "churn: allow TLS session resumption (default: full handshakes)")
 	flag.StringVar(&c.pids, "pids", "", "comma-separated server pids: their CPU time (with all descendants) is sampled around the measured window")
@@ -683,7 +685,7 @@ func run(c config) error {
 	ctx := context.Background()
 	o := &ops{c: c,
 		generate: request{method: "POST", path: "/v1/key/generate/" + c.keyName, body: []byte("{}")},
-		list:     request{method: "GET", path: "/v1/key/list/" + c.listPrefix + "*"},
+		list:     request{method: "GET", path: "/v1/key/list/" + listPattern(c)},
 		floorGet: request{method: "GET", path: "/"},
 	}
 	switch c.op {
@@ -1050,4 +1052,13 @@ func procTicks(pid int) (int64, bool) {
 	u, _ := strconv.ParseInt(f[11], 10, 64)
 	st, _ := strconv.ParseInt(f[12], 10, 64)
 	return u + st, true
+}
+
+// listPattern is what a list requests: KES v0.24 takes a plain name prefix ("ls-*" matches no key there), kesd the
+// v0.22 pattern ("ls-*").
+func listPattern(c config) string {
+	if c.listPattern != "" {
+		return c.listPattern
+	}
+	return c.listPrefix + "*"
 }

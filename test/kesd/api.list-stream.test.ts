@@ -4,8 +4,7 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import https from 'node:https';
 import type { IncomingMessage } from 'node:http';
-import type { Store, StoreRecord } from '../../kesd/src/store/store.js';
-import { paths } from '../../kesd/src/state/records.js';
+import { paths, type RecordStore } from '../../kesd/src/state/records.js';
 import { startTestServer, type TestServer } from './harness.js';
 
 const KEYS = 6000;
@@ -20,20 +19,20 @@ before(async () => {
     await Promise.all(Array.from({ length: Math.min(500, KEYS - i) }, (_, j) => enclave.createKey(name(i + j), s.admin.identity)));
   }
   enclave.forgetKeys(); // as after a restart: the listing must read every record from the store
-  countReads(s.kesd.system.records.store);
+  countReads(s.kesd.system.records);
 });
 after(async () => {
   await s.stop();
 });
 
-/** Counts the records the server reads from its store, and the store iterations that ended. */
-function countReads(store: Store): void {
-  const list = store.list.bind(store);
-  store.list = async function* (prefix: string): AsyncGenerator<StoreRecord> {
+/** Counts the key paths the server reads from its store (a page at a time), and the page iterations that ended. */
+function countReads(records: RecordStore): void {
+  const pages = records.pathPages.bind(records);
+  records.pathPages = async function* (prefix: string, pageSize?: number): AsyncGenerator<string[]> {
     try {
-      for await (const r of list(prefix)) {
-        reads.records++;
-        yield r;
+      for await (const page of pages(prefix, pageSize)) {
+        reads.records += page.length;
+        yield page;
       }
     } finally {
       reads.closed++;

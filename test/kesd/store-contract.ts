@@ -120,6 +120,28 @@ export function storeContract(backend: Backend): void {
       for await (const r of s.list('ab/')) assert.deepEqual(Buffer.from(r.value), b(r.path));
     }));
 
+  test('contract: paths pages through exactly the prefix, in list order, without values', () =>
+    withStore(async (s) => {
+      for (const p of ['b', 'a/2', 'ab', 'a/10', 'a', 'a/', 'ab/1', 'a/1', 'a0', 'a.']) await s.put(p, b(p));
+      const pages = async (prefix: string, limit: number) => {
+        const out: string[][] = [];
+        for (let after: string | undefined; ; ) {
+          const page = await s.paths(prefix, limit, after);
+          if (page.length > 0) out.push(page);
+          if (page.length < limit) return out;
+          after = page[page.length - 1];
+        }
+      };
+      for (const prefix of ['a/', 'ab', 'a', '', 'zzz', 'a/2/']) {
+        const all = await paths(s, prefix);
+        assert.deepEqual((await pages(prefix, 1000)).flat(), all, prefix);
+        assert.deepEqual((await pages(prefix, 2)).flat(), all, prefix);
+        assert.ok((await pages(prefix, 2)).every((p) => p.length <= 2));
+      }
+      assert.deepEqual(await s.paths('a', 3, 'a/'), ['a/1', 'a/10', 'a/2']);
+      assert.deepEqual(await s.paths('a', 0), []);
+    }));
+
   test('contract: list is lazy, can stop early, and a write during a listing neither fails it nor breaks its order', () =>
     withStore(async (s) => {
       const names = Array.from({ length: 1200 }, (_, i) => `e/${String(i).padStart(5, '0')}`);

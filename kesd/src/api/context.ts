@@ -55,8 +55,17 @@ export interface RequestContext {
   readonly server: ServerContext;
 }
 
-/** A handler's reply: nothing (200, empty), a JSON value, an NDJSON stream, or STREAMING if it wrote the response itself. */
-export type Reply = void | { json: unknown } | { ndjson: AsyncIterable<unknown> } | { text: string; contentType: string } | typeof STREAMING;
+/**
+ * A handler's reply: nothing (200, empty), a JSON value, an NDJSON stream (of values, or of text chunks that are
+ * whole lines already), or STREAMING if it wrote the response itself.
+ */
+export type Reply =
+  | void
+  | { json: unknown }
+  | { ndjson: AsyncIterable<unknown> }
+  | { ndjsonText: AsyncIterable<string> }
+  | { text: string; contentType: string }
+  | typeof STREAMING;
 export const STREAMING = Symbol('streaming');
 
 export type Handler = (ctx: RequestContext) => Reply | Promise<Reply>;

@@ -60,30 +60,34 @@ function drained(exchange: Exchange): Promise<void> {
   });
 }
 
-// The route timeout bounds the time to the first line (started() disarms it): a list of a million keys streams
+// The route timeout bounds the handler's time to its reply (started() disarms it): a list of a million keys streams
 // for longer than any route timeout, at the pace of its reader.
-async function writeNdjson(exchange: Exchange, lines: AsyncIterable<unknown>, started: () => void): Promise<void> {
-  exchange.start(200, { 'content-type': 'application/x-ndjson' });
+// `text`: the items are chunks of serialised lines, written as they are.
+async function writeNdjson(exchange: Exchange, lines: AsyncIterable<unknown>, started: () => void, text = false): Promise<void> {
   started();
+  const headers = { 'content-type': 'application/x-ndjson' };
   // Lines go out in batches of ~64 KiB (one write and TLS record per batch, not per line), and between batches the
   // event loop gets a turn: a store iterator resolves without ever yielding to it, so a long list would otherwise
-  // hold up every other request on this process.
+  // hold up every other request on this process. The headers wait for the first batch: a list that fits in one
+  // goes out as one write with a content-length.
   let batch = '';
   const flush = async () => {
+    if (exchange.status === undefined) exchange.start(200, headers);
     const ok = exchange.write(batch);
     batch = '';
     await (ok ? new Promise((resolve) => setImmediate(resolve)) : drained(exchange));
   };
   try {
     for await (const line of lines) {
-      batch += JSON.stringify(line) + '\n';
+      batch += text ? (line as string) : JSON.stringify(line) + '\n';
       if (batch.length >= NDJSON_BATCH) await flush();
       if (exchange.closed) return;
     }
   } catch (err) {
     batch += JSON.stringify({ error: err instanceof KesError ? err.message : 'failed to list' }) + '\n';
   }
-  exchange.end(batch);
+  if (exchange.status === undefined) exchange.send(200, { ...headers, 'content-length': Buffer.byteLength(batch) }, batch);
+  else exchange.end(batch);
 }
 
 const NDJSON_BATCH = 64 * 1024;
@@ -97,13 +101,15 @@ function writeReply(exchange: Exchange, reply: Reply, streaming: () => void): vo
     exchange.send(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) }, body);
   } else if ('text' in reply) {
     exchange.send(200, { 'content-type': reply.contentType, 'content-length': Buffer.byteLength(reply.text) }, reply.text);
+  } else if ('ndjsonText' in reply) {
+    return writeNdjson(exchange, reply.ndjsonText, streaming, true);
   } else {
     return writeNdjson(exchange, reply.ndjson, streaming);
   }
 }
 
 /** A reply streamed at the pace of its reader: the handler has done all it applies once it returns one. */
-const isStreamed = (reply: Reply) => reply === STREAMING || (reply !== undefined && 'ndjson' in reply);
+const isStreamed = (reply: Reply) => reply === STREAMING || (reply !== undefined && ('ndjson' in reply || 'ndjsonText' in reply));
 
 /** `inFlight` learns of every request whose handler starts (a graceful stop waits for those: server.ts). */
 export function createDispatcher(server: ServerContext, inFlight = new InFlight()): (exchange: Exchange) => void {

@@ -118,6 +118,9 @@ export async function startServer(ctx: ServerContext, address: string, tlsFiles:
     // Node closes rejected ones the same way (no alert after the handshake).
     if (verifyIfGiven && !socket.authorized && socket.getPeerX509Certificate() !== undefined) return socket.destroy();
     identifyConnection(socket);
+    // Nagle off, as Go (KES) has it: a reply in two writes (a streamed list's headers, then its lines) otherwise
+    // waits for the client's delayed ACK of the first, ~40 ms.
+    socket.setNoDelay(true);
     sockets.set(socket, 0);
     lastActive.set(socket, performance.now());
     socket.once('close', () => sockets.delete(socket));

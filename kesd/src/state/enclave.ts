@@ -77,6 +77,11 @@ export class Enclave {
     return this.keys.list(namePrefix, keep);
   }
 
+  /** What GET /v1/key/list answers: NDJSON lines in chunks (keys.ts keeps them, so a list opens few records). */
+  listKeyLines(namePrefix = '', keep?: (name: string) => boolean): AsyncGenerator<string> {
+    return this.keys.listLines(namePrefix, keep);
+  }
+
   /**
    * The plaintext of a ciphertext under one of the key's versions (`version`: that one only), else ErrDecrypt.
    * Synchronous when a cached version opens it; when none does, the store is asked whether another replica added

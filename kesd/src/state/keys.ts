@@ -3,12 +3,12 @@
 // created, imported, rotated or deleted" has one place to go.
 //
 // Layout (records.ts): the key record `e/<uid>/key/<name>` is version 1, in the format kesd always wrote, so data
-// dirs from before versions existed work unchanged and listing opens one record per key as before. Versions 2, 3, …
-// are records of their own, `e/<uid>/keyv/<name>/<key uid>/<10-digit version>`, each created with putIfAbsent: of
+// dirs from before versions existed work unchanged, and a list line (version 1's) never changes with a rotation.
+// Versions 2, 3, … are records of their own, `e/<uid>/keyv/<name>/<key uid>/<10-digit version>`, each created with putIfAbsent: of
 // two concurrent rotations (workers, replicas) only one can create version n+1; the other takes n+2. The key uid
 // names one incarnation of the name (records from before versions have none: theirs is derived from their HMAC key),
 // so versions a crash left behind after a delete never attach to a key re-created under the same name.
-import { hmacSha256, keyId, newSecretKey, open, type Algorithm, type SecretKey } from '../crypto/key.js';
+import { hmacSha256, keyId, legacyAlgorithmName, newSecretKey, open, type Algorithm, type SecretKey } from '../crypto/key.js';
 import { randomBytes } from '../crypto/random.js';
 import { secretBuffer, wipe } from '../crypto/secret.js';
 import { ErrDecrypt, ErrKeyExists, ErrKeyNotFound, ErrSealed, ErrStoreWrite, KesError } from '../kes/errors.js';
@@ -97,13 +97,34 @@ function versionEntry(version: number, algorithm: Algorithm, key: string, create
   return { version, secret: { algorithm, bytes }, id: keyId(bytes), createdAt, createdBy };
 }
 
+/** Names whose list line is kept in memory, per enclave: a list of a million keys must not hold a million lines. */
+export const MAX_LIST_LINES = 100_000;
+
+/** A key's NDJSON list line: version 1's id, algorithm (the v0.22 name) and dates, so a rotation never changes it. */
+function listLine(name: string, algorithm: Algorithm, id: string, createdAt: string, createdBy: string): string {
+  return `${JSON.stringify({ name, id, algorithm: legacyAlgorithmName(algorithm), created_at: createdAt, created_by: createdBy })}\n`;
+}
+
+const lineOfKey = (key: CachedKey): string => {
+  const first = key.versions[key.versions.length - 1]!;
+  return listLine(key.name, first.secret.algorithm, first.id, key.createdAt, key.createdBy);
+};
+
 function wipeKey(key: CachedKey): void {
   for (const v of key.versions) v.secret.bytes.fill(0);
   key.hmacKey.fill(0);
 }
 
+const LIST_CHUNK = 64 * 1024;
+
 export class KeyRing {
   private readonly cache = new Map<string, CachedKey>();
+  /**
+   * List lines by name, so a list opens no record it has listed before (an AEAD open and a hash per key). Not key
+   * material; filled on create, load and list, dropped with the cached key (drop, forget, seal), so a change in
+   * another process, which reaches drop() through the change bus, drops it here too. Names still come from the store.
+   */
+  private readonly lines = new Map<string, string>();
   private readonly locks = new Map<string, Promise<unknown>>();
   /** Counts cache drops, so a read that a drop overtook (a change in another process) reads again. */
   private drops = 0;
@@ -138,6 +159,7 @@ export class KeyRing {
       return this.get(name); // a change raced the read: read again
     }
     this.cache.set(name, loaded);
+    this.keepLine(name, lineOfKey(loaded));
     return loaded;
   }
 
@@ -197,7 +219,9 @@ export class KeyRing {
       if (this.sealed) throw ErrSealed;
       const hmacKey = ownBytes(record.hmac);
       const v1 = versionEntry(1, record.algorithm, record.key, record.created_at, createdBy);
-      this.cache.set(name, { name, newest: v1, secret: v1.secret, versions: [v1], hmacKey, createdAt: record.created_at, createdBy, uid: record.uid! });
+      const key: CachedKey = { name, newest: v1, secret: v1.secret, versions: [v1], hmacKey, createdAt: record.created_at, createdBy, uid: record.uid! };
+      this.cache.set(name, key);
+      this.keepLine(name, lineOfKey(key));
     });
   }
 
@@ -345,9 +369,52 @@ export class KeyRing {
     return this.records.list<KeyRecord>(paths.key(this.uid), namePrefix, keep);
   }
 
+  private keepLine(name: string, line: string): void {
+    if (this.lines.size < MAX_LIST_LINES || this.lines.has(name)) this.lines.set(name, line);
+  }
+
+  /**
+   * The NDJSON list lines of the keys whose names start with namePrefix and pass `keep`, in name order, in chunks of
+   * ~64 KiB. Names come from the store's paths (no value read); only a name without a kept line opens its record.
+   */
+  async *listLines(namePrefix = '', keep?: (name: string) => boolean): AsyncGenerator<string> {
+    const prefix = paths.key(this.uid);
+    let chunk = '';
+    try {
+      for await (const page of this.records.pathPages(prefix + namePrefix)) {
+        for (const path of page) {
+          const name = path.slice(prefix.length);
+          if (keep !== undefined && !keep(name)) continue;
+          chunk += this.lines.get(name) ?? (await this.readLine(name, path));
+          if (chunk.length >= LIST_CHUNK) {
+            yield chunk;
+            chunk = '';
+          }
+        }
+      }
+    } catch (err) {
+      if (chunk !== '') yield chunk; // the lines before a record that failed to open, then the error
+      throw err;
+    }
+    if (chunk !== '') yield chunk;
+  }
+
+  /** A key's list line from its record ('' if it is gone), kept unless a change came while it was read. */
+  private async readLine(name: string, path: string): Promise<string> {
+    const drops = this.drops;
+    const record = await this.records.get<KeyRecord>(path);
+    if (record === undefined) return ''; // deleted since its path was read
+    const bytes = Buffer.from(record.key, 'base64');
+    const line = listLine(name, record.algorithm, keyId(bytes), record.created_at, record.created_by);
+    wipe(bytes);
+    if (this.drops === drops && !this.sealed && !this.locks.has(name)) this.keepLine(name, line);
+    return line;
+  }
+
   /** Drops a key from the cache and wipes its bytes (a change here or in another process). */
   drop(name: string): void {
     this.drops++;
+    this.lines.delete(name);
     const cached = this.cache.get(name);
     this.cache.delete(name);
     if (cached !== undefined) wipeKey(cached);
@@ -358,6 +425,7 @@ export class KeyRing {
     this.drops++;
     for (const k of this.cache.values()) wipeKey(k);
     this.cache.clear();
+    this.lines.clear();
   }
 
   /** Drops the cached keys for good: the system is sealed. */

@@ -33,6 +33,8 @@ export const paths = {
 };
 
 const RECORDS_LABEL = Buffer.from('kesd/records/v1');
+/** Paths per store read of pathPages. */
+const PATH_PAGE = 256;
 
 /** HMAC-SHA256(root, 'kesd/records/v1'), in a buffer of its own (crypto/secret.ts). */
 export function deriveRecordKey(rootKey: Uint8Array): SecretKey {
@@ -124,7 +126,18 @@ export class RecordStore {
     }
   }
 
+  /** The paths under prefix in order, a page at a time: no value is read, no record opened. */
+  async *pathPages(prefix: string, pageSize = PATH_PAGE): AsyncGenerator<string[]> {
+    let after: string | undefined;
+    for (;;) {
+      const page = await this.store.paths(prefix, pageSize, after);
+      if (page.length > 0) yield page;
+      if (page.length < pageSize) return;
+      after = page[page.length - 1];
+    }
+  }
+
   async *listPaths(prefix: string): AsyncGenerator<string> {
-    for await (const r of this.store.list(prefix)) yield r.path;
+    for await (const page of this.pathPages(prefix)) yield* page;
   }
 }

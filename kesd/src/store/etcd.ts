@@ -189,6 +189,14 @@ export class EtcdStore implements Store {
     }
   }
 
+  async paths(prefix: string, limit: number, after?: string): Promise<string[]> {
+    if (limit <= 0) return [];
+    const start = this.key(prefix);
+    const from = after === undefined ? start : Buffer.concat([this.key(after), Buffer.from([0])]); // the next key after it
+    const page = await this.call('list', prefix, (o) => this.client.kv.range({ key: from, range_end: prefixRangeEnd(start), limit, keys_only: true }, o));
+    return page.kvs.map((kv) => kv.key.subarray(this.prefix.length).toString('utf8'));
+  }
+
   /** A linearizable read: it succeeds only while the etcd cluster has a quorum. */
   async status(): Promise<void> {
     await this.revision(STATUS_TIMEOUT_MS);

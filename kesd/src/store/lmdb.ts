@@ -121,6 +121,20 @@ class LmdbStore implements Store {
     }
   }
 
+  async paths(prefix: string, limit: number, after?: string): Promise<string[]> {
+    this.assertOpen();
+    this.fresh();
+    const out: string[] = [];
+    if (limit <= 0) return out;
+    for (const key of this.db.getKeys(after !== undefined ? { start: after } : prefix === '' ? {} : { start: prefix })) {
+      if (typeof key !== 'string' || !key.startsWith(prefix)) break;
+      if (key === after) continue;
+      out.push(key);
+      if (out.length >= limit) break;
+    }
+    return out;
+  }
+
   /**
    * mdb_env_copy2 with compaction, in a read transaction of its own: a consistent snapshot while writers go on, with
    * no free pages (so no leftovers of deleted records). Written to `file` (which must not exist), mode 0600.

@@ -39,6 +39,11 @@ export interface Store {
   /** All records whose path starts with prefix, in ascending path order, streamed (never buffered whole). */
   list(prefix: string): AsyncIterable<StoreRecord>;
   /**
+   * Up to `limit` paths that start with prefix, in ascending order, after `after` (a path under prefix) if given:
+   * names without their values. Each page is read on its own (changes between pages may show in later ones).
+   */
+  paths(prefix: string, limit: number, after?: string): Promise<string[]>;
+  /**
    * A consistent copy of the whole store, as of one moment, into the new file `file` (the embedded store: a backup
    * while it serves). Backends without it (etcd) are backed up with their own snapshot tools.
    */

@@ -1,5 +1,5 @@
 // /v1/key/*: the data-key hot path (generate, decrypt) stays synchronous when the key is cached.
-import { generateDataKey, keyId, legacyAlgorithmName, parseAlgorithm, seal } from '../../crypto/key.js';
+import { generateDataKey, legacyAlgorithmName, parseAlgorithm, seal } from '../../crypto/key.js';
 import { wipe } from '../../crypto/secret.js';
 import type { CachedKey } from '../../state/enclave.js';
 import { isValidListPattern, isValidName, listPrefix, matchesListPattern } from '../../kes/names.js';
@@ -156,26 +156,12 @@ export function hmacKey(ctx: RequestContext): Reply | Promise<Reply> {
 
 // ---- list ---------------------------------------------------------------------------------------------
 //
-// Each line needs the record (the v0.22 line carries id, algorithm, created_at and created_by, and `kes key ls`
-// prints created_at), so a matching record is opened; names are matched on the path first, so an exact or prefix
-// pattern opens only the records it returns. The shared NDJSON writer (server/http.ts) streams the lines.
+// A v0.22 line carries id, algorithm, created_at and created_by (`kes key ls` prints created_at). The key ring keeps
+// each key's line once it has built it (state/keys.ts), so a list reads names from the store's paths and opens only
+// the records of keys it has no line for; names are matched on the path first. The lines come as text chunks and
+// the shared NDJSON writer (server/http.ts) streams them.
 export function listKeys(ctx: RequestContext): Reply {
   const pattern = ctx.arg;
   if (!isValidListPattern(pattern)) throw invalidPattern(pattern);
-  const records = ctx.enclave!.listKeys(listPrefix(pattern), (name) => matchesListPattern(pattern, name));
-  async function* lines() {
-    for await (const { name, record } of records) {
-      const bytes = Buffer.from(record.key, 'base64');
-      const id = keyId(bytes);
-      wipe(bytes);
-      yield {
-        name,
-        id,
-        algorithm: legacyAlgorithmName(record.algorithm),
-        created_at: record.created_at,
-        created_by: record.created_by,
-      };
-    }
-  }
-  return { ndjson: lines() };
+  return { ndjsonText: ctx.enclave!.listKeyLines(listPrefix(pattern), (name) => matchesListPattern(pattern, name)) };
 }
