@@ -447,7 +447,7 @@ function render(res: Results): Record<string, string> {
       const r = runs.find((x) => x.op === op && x.target === 'kesd');
       return r ? [{ op, conns: r.conns, title: op === 'churn' ? 'churn (new TLS conn per generate)' : op === 'mix' ? 'mix (50 % generate / 50 % decrypt)' : op === 'list' ? `list (${LIST_KEYS} keys)` : op }] : [];
     }),
-  ].filter((r) => find(runs, 'kesd', r.op, r.conns) || find(runs, 'kes', r.op, r.conns) || find(runs, 'floor', r.op, r.conns));
+  ].filter((r) => find(runs, 'kesd', r.op, r.conns) || find(runs, 'kes', r.op, r.conns) || find(runs, 'floor', r.op, r.conns) || find(runs, 'kesd', r.op, r.conns, 'h2'));
   const kesdInfo = meta.targets.kesd ?? {};
   const results = [
     `Run ${meta.date} on ${m.nproc} vCPU ${m.cpu} (${m.virt}); ${meta.settings.durationS} s measured after ${meta.settings.warmupS} s warm-up per point; took ${meta.wallSeconds} s.`,

@@ -195,13 +195,12 @@ export function summary(runs: RunRecord[], conns: number[], halfP99: number, noi
       const f = find(runs, 'floor', op, c);
       return k?.result ? [`${c} conns: ${fmtRatio(ops(k), ops(s))} of KES, ${fmtRatio(ops(k), ops(f))} of the floor`] : [];
     });
-    if (parts.length === 0) continue;
+    const med = (a: number[]) => (a.length ? [...a].sort((x, y) => x - y)[Math.floor(a.length / 2)]! : NaN);
+    const medCell = (a: number[]) => (a.length ? `${fmtInt(med(a))} µs` : '–');
     const kc = conns.map((c) => cpu(find(runs, 'kesd', op, c))).filter((x) => x !== undefined) as number[];
     const sc = conns.map((c) => cpu(find(runs, 'kes', op, c))).filter((x) => x !== undefined) as number[];
     const fc = conns.map((c) => cpu(find(runs, 'floor', op, c))).filter((x) => x !== undefined) as number[];
-    const med = (a: number[]) => (a.length ? [...a].sort((x, y) => x - y)[Math.floor(a.length / 2)]! : NaN);
-    const medCell = (a: number[]) => (a.length ? `${fmtInt(med(a))} µs` : '–');
-    lines.push(`- **${op}** throughput, kesd: ${parts.join('; ')}. Server CPU per request (median over the connection counts): kesd ${medCell(kc)}, KES ${medCell(sc)}, floor ${medCell(fc)}.`);
+    if (parts.length > 0) lines.push(`- **${op}** throughput, kesd: ${parts.join('; ')}. Server CPU per request (median over the connection counts): kesd ${medCell(kc)}, KES ${medCell(sc)}, floor ${medCell(fc)}.`);
     const h2 = conns.flatMap((c) => {
       const k = find(runs, 'kesd', op, c, 'h2');
       return k?.result ? [`${c} conns: ${fmtRatio(ops(k), ops(find(runs, 'kes', op, c, 'h2')))} of KES`] : [];
