@@ -36,6 +36,8 @@ const USAGE = `usage: node --import tsx bench/run.mts [options]
   --kes-gomaxprocs N    GOMAXPROCS for KES (default: kesd's worker count, at most nproc)
   --client-key TYPE     ed25519 (default, what 'kes identity new' makes) | p256
   --half-conns N        connections for the rate-limited half-peak run (default 64)
+  --h2-inflight N       streams in flight per connection in the h2 column of generate/decrypt (kesd and KES, same
+                        --conns; default 4, see docs/performance.md "Method"; 0 = no h2 column)
   --noise-retries N     rerun a point up to N times while other processes used more than --noise-threshold
                         cores during it, keeping the quietest attempt (default 1; smoke 0)
   --noise-threshold C   cores of "other load" that make a run noisy (default 0.3)
@@ -60,6 +62,7 @@ const { values: a } = parseArgs({
     'kes-gomaxprocs': { type: 'string' },
     'client-key': { type: 'string', default: 'ed25519' },
     'half-conns': { type: 'string', default: '64' },
+    'h2-inflight': { type: 'string', default: '4' },
     'noise-retries': { type: 'string' },
     'noise-threshold': { type: 'string', default: '0.3' },
     'wait-quiet': { type: 'string', default: '0' },
@@ -90,6 +93,7 @@ if (prior && smoke) throw new Error('--merge and --smoke do not go together');
 const targetsWanted = a.targets!.split(',') as TargetName[];
 const clientKey = a['client-key'] as 'ed25519' | 'p256';
 const halfConns = Number(a['half-conns']);
+const h2Inflight = Number(a['h2-inflight']);
 const noiseRetries = Number(a['noise-retries'] ?? (smoke ? 0 : 1));
 const noiseThreshold = Number(a['noise-threshold']);
 const waitQuietS = Number(a['wait-quiet']);
@@ -98,7 +102,7 @@ const BENCH_CMD = 'npm run bench   # = npm run build && node scripts/peers.mjs -
 const SMOKE_CMD = 'npm run bench -- --smoke';
 const HALF_P99_MS = 2;
 const outDir = resolve(a.out ?? join(REPO, 'bench/results'));
-for (const [k, v] of Object.entries({ duration: durationS, warmup: warmupS, 'half-conns': halfConns, 'noise-retries': noiseRetries, 'noise-threshold': noiseThreshold, 'wait-quiet': waitQuietS })) if (!(v >= 0)) throw new Error(`--${k}: not a number`);
+for (const [k, v] of Object.entries({ duration: durationS, warmup: warmupS, 'half-conns': halfConns, 'h2-inflight': h2Inflight, 'noise-retries': noiseRetries, 'noise-threshold': noiseThreshold, 'wait-quiet': waitQuietS })) if (!(v >= 0)) throw new Error(`--${k}: not a number`);
 if (connsList.some((c) => !(c >= 1))) throw new Error('--conns: a comma-separated list of numbers');
 if (!['ed25519', 'p256'].includes(clientKey)) throw new Error('--client-key: ed25519 or p256');
 
@@ -115,15 +119,22 @@ interface Point {
   extra?: string[];
   /** Per-target flags, after `extra`. */
   extraFor?: Partial<Record<TargetName, string[]>>;
+  /** HTTP/2 with this many streams in flight per connection (default HTTP/1.1). */
+  h2?: number;
 }
 
 function plan(): Point[] {
   const all: TargetName[] = ['kesd', 'kes', 'floor'];
   const servers: TargetName[] = ['kesd', 'kes'];
   const noFloor = { floor: 'the floor only answers a fixed body' };
+  const h2 = (op: string, conns: number): Point => ({ op, conns, targets: servers, na: { floor: 'the floor speaks HTTP/1.1 only' }, h2: h2Inflight });
   const p: Point[] = [];
-  if (smoke) return [{ op: 'generate', conns: 16, targets: all }];
+  // The smoke run takes the h2 path once (kesd's and KES's), so a broken h2 column fails CI: decrypt, whose ciphertext
+  // pool is built over HTTP/1.1 first.
+  if (smoke) return [{ op: 'generate', conns: 16, targets: all }, ...(h2Inflight > 0 ? [h2('decrypt', 16)] : [])];
   for (const op of ['generate', 'decrypt']) if (opsWanted.has(op)) for (const c of connsList) p.push({ op, conns: c, targets: all });
+  // The h2 column: what MinIO speaks to its KMS; after the HTTP/1.1 points, in the same run.
+  if (h2Inflight > 0) for (const op of ['generate', 'decrypt']) if (opsWanted.has(op)) for (const c of connsList) p.push(h2(op, c));
   if (opsWanted.has('mix')) p.push({ op: 'mix', conns: 64, targets: servers, na: noFloor });
   // The same 100 keys on both: KES v0.24 lists by a plain prefix (it answers `ls-*` with no names, and refuses `ls-`).
   if (opsWanted.has('list')) {
@@ -207,8 +218,8 @@ async function main(): Promise<number> {
     log(`${runCount} runs of ${warmupS}+${durationS} s: about ${Math.ceil((runCount * (durationS + warmupS + 1.5)) / 60)} min`);
 
     let spawnedUs = 0; // CLOCK_MONOTONIC µs when the last load generator was started (to window the CPU profile)
-    const attempt = async (t: Target, op: string, conns: number, extra: string[] = [], rate?: number): Promise<RunRecord> => {
-      const rec: RunRecord = { target: t.name, op: rate ? 'half' : op, conns, ...(rate ? { rate } : {}) };
+    const attempt = async (t: Target, op: string, conns: number, extra: string[] = [], rate?: number, h2?: number): Promise<RunRecord> => {
+      const rec: RunRecord = { target: t.name, op: rate ? 'half' : op, conns, ...(rate ? { rate } : {}), ...(h2 ? { proto: 'h2' as const, inflight: h2 } : {}) };
       if (t.child.exitCode !== null || t.child.signalCode !== null) {
         rec.error = `${t.name} is not running (exited ${t.child.exitCode ?? t.child.signalCode})`;
         return rec;
@@ -219,11 +230,11 @@ async function main(): Promise<number> {
       try {
         rec.result = await runLoadgen(loadgen, {
           url: t.url, cert: ids.client.certFile, key: ids.client.keyFile, ca: ids.server.certFile, op, conns,
-          durationS, warmupS, pids: [t.pid], rate, keyName: BENCH_KEY, extra,
+          durationS, warmupS, pids: [t.pid], rate, keyName: BENCH_KEY, extra: h2 ? [...extra, '-proto', 'h2', '-inflight', String(h2)] : extra,
         });
         const r = rec.result;
         const errs = Object.values(r.errors).reduce((x, y) => x + y, 0);
-        log(`${t.name.padEnd(5)} ${rec.op.padEnd(8)} ${String(conns).padStart(3)} conns${rate ? ` @${Math.round(rate)}/s` : ''}: ${Math.round(r.ops_per_s).toString().padStart(6)} ops/s  p50 ${r.latency_ms.p50?.toFixed(2)} p99 ${r.latency_ms.p99?.toFixed(2)} ms  cpu ${r.server_cpu?.us_per_req.toFixed(0)} µs/req${errs ? `  errors ${JSON.stringify(r.errors)}` : ''}  other load ${r.machine.other_cores.toFixed(2)}`);
+        log(`${t.name.padEnd(5)} ${rec.op.padEnd(8)} ${String(conns).padStart(3)} conns${h2 ? ` h2×${h2}` : ''}${rate ? ` @${Math.round(rate)}/s` : ''}: ${Math.round(r.ops_per_s).toString().padStart(6)} ops/s  p50 ${r.latency_ms.p50?.toFixed(2)} p99 ${r.latency_ms.p99?.toFixed(2)} ms  cpu ${r.server_cpu?.us_per_req.toFixed(0)} µs/req${errs ? `  errors ${JSON.stringify(r.errors)}` : ''}  other load ${r.machine.other_cores.toFixed(2)}`);
         if (r.ops === 0) rec.error = `no successful request: ${JSON.stringify(r.error_sample ?? r.errors)}`;
       } catch (err) {
         rec.error = (err as Error).message.split('\n').slice(0, 3).join(' ');
@@ -233,13 +244,13 @@ async function main(): Promise<number> {
     };
     // On a shared machine: rerun a point measured while other processes were busy, and keep the quietest attempt.
     const noise = (r: RunRecord) => r.result?.machine.other_cores ?? 0;
-    const one = async (t: Target, op: string, conns: number, extra: string[] = [], rate?: number): Promise<RunRecord> => {
-      let best = await attempt(t, op, conns, extra, rate);
+    const one = async (t: Target, op: string, conns: number, extra: string[] = [], rate?: number, h2?: number): Promise<RunRecord> => {
+      let best = await attempt(t, op, conns, extra, rate, h2);
       let attempts = 1;
       while (attempts <= noiseRetries && best.result && noise(best) > noiseThreshold) {
         log(`  other load ${noise(best).toFixed(2)} cores > ${noiseThreshold}: measuring again`);
         await sleep(1000);
-        const again = await attempt(t, op, conns, extra, rate);
+        const again = await attempt(t, op, conns, extra, rate, h2);
         attempts++;
         if (again.result && noise(again) < noise(best)) best = again;
       }
@@ -253,19 +264,19 @@ async function main(): Promise<number> {
         // (no coordinated omission).
         for (const name of p.targets) {
           const t = targets.get(name);
-          const peak = [...runs, ...(prior?.runs ?? [])].filter((r) => r.target === name && r.op === 'generate' && r.result && !r.error).map((r) => r.result!.ops_per_s);
+          const peak = [...runs, ...(prior?.runs ?? [])].filter((r) => r.target === name && r.op === 'generate' && !r.proto && r.result && !r.error).map((r) => r.result!.ops_per_s);
           if (!t || peak.length === 0) continue;
           runs.push(await one(t, 'generate', p.conns, [], Math.max(1, Math.round(Math.max(...peak) / 2))));
           await sleep(300);
         }
         continue;
       }
-      for (const [t, why] of Object.entries(p.na ?? {})) if (targetsWanted.includes(t as TargetName)) runs.push({ target: t as TargetName, op: p.op, conns: p.conns, skipped: why });
+      for (const [t, why] of Object.entries(p.na ?? {})) if (targetsWanted.includes(t as TargetName)) runs.push({ target: t as TargetName, op: p.op, conns: p.conns, skipped: why, ...(p.h2 ? { proto: 'h2' as const, inflight: p.h2 } : {}) });
       // Rotate the order per point, so no target always runs right after another.
       const order = p.targets.filter((t) => targets.has(t));
       const rotated = order.map((_, k) => order[(k + i) % order.length]!);
       for (const name of rotated) {
-        runs.push(await one(targets.get(name)!, p.op, p.conns, [...(p.extra ?? []), ...(p.extraFor?.[name] ?? [])]));
+        runs.push(await one(targets.get(name)!, p.op, p.conns, [...(p.extra ?? []), ...(p.extraFor?.[name] ?? [])], undefined, p.h2));
         await sleep(300);
       }
     }
@@ -275,7 +286,7 @@ async function main(): Promise<number> {
         if (r.skipped) continue;
         if (!r.result || r.error || !(r.result.ops > 0)) {
           failed = true;
-          log(`SMOKE FAIL: ${r.target} ${r.op}: ${r.error ?? 'no ops'}`);
+          log(`SMOKE FAIL: ${r.target} ${r.op}${r.proto ? ` ${r.proto}` : ''}: ${r.error ?? 'no ops'}`);
         }
       }
       for (const [name, t] of targets) {
@@ -359,7 +370,7 @@ async function main(): Promise<number> {
         })(),
         loadgen: relative(REPO, loadgen).startsWith('..') ? loadgen.split('/').pop()! : loadgen,
       },
-      settings: { durationS, warmupS, conns: connsList, ops: [...opsWanted], clientKey, halfConns, bulk: BULK, listKeys: LIST_KEYS, smoke, noiseRetries, noiseThreshold, waitQuietS },
+      settings: { durationS, warmupS, conns: connsList, ops: [...opsWanted], clientKey, halfConns, h2Inflight, bulk: BULK, listKeys: LIST_KEYS, smoke, noiseRetries, noiseThreshold, waitQuietS },
       commands: {
         bench: BENCH_CMD,
         smoke: SMOKE_CMD,
@@ -374,7 +385,7 @@ async function main(): Promise<number> {
       // Same (target, op, conns) replaces the earlier point in place; anything new is appended.
       const merged = [...prior.runs];
       for (const r of runs) {
-        const i = merged.findIndex((x) => x.target === r.target && x.op === r.op && x.conns === r.conns);
+        const i = merged.findIndex((x) => x.target === r.target && x.op === r.op && x.conns === r.conns && x.proto === r.proto);
         if (i >= 0) merged[i] = r;
         else merged.push(r);
       }
@@ -442,7 +453,7 @@ function render(res: Results): Record<string, string> {
       const r = runs.find((x) => x.op === op && x.target === 'kesd');
       return r ? [{ op, conns: r.conns, title: op === 'churn' ? 'churn (new TLS conn per generate)' : op === 'mix' ? 'mix (50 % generate / 50 % decrypt)' : op === 'list' ? `list (${LIST_KEYS} keys)` : op }] : [];
     }),
-  ].filter((r) => find(runs, 'kesd', r.op, r.conns) || find(runs, 'kes', r.op, r.conns) || find(runs, 'floor', r.op, r.conns));
+  ].filter((r) => find(runs, 'kesd', r.op, r.conns) || find(runs, 'kes', r.op, r.conns) || find(runs, 'floor', r.op, r.conns) || find(runs, 'kesd', r.op, r.conns, 'h2'));
   const kesdInfo = meta.targets.kesd ?? {};
   const results = [
     `Run ${meta.date} on ${m.nproc} vCPU ${m.cpu} (${m.virt}); ${meta.settings.durationS} s measured after ${meta.settings.warmupS} s warm-up per point; took ${meta.wallSeconds} s.`,

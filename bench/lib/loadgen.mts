@@ -16,6 +16,7 @@ export interface LoadgenResult {
   url: string;
   proto: string;
   conns: number;
+  inflight?: number;
   concurrency: number;
   rate?: number;
   duration_s: number;

@@ -18,6 +18,9 @@ export interface RunRecord {
   attempts?: number;
   /** When the measurement started. */
   at?: string;
+  /** HTTP/2 runs (the h2 column), with their streams in flight per connection; absent: HTTP/1.1. */
+  proto?: 'h2';
+  inflight?: number;
 }
 
 export interface Meta {
@@ -59,8 +62,13 @@ export interface ProfileSummary {
 
 const label: Record<TargetName, string> = { kesd: 'kesd', kes: 'KES', floor: 'floor' };
 
-export function find(runs: RunRecord[], target: TargetName, op: string, conns: number): RunRecord | undefined {
-  return runs.find((r) => r.target === target && r.op === op && r.conns === conns);
+export function find(runs: RunRecord[], target: TargetName, op: string, conns: number, proto: 'h1' | 'h2' = 'h1'): RunRecord | undefined {
+  return runs.find((r) => r.target === target && r.op === op && r.conns === conns && (r.proto ?? 'h1') === proto);
+}
+
+/** Streams per connection of the h2 column in these runs (one value per run). */
+function h2Inflight(runs: RunRecord[]): number | undefined {
+  return runs.find((r) => r.proto === 'h2' && r.inflight)?.inflight;
 }
 
 const fmtInt = (n: number) => Math.round(n).toLocaleString('en-US');
@@ -80,19 +88,29 @@ const cpu = (r: RunRecord | undefined) => (r?.result?.server_cpu && r.result.ops
 /** The main table: one row per (op, conns), kesd vs KES vs floor. */
 export function mainTable(runs: RunRecord[], rows: { op: string; conns: number; title?: string }[], noisy: number): string {
   const mark = (r: RunRecord | undefined, text: string) => (r?.result && r.result.machine.other_cores > noisy ? `${text}†` : text);
+  const perCpu = (k: RunRecord | undefined, s: RunRecord | undefined) => (cpu(k) !== undefined && cpu(s) !== undefined ? `${(cpu(s)! / cpu(k)!).toFixed(2)}×` : '–');
+  const inflight = h2Inflight(runs);
+  // The h2 columns only when the run has them (results from before the h2 column render as they did).
+  const h2Head = inflight ? ` h2 ops/s: kesd · KES | h2 kesd/KES | h2 p50 / p99 ms: kesd · KES | h2 server CPU µs/req: kesd · KES | h2 kesd/KES per CPU µs |` : '';
   const out = [
-    '| op | conns | kesd ops/s | KES ops/s | floor ops/s | kesd/KES | kesd/floor | p50 / p99 ms: kesd · KES · floor | server CPU µs/req: kesd · KES · floor | kesd/KES per CPU µs |',
-    '|---|---:|---:|---:|---:|---:|---:|---|---|---:|',
+    `| op | conns | kesd ops/s | KES ops/s | floor ops/s | kesd/KES | kesd/floor | p50 / p99 ms: kesd · KES · floor | server CPU µs/req: kesd · KES · floor | kesd/KES per CPU µs |${h2Head}`,
+    `|---|---:|---:|---:|---:|---:|---:|---|---|---:|${inflight ? '---:|---:|---|---|---:|' : ''}`,
   ];
   for (const row of rows) {
     const [k, s, f] = TARGETS.map((t) => find(runs, t, row.op, row.conns));
     const lat = [k, s, f].map((r) => cell(r, (x) => `${fmtMs(x.latency_ms.p50)} / ${fmtMs(x.latency_ms.p99)}`)).join(' · ');
     const c = [k, s, f].map((r) => cell(r, (x) => (x.server_cpu ? fmtInt(x.server_cpu.us_per_req) : '–'))).join(' · ');
-    const perCpu = cpu(k) !== undefined && cpu(s) !== undefined ? `${(cpu(s)! / cpu(k)!).toFixed(2)}×` : '–';
+    let h2 = '';
+    if (inflight) {
+      const [k2, s2] = (['kesd', 'kes'] as const).map((t) => find(runs, t, row.op, row.conns, 'h2'));
+      const both = (f: (r: RunRecord | undefined) => string) => [k2, s2].map(f).join(' · ');
+      h2 = ` ${both((r) => mark(r, cell(r, (x) => fmtInt(x.ops_per_s))))} | ${fmtRatio(ops(k2), ops(s2))} | ${both((r) => cell(r, (x) => `${fmtMs(x.latency_ms.p50)} / ${fmtMs(x.latency_ms.p99)}`))} | ${both((r) => cell(r, (x) => (x.server_cpu ? fmtInt(x.server_cpu.us_per_req) : '–')))} | ${perCpu(k2, s2)} |`;
+    }
     out.push(
-      `| ${row.title ?? row.op} | ${row.conns} | ${mark(k, cell(k, (x) => fmtInt(x.ops_per_s)))} | ${mark(s, cell(s, (x) => fmtInt(x.ops_per_s)))} | ${mark(f, cell(f, (x) => fmtInt(x.ops_per_s)))} | ${fmtRatio(ops(k), ops(s))} | ${fmtRatio(ops(k), ops(f))} | ${lat} | ${c} | ${perCpu} |`,
+      `| ${row.title ?? row.op} | ${row.conns} | ${mark(k, cell(k, (x) => fmtInt(x.ops_per_s)))} | ${mark(s, cell(s, (x) => fmtInt(x.ops_per_s)))} | ${mark(f, cell(f, (x) => fmtInt(x.ops_per_s)))} | ${fmtRatio(ops(k), ops(s))} | ${fmtRatio(ops(k), ops(f))} | ${lat} | ${c} | ${perCpu(k, s)} |${h2}`,
     );
   }
+  if (inflight) out.push('', `h2: HTTP/2 as MinIO's client speaks it to its KMS, the same connections with ${inflight} streams in flight on each (so ${inflight}× the requests in flight of the HTTP/1.1 columns); the floor speaks HTTP/1.1 only.`);
   out.push('', `† measured while other processes used more than ${noisy} cores (see "Every run"): this throughput is less trustworthy; CPU µs/req much less affected.`);
   return out.join('\n');
 }
@@ -125,7 +143,7 @@ export function halfTable(runs: RunRecord[], targetP99Ms: number): string {
     '|---|---:|---:|---:|---:|---:|---:|---:|---:|---|',
   ];
   for (const r of rows) {
-    const peak = runs.filter((p) => p.target === r.target && p.op === 'generate' && p.result).sort((a, b) => b.result!.ops_per_s - a.result!.ops_per_s)[0];
+    const peak = runs.filter((p) => p.target === r.target && p.op === 'generate' && !p.proto && p.result).sort((a, b) => b.result!.ops_per_s - a.result!.ops_per_s)[0];
     const peakCell = peak ? `${fmtInt(peak.result!.ops_per_s)} (${peak.conns})` : '–';
     if (!r.result || r.error) {
       out.push(`| ${label[r.target]} | ${peakCell} | ${r.rate ? fmtInt(r.rate) : '–'} | failed: ${r.error ?? r.skipped} | | | | | | |`);
@@ -147,14 +165,14 @@ export function runsTable(runs: RunRecord[], noisy: number): string {
   ];
   for (const r of runs) {
     if (!r.result) {
-      out.push(`| ${label[r.target]} | ${r.op} | ${r.conns} | ${r.skipped ? 'n/a' : 'failed'} | ${(r.skipped ?? r.error ?? '').replace(/\|/g, '/').replace(/\n/g, ' ').slice(0, 120)} | | | | | | | |`);
+      out.push(`| ${label[r.target]} | ${r.op}${r.proto ? ` h2×${r.inflight}` : ''} | ${r.conns} | ${r.skipped ? 'n/a' : 'failed'} | ${(r.skipped ?? r.error ?? '').replace(/\|/g, '/').replace(/\n/g, ' ').slice(0, 120)} | | | | | | | |`);
       continue;
     }
     const x = r.result;
     const errs = Object.entries(x.errors).map(([k, v]) => `${k}: ${v}`).join(', ') || '0';
     const tls = x.tls ? `${x.tls.version?.replace('TLS ', '')} ${x.tls.curve ?? ''}` : '';
     out.push(
-      `| ${label[r.target]} | ${r.op}${r.rate ? ` @${fmtInt(r.rate)}/s` : ''} | ${r.conns} | ${fmtInt(x.ops_per_s)} | ${errs} | ${x.connections.dialed_total} (${x.connections.dialed_in_window})${x.connections.resumed ? `, ${x.connections.resumed} resumed` : ''} | ${tls} | ${x.server_cpu?.cores.toFixed(2) ?? '–'} | ${x.client_cpu.cores.toFixed(2)} | ${x.machine.other_cores.toFixed(2)}${x.machine.other_cores > noisy ? ' †' : ''} | ${x.machine.steal_cores.toFixed(2)} | ${r.attempts ?? 1} |`,
+      `| ${label[r.target]} | ${r.op}${r.rate ? ` @${fmtInt(r.rate)}/s` : ''}${r.proto ? ` h2×${r.inflight}` : ''} | ${r.conns} | ${fmtInt(x.ops_per_s)} | ${errs} | ${x.connections.dialed_total} (${x.connections.dialed_in_window})${x.connections.resumed ? `, ${x.connections.resumed} resumed` : ''} | ${tls} | ${x.server_cpu?.cores.toFixed(2) ?? '–'} | ${x.client_cpu.cores.toFixed(2)} | ${x.machine.other_cores.toFixed(2)}${x.machine.other_cores > noisy ? ' †' : ''} | ${x.machine.steal_cores.toFixed(2)} | ${r.attempts ?? 1} |`,
     );
   }
   return out.join('\n');
@@ -177,13 +195,21 @@ export function summary(runs: RunRecord[], conns: number[], halfP99: number, noi
       const f = find(runs, 'floor', op, c);
       return k?.result ? [`${c} conns: ${fmtRatio(ops(k), ops(s))} of KES, ${fmtRatio(ops(k), ops(f))} of the floor`] : [];
     });
-    if (parts.length === 0) continue;
+    const med = (a: number[]) => (a.length ? [...a].sort((x, y) => x - y)[Math.floor(a.length / 2)]! : NaN);
+    const medCell = (a: number[]) => (a.length ? `${fmtInt(med(a))} µs` : '–');
     const kc = conns.map((c) => cpu(find(runs, 'kesd', op, c))).filter((x) => x !== undefined) as number[];
     const sc = conns.map((c) => cpu(find(runs, 'kes', op, c))).filter((x) => x !== undefined) as number[];
     const fc = conns.map((c) => cpu(find(runs, 'floor', op, c))).filter((x) => x !== undefined) as number[];
-    const med = (a: number[]) => (a.length ? [...a].sort((x, y) => x - y)[Math.floor(a.length / 2)]! : NaN);
-    const medCell = (a: number[]) => (a.length ? `${fmtInt(med(a))} µs` : '–');
-    lines.push(`- **${op}** throughput, kesd: ${parts.join('; ')}. Server CPU per request (median over the connection counts): kesd ${medCell(kc)}, KES ${medCell(sc)}, floor ${medCell(fc)}.`);
+    if (parts.length > 0) lines.push(`- **${op}** throughput, kesd: ${parts.join('; ')}. Server CPU per request (median over the connection counts): kesd ${medCell(kc)}, KES ${medCell(sc)}, floor ${medCell(fc)}.`);
+    const h2 = conns.flatMap((c) => {
+      const k = find(runs, 'kesd', op, c, 'h2');
+      return k?.result ? [`${c} conns: ${fmtRatio(ops(k), ops(find(runs, 'kes', op, c, 'h2')))} of KES`] : [];
+    });
+    if (h2.length > 0) {
+      const kc2 = conns.map((c) => cpu(find(runs, 'kesd', op, c, 'h2'))).filter((x) => x !== undefined) as number[];
+      const sc2 = conns.map((c) => cpu(find(runs, 'kes', op, c, 'h2'))).filter((x) => x !== undefined) as number[];
+      lines.push(`- **${op} over h2** (${h2Inflight(runs)} streams per connection, as MinIO): kesd ${h2.join('; ')}. Server CPU per request (median): kesd ${medCell(kc2)}, KES ${medCell(sc2)}.`);
+    }
   }
   for (const op of ['churn', 'mix', 'create', 'list']) {
     const k = runs.find((r) => r.target === 'kesd' && r.op === op);

@@ -118,7 +118,8 @@ export function benchInitYml(ids: Identities, opts: BenchInitOptions): string {
   });
 }
 
-export async function startKesd(dir: string, ids: Identities, opts: { workers?: number; nodeOptions?: string; name?: string } = {}): Promise<Target> {
+/** `bin`: another build's kesd.js (an A/B of two builds); default this checkout's. */
+export async function startKesd(dir: string, ids: Identities, opts: { workers?: number; nodeOptions?: string; name?: string; bin?: string } = {}): Promise<Target> {
   const name = opts.name ?? 'kesd';
   const home = join(dir, name);
   mkdirSync(home, { recursive: true });
@@ -127,10 +128,10 @@ export async function startKesd(dir: string, ids: Identities, opts: { workers?: 
   const initYml = join(home, 'init.yml');
   writeFileSync(initYml, benchInitYml(ids, { address: `127.0.0.1:${port}`, unsealEnv: 'KESD_BENCH_UNSEAL_KEY', keys: [BENCH_KEY, ...listKeys()] }));
   const data = join(home, 'data');
-  runSync(NODE, [KESD_BIN, 'init', '--config', initYml, data], { env: cleanEnv({ KESD_BENCH_UNSEAL_KEY: env.KESD_BENCH_UNSEAL_KEY }) });
+  runSync(NODE, [opts.bin ?? KESD_BIN, 'init', '--config', initYml, data], { env: cleanEnv({ KESD_BENCH_UNSEAL_KEY: env.KESD_BENCH_UNSEAL_KEY }) });
   const help = kesdHelp();
   const workersFlag = /--workers\b/.test(help);
-  const args = [KESD_BIN, 'server', data, '--addr', `127.0.0.1:${port}`, '--audit-log', 'off'];
+  const args = [opts.bin ?? KESD_BIN, 'server', data, '--addr', `127.0.0.1:${port}`, '--audit-log', 'off'];
   if (opts.workers !== undefined) {
     if (!workersFlag) throw new Error(`--kesd-workers ${opts.workers}: this kesd has no --workers flag (kesd server --help):\n${help}`);
     args.push('--workers', String(opts.workers));

@@ -479,6 +479,12 @@ func buildPool(ctx context.Context, t *target, c config) ([]string, error) {
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	gen := request{method: "POST", path: "/v1/key/generate/" + c.keyName, body: []byte("{}")}
+	// The pool is built over hand-written HTTP/1.1: under -proto h2 its connections must not offer h2 in ALPN.
+	if c.proto == "h2" {
+		cfg := t.tls.Clone()
+		cfg.NextProtos = []string{"http/1.1"}
+		t = &target{addr: t.addr, host: t.host, tls: cfg}
+	}
 	if c.op == "transit-decrypt" {
 		gen = transitEncrypt(c)
 	}

@@ -1,7 +1,7 @@
 // Prometheus metrics under the KES family names, so KES dashboards and `kes metric` keep working.
 // Latency buckets start at 50 µs: the data-key path is far below KES's 10 ms first bucket.
 import os from 'node:os';
-import { Counter, Gauge, Histogram, Registry, type Aggregator } from 'prom-client';
+import { Counter, Gauge, Registry, type Aggregator, type Metric } from 'prom-client';
 import type { AuditLog } from './audit.js';
 import type { ErrorLog } from './errorlog.js';
 
@@ -13,18 +13,76 @@ export interface UpstreamFigures {
 
 export const LATENCY_BUCKETS = [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 1.5, 3, 5, 10];
 
+/**
+ * A histogram without labels that a request updates with plain arithmetic (prom-client's observe() builds a label
+ * object and hashes it per call). Its samples read exactly as prom-client's Histogram's do: cumulative buckets,
+ * +Inf, _sum, _count, summed over a cluster's workers.
+ */
+class RequestHistogram {
+  readonly type = 'histogram';
+  readonly aggregator: Aggregator = 'sum';
+  private readonly counts: Float64Array;
+  private sum = 0;
+  private count = 0;
+
+  constructor(
+    readonly name: string,
+    readonly help: string,
+    private readonly bounds: readonly number[],
+  ) {
+    this.counts = new Float64Array(bounds.length);
+  }
+
+  observe(value: number): void {
+    const { bounds } = this;
+    let i = 0;
+    while (i < bounds.length && value > bounds[i]!) i++;
+    if (i < bounds.length) this.counts[i]!++;
+    this.sum += value;
+    this.count++;
+  }
+
+  get() {
+    const bucket = `${this.name}_bucket`;
+    let acc = 0;
+    const values = this.bounds.map((le, i) => ({ labels: { le } as Record<string, string | number>, value: (acc += this.counts[i]!), metricName: bucket }));
+    values.push(
+      { labels: { le: '+Inf' }, value: this.count, metricName: bucket },
+      { labels: {}, value: this.sum, metricName: `${this.name}_sum` },
+      { labels: {}, value: this.count, metricName: `${this.name}_count` },
+    );
+    return { name: this.name, help: this.help, type: this.type, values, aggregator: this.aggregator };
+  }
+}
+
 export class Metrics {
   readonly registry = new Registry();
   /** Set in a cluster worker: the exposition of the whole server (all workers), instead of this process's. */
   gather: (() => Promise<string>) | undefined;
-  private readonly success = new Counter({ name: 'kes_http_request_success', help: 'Number of requests that succeeded (2xx)', labelNames: ['code'], registers: [this.registry] });
-  private readonly error = new Counter({ name: 'kes_http_request_error', help: 'Number of requests that failed with a client error (4xx)', labelNames: ['code'], registers: [this.registry] });
-  private readonly failure = new Counter({ name: 'kes_http_request_failure', help: 'Number of requests that failed with a server error (5xx)', labelNames: ['code'], registers: [this.registry] });
-  private readonly responseTime = new Histogram({ name: 'kes_http_response_time', help: 'Response time of requests in seconds', buckets: LATENCY_BUCKETS, registers: [this.registry] });
-  readonly active = new Gauge({ name: 'kes_http_request_active', help: 'Number of requests in flight', registers: [this.registry] });
+  /** Requests per status code, in the order the codes were first seen (the order the samples are listed in). */
+  private readonly byStatus = new Map<number, number>();
+  private readonly responseTime = new RequestHistogram('kes_http_response_time', 'Response time of requests in seconds', LATENCY_BUCKETS);
+  /** Requests in flight: a plain number, which the gauge reads at scrape time. */
+  readonly active = { n: 0, inc() { this.n++; }, dec() { this.n--; } };
   readonly contentType = this.registry.contentType;
 
   constructor(startedAt: number, audit: AuditLog, errors: ErrorLog) {
+    // The request counters are read from byStatus at scrape time: a request costs a Map update, not label hashing.
+    const byStatus = this.byStatus;
+    const requests = (name: string, help: string, from: number, to: number) =>
+      new Counter({
+        name, help, labelNames: ['code'], registers: [this.registry],
+        collect() {
+          this.reset();
+          for (const [status, n] of byStatus) if (status >= from && status < to) this.inc({ code: String(status) }, n);
+        },
+      });
+    requests('kes_http_request_success', 'Number of requests that succeeded (2xx)', -Infinity, 400);
+    requests('kes_http_request_error', 'Number of requests that failed with a client error (4xx)', 400, 500);
+    requests('kes_http_request_failure', 'Number of requests that failed with a server error (5xx)', 500, Infinity);
+    this.registry.registerMetric(this.responseTime as unknown as Metric);
+    const active = this.active;
+    new Gauge({ name: 'kes_http_request_active', help: 'Number of requests in flight', registers: [this.registry], collect() { this.set(active.n); } });
     // In a cluster, workers' values are summed unless a gauge says otherwise (aggregator).
     const gauge = (name: string, help: string, value: () => number, aggregator: Aggregator = 'sum') =>
       new Gauge({ name, help, aggregator, registers: [this.registry], collect() { this.set(value()); } });
@@ -65,10 +123,7 @@ export class Metrics {
   }
 
   observe(status: number, seconds: number): void {
-    const code = String(status);
-    if (status < 400) this.success.labels(code).inc();
-    else if (status < 500) this.error.labels(code).inc();
-    else this.failure.labels(code).inc();
+    this.byStatus.set(status, (this.byStatus.get(status) ?? 0) + 1);
     this.responseTime.observe(seconds);
   }
 
