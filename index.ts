@@ -14,19 +14,33 @@ import { declaredKeys, parseStackConfig, STACK_CONFIG_KEYS } from './components/
 import { UnsealKey } from './components/unseal-key';
 
 const raw = new pulumi.Config('stateful-kes');
-const config = parseStackConfig(
-  Object.fromEntries(STACK_CONFIG_KEYS.map((k) => [k, raw.getObject(k)])),
-);
+const config = parseStackConfig(Object.fromEntries(STACK_CONFIG_KEYS.map((k) => [k, raw.getObject(k)])));
 
-const kind = config.cluster.mode === 'kind' ? new KindCluster('kind', { name: config.cluster.name, workers: config.cluster.workers, nodeImage: config.cluster.nodeImage }) : undefined;
-const provider = kind?.provider ?? existingClusterProvider('cluster', config.cluster.mode === 'existing' ? config.cluster : {});
+const kind =
+  config.cluster.mode === 'kind'
+    ? new KindCluster('kind', {
+        name: config.cluster.name,
+        workers: config.cluster.workers,
+        nodeImage: config.cluster.nodeImage,
+      })
+    : undefined;
+const provider =
+  kind?.provider ?? existingClusterProvider('cluster', config.cluster.mode === 'existing' ? config.cluster : {});
 
 // operator.install false: a second stack on a cluster whose operator (and its cluster-scoped CRDs and RBAC) another
 // stack or an administrator installed.
 const operator = config.operator.install
-  ? new MinioOperator('minio-operator', { namespace: config.namespaces.operator, replicas: config.operator.replicas, chart: config.operator.chart, provider })
+  ? new MinioOperator('minio-operator', {
+      namespace: config.namespaces.operator,
+      replicas: config.operator.replicas,
+      chart: config.operator.chart,
+      provider,
+    })
   : undefined;
-const namespaces = new Namespaces('namespaces', { names: { kesd: config.namespaces.kesd, tenant: config.namespaces.tenant }, provider });
+const namespaces = new Namespaces('namespaces', {
+  names: { kesd: config.namespaces.kesd, tenant: config.namespaces.tenant },
+  provider,
+});
 
 const identities = new KesIdentities('kes-identities', {
   namespace: config.namespaces.kesd,
@@ -37,7 +51,11 @@ const identities = new KesIdentities('kes-identities', {
   backupClient: config.kesd.backup !== undefined,
 });
 // kesd.unsealKeyGeneration + 1 rotates the unseal key: kesd re-seals under the new one when the rollout restarts it.
-const unsealKey = new UnsealKey('kesd-unseal-key', { namespace: namespaces.names.kesd!, provider, generation: config.kesd.unsealKeyGeneration });
+const unsealKey = new UnsealKey('kesd-unseal-key', {
+  namespace: namespaces.names.kesd!,
+  provider,
+  generation: config.kesd.unsealKeyGeneration,
+});
 
 // The store parseStackConfig decided on. An etcd cluster lives in kesd's namespace (kesd mounts its client Secret).
 const store = config.kesd.store;
@@ -46,7 +64,13 @@ const kesdStore: KesdStore =
     ? store
     : {
         kind: 'etcd',
-        etcd: new EtcdCluster('etcd', { namespace: namespaces.names.kesd!, storageSize: store.storageSize, storageClass: store.storageClass, clientSelector: KESD_SELECTOR, provider }),
+        etcd: new EtcdCluster('etcd', {
+          namespace: namespaces.names.kesd!,
+          storageSize: store.storageSize,
+          storageClass: store.storageClass,
+          clientSelector: KESD_SELECTOR,
+          provider,
+        }),
         replicas: config.kesd.replicas,
       };
 
@@ -56,7 +80,13 @@ const kesd = new Kesd('kesd', {
   cpu: config.kesd.cpu,
   workers: config.kesd.workers,
   image: config.kesd.image ? { ref: config.kesd.image } : { build: { kindClusterName: kind?.name } },
-  identities: { server: identities.server, caCertPem: identities.caCertPem, sysadmin: identities.sysadmin, enclaveAdmin: identities.enclaveAdmin, minio: identities.minio },
+  identities: {
+    server: identities.server,
+    caCertPem: identities.caCertPem,
+    sysadmin: identities.sysadmin,
+    enclaveAdmin: identities.enclaveAdmin,
+    minio: identities.minio,
+  },
   unsealKey,
   backupIdentity: identities.backup?.identity,
   keys: declaredKeys(config),
@@ -67,15 +97,19 @@ const kesd = new Kesd('kesd', {
 
 // Optional (kesd.backup): sealed backups of the embedded store on a schedule, into a PVC of their own.
 if (config.kesd.backup !== undefined && identities.backup !== undefined) {
-  new KesdBackup('kesd-backup', {
-    ...config.kesd.backup,
-    namespace: namespaces.names.kesd!,
-    image: kesd.imageRef,
-    serviceUrl: kesd.serviceUrl,
-    caCertPem: identities.caCertPem,
-    client: identities.backup,
-    provider,
-  }, { dependsOn: [kesd.statefulSet] });
+  new KesdBackup(
+    'kesd-backup',
+    {
+      ...config.kesd.backup,
+      namespace: namespaces.names.kesd!,
+      image: kesd.imageRef,
+      serviceUrl: kesd.serviceUrl,
+      caCertPem: identities.caCertPem,
+      client: identities.backup,
+      provider,
+    },
+    { dependsOn: [kesd.statefulSet] },
+  );
 }
 
 const tenant = new MinioTenant('minio-tenant', {
@@ -94,7 +128,13 @@ const tenant = new MinioTenant('minio-tenant', {
 });
 
 if (config.buckets.length > 0) {
-  new Buckets('buckets', { namespace: namespaces.names.tenant!, tenant, buckets: [...config.buckets], provider, dependsOn: [tenant] });
+  new Buckets('buckets', {
+    namespace: namespaces.names.tenant!,
+    tenant,
+    buckets: [...config.buckets],
+    provider,
+    dependsOn: [tenant],
+  });
 }
 
 // Stack outputs (documented in the README for StackReference consumers).
@@ -118,7 +158,9 @@ export const enclaveAdminCert = identities.enclaveAdmin.certPem;
 export const enclaveAdminKey = identities.enclaveAdmin.keyPem;
 export const defaultKey = config.kesd.defaultKey;
 /** With an upstream: the ServiceAccount to bind Vault's Kubernetes auth role to ({namespace, name}); else null. */
-export const kesdServiceAccount = config.upstream ? { namespace: namespaces.names.kesd, name: KESD_NAMES.serviceAccount } : null;
+export const kesdServiceAccount = config.upstream
+  ? { namespace: namespaces.names.kesd, name: KESD_NAMES.serviceAccount }
+  : null;
 /** The kind cluster's admin kubeconfig (secret); null with cluster.mode existing. */
 export const kubeconfig = kind ? kind.kubeconfig : null;
 export const rootUser = tenant.rootUser;

@@ -13,10 +13,26 @@ import { join, resolve } from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { parseArgs } from 'node:util';
 import { BUCKET, checkEncryption, startMinio, type E2EMinio, type EncryptionCheck } from './lib/e2e-minio.mts';
-import { ensureS3load, kmsCounters, runS3load, type KmsCounters, type S3Endpoint, type S3LoadResult } from './lib/e2e-s3load.mts';
+import {
+  ensureS3load,
+  kmsCounters,
+  runS3load,
+  type KmsCounters,
+  type S3Endpoint,
+  type S3LoadResult,
+} from './lib/e2e-s3load.mts';
 import { goVersion } from './lib/loadgen.mts';
-import { sleep, waitQuiet } from './lib/proc.mts';
-import { BENCH_KEY, kesBinary, makeIdentities, REPO, startKes, startKesd, stopTarget, type Target } from './lib/targets.mts';
+import { waitQuiet } from './lib/proc.mts';
+import {
+  BENCH_KEY,
+  kesBinary,
+  makeIdentities,
+  REPO,
+  startKes,
+  startKesd,
+  stopTarget,
+  type Target,
+} from './lib/targets.mts';
 
 export type E2ETarget = 'none' | 'kesd' | 'kes';
 const ALL_TARGETS: E2ETarget[] = ['none', 'kesd', 'kes'];
@@ -66,9 +82,28 @@ export interface E2EPhase {
 export interface E2EResult {
   meta: {
     date: string;
-    machine: { nproc: number; cpu: string; memGiB: number; kernel: string; loadavgStart: number[]; loadavgEnd: number[]; driveFs: string };
+    machine: {
+      nproc: number;
+      cpu: string;
+      memGiB: number;
+      kernel: string;
+      loadavgStart: number[];
+      loadavgEnd: number[];
+      driveFs: string;
+    };
     versions: Record<string, string>;
-    settings: { seconds: number; rounds: number; warmupS: number; conns: number; sizeBytes: number; smoke: boolean; noiseRetries: number; noiseThreshold: number; waitQuietS: number; bucketEncryption: string };
+    settings: {
+      seconds: number;
+      rounds: number;
+      warmupS: number;
+      conns: number;
+      sizeBytes: number;
+      smoke: boolean;
+      noiseRetries: number;
+      noiseThreshold: number;
+      waitQuietS: number;
+      bucketEncryption: string;
+    };
     wallSeconds: number;
   };
   phases: E2EPhase[];
@@ -92,12 +127,20 @@ function versions(): Record<string, string> {
   } catch {
     // reported as not built
   }
-  return { kesd: `${kesd.version} (${commit || 'no git'}${dirty})`, kes, minio: peers.minio?.version ?? '?', mc: peers.mc?.version ?? '?', node: process.version, go: goVersion() };
+  return {
+    kesd: `${kesd.version} (${commit || 'no git'}${dirty})`,
+    kes,
+    minio: peers.minio?.version ?? '?',
+    mc: peers.mc?.version ?? '?',
+    node: process.version,
+    go: goVersion(),
+  };
 }
 
 export async function runE2E(opts: E2EOptions = {}): Promise<E2EResult> {
   const t0 = Date.now();
-  const log = opts.log ?? ((s: string) => console.error(`[e2e ${((Date.now() - t0) / 1000).toFixed(0).padStart(4)}s] ${s}`));
+  const log =
+    opts.log ?? ((s: string) => console.error(`[e2e ${((Date.now() - t0) / 1000).toFixed(0).padStart(4)}s] ${s}`));
   const smoke = opts.smoke ?? false;
   const seconds = opts.seconds ?? (smoke ? 2 : 10);
   const warmupS = opts.warmupS ?? (smoke ? 0.5 : 2);
@@ -108,9 +151,23 @@ export async function runE2E(opts: E2EOptions = {}): Promise<E2EResult> {
   const noiseThreshold = opts.noiseThreshold ?? 0.3;
   const waitQuietS = opts.waitQuietS ?? 0;
   const targets = opts.targets ?? ALL_TARGETS;
-  for (const [k, v] of Object.entries({ seconds, warmupS, rounds, conns, sizeBytes, noiseRetries, noiseThreshold, waitQuietS })) if (!(typeof v === 'number' && v >= 0)) throw new Error(`${k}: not a number ≥ 0`);
-  if (!(seconds > 0 && rounds >= 1 && conns >= 1 && sizeBytes >= 32)) throw new Error('seconds > 0, rounds ≥ 1, conns ≥ 1 and sizeBytes ≥ 32 (the on-disk plaintext check looks for the first 32 bytes)');
-  for (const t of targets) if (!ALL_TARGETS.includes(t)) throw new Error(`unknown target '${t}' (known: ${ALL_TARGETS.join(', ')})`);
+  for (const [k, v] of Object.entries({
+    seconds,
+    warmupS,
+    rounds,
+    conns,
+    sizeBytes,
+    noiseRetries,
+    noiseThreshold,
+    waitQuietS,
+  }))
+    if (!(typeof v === 'number' && v >= 0)) throw new Error(`${k}: not a number ≥ 0`);
+  if (!(seconds > 0 && rounds >= 1 && conns >= 1 && sizeBytes >= 32))
+    throw new Error(
+      'seconds > 0, rounds ≥ 1, conns ≥ 1 and sizeBytes ≥ 32 (the on-disk plaintext check looks for the first 32 bytes)',
+    );
+  for (const t of targets)
+    if (!ALL_TARGETS.includes(t)) throw new Error(`unknown target '${t}' (known: ${ALL_TARGETS.join(', ')})`);
 
   const tmp = mkdtempSync(join(tmpdir(), 'kesd-e2e-'));
   log(`temp dir ${tmp}`);
@@ -127,7 +184,11 @@ export async function runE2E(opts: E2EOptions = {}): Promise<E2EResult> {
     objects: number;
     runs: Record<'put' | 'get', E2ERun[]>;
   }
-  const stacks: Stack[] = targets.map((target) => ({ phase: { target, label: target === 'none' ? 'no KMS' : target, info: {} }, objects: 0, runs: { put: [], get: [] } }));
+  const stacks: Stack[] = targets.map((target) => ({
+    phase: { target, label: target === 'none' ? 'no KMS' : target, info: {} },
+    objects: 0,
+    runs: { put: [], get: [] },
+  }));
   const live = () => stacks.filter((st) => st.m && !st.phase.error);
   // The CPU of every stack is sampled: the active one's as minio/kms, the idle ones' so they don't count as "other load".
   const pidsFor = (active: Stack) => {
@@ -146,14 +207,30 @@ export async function runE2E(opts: E2EOptions = {}): Promise<E2EResult> {
     let best: E2ERun | undefined;
     let attempts = 0;
     do {
-      if (best) log(`  other load ${best.machine.other_cores.toFixed(2)} cores > ${noiseThreshold}: measuring ${op} again`);
+      if (best)
+        log(`  other load ${best.machine.other_cores.toFixed(2)} cores > ${noiseThreshold}: measuring ${op} again`);
       await waitQuiet(waitQuietS, noiseThreshold, log);
       const before = st.kms ? await kmsCounters(s3load, s3) : undefined;
-      const r: E2ERun = await runS3load(s3load, s3, { op, bucket: BUCKET, size: sizeBytes, conns, durationS: seconds, warmupS, seed, pids: pidsFor(st), ...(op === 'put' ? { start: st.objects } : { objects: st.objects }) });
+      const r: E2ERun = await runS3load(s3load, s3, {
+        op,
+        bucket: BUCKET,
+        size: sizeBytes,
+        conns,
+        durationS: seconds,
+        warmupS,
+        seed,
+        pids: pidsFor(st),
+        ...(op === 'put' ? { start: st.objects } : { objects: st.objects }),
+      });
       if (before) {
         const after = await kmsCounters(s3load, s3);
         const ok = after.ok - before.ok;
-        r.kms = { ok, error: after.error - before.error, failure: after.failure - before.failure, per_request: r.total_ok > 0 ? ok / r.total_ok : 0 };
+        r.kms = {
+          ok,
+          error: after.error - before.error,
+          failure: after.failure - before.failure,
+          per_request: r.total_ok > 0 ? ok / r.total_ok : 0,
+        };
       }
       attempts++;
       if (op === 'put') st.objects = r.objects; // later PUT runs add objects after the earlier ones
@@ -162,8 +239,13 @@ export async function runE2E(opts: E2EOptions = {}): Promise<E2EResult> {
     if (attempts > 1) best.attempts = attempts;
     const r = best;
     const errs = Object.values(r.errors).reduce((a, b) => a + b, 0);
-    const cpu = ['minio', 'kms', 'client'].filter((k) => r.cpu[k]).map((k) => `${k} ${r.cpu[k]!.us_per_op.toFixed(0)}`).join(' ');
-    log(`  ${st.phase.label.padEnd(11)} ${op.toUpperCase().padEnd(3)} ${Math.round(r.ops_per_s).toString().padStart(6)} ops/s  p50 ${r.latency_ms.p50?.toFixed(2)} p99 ${r.latency_ms.p99?.toFixed(2)} ms  ${errs ? `errors ${JSON.stringify(r.errors)}  ` : ''}${r.kms ? `KMS calls/request ${r.kms.per_request.toFixed(2)}  ` : ''}cpu µs/op ${cpu}  TCP connects/op ${(r.machine.tcp_active_opens / Math.max(1, r.ops)).toFixed(2)}  other load ${r.machine.other_cores.toFixed(2)}`);
+    const cpu = ['minio', 'kms', 'client']
+      .filter((k) => r.cpu[k])
+      .map((k) => `${k} ${r.cpu[k]!.us_per_op.toFixed(0)}`)
+      .join(' ');
+    log(
+      `  ${st.phase.label.padEnd(11)} ${op.toUpperCase().padEnd(3)} ${Math.round(r.ops_per_s).toString().padStart(6)} ops/s  p50 ${r.latency_ms.p50?.toFixed(2)} p99 ${r.latency_ms.p99?.toFixed(2)} ms  ${errs ? `errors ${JSON.stringify(r.errors)}  ` : ''}${r.kms ? `KMS calls/request ${r.kms.per_request.toFixed(2)}  ` : ''}cpu µs/op ${cpu}  TCP connects/op ${(r.machine.tcp_active_opens / Math.max(1, r.ops)).toFixed(2)}  other load ${r.machine.other_cores.toFixed(2)}`,
+    );
     return r;
   };
   const fail = (st: Stack, err: unknown) => {
@@ -189,10 +271,18 @@ export async function runE2E(opts: E2EOptions = {}): Promise<E2EResult> {
           st.phase.label = st.kms.label;
           st.phase.info = { gomaxprocs, version: st.kms.info.version };
         }
-        const kms = st.kms && { endpoint: st.kms.url, certFile: ids.client.certFile, keyFile: ids.client.keyFile, caFile: ids.server.certFile, defaultKey: BENCH_KEY };
+        const kms = st.kms && {
+          endpoint: st.kms.url,
+          certFile: ids.client.certFile,
+          keyFile: ids.client.keyFile,
+          caFile: ids.server.certFile,
+          defaultKey: BENCH_KEY,
+        };
         st.m = await startMinio(join(tmp, `minio-${name}`), kms);
         st.s3 = { url: st.m.minio.url, user: st.m.minio.user, password: st.m.minio.password };
-        log(`${st.phase.label}: MinIO up on ${st.s3.url}${st.kms ? ` with KES endpoint ${st.kms.url}` : ' without a KMS'}`);
+        log(
+          `${st.phase.label}: MinIO up on ${st.s3.url}${st.kms ? ` with KES endpoint ${st.kms.url}` : ' without a KMS'}`,
+        );
       } catch (err) {
         fail(st, err);
       }
@@ -212,9 +302,16 @@ export async function runE2E(opts: E2EOptions = {}): Promise<E2EResult> {
       if (op === 'put') {
         for (const st of live()) {
           try {
-            const e = await checkEncryption(st.m!, st.objects, st.runs.put[0]!.payload_head, st.kms ? BENCH_KEY : undefined);
+            const e = await checkEncryption(
+              st.m!,
+              st.objects,
+              st.runs.put[0]!.payload_head,
+              st.kms ? BENCH_KEY : undefined,
+            );
             st.phase.encryption = e;
-            log(`${st.phase.label}: objects: mc stat ${[...new Set(e.stat)].join(', ')}; sealed key on disk ${e.sealedKeyOnDisk.join(',')}; plaintext on disk ${e.plaintextOnDisk.join(',')}`);
+            log(
+              `${st.phase.label}: objects: mc stat ${[...new Set(e.stat)].join(', ')}; sealed key on disk ${e.sealedKeyOnDisk.join(',')}; plaintext on disk ${e.plaintextOnDisk.join(',')}`,
+            );
             if (e.problems.length) fail(st, new Error(e.problems.join('; ')));
           } catch (err) {
             fail(st, err);
@@ -239,10 +336,12 @@ export async function runE2E(opts: E2EOptions = {}): Promise<E2EResult> {
       if (median) st.phase[op] = median;
       if (runs.length > 1) st.phase[`${op}Rounds`] = runs;
       for (const run of runs) {
-        if (run.ops === 0) problems.push(`${op}: no successful request (${JSON.stringify(run.error_sample ?? run.errors)})`);
+        if (run.ops === 0)
+          problems.push(`${op}: no successful request (${JSON.stringify(run.error_sample ?? run.errors)})`);
         // Each SSE-KMS PUT needs a generate, each GET a decrypt; fewer calls would mean unencrypted requests.
         if (st.kms && !run.kms) problems.push(`${op}: no KMS counters`);
-        if (st.kms && run.kms && run.kms.ok < run.total_ok) problems.push(`${op}: MinIO made ${run.kms.ok} KMS calls for ${run.total_ok} requests`);
+        if (st.kms && run.kms && run.kms.ok < run.total_ok)
+          problems.push(`${op}: MinIO made ${run.kms.ok} KMS calls for ${run.total_ok} requests`);
       }
     }
     if (problems.length) st.phase.error = [st.phase.error, ...problems].filter(Boolean).join('; ');
@@ -252,7 +351,7 @@ export async function runE2E(opts: E2EOptions = {}): Promise<E2EResult> {
   const ratio = (op: 'put' | 'get', a: E2ETarget, b: E2ETarget) => {
     const x = phases.find((p) => p.target === a && !p.error)?.[op];
     const y = phases.find((p) => p.target === b && !p.error)?.[op];
-    if (!x || !y || !y.ops_per_s || !y.latency_ms.p99 || !x.latency_ms.p99) return undefined;
+    if (!x || !y?.ops_per_s || !y.latency_ms.p99 || !x.latency_ms.p99) return undefined;
     return { ops: x.ops_per_s / y.ops_per_s, p99: x.latency_ms.p99 / y.latency_ms.p99 };
   };
   const cpuinfo = readFileSync('/proc/cpuinfo', 'utf8');
@@ -266,16 +365,36 @@ export async function runE2E(opts: E2EOptions = {}): Promise<E2EResult> {
         kernel: sh('uname', ['-r']),
         loadavgStart: loadavgStart.map((x) => Number(x.toFixed(2))),
         loadavgEnd: loadavg().map((x) => Number(x.toFixed(2))),
-        driveFs: sh('findmnt', ['-n', '-o', 'FSTYPE', '--target', tmpdir()]) || sh('stat', ['-f', '-c', '%T', tmpdir()]),
+        driveFs:
+          sh('findmnt', ['-n', '-o', 'FSTYPE', '--target', tmpdir()]) || sh('stat', ['-f', '-c', '%T', tmpdir()]),
       },
       versions: versions(),
-      settings: { seconds, rounds, warmupS, conns, sizeBytes, smoke, noiseRetries, noiseThreshold, waitQuietS, bucketEncryption: `SSE-KMS, key ${BENCH_KEY} (mc encrypt set sse-kms); none without a KMS` },
+      settings: {
+        seconds,
+        rounds,
+        warmupS,
+        conns,
+        sizeBytes,
+        smoke,
+        noiseRetries,
+        noiseThreshold,
+        waitQuietS,
+        bucketEncryption: `SSE-KMS, key ${BENCH_KEY} (mc encrypt set sse-kms); none without a KMS`,
+      },
       wallSeconds: Math.round((Date.now() - t0) / 1000),
     },
     phases,
     ratios: {
-      put: { kesd_vs_kes: ratio('put', 'kesd', 'kes'), kesd_vs_none: ratio('put', 'kesd', 'none'), kes_vs_none: ratio('put', 'kes', 'none') },
-      get: { kesd_vs_kes: ratio('get', 'kesd', 'kes'), kesd_vs_none: ratio('get', 'kesd', 'none'), kes_vs_none: ratio('get', 'kes', 'none') },
+      put: {
+        kesd_vs_kes: ratio('put', 'kesd', 'kes'),
+        kesd_vs_none: ratio('put', 'kesd', 'none'),
+        kes_vs_none: ratio('put', 'kes', 'none'),
+      },
+      get: {
+        kesd_vs_kes: ratio('get', 'kesd', 'kes'),
+        kesd_vs_none: ratio('get', 'kesd', 'none'),
+        kes_vs_none: ratio('get', 'kes', 'none'),
+      },
     },
   };
 }
@@ -307,10 +426,18 @@ export function e2eMarkdown(r: E2EResult): string {
     const errs = [p.put, p.get].reduce((n, x) => n + Object.values(x?.errors ?? {}).reduce((a, b) => a + b, 0), 0);
     const stat = [...new Set(p.encryption?.stat ?? [])].join(', ') || '–';
     const kms = p.put?.kms ? `${f2(p.put.kms.per_request)} / ${f2(p.get?.kms?.per_request)}` : '–';
-    lines.push(`| ${p.label}${p.error ? ' ⚠' : ''} | ${f0(p.put?.ops_per_s)} | ${f2(p.put?.latency_ms.p50)} / ${f2(p.put?.latency_ms.p99)} | ${f0(p.get?.ops_per_s)} | ${f2(p.get?.latency_ms.p50)} / ${f2(p.get?.latency_ms.p99)} | ${errs} | ${kms} | ${stat} |`);
+    lines.push(
+      `| ${p.label}${p.error ? ' ⚠' : ''} | ${f0(p.put?.ops_per_s)} | ${f2(p.put?.latency_ms.p50)} / ${f2(p.put?.latency_ms.p99)} | ${f0(p.get?.ops_per_s)} | ${f2(p.get?.latency_ms.p50)} / ${f2(p.get?.latency_ms.p99)} | ${errs} | ${kms} | ${stat} |`,
+    );
   }
-  const setup = r.phases.filter((p) => p.target !== 'none').map((p) => `${p.label}: ${p.target === 'kesd' ? `${p.info.workers} worker process(es)` : `GOMAXPROCS=${p.info.gomaxprocs}`}`);
-  if (setup.length) lines.push('', `${setup.join('; ')}. Both are reached by MinIO over mTLS with the same certificates.`);
+  const setup = r.phases
+    .filter((p) => p.target !== 'none')
+    .map(
+      (p) =>
+        `${p.label}: ${p.target === 'kesd' ? `${p.info.workers} worker process(es)` : `GOMAXPROCS=${p.info.gomaxprocs}`}`,
+    );
+  if (setup.length)
+    lines.push('', `${setup.join('; ')}. Both are reached by MinIO over mTLS with the same certificates.`);
   const failed = r.phases.filter((p) => p.error);
   for (const p of failed) lines.push('', `⚠ ${p.label}: ${p.error} — do not use its numbers.`);
   lines.push(
@@ -321,9 +448,16 @@ export function e2eMarkdown(r: E2EResult): string {
     '| KMS | CPU per PUT | CPU per GET | connects per PUT / GET | other load PUT / GET |',
     '|---|--:|--:|--:|--:|',
   );
-  const cpu = (x: E2ERun | undefined) => (x ? `${f0(x.cpu.minio?.us_per_op)} / ${x.cpu.kms ? f0(x.cpu.kms.us_per_op) : '–'} / ${f0(x.cpu.client?.us_per_op)}` : '–');
-  const connects = (x: E2ERun | undefined) => (x && x.ops ? f2(x.machine.tcp_active_opens / x.ops) : '–');
-  for (const p of r.phases) if (p.put) lines.push(`| ${p.label} | ${cpu(p.put)} | ${cpu(p.get)} | ${connects(p.put)} / ${connects(p.get)} | ${f2(p.put.machine.other_cores)} / ${f2(p.get?.machine.other_cores)} |`);
+  const cpu = (x: E2ERun | undefined) =>
+    x
+      ? `${f0(x.cpu.minio?.us_per_op)} / ${x.cpu.kms ? f0(x.cpu.kms.us_per_op) : '–'} / ${f0(x.cpu.client?.us_per_op)}`
+      : '–';
+  const connects = (x: E2ERun | undefined) => (x?.ops ? f2(x.machine.tcp_active_opens / x.ops) : '–');
+  for (const p of r.phases)
+    if (p.put)
+      lines.push(
+        `| ${p.label} | ${cpu(p.put)} | ${cpu(p.get)} | ${connects(p.put)} / ${connects(p.get)} | ${f2(p.put.machine.other_cores)} / ${f2(p.get?.machine.other_cores)} |`,
+      );
   const ratio = (op: 'put' | 'get', k: string) => {
     const x = r.ratios[op][k];
     return x ? `${x.ops.toFixed(2)}× ops/s, ${x.p99.toFixed(2)}× p99` : '–';

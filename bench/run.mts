@@ -11,15 +11,42 @@ import { availableParallelism, tmpdir, totalmem } from 'node:os';
 import { join, relative, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { spawnSync } from 'node:child_process';
-import { ensureLoadgen, goVersion, runLoadgen, type LoadgenResult } from './lib/loadgen.mts';
+import { ensureLoadgen, goVersion, runLoadgen } from './lib/loadgen.mts';
 import { sleep, stop, waitQuiet } from './lib/proc.mts';
 import { summariseProfiles } from './lib/profile.mts';
-import { bulkTable, fill, find, halfTable, mainTable, profileSection, runsTable, summary, throughputSvg, type Meta, type Results, type RunRecord, type TargetName } from './lib/report.mts';
+import {
+  bulkTable,
+  fill,
+  find,
+  halfTable,
+  mainTable,
+  profileSection,
+  runsTable,
+  summary,
+  throughputSvg,
+  type Meta,
+  type Results,
+  type RunRecord,
+  type TargetName,
+} from './lib/report.mts';
 import { e2eMarkdown, runE2E } from './e2e.mts';
 import { replicasMarkdown, runReplicas } from './replicas.mts';
 import { runScale, scaleMarkdown } from './scale.mts';
 import { runTransit, transitMarkdown } from './transit.mts';
-import { BENCH_KEY, kesBinary, kesdHelp, LIST_KEYS, LIST_PREFIX, makeIdentities, probeGenerate, REPO, startFloor, startKes, startKesd, stopTarget, type Target } from './lib/targets.mts';
+import {
+  BENCH_KEY,
+  kesBinary,
+  LIST_KEYS,
+  LIST_PREFIX,
+  makeIdentities,
+  probeGenerate,
+  REPO,
+  startFloor,
+  startKes,
+  startKesd,
+  stopTarget,
+  type Target,
+} from './lib/targets.mts';
 
 const USAGE = `usage: node --import tsx bench/run.mts [options]
   --smoke               ~1 s per target at one point (generate, 16 conns); checks that numbers come out, never timings
@@ -56,7 +83,10 @@ const { values: a } = parseArgs({
     duration: { type: 'string' },
     warmup: { type: 'string' },
     conns: { type: 'string', default: '16,64,256' },
-    ops: { type: 'string', default: 'generate,decrypt,mix,list,bulk,churn,half,create,profile,scale,e2e,replicas,transit' },
+    ops: {
+      type: 'string',
+      default: 'generate,decrypt,mix,list,bulk,churn,half,create,profile,scale,e2e,replicas,transit',
+    },
     targets: { type: 'string', default: 'kesd,kes,floor' },
     'kesd-workers': { type: 'string' },
     'kes-gomaxprocs': { type: 'string' },
@@ -86,9 +116,26 @@ const warmupS = Number(a.warmup ?? (smoke ? 0.3 : 2));
 const connsList = a.conns!.split(',').map(Number);
 const opsWanted = new Set(smoke ? ['generate', 'scale', 'e2e', 'replicas', 'transit'] : a.ops!.split(','));
 if (a['no-profile']) opsWanted.delete('profile');
-const KNOWN_OPS = ['generate', 'decrypt', 'mix', 'list', 'bulk', 'churn', 'half', 'create', 'profile', 'scale', 'e2e', 'replicas', 'transit'];
-for (const op of opsWanted) if (!KNOWN_OPS.includes(op)) throw new Error(`--ops: unknown op '${op}' (known: ${KNOWN_OPS.join(', ')})`);
-const prior: Results | undefined = a.merge ? (JSON.parse(readFileSync(resolve(a.merge), 'utf8')) as Results) : undefined;
+const KNOWN_OPS = [
+  'generate',
+  'decrypt',
+  'mix',
+  'list',
+  'bulk',
+  'churn',
+  'half',
+  'create',
+  'profile',
+  'scale',
+  'e2e',
+  'replicas',
+  'transit',
+];
+for (const op of opsWanted)
+  if (!KNOWN_OPS.includes(op)) throw new Error(`--ops: unknown op '${op}' (known: ${KNOWN_OPS.join(', ')})`);
+const prior: Results | undefined = a.merge
+  ? (JSON.parse(readFileSync(resolve(a.merge), 'utf8')) as Results)
+  : undefined;
 if (prior && smoke) throw new Error('--merge and --smoke do not go together');
 const targetsWanted = a.targets!.split(',') as TargetName[];
 const clientKey = a['client-key'] as 'ed25519' | 'p256';
@@ -98,11 +145,21 @@ const noiseRetries = Number(a['noise-retries'] ?? (smoke ? 0 : 1));
 const noiseThreshold = Number(a['noise-threshold']);
 const waitQuietS = Number(a['wait-quiet']);
 const BULK = 1000;
-const BENCH_CMD = 'npm run bench   # = npm run build && node scripts/peers.mjs --check && node --import tsx bench/run.mts';
+const BENCH_CMD =
+  'npm run bench   # = npm run build && node scripts/peers.mjs --check && node --import tsx bench/run.mts';
 const SMOKE_CMD = 'npm run bench -- --smoke';
 const HALF_P99_MS = 2;
 const outDir = resolve(a.out ?? join(REPO, 'bench/results'));
-for (const [k, v] of Object.entries({ duration: durationS, warmup: warmupS, 'half-conns': halfConns, 'h2-inflight': h2Inflight, 'noise-retries': noiseRetries, 'noise-threshold': noiseThreshold, 'wait-quiet': waitQuietS })) if (!(v >= 0)) throw new Error(`--${k}: not a number`);
+for (const [k, v] of Object.entries({
+  duration: durationS,
+  warmup: warmupS,
+  'half-conns': halfConns,
+  'h2-inflight': h2Inflight,
+  'noise-retries': noiseRetries,
+  'noise-threshold': noiseThreshold,
+  'wait-quiet': waitQuietS,
+}))
+  if (!(v >= 0)) throw new Error(`--${k}: not a number`);
 if (connsList.some((c) => !(c >= 1))) throw new Error('--conns: a comma-separated list of numbers');
 if (!['ed25519', 'p256'].includes(clientKey)) throw new Error('--client-key: ed25519 or p256');
 
@@ -127,22 +184,40 @@ function plan(): Point[] {
   const all: TargetName[] = ['kesd', 'kes', 'floor'];
   const servers: TargetName[] = ['kesd', 'kes'];
   const noFloor = { floor: 'the floor only answers a fixed body' };
-  const h2 = (op: string, conns: number): Point => ({ op, conns, targets: servers, na: { floor: 'the floor speaks HTTP/1.1 only' }, h2: h2Inflight });
+  const h2 = (op: string, conns: number): Point => ({
+    op,
+    conns,
+    targets: servers,
+    na: { floor: 'the floor speaks HTTP/1.1 only' },
+    h2: h2Inflight,
+  });
   const p: Point[] = [];
   // The smoke run takes the h2 path once (kesd's and KES's), so a broken h2 column fails CI: decrypt, whose ciphertext
   // pool is built over HTTP/1.1 first.
   if (smoke) return [{ op: 'generate', conns: 16, targets: all }, ...(h2Inflight > 0 ? [h2('decrypt', 16)] : [])];
-  for (const op of ['generate', 'decrypt']) if (opsWanted.has(op)) for (const c of connsList) p.push({ op, conns: c, targets: all });
+  for (const op of ['generate', 'decrypt'])
+    if (opsWanted.has(op)) for (const c of connsList) p.push({ op, conns: c, targets: all });
   // The h2 column: what MinIO speaks to its KMS; after the HTTP/1.1 points, in the same run.
-  if (h2Inflight > 0) for (const op of ['generate', 'decrypt']) if (opsWanted.has(op)) for (const c of connsList) p.push(h2(op, c));
+  if (h2Inflight > 0)
+    for (const op of ['generate', 'decrypt']) if (opsWanted.has(op)) for (const c of connsList) p.push(h2(op, c));
   if (opsWanted.has('mix')) p.push({ op: 'mix', conns: 64, targets: servers, na: noFloor });
   // The same 100 keys on both: KES v0.24 lists by a plain prefix (it answers `ls-*` with no names, and refuses `ls-`).
   if (opsWanted.has('list')) {
-    const extraFor = { kesd: ['-list-pattern', `${LIST_PREFIX}*`], kes: ['-list-pattern', LIST_PREFIX.replace(/-$/, '')] };
+    const extraFor = {
+      kesd: ['-list-pattern', `${LIST_PREFIX}*`],
+      kes: ['-list-pattern', LIST_PREFIX.replace(/-$/, '')],
+    };
     p.push({ op: 'list', conns: 16, targets: servers, na: noFloor, extraFor });
   }
   if (opsWanted.has('bulk')) {
-    for (const c of [1, 4]) p.push({ op: 'bulk', conns: c, targets: ['kesd'], na: { kes: 'KES v0.24 has no bulk decrypt API', floor: 'no bulk API' }, extra: ['-bulk', String(BULK)] });
+    for (const c of [1, 4])
+      p.push({
+        op: 'bulk',
+        conns: c,
+        targets: ['kesd'],
+        na: { kes: 'KES v0.24 has no bulk decrypt API', floor: 'no bulk API' },
+        extra: ['-bulk', String(BULK)],
+      });
   }
   if (opsWanted.has('churn')) p.push({ op: 'churn', conns: 16, targets: all });
   // 'half' needs the generate peaks, so it comes after them; create comes last: it adds keys, and KES's fs keystore
@@ -163,10 +238,22 @@ function machine(): Meta['machine'] {
   const cpuinfo = readFileSync('/proc/cpuinfo', 'utf8');
   const model = /^model name\s*:\s*(.*)$/m.exec(cpuinfo)?.[1]?.trim() ?? '?';
   const flags = (/^flags\s*:\s*(.*)$/m.exec(cpuinfo)?.[1] ?? '').split(' ');
-  const interesting = ['aes', 'vaes', 'vpclmulqdq', 'pclmulqdq', 'sha_ni', 'avx2', 'avx512f', 'hypervisor'].filter((f) => flags.includes(f));
+  const interesting = ['aes', 'vaes', 'vpclmulqdq', 'pclmulqdq', 'sha_ni', 'avx2', 'avx512f', 'hypervisor'].filter(
+    (f) => flags.includes(f),
+  );
   const detected = sh('systemd-detect-virt', []);
-  const virt = [detected && `systemd-detect-virt: ${detected}`, flags.includes('hypervisor') && 'hypervisor CPU flag (a VM)'].filter(Boolean).join('; ') || 'none detected';
-  return { nproc: availableParallelism(), cpu: model, flags: interesting.join(' '), kernel: sh('uname', ['-r']), memGiB: Math.round(totalmem() / 2 ** 30), virt };
+  const virt =
+    [detected && `systemd-detect-virt: ${detected}`, flags.includes('hypervisor') && 'hypervisor CPU flag (a VM)']
+      .filter(Boolean)
+      .join('; ') || 'none detected';
+  return {
+    nproc: availableParallelism(),
+    cpu: model,
+    flags: interesting.join(' '),
+    kernel: sh('uname', ['-r']),
+    memGiB: Math.round(totalmem() / 2 ** 30),
+    virt,
+  };
 }
 
 function kesdVersion(): string {
@@ -193,9 +280,13 @@ async function main(): Promise<number> {
     const kesdWorkers = a['kesd-workers'] ? Number(a['kesd-workers']) : undefined;
     const kesd = await startKesd(tmp, ids, { workers: kesdWorkers });
     targets.set('kesd', kesd);
-    log(`kesd up on ${kesd.url}: ${kesd.info.workersHow}${kesd.info.workersFlag ? ' (kesd server has --workers)' : ''}`);
+    log(
+      `kesd up on ${kesd.url}: ${kesd.info.workersHow}${kesd.info.workersFlag ? ' (kesd server has --workers)' : ''}`,
+    );
     const bodySize = await probeGenerate(kesd, ids);
-    const gomaxprocs = a['kes-gomaxprocs'] ? Number(a['kes-gomaxprocs']) : Math.min(Number(kesd.info.workers), availableParallelism());
+    const gomaxprocs = a['kes-gomaxprocs']
+      ? Number(a['kes-gomaxprocs'])
+      : Math.min(Number(kesd.info.workers), availableParallelism());
     if (targetsWanted.includes('kes')) {
       const kes = await startKes(tmp, ids, gomaxprocs);
       targets.set('kes', kes);
@@ -206,7 +297,9 @@ async function main(): Promise<number> {
     if (targetsWanted.includes('floor')) {
       const floor = await startFloor(tmp, ids, bodySize, Number(kesd.info.workers));
       targets.set('floor', floor);
-      log(`floor up on ${floor.url} (${floor.info.workers} process(es) like kesd; fixed ${bodySize}-byte body = kesd's generate reply)`);
+      log(
+        `floor up on ${floor.url} (${floor.info.workers} process(es) like kesd; fixed ${bodySize}-byte body = kesd's generate reply)`,
+      );
     }
     if (!targetsWanted.includes('kesd')) {
       await stopTarget(kesd);
@@ -215,11 +308,26 @@ async function main(): Promise<number> {
 
     const points = plan();
     const runCount = points.reduce((n, p) => n + p.targets.filter((t) => targets.has(t)).length, 0);
-    log(`${runCount} runs of ${warmupS}+${durationS} s: about ${Math.ceil((runCount * (durationS + warmupS + 1.5)) / 60)} min`);
+    log(
+      `${runCount} runs of ${warmupS}+${durationS} s: about ${Math.ceil((runCount * (durationS + warmupS + 1.5)) / 60)} min`,
+    );
 
     let spawnedUs = 0; // CLOCK_MONOTONIC µs when the last load generator was started (to window the CPU profile)
-    const attempt = async (t: Target, op: string, conns: number, extra: string[] = [], rate?: number, h2?: number): Promise<RunRecord> => {
-      const rec: RunRecord = { target: t.name, op: rate ? 'half' : op, conns, ...(rate ? { rate } : {}), ...(h2 ? { proto: 'h2' as const, inflight: h2 } : {}) };
+    const attempt = async (
+      t: Target,
+      op: string,
+      conns: number,
+      extra: string[] = [],
+      rate?: number,
+      h2?: number,
+    ): Promise<RunRecord> => {
+      const rec: RunRecord = {
+        target: t.name,
+        op: rate ? 'half' : op,
+        conns,
+        ...(rate ? { rate } : {}),
+        ...(h2 ? { proto: 'h2' as const, inflight: h2 } : {}),
+      };
       if (t.child.exitCode !== null || t.child.signalCode !== null) {
         rec.error = `${t.name} is not running (exited ${t.child.exitCode ?? t.child.signalCode})`;
         return rec;
@@ -229,12 +337,24 @@ async function main(): Promise<number> {
       spawnedUs = Number(process.hrtime.bigint() / 1000n);
       try {
         rec.result = await runLoadgen(loadgen, {
-          url: t.url, cert: ids.client.certFile, key: ids.client.keyFile, ca: ids.server.certFile, op, conns,
-          durationS, warmupS, pids: [t.pid], rate, keyName: BENCH_KEY, extra: h2 ? [...extra, '-proto', 'h2', '-inflight', String(h2)] : extra,
+          url: t.url,
+          cert: ids.client.certFile,
+          key: ids.client.keyFile,
+          ca: ids.server.certFile,
+          op,
+          conns,
+          durationS,
+          warmupS,
+          pids: [t.pid],
+          rate,
+          keyName: BENCH_KEY,
+          extra: h2 ? [...extra, '-proto', 'h2', '-inflight', String(h2)] : extra,
         });
         const r = rec.result;
         const errs = Object.values(r.errors).reduce((x, y) => x + y, 0);
-        log(`${t.name.padEnd(5)} ${rec.op.padEnd(8)} ${String(conns).padStart(3)} conns${h2 ? ` h2×${h2}` : ''}${rate ? ` @${Math.round(rate)}/s` : ''}: ${Math.round(r.ops_per_s).toString().padStart(6)} ops/s  p50 ${r.latency_ms.p50?.toFixed(2)} p99 ${r.latency_ms.p99?.toFixed(2)} ms  cpu ${r.server_cpu?.us_per_req.toFixed(0)} µs/req${errs ? `  errors ${JSON.stringify(r.errors)}` : ''}  other load ${r.machine.other_cores.toFixed(2)}`);
+        log(
+          `${t.name.padEnd(5)} ${rec.op.padEnd(8)} ${String(conns).padStart(3)} conns${h2 ? ` h2×${h2}` : ''}${rate ? ` @${Math.round(rate)}/s` : ''}: ${Math.round(r.ops_per_s).toString().padStart(6)} ops/s  p50 ${r.latency_ms.p50?.toFixed(2)} p99 ${r.latency_ms.p99?.toFixed(2)} ms  cpu ${r.server_cpu?.us_per_req.toFixed(0)} µs/req${errs ? `  errors ${JSON.stringify(r.errors)}` : ''}  other load ${r.machine.other_cores.toFixed(2)}`,
+        );
         if (r.ops === 0) rec.error = `no successful request: ${JSON.stringify(r.error_sample ?? r.errors)}`;
       } catch (err) {
         rec.error = (err as Error).message.split('\n').slice(0, 3).join(' ');
@@ -244,7 +364,14 @@ async function main(): Promise<number> {
     };
     // On a shared machine: rerun a point measured while other processes were busy, and keep the quietest attempt.
     const noise = (r: RunRecord) => r.result?.machine.other_cores ?? 0;
-    const one = async (t: Target, op: string, conns: number, extra: string[] = [], rate?: number, h2?: number): Promise<RunRecord> => {
+    const one = async (
+      t: Target,
+      op: string,
+      conns: number,
+      extra: string[] = [],
+      rate?: number,
+      h2?: number,
+    ): Promise<RunRecord> => {
       let best = await attempt(t, op, conns, extra, rate, h2);
       let attempts = 1;
       while (attempts <= noiseRetries && best.result && noise(best) > noiseThreshold) {
@@ -264,19 +391,38 @@ async function main(): Promise<number> {
         // (no coordinated omission).
         for (const name of p.targets) {
           const t = targets.get(name);
-          const peak = [...runs, ...(prior?.runs ?? [])].filter((r) => r.target === name && r.op === 'generate' && !r.proto && r.result && !r.error).map((r) => r.result!.ops_per_s);
+          const peak = [...runs, ...(prior?.runs ?? [])]
+            .filter((r) => r.target === name && r.op === 'generate' && !r.proto && r.result && !r.error)
+            .map((r) => r.result!.ops_per_s);
           if (!t || peak.length === 0) continue;
           runs.push(await one(t, 'generate', p.conns, [], Math.max(1, Math.round(Math.max(...peak) / 2))));
           await sleep(300);
         }
         continue;
       }
-      for (const [t, why] of Object.entries(p.na ?? {})) if (targetsWanted.includes(t as TargetName)) runs.push({ target: t as TargetName, op: p.op, conns: p.conns, skipped: why, ...(p.h2 ? { proto: 'h2' as const, inflight: p.h2 } : {}) });
+      for (const [t, why] of Object.entries(p.na ?? {}))
+        if (targetsWanted.includes(t as TargetName))
+          runs.push({
+            target: t as TargetName,
+            op: p.op,
+            conns: p.conns,
+            skipped: why,
+            ...(p.h2 ? { proto: 'h2' as const, inflight: p.h2 } : {}),
+          });
       // Rotate the order per point, so no target always runs right after another.
       const order = p.targets.filter((t) => targets.has(t));
       const rotated = order.map((_, k) => order[(k + i) % order.length]!);
       for (const name of rotated) {
-        runs.push(await one(targets.get(name)!, p.op, p.conns, [...(p.extra ?? []), ...(p.extraFor?.[name] ?? [])], undefined, p.h2));
+        runs.push(
+          await one(
+            targets.get(name)!,
+            p.op,
+            p.conns,
+            [...(p.extra ?? []), ...(p.extraFor?.[name] ?? [])],
+            undefined,
+            p.h2,
+          ),
+        );
         await sleep(300);
       }
     }
@@ -292,7 +438,9 @@ async function main(): Promise<number> {
       for (const [name, t] of targets) {
         if (t.child.exitCode !== null || t.child.signalCode !== null) {
           failed = true;
-          log(`SMOKE FAIL: ${name} exited (${t.child.exitCode ?? t.child.signalCode}):\n${t.output().split('\n').slice(-20).join('\n')}`);
+          log(
+            `SMOKE FAIL: ${name} exited (${t.child.exitCode ?? t.child.signalCode}):\n${t.output().split('\n').slice(-20).join('\n')}`,
+          );
         }
       }
     }
@@ -306,14 +454,27 @@ async function main(): Promise<number> {
     if (!smoke && opsWanted.has('profile') && targetsWanted.includes('kesd')) {
       const profDir = join(tmp, 'cpu-prof');
       mkdirSync(profDir, { recursive: true });
-      const pk = await startKesd(tmp, ids, { workers: kesdWorkers, nodeOptions: `--cpu-prof --cpu-prof-dir=${profDir}`, name: 'kesd-profiled' });
+      const pk = await startKesd(tmp, ids, {
+        workers: kesdWorkers,
+        nodeOptions: `--cpu-prof --cpu-prof-dir=${profDir}`,
+        name: 'kesd-profiled',
+      });
       const conns = 64;
       const rec = await attempt(pk, 'generate', conns);
       await stop(pk.child, 30_000);
       try {
         const window = { fromUs: spawnedUs + warmupS * 1e6, toUs: spawnedUs + (warmupS + durationS) * 1e6 };
-        profile = summariseProfiles(profDir, { op: 'generate', conns, durationS, opsPerS: rec.result?.ops_per_s ?? 0 }, window);
-        log(`profile: ${profile.top.slice(0, 5).map((t) => `${t.name} ${t.pct.toFixed(1)}%`).join(', ')}`);
+        profile = summariseProfiles(
+          profDir,
+          { op: 'generate', conns, durationS, opsPerS: rec.result?.ops_per_s ?? 0 },
+          window,
+        );
+        log(
+          `profile: ${profile.top
+            .slice(0, 5)
+            .map((t) => `${t.name} ${t.pct.toFixed(1)}%`)
+            .join(', ')}`,
+        );
       } catch (err) {
         log(`profile failed: ${(err as Error).message}`);
       }
@@ -338,17 +499,54 @@ async function main(): Promise<number> {
       }
     };
     const sub = (name: string) => (s: string) => log(`${name}: ${s}`);
-    parts.scale = await part('scale', () => runScale({
-      keys: smoke ? 10_000 : 1_000_000, small: 1000, samples: smoke ? 200 : 1000, restarts: smoke ? 2 : 3, createSeconds: smoke ? 1 : 10, createConns: 16,
-      workers: kesdWorkers, smoke, waitQuietS, keep: false, log: sub('scale'),
-    }), (r) => r.sizes.every((s) => s.cold.samples > 0 && s.list.lines > 0 && s.readyMs.length > 0));
-    parts.e2e = await part('e2e', () => runE2E({ smoke, waitQuietS, log: sub('e2e') }), (r) => JSON.stringify(r).includes('ops_per_s'));
-    parts.replicas = await part('replicas', () => runReplicas({
-      durationS: smoke ? 1 : durationS, warmupS: smoke ? 0.3 : warmupS, conns: 48, counts: smoke ? [1, 2] : [1, 2, 3], log: sub('replicas'),
-    }), (r) => r.points.length > 0 && r.points.every((p) => p.ops_per_s > 0 && p.errors === 0));
-    parts.transit = await part('transit', () => runTransit({
-      ids, conns: smoke ? [16] : connsList.filter((c) => c <= 64), durationS, warmupS, ops: smoke ? ['transit-datakey', 'transit-decrypt'] : undefined, log: sub('transit'),
-    }), (r) => r.points.length > 0 && r.points.every((p) => !p.error && (p.result?.ops ?? 0) > 0));
+    parts.scale = await part(
+      'scale',
+      () =>
+        runScale({
+          keys: smoke ? 10_000 : 1_000_000,
+          small: 1000,
+          samples: smoke ? 200 : 1000,
+          restarts: smoke ? 2 : 3,
+          createSeconds: smoke ? 1 : 10,
+          createConns: 16,
+          workers: kesdWorkers,
+          smoke,
+          waitQuietS,
+          keep: false,
+          log: sub('scale'),
+        }),
+      (r) => r.sizes.every((s) => s.cold.samples > 0 && s.list.lines > 0 && s.readyMs.length > 0),
+    );
+    parts.e2e = await part(
+      'e2e',
+      () => runE2E({ smoke, waitQuietS, log: sub('e2e') }),
+      (r) => JSON.stringify(r).includes('ops_per_s'),
+    );
+    parts.replicas = await part(
+      'replicas',
+      () =>
+        runReplicas({
+          durationS: smoke ? 1 : durationS,
+          warmupS: smoke ? 0.3 : warmupS,
+          conns: 48,
+          counts: smoke ? [1, 2] : [1, 2, 3],
+          log: sub('replicas'),
+        }),
+      (r) => r.points.length > 0 && r.points.every((p) => p.ops_per_s > 0 && p.errors === 0),
+    );
+    parts.transit = await part(
+      'transit',
+      () =>
+        runTransit({
+          ids,
+          conns: smoke ? [16] : connsList.filter((c) => c <= 64),
+          durationS,
+          warmupS,
+          ops: smoke ? ['transit-datakey', 'transit-decrypt'] : undefined,
+          log: sub('transit'),
+        }),
+      (r) => r.points.length > 0 && r.points.every((p) => !p.error && (p.result?.ops ?? 0) > 0),
+    );
     for (const k of ['scale', 'e2e', 'replicas', 'transit'] as const) if (parts[k] === undefined) delete parts[k];
 
     // ------------------------------------------------------------ reports
@@ -370,7 +568,21 @@ async function main(): Promise<number> {
         })(),
         loadgen: relative(REPO, loadgen).startsWith('..') ? loadgen.split('/').pop()! : loadgen,
       },
-      settings: { durationS, warmupS, conns: connsList, ops: [...opsWanted], clientKey, halfConns, h2Inflight, bulk: BULK, listKeys: LIST_KEYS, smoke, noiseRetries, noiseThreshold, waitQuietS },
+      settings: {
+        durationS,
+        warmupS,
+        conns: connsList,
+        ops: [...opsWanted],
+        clientKey,
+        halfConns,
+        h2Inflight,
+        bulk: BULK,
+        listKeys: LIST_KEYS,
+        smoke,
+        noiseRetries,
+        noiseThreshold,
+        waitQuietS,
+      },
       commands: {
         bench: BENCH_CMD,
         smoke: SMOKE_CMD,
@@ -379,28 +591,45 @@ async function main(): Promise<number> {
       targets: {},
       wallSeconds: Math.round((Date.now() - t0) / 1000),
     };
-    meta.targets = { kesd: { ...kesd.info, bodySize }, kes: { gomaxprocs }, floor: { bodySize, workers: Number(kesd.info.workers) } };
+    meta.targets = {
+      kesd: { ...kesd.info, bodySize },
+      kes: { gomaxprocs },
+      floor: { bodySize, workers: Number(kesd.info.workers) },
+    };
     let results: Results = { meta, runs, ...(profile ? { profile } : {}), ...parts };
     if (prior) {
       // Same (target, op, conns) replaces the earlier point in place; anything new is appended.
       const merged = [...prior.runs];
       for (const r of runs) {
-        const i = merged.findIndex((x) => x.target === r.target && x.op === r.op && x.conns === r.conns && x.proto === r.proto);
+        const i = merged.findIndex(
+          (x) => x.target === r.target && x.op === r.op && x.conns === r.conns && x.proto === r.proto,
+        );
         if (i >= 0) merged[i] = r;
         else merged.push(r);
       }
-      const updates = [...(prior.meta.updates ?? []), { date: meta.date, ops: [...opsWanted], command: meta.commands.ran, kesd: meta.versions.kesd ?? '?' }];
+      const updates = [
+        ...(prior.meta.updates ?? []),
+        { date: meta.date, ops: [...opsWanted], command: meta.commands.ran, kesd: meta.versions.kesd ?? '?' },
+      ];
       results = {
-        meta: { ...prior.meta, updates }, runs: merged, ...(profile ?? prior.profile ? { profile: profile ?? prior.profile } : {}),
-        ...(prior.scale ? { scale: prior.scale } : {}), ...(prior.e2e ? { e2e: prior.e2e } : {}), ...(prior.replicas ? { replicas: prior.replicas } : {}),
-        ...(prior.transit ? { transit: prior.transit } : {}), ...parts,
+        meta: { ...prior.meta, updates },
+        runs: merged,
+        ...((profile ?? prior.profile) ? { profile: profile ?? prior.profile } : {}),
+        ...(prior.scale ? { scale: prior.scale } : {}),
+        ...(prior.e2e ? { e2e: prior.e2e } : {}),
+        ...(prior.replicas ? { replicas: prior.replicas } : {}),
+        ...(prior.transit ? { transit: prior.transit } : {}),
+        ...parts,
       };
       log(`merged ${runs.length} runs${profile ? ' and a profile' : ''} into ${a.merge}`);
     }
     const base = smoke ? 'smoke' : 'latest';
     writeFileSync(join(outDir, `${base}.json`), JSON.stringify(results, null, 2) + '\n');
     const sections = render(results);
-    writeFileSync(join(outDir, `${base}.md`), `# kesd benchmark results (${results.meta.date})\n\n${sections.RESULTS}\n`);
+    writeFileSync(
+      join(outDir, `${base}.md`),
+      `# kesd benchmark results (${results.meta.date})\n\n${sections.RESULTS}\n`,
+    );
     writeFileSync(join(outDir, `${base}-throughput.svg`), chart(results));
     log(`wrote ${join(outDir, `${base}.json`)}, ${base}.md, ${base}-throughput.svg`);
     if (!smoke && !a['no-docs']) writeDocs(results, sections, join(outDir, `${base}-throughput.svg`));
@@ -418,10 +647,16 @@ function chart(results: Results): string {
   const rm = results.meta;
   const shownOps = ['generate', 'decrypt'].filter((o) => results.runs.some((r) => r.op === o));
   const noisy = Number(rm.settings.noiseThreshold ?? Infinity);
-  return throughputSvg(results.runs, (rm.settings.conns as number[]) ?? connsList, shownOps, `${rm.machine.nproc} vCPU ${rm.machine.cpu}, kesd ${rm.targets.kesd?.workers ?? '?'} worker(s), KES GOMAXPROCS=${rm.targets.kes?.gomaxprocs ?? '?'} · ${rm.date.slice(0, 10)} · ${rm.settings.durationS} s per point`, noisy);
+  return throughputSvg(
+    results.runs,
+    (rm.settings.conns as number[]) ?? connsList,
+    shownOps,
+    `${rm.machine.nproc} vCPU ${rm.machine.cpu}, kesd ${rm.targets.kesd?.workers ?? '?'} worker(s), KES GOMAXPROCS=${rm.targets.kes?.gomaxprocs ?? '?'} · ${rm.date.slice(0, 10)} · ${rm.settings.durationS} s per point`,
+    noisy,
+  );
 }
 
-function writeDocs(results: Results, sections: Record<string, string>, svgFile: string): void {
+function writeDocs(_results: Results, sections: Record<string, string>, svgFile: string): void {
   const template = readFileSync(join(REPO, 'bench/performance.template.md'), 'utf8');
   writeFileSync(join(REPO, 'docs/performance.md'), fill(template, sections));
   copyFileSync(svgFile, join(REPO, 'docs/performance-throughput.svg'));
@@ -451,14 +686,38 @@ function render(res: Results): Record<string, string> {
     ...['generate', 'decrypt'].flatMap((op) => conns.map((c) => ({ op, conns: c }))),
     ...['mix', 'list', 'create', 'churn'].flatMap((op) => {
       const r = runs.find((x) => x.op === op && x.target === 'kesd');
-      return r ? [{ op, conns: r.conns, title: op === 'churn' ? 'churn (new TLS conn per generate)' : op === 'mix' ? 'mix (50 % generate / 50 % decrypt)' : op === 'list' ? `list (${LIST_KEYS} keys)` : op }] : [];
+      return r
+        ? [
+            {
+              op,
+              conns: r.conns,
+              title:
+                op === 'churn'
+                  ? 'churn (new TLS conn per generate)'
+                  : op === 'mix'
+                    ? 'mix (50 % generate / 50 % decrypt)'
+                    : op === 'list'
+                      ? `list (${LIST_KEYS} keys)`
+                      : op,
+            },
+          ]
+        : [];
     }),
-  ].filter((r) => find(runs, 'kesd', r.op, r.conns) || find(runs, 'kes', r.op, r.conns) || find(runs, 'floor', r.op, r.conns) || find(runs, 'kesd', r.op, r.conns, 'h2'));
+  ].filter(
+    (r) =>
+      find(runs, 'kesd', r.op, r.conns) ||
+      find(runs, 'kes', r.op, r.conns) ||
+      find(runs, 'floor', r.op, r.conns) ||
+      find(runs, 'kesd', r.op, r.conns, 'h2'),
+  );
   const kesdInfo = meta.targets.kesd ?? {};
   const results = [
     `Run ${meta.date} on ${m.nproc} vCPU ${m.cpu} (${m.virt}); ${meta.settings.durationS} s measured after ${meta.settings.warmupS} s warm-up per point; took ${meta.wallSeconds} s.`,
     `kesd: ${kesdInfo.workersHow ?? '?'}; KES: GOMAXPROCS=${meta.targets.kes?.gomaxprocs ?? '?'}; floor: ${meta.targets.floor?.workers ?? '?'} worker process(es), body ${meta.targets.floor?.bodySize ?? '?'} bytes.`,
-    ...(meta.updates ?? []).map((u) => `Re-measured on ${u.date} with \`--merge\` (kesd ${u.kesd}): ${u.ops.join(', ')}; those rows replace the first run's.`),
+    ...(meta.updates ?? []).map(
+      (u) =>
+        `Re-measured on ${u.date} with \`--merge\` (kesd ${u.kesd}): ${u.ops.join(', ')}; those rows replace the first run's.`,
+    ),
     '',
     '### Summary',
     '',
@@ -527,7 +786,15 @@ function render(res: Results): Record<string, string> {
       `| KES | ${v.kes} (\`kes-latest\` from peers.json) |`,
       `| load generator | bench/loadgen, binary ${v.loadgen} |`,
     ].join('\n'),
-    COMMANDS: ['```sh', BENCH_CMD, SMOKE_CMD, `# the run below:`, meta.commands.ran, ...(meta.updates ?? []).map((u) => u.command), '```'].join('\n'),
+    COMMANDS: [
+      '```sh',
+      BENCH_CMD,
+      SMOKE_CMD,
+      `# the run below:`,
+      meta.commands.ran,
+      ...(meta.updates ?? []).map((u) => u.command),
+      '```',
+    ].join('\n'),
     RESULTS: results,
   };
 }

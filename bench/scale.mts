@@ -16,10 +16,22 @@ import { parseArgs } from 'node:util';
 import { pathToFileURL } from 'node:url';
 import { ensureLoadgen, runLoadgen } from './lib/loadgen.mts';
 import { freePort, sleep, waitQuiet } from './lib/proc.mts';
-import { generateColdWarm, latencyStats, listKeys, type Latency, type ListRun, type Tls } from './lib/scale-client.mts';
+import { generateColdWarm, latencyStats, listKeys, type Tls } from './lib/scale-client.mts';
 import {
-  countKeys, evictFromPageCache, fillKeys, initStore, keyName, memoryOf, phaseCpu, sampleMemory, startServer, stopServer, storeBytes,
-  type Eviction, type FillResult, type MemoryPeak, type PhaseCpu, type ProcessMemory, type Running, type ScaleStore,
+  countKeys,
+  evictFromPageCache,
+  fillKeys,
+  initStore,
+  keyName,
+  memoryOf,
+  phaseCpu,
+  sampleMemory,
+  startServer,
+  stopServer,
+  storeBytes,
+  type ProcessMemory,
+  type Running,
+  type ScaleStore,
 } from './lib/scale-kesd.mts';
 import { scaleMarkdown } from './lib/scale-report.mts';
 import { makeIdentities, REPO } from './lib/targets.mts';
@@ -89,7 +101,8 @@ interface Subject {
 
 export async function runScale(opts: ScaleOptions): Promise<ScaleResult> {
   const log = opts.log ?? ((m: string) => console.error(m));
-  if (!(opts.small >= 2 && opts.keys > opts.small)) throw new Error(`need 2 <= small (${opts.small}) < keys (${opts.keys})`);
+  if (!(opts.small >= 2 && opts.keys > opts.small))
+    throw new Error(`need 2 <= small (${opts.small}) < keys (${opts.keys})`);
   const t0 = Date.now();
   const loadavgBefore = loadavg()[0]!;
   const dir = mkdtempSync(join(tmpdir(), 'kesd-scale-'));
@@ -97,7 +110,9 @@ export async function runScale(opts: ScaleOptions): Promise<ScaleResult> {
   try {
     const ids = makeIdentities(dir, 'ed25519');
     const bench: Bench = {
-      opts, log, port: await freePort(),
+      opts,
+      log,
+      port: await freePort(),
       tls: { cert: ids.clientTls.cert, key: ids.clientTls.key, ca: readFileSync(ids.server.certFile, 'utf8') },
       quiet: () => waitQuiet(opts.waitQuietS, 0.3, log),
     };
@@ -113,7 +128,10 @@ export async function runScale(opts: ScaleOptions): Promise<ScaleResult> {
 
     const fills: ScaleResult['fills'] = [];
     const subjects: Subject[] = [];
-    for (const [label, bulk] of [['small', opts.small], ['large', opts.keys]] as const) {
+    for (const [label, bulk] of [
+      ['small', opts.small],
+      ['large', opts.keys],
+    ] as const) {
       const home = join(dir, label);
       mkdirSync(home);
       const store = initStore(home, ids);
@@ -122,8 +140,20 @@ export async function runScale(opts: ScaleOptions): Promise<ScaleResult> {
       fills.push({ ...fill, store: label });
       log(`  ${fmt(fill.created)} keys in ${fill.seconds.toFixed(1)} s: ${fmt(fill.perSecond)}/s`);
       subjects.push({
-        label, store, bulk, names: sampleIndexes(bulk, Math.ceil(opts.samples / opts.restarts)).map(keyName), readyMs: [], startCpuMs: [], startOtherCores: [],
-        coldMs: [], warmMs: [], coldRoundP50: [], generateOtherCores: [], restAt: [], generateErrors: 0, starts: 0,
+        label,
+        store,
+        bulk,
+        names: sampleIndexes(bulk, Math.ceil(opts.samples / opts.restarts)).map(keyName),
+        readyMs: [],
+        startCpuMs: [],
+        startOtherCores: [],
+        coldMs: [],
+        warmMs: [],
+        coldRoundP50: [],
+        generateOtherCores: [],
+        restAt: [],
+        generateErrors: 0,
+        starts: 0,
       });
     }
 
@@ -141,7 +171,12 @@ export async function runScale(opts: ScaleOptions): Promise<ScaleResult> {
         command: `node --import tsx bench/scale.mts ${process.argv.slice(2).join(' ')}`.trim(),
         smoke: opts.smoke,
         options: { ...opts, log: undefined } as Omit<ScaleOptions, 'log'>,
-        machine: { nproc: availableParallelism(), cpu: /^model name\s*:\s*(.*)$/m.exec(readFileSync('/proc/cpuinfo', 'utf8'))?.[1]?.trim() ?? '?', memGiB: Math.round(totalmem() / 2 ** 30), kernel: sh('uname', ['-r']) },
+        machine: {
+          nproc: availableParallelism(),
+          cpu: /^model name\s*:\s*(.*)$/m.exec(readFileSync('/proc/cpuinfo', 'utf8'))?.[1]?.trim() ?? '?',
+          memGiB: Math.round(totalmem() / 2 ** 30),
+          kernel: sh('uname', ['-r']),
+        },
         versions: { node: process.version, kesd: kesdVersion() },
         loadavgBefore,
         loadavgAfter: loadavg()[0]!,
@@ -158,7 +193,10 @@ export async function runScale(opts: ScaleOptions): Promise<ScaleResult> {
 }
 
 function start(b: Bench, s: Subject, what: string): Promise<Running> {
-  return startServer(s.store, b.port, { workers: b.opts.workers, log: join(s.store.home, `kesd-${s.starts++}-${what}.log`) });
+  return startServer(s.store, b.port, {
+    workers: b.opts.workers,
+    log: join(s.store.home, `kesd-${s.starts++}-${what}.log`),
+  });
 }
 
 /** A start timed to ready, memory at rest, then cold and warm generate on the sampled keys. */
@@ -178,15 +216,22 @@ async function pairedRound(b: Bench, s: Subject, round: number): Promise<void> {
     s.coldRoundP50.push(latencyStats(gen.coldMs, 0).p50);
     s.generateErrors += gen.errors;
     s.generateError ??= gen.firstError;
-    b.log(`scale: round ${round}, ${s.label} (${fmt(s.bulk)} keys): ready in ${fmt(server.readyMs)} ms (kesd CPU ${fmt(server.startCpuMs)} ms, other load ${server.startOtherCores.toFixed(2)} cores); ` +
-      `RSS ${s.restAt.map((p) => p.rssMiB.toFixed(0)).join('+')} MiB; cold p50 ${latencyStats(gen.coldMs, 0).p50.toFixed(2)} / p99 ${latencyStats(gen.coldMs, 0).p99.toFixed(2)} ms, warm p50 ${latencyStats(gen.warmMs, 0).p50.toFixed(2)} ms`);
+    b.log(
+      `scale: round ${round}, ${s.label} (${fmt(s.bulk)} keys): ready in ${fmt(server.readyMs)} ms (kesd CPU ${fmt(server.startCpuMs)} ms, other load ${server.startOtherCores.toFixed(2)} cores); ` +
+        `RSS ${s.restAt.map((p) => p.rssMiB.toFixed(0)).join('+')} MiB; cold p50 ${latencyStats(gen.coldMs, 0).p50.toFixed(2)} / p99 ${latencyStats(gen.coldMs, 0).p99.toFixed(2)} ms, warm p50 ${latencyStats(gen.warmMs, 0).p50.toFixed(2)} ms`,
+    );
   } finally {
     await stopServer(server);
   }
 }
 
 /** The measurements without a target ratio: lists, the evicted page cache, HTTP creates. */
-async function perStore(b: Bench, s: Subject, loadgen: string | undefined, loadgenProblem: string | undefined): Promise<SizeResult> {
+async function perStore(
+  b: Bench,
+  s: Subject,
+  loadgen: string | undefined,
+  loadgenProblem: string | undefined,
+): Promise<SizeResult> {
   const { port, tls, log } = b;
   const keys = await countKeys(s.store);
   const storeMiB = storeBytes(s.store) / MiB;
@@ -198,10 +243,14 @@ async function perStore(b: Bench, s: Subject, loadgen: string | undefined, loadg
   let cpu = phaseCpu(server.pid);
   const full = await listKeys(port, tls, '*');
   const list = { ...full, expectedLines: keys, cpu: cpu.stop(), peak: memory.stop() };
-  log(`  list *: ${fmt(list.lines)} of ${fmt(keys)} lines in ${list.seconds.toFixed(1)} s (${fmt(list.linesPerS)}/s), ${list.complete ? 'complete' : `INCOMPLETE: ${list.problem}`}; peak RSS of one process ${list.peak.maxProcessRssMiB.toFixed(0)} MiB (anon ${list.peak.maxProcessAnonMiB.toFixed(0)})`);
+  log(
+    `  list *: ${fmt(list.lines)} of ${fmt(keys)} lines in ${list.seconds.toFixed(1)} s (${fmt(list.linesPerS)}/s), ${list.complete ? 'complete' : `INCOMPLETE: ${list.problem}`}; peak RSS of one process ${list.peak.maxProcessRssMiB.toFixed(0)} MiB (anon ${list.peak.maxProcessAnonMiB.toFixed(0)})`,
+  );
   await b.quiet();
   const slices = await listSlices(port, tls, s.bulk, server.pid);
-  log(`  list in ${slices.runs.length} prefix slices: ${fmt(slices.lines)} of ${fmt(slices.expectedLines)} lines in ${slices.seconds.toFixed(1)} s (${fmt(slices.linesPerS)}/s), ${slices.complete ? 'complete' : 'INCOMPLETE'}; peak RSS of one process ${slices.peak.maxProcessRssMiB.toFixed(0)} MiB (anon ${slices.peak.maxProcessAnonMiB.toFixed(0)})`);
+  log(
+    `  list in ${slices.runs.length} prefix slices: ${fmt(slices.lines)} of ${fmt(slices.expectedLines)} lines in ${slices.seconds.toFixed(1)} s (${fmt(slices.linesPerS)}/s), ${slices.complete ? 'complete' : 'INCOMPLETE'}; peak RSS of one process ${slices.peak.maxProcessRssMiB.toFixed(0)} MiB (anon ${slices.peak.maxProcessAnonMiB.toFixed(0)})`,
+  );
   const prefix = await listKeys(port, tls, 'k-0000*');
   const prefixList = { ...prefix, expectedLines: Math.min(1000, s.bulk) };
   log(`  list k-0000*: ${prefixList.lines} lines in ${(prefixList.seconds * 1000).toFixed(0)} ms`);
@@ -214,8 +263,15 @@ async function perStore(b: Bench, s: Subject, loadgen: string | undefined, loadg
   if (eviction !== undefined) {
     cpu = phaseCpu(server.pid);
     const again = await generateColdWarm(port, tls, s.names, keyName(0));
-    evicted = { eviction, readyMs: server.readyMs, cold: latencyStats(again.coldMs, again.errors), otherCores: cpu.stop().otherCores };
-    log(`  page cache evicted (${((eviction.residentBefore ?? NaN) / MiB).toFixed(0)} → ${((eviction.residentAfter ?? NaN) / MiB).toFixed(0)} MiB resident): ready ${fmt(server.readyMs)} ms, cold p50 ${evicted.cold.p50.toFixed(2)} / p99 ${evicted.cold.p99.toFixed(2)} ms`);
+    evicted = {
+      eviction,
+      readyMs: server.readyMs,
+      cold: latencyStats(again.coldMs, again.errors),
+      otherCores: cpu.stop().otherCores,
+    };
+    log(
+      `  page cache evicted (${((eviction.residentBefore ?? NaN) / MiB).toFixed(0)} → ${((eviction.residentAfter ?? NaN) / MiB).toFixed(0)} MiB resident): ready ${fmt(server.readyMs)} ms, cold p50 ${evicted.cold.p50.toFixed(2)} / p99 ${evicted.cold.p99.toFixed(2)} ms`,
+    );
   }
 
   let create: SizeResult['create'];
@@ -224,13 +280,26 @@ async function perStore(b: Bench, s: Subject, loadgen: string | undefined, loadg
     await b.quiet();
     try {
       const r = await runLoadgen(loadgen, {
-        url: `https://127.0.0.1:${port}`, cert: s.store.ids.client.certFile, key: s.store.ids.client.keyFile, ca: s.store.ids.server.certFile,
-        op: 'create', conns: b.opts.createConns, durationS: b.opts.createSeconds, warmupS: b.opts.smoke ? 0.3 : 1, pids: [server.pid],
+        url: `https://127.0.0.1:${port}`,
+        cert: s.store.ids.client.certFile,
+        key: s.store.ids.client.keyFile,
+        ca: s.store.ids.server.certFile,
+        op: 'create',
+        conns: b.opts.createConns,
+        durationS: b.opts.createSeconds,
+        warmupS: b.opts.smoke ? 0.3 : 1,
+        pids: [server.pid],
         extra: ['-create-prefix', 'http-'],
       });
       create = {
-        conns: r.conns, seconds: r.duration_s, opsPerS: r.ops_per_s, errors: r.errors, p50Ms: r.latency_ms.p50 ?? NaN, p99Ms: r.latency_ms.p99 ?? NaN,
-        serverUsPerReq: r.server_cpu?.us_per_req, otherCores: r.machine.other_cores,
+        conns: r.conns,
+        seconds: r.duration_s,
+        opsPerS: r.ops_per_s,
+        errors: r.errors,
+        p50Ms: r.latency_ms.p50 ?? NaN,
+        p99Ms: r.latency_ms.p99 ?? NaN,
+        serverUsPerReq: r.server_cpu?.us_per_req,
+        otherCores: r.machine.other_cores,
       };
       log(`  create over HTTP (${r.conns} conns): ${fmt(r.ops_per_s)}/s`);
     } catch (err) {
@@ -239,9 +308,24 @@ async function perStore(b: Bench, s: Subject, loadgen: string | undefined, loadg
   }
   await stopServer(server);
   return {
-    label: s.label, keys, storeMiB, readyMs: s.readyMs, startCpuMs: s.startCpuMs, startOtherCores: s.startOtherCores, restAt: s.restAt,
-    cold: latencyStats(s.coldMs, s.generateErrors), warm: latencyStats(s.warmMs, 0), coldRoundP50: s.coldRoundP50, generateOtherCores: s.generateOtherCores,
-    generateError: s.generateError, list, slices, prefixList, evicted, create, createSkipped,
+    label: s.label,
+    keys,
+    storeMiB,
+    readyMs: s.readyMs,
+    startCpuMs: s.startCpuMs,
+    startOtherCores: s.startOtherCores,
+    restAt: s.restAt,
+    cold: latencyStats(s.coldMs, s.generateErrors),
+    warm: latencyStats(s.warmMs, 0),
+    coldRoundP50: s.coldRoundP50,
+    generateOtherCores: s.generateOtherCores,
+    generateError: s.generateError,
+    list,
+    slices,
+    prefixList,
+    evicted,
+    create,
+    createSkipped,
   };
 }
 
@@ -257,7 +341,16 @@ async function listSlices(port: number, tls: Tls, bulkKeys: number, pid: number)
   const lines = runs.reduce((a, r) => a + r.lines, 0);
   const seconds = runs.reduce((a, r) => a + r.seconds, 0);
   const complete = runs.every((r) => r.complete && r.errorLines === 0 && r.lines === r.expectedLines);
-  return { runs, lines, expectedLines: bulkKeys, seconds, linesPerS: lines / seconds, complete, cpu: cpu.stop(), peak: memory.stop() };
+  return {
+    runs,
+    lines,
+    expectedLines: bulkKeys,
+    seconds,
+    linesPerS: lines / seconds,
+    complete,
+    cpu: cpu.stop(),
+    peak: memory.stop(),
+  };
 }
 
 // ---- command line ---------------------------------------------------------------------------------------------
@@ -279,14 +372,26 @@ const USAGE = `usage: node --import tsx bench/scale.mts [options]
 async function main(): Promise<void> {
   const { values: a } = parseArgs({
     options: {
-      keys: { type: 'string' }, small: { type: 'string' }, samples: { type: 'string' }, restarts: { type: 'string' },
-      'create-seconds': { type: 'string' }, 'create-conns': { type: 'string' }, workers: { type: 'string' }, 'wait-quiet': { type: 'string' },
-      smoke: { type: 'boolean', default: false }, out: { type: 'string' }, keep: { type: 'boolean', default: false },
-      render: { type: 'string' }, help: { type: 'boolean', short: 'h', default: false },
+      keys: { type: 'string' },
+      small: { type: 'string' },
+      samples: { type: 'string' },
+      restarts: { type: 'string' },
+      'create-seconds': { type: 'string' },
+      'create-conns': { type: 'string' },
+      workers: { type: 'string' },
+      'wait-quiet': { type: 'string' },
+      smoke: { type: 'boolean', default: false },
+      out: { type: 'string' },
+      keep: { type: 'boolean', default: false },
+      render: { type: 'string' },
+      help: { type: 'boolean', short: 'h', default: false },
     },
   });
   if (a.help) return void console.log(USAGE);
-  if (a.render !== undefined) return void console.log(`# Scale of the store\n\n${scaleMarkdown(JSON.parse(readFileSync(resolve(a.render), 'utf8')) as ScaleResult)}`);
+  if (a.render !== undefined)
+    return void console.log(
+      `# Scale of the store\n\n${scaleMarkdown(JSON.parse(readFileSync(resolve(a.render), 'utf8')) as ScaleResult)}`,
+    );
   const smoke = a.smoke!;
   const num = (name: string, v: string | undefined, dflt: number, min: number): number => {
     const n = v === undefined ? dflt : Number(v);
@@ -315,7 +420,9 @@ async function main(): Promise<void> {
   console.log(md);
   console.error(`scale: wrote ${base}.json and ${base}.md`);
   if (smoke) {
-    const broken = result.sizes.filter((s) => !(s.cold.samples > 0 && s.warm.samples > 0 && s.list.lines > 0 && s.readyMs.length > 0));
+    const broken = result.sizes.filter(
+      (s) => !(s.cold.samples > 0 && s.warm.samples > 0 && s.list.lines > 0 && s.readyMs.length > 0),
+    );
     if (broken.length > 0) throw new Error(`smoke: no numbers for ${broken.map((s) => s.label).join(', ')}`);
   }
 }

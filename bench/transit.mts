@@ -26,7 +26,14 @@ export interface TransitResult {
 
 const KEY = 'bench-key';
 
-export async function runTransit(opts: { ids: Identities; conns: number[]; durationS: number; warmupS: number; ops?: TransitOp[]; log: (s: string) => void }): Promise<TransitResult> {
+export async function runTransit(opts: {
+  ids: Identities;
+  conns: number[];
+  durationS: number;
+  warmupS: number;
+  ops?: TransitOp[];
+  log: (s: string) => void;
+}): Promise<TransitResult> {
   const loadgen = ensureLoadgen(opts.log);
   const vault = await startVault({ tls: true });
   try {
@@ -35,18 +42,28 @@ export async function runTransit(opts: { ids: Identities; conns: number[]; durat
     const version = (await vault.call('GET', 'sys/seal-status')).body.version as string;
     opts.log(`Vault ${version} up on ${vault.addr} (TLS, file storage)`);
     const points: TransitPoint[] = [];
-    for (const op of opts.ops ?? ['transit-datakey', 'transit-encrypt', 'transit-decrypt'] as TransitOp[]) {
+    for (const op of opts.ops ?? (['transit-datakey', 'transit-encrypt', 'transit-decrypt'] as TransitOp[])) {
       for (const conns of opts.conns) {
         const point: TransitPoint = { op, conns };
         try {
           point.result = await runLoadgen(loadgen, {
-            url: vault.addr, cert: opts.ids.client.certFile, key: opts.ids.client.keyFile, ca: vault.caFile!,
-            op, conns, durationS: opts.durationS, warmupS: opts.warmupS, pids: [vault.pid()], keyName: KEY,
+            url: vault.addr,
+            cert: opts.ids.client.certFile,
+            key: opts.ids.client.keyFile,
+            ca: vault.caFile!,
+            op,
+            conns,
+            durationS: opts.durationS,
+            warmupS: opts.warmupS,
+            pids: [vault.pid()],
+            keyName: KEY,
             env: { LOADGEN_VAULT_TOKEN: vault.rootToken },
           });
           const r = point.result;
           if (r.ops === 0) point.error = `no successful request: ${JSON.stringify(r.error_sample ?? r.errors)}`;
-          opts.log(`vault ${op.padEnd(15)} ${String(conns).padStart(3)} conns: ${Math.round(r.ops_per_s)} ops/s  p50 ${r.latency_ms.p50?.toFixed(2)} p99 ${r.latency_ms.p99?.toFixed(2)} ms  cpu ${r.server_cpu?.us_per_req.toFixed(0)} µs/req  other load ${r.machine.other_cores.toFixed(2)}`);
+          opts.log(
+            `vault ${op.padEnd(15)} ${String(conns).padStart(3)} conns: ${Math.round(r.ops_per_s)} ops/s  p50 ${r.latency_ms.p50?.toFixed(2)} p99 ${r.latency_ms.p99?.toFixed(2)} ms  cpu ${r.server_cpu?.us_per_req.toFixed(0)} µs/req  other load ${r.machine.other_cores.toFixed(2)}`,
+          );
         } catch (err) {
           point.error = (err as Error).message.split('\n').slice(0, 3).join(' ');
           opts.log(`vault ${op} ${conns}: FAILED ${point.error}`);
@@ -63,7 +80,10 @@ export async function runTransit(opts: { ids: Identities; conns: number[]; durat
 }
 
 /** The Transit rows beside kesd's generate and decrypt at the same connection counts (from the same run). */
-export function transitMarkdown(t: TransitResult, kesd: (op: 'generate' | 'decrypt', conns: number) => LoadgenResult | undefined): string {
+export function transitMarkdown(
+  t: TransitResult,
+  kesd: (op: 'generate' | 'decrypt', conns: number) => LoadgenResult | undefined,
+): string {
   const fmt = (n: number | undefined, digits = 0) => (n === undefined || Number.isNaN(n) ? '–' : n.toFixed(digits));
   const lines = [
     `Vault ${t.vault} (the \`vault\` peer), TLS listener, one aes256-gcm96 Transit key, root token; same machine, same run, same load generator.`,
@@ -80,7 +100,9 @@ export function transitMarkdown(t: TransitResult, kesd: (op: 'generate' | 'decry
       continue;
     }
     const ratio = k && r.ops_per_s > 0 ? `${(k.ops_per_s / r.ops_per_s).toFixed(2)}×` : '–';
-    lines.push(`| ${p.op} | ${p.conns} | ${fmt(r.ops_per_s)} | ${fmt(r.latency_ms.p50, 2)} / ${fmt(r.latency_ms.p99, 2)} | ${fmt(r.server_cpu?.us_per_req)} | ${fmt(k?.ops_per_s)} | ${ratio} | ${fmt(k?.server_cpu?.us_per_req)} |`);
+    lines.push(
+      `| ${p.op} | ${p.conns} | ${fmt(r.ops_per_s)} | ${fmt(r.latency_ms.p50, 2)} / ${fmt(r.latency_ms.p99, 2)} | ${fmt(r.server_cpu?.us_per_req)} | ${fmt(k?.ops_per_s)} | ${ratio} | ${fmt(k?.server_cpu?.us_per_req)} |`,
+    );
   }
   return lines.join('\n');
 }

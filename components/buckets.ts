@@ -37,7 +37,8 @@ export function bucketNameProblem(name: string): string | undefined {
   if (/\.\.|\.-|-\./.test(name)) return "must not contain '..', '.-' or '-.'";
   if (/^\d{1,3}(\.\d{1,3}){3}$/.test(name)) return 'must not look like an IP address';
   if (/^(xn--|sthree-|amzn-s3-demo-)/.test(name)) return "must not start with 'xn--', 'sthree-' or 'amzn-s3-demo-'";
-  if (/(-s3alias|--ol-s3|--x-s3|\.mrap)$/.test(name)) return "must not end with '-s3alias', '--ol-s3', '--x-s3' or '.mrap'";
+  if (/(-s3alias|--ol-s3|--x-s3|\.mrap)$/.test(name))
+    return "must not end with '-s3alias', '--ol-s3', '--x-s3' or '.mrap'";
   return undefined;
 }
 
@@ -119,57 +120,79 @@ export class Buckets extends pulumi.ComponentResource {
     const k8sOpts = { parent: this, provider: args.provider };
     const objectLabels = labels('minio-buckets', 'buckets');
 
-    const credentials = new k8s.core.v1.Secret(`${name}-credentials`, {
-      metadata: { namespace: args.namespace, labels: objectLabels },
-      type: 'Opaque',
-      stringData: { 'root-user': args.tenant.rootUser, 'root-password': pulumi.secret(args.tenant.rootPassword) },
-    }, k8sOpts);
+    const credentials = new k8s.core.v1.Secret(
+      `${name}-credentials`,
+      {
+        metadata: { namespace: args.namespace, labels: objectLabels },
+        type: 'Opaque',
+        stringData: { 'root-user': args.tenant.rootUser, 'root-password': pulumi.secret(args.tenant.rootPassword) },
+      },
+      k8sOpts,
+    );
     const fromSecret = (key: string) => ({ secretKeyRef: { name: credentials.metadata.name, key } });
 
     // Auto-named: the pod template is immutable, so a changed bucket list replaces the Job (create, then delete).
     // No ttlSecondsAfterFinished: the finished Job stays, so Pulumi can await and later refresh it.
-    const job = new k8s.batch.v1.Job(`${name}-job`, {
-      metadata: { namespace: args.namespace, labels: objectLabels },
-      spec: {
-        backoffLimit: 3,
-        activeDeadlineSeconds: 2 * RETRY_ATTEMPTS * RETRY_DELAY_S,
-        template: {
-          metadata: { labels: objectLabels },
-          spec: {
-            restartPolicy: 'Never',
-            automountServiceAccountToken: false,
-            securityContext: { runAsNonRoot: true, runAsUser: 1000, runAsGroup: 1000, seccompProfile: { type: 'RuntimeDefault' } },
-            containers: [{
-              name: 'mc',
-              image: args.image ?? MC_IMAGE,
-              imagePullPolicy: 'IfNotPresent',
-              command: ['/bin/sh', '-c', script],
-              env: [
-                { name: 'S3_ENDPOINT', value: args.tenant.s3Endpoint },
-                { name: 'MINIO_ROOT_USER', valueFrom: fromSecret('root-user') },
-                { name: 'MINIO_ROOT_PASSWORD', valueFrom: fromSecret('root-password') },
-                { name: 'HOME', value: '/tmp' },
-                { name: 'MC_CONFIG_DIR', value: MC_CONFIG_DIR },
+    const job = new k8s.batch.v1.Job(
+      `${name}-job`,
+      {
+        metadata: { namespace: args.namespace, labels: objectLabels },
+        spec: {
+          backoffLimit: 3,
+          activeDeadlineSeconds: 2 * RETRY_ATTEMPTS * RETRY_DELAY_S,
+          template: {
+            metadata: { labels: objectLabels },
+            spec: {
+              restartPolicy: 'Never',
+              automountServiceAccountToken: false,
+              securityContext: {
+                runAsNonRoot: true,
+                runAsUser: 1000,
+                runAsGroup: 1000,
+                seccompProfile: { type: 'RuntimeDefault' },
+              },
+              containers: [
+                {
+                  name: 'mc',
+                  image: args.image ?? MC_IMAGE,
+                  imagePullPolicy: 'IfNotPresent',
+                  command: ['/bin/sh', '-c', script],
+                  env: [
+                    { name: 'S3_ENDPOINT', value: args.tenant.s3Endpoint },
+                    { name: 'MINIO_ROOT_USER', valueFrom: fromSecret('root-user') },
+                    { name: 'MINIO_ROOT_PASSWORD', valueFrom: fromSecret('root-password') },
+                    { name: 'HOME', value: '/tmp' },
+                    { name: 'MC_CONFIG_DIR', value: MC_CONFIG_DIR },
+                  ],
+                  securityContext: {
+                    allowPrivilegeEscalation: false,
+                    readOnlyRootFilesystem: true,
+                    capabilities: { drop: ['ALL'] },
+                  },
+                  resources: { requests: { cpu: '50m', memory: '64Mi' }, limits: { memory: '256Mi' } },
+                  // The config dir is its own emptyDir (mode 0777): the runtime creates the CA mount point's parents
+                  // root-owned, and mc (uid 1000) must still write config.json beside them.
+                  volumeMounts: [
+                    { name: 'tmp', mountPath: '/tmp' },
+                    { name: 'mc-config', mountPath: MC_CONFIG_DIR },
+                    { name: 'cluster-ca', mountPath: `${MC_CONFIG_DIR}/certs/CAs`, readOnly: true },
+                  ],
+                },
               ],
-              securityContext: { allowPrivilegeEscalation: false, readOnlyRootFilesystem: true, capabilities: { drop: ['ALL'] } },
-              resources: { requests: { cpu: '50m', memory: '64Mi' }, limits: { memory: '256Mi' } },
-              // The config dir is its own emptyDir (mode 0777): the runtime creates the CA mount point's parents
-              // root-owned, and mc (uid 1000) must still write config.json beside them.
-              volumeMounts: [
-                { name: 'tmp', mountPath: '/tmp' },
-                { name: 'mc-config', mountPath: MC_CONFIG_DIR },
-                { name: 'cluster-ca', mountPath: `${MC_CONFIG_DIR}/certs/CAs`, readOnly: true },
+              volumes: [
+                { name: 'tmp', emptyDir: { sizeLimit: '16Mi' } },
+                { name: 'mc-config', emptyDir: { sizeLimit: '16Mi' } },
+                {
+                  name: 'cluster-ca',
+                  configMap: { name: CLUSTER_CA_CONFIGMAP, items: [{ key: 'ca.crt', path: 'cluster-ca.crt' }] },
+                },
               ],
-            }],
-            volumes: [
-              { name: 'tmp', emptyDir: { sizeLimit: '16Mi' } },
-              { name: 'mc-config', emptyDir: { sizeLimit: '16Mi' } },
-              { name: 'cluster-ca', configMap: { name: CLUSTER_CA_CONFIGMAP, items: [{ key: 'ca.crt', path: 'cluster-ca.crt' }] } },
-            ],
+            },
           },
         },
       },
-    }, { ...k8sOpts, dependsOn: args.dependsOn, customTimeouts: { create: '15m', update: '15m' } });
+      { ...k8sOpts, dependsOn: args.dependsOn, customTimeouts: { create: '15m', update: '15m' } },
+    );
 
     this.jobName = job.metadata.name;
     this.registerOutputs({ bucketNames: this.bucketNames, keys: this.keys, jobName: this.jobName });

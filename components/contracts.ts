@@ -41,5 +41,10 @@ export const UNSEAL_SECRET_KEY = 'unseal-key';
 
 /** Labels every object of a component carries (selector-safe, deterministic). */
 export function labels(app: string, component: string): Record<string, string> {
-  return { 'app.kubernetes.io/name': app, 'app.kubernetes.io/component': component, 'app.kubernetes.io/part-of': 'stateful-kes', 'app.kubernetes.io/managed-by': 'pulumi' };
+  return {
+    'app.kubernetes.io/name': app,
+    'app.kubernetes.io/component': component,
+    'app.kubernetes.io/part-of': 'stateful-kes',
+    'app.kubernetes.io/managed-by': 'pulumi',
+  };
 }

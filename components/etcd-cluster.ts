@@ -68,11 +68,17 @@ export class EtcdCluster extends pulumi.ComponentResource implements EtcdStoreRe
     super('stateful-kes:index:EtcdCluster', name, {}, opts);
     const members = args.members ?? ETCD_MEMBERS;
     const quotaBytes = etcdQuotaBytes(args.storageSize);
-    const topology = pulumi.output(args.namespace).apply((namespace): EtcdTopology => ({ namespace, members, clusterDomain: args.clusterDomain }));
+    const topology = pulumi
+      .output(args.namespace)
+      .apply((namespace): EtcdTopology => ({ namespace, members, clusterDomain: args.clusterDomain }));
     checkEtcdMembers(members); // at construction, not later inside an apply
 
     const k8sOpts = { parent: this, provider: args.provider };
-    const meta = (objectName: string) => ({ name: objectName, namespace: args.namespace, labels: labels(APP, COMPONENT) });
+    const meta = (objectName: string) => ({
+      name: objectName,
+      namespace: args.namespace,
+      labels: labels(APP, COMPONENT),
+    });
 
     // A CA of its own: certificates for etcd are worth nothing against kesd, and kesd's against etcd's peer port.
     const ca = selfSignedCa(name, 'stateful-kes etcd CA', this);
@@ -80,11 +86,19 @@ export class EtcdCluster extends pulumi.ComponentResource implements EtcdStoreRe
     const tlsSecret = (role: string, secretName: string, pair: IssuedCert) =>
       new k8s.core.v1.Secret(
         `${name}-${role}-tls`,
-        { metadata: meta(secretName), type: 'kubernetes.io/tls', stringData: { 'tls.crt': pair.certPem, 'tls.key': pair.keyPem, 'ca.crt': ca.certPem } },
+        {
+          metadata: meta(secretName),
+          type: 'kubernetes.io/tls',
+          stringData: { 'tls.crt': pair.certPem, 'tls.key': pair.keyPem, 'ca.crt': ca.certPem },
+        },
         k8sOpts,
       );
 
-    const peer = ca.issue('peer', { commonName: ETCD_PEER_CN, allowedUses: ETCD_PEER_ALLOWED_USES, dnsNames: topology.apply(etcdPeerDnsNames) });
+    const peer = ca.issue('peer', {
+      commonName: ETCD_PEER_CN,
+      allowedUses: ETCD_PEER_ALLOWED_USES,
+      dnsNames: topology.apply(etcdPeerDnsNames),
+    });
     const server = ca.issue('server', {
       commonName: ETCD_SERVER_CN,
       allowedUses: ETCD_SERVER_ALLOWED_USES,
@@ -101,7 +115,15 @@ export class EtcdCluster extends pulumi.ComponentResource implements EtcdStoreRe
     const headless = new k8s.core.v1.Service(
       `${name}-hl`,
       // publishNotReadyAddresses: members must find each other before any of them is ready (no quorum yet).
-      { metadata: meta(ETCD_NAMES.headlessService), spec: { clusterIP: 'None', publishNotReadyAddresses: true, selector: ETCD_SELECTOR, ports: [clientPort, peerPort] } },
+      {
+        metadata: meta(ETCD_NAMES.headlessService),
+        spec: {
+          clusterIP: 'None',
+          publishNotReadyAddresses: true,
+          selector: ETCD_SELECTOR,
+          ports: [clientPort, peerPort],
+        },
+      },
       k8sOpts,
     );
     const service = new k8s.core.v1.Service(
@@ -124,9 +146,24 @@ export class EtcdCluster extends pulumi.ComponentResource implements EtcdStoreRe
         { name: metrics, containerPort: ETCD_METRICS_PORT, protocol: 'TCP' },
       ],
       // /readyz needs a quorum: the members start together (Parallel) and get four minutes to elect a leader.
-      startupProbe: { httpGet: { path: '/readyz', port: metrics }, periodSeconds: 5, failureThreshold: 48, timeoutSeconds: 5 },
-      readinessProbe: { httpGet: { path: '/readyz', port: metrics }, periodSeconds: 5, failureThreshold: 3, timeoutSeconds: 5 },
-      livenessProbe: { httpGet: { path: '/livez', port: metrics }, periodSeconds: 10, failureThreshold: 8, timeoutSeconds: 5 },
+      startupProbe: {
+        httpGet: { path: '/readyz', port: metrics },
+        periodSeconds: 5,
+        failureThreshold: 48,
+        timeoutSeconds: 5,
+      },
+      readinessProbe: {
+        httpGet: { path: '/readyz', port: metrics },
+        periodSeconds: 5,
+        failureThreshold: 3,
+        timeoutSeconds: 5,
+      },
+      livenessProbe: {
+        httpGet: { path: '/livez', port: metrics },
+        periodSeconds: 10,
+        failureThreshold: 8,
+        timeoutSeconds: 5,
+      },
       resources: { requests: { cpu: '100m', memory: '128Mi' }, limits: { cpu: '1', memory: '512Mi' } },
       securityContext: ETCD_CONTAINER_SECURITY_CONTEXT,
       volumeMounts: [
@@ -159,7 +196,12 @@ export class EtcdCluster extends pulumi.ComponentResource implements EtcdStoreRe
               enableServiceLinks: false,
               securityContext: ETCD_POD_SECURITY_CONTEXT,
               topologySpreadConstraints: [
-                { maxSkew: 1, topologyKey: 'kubernetes.io/hostname', whenUnsatisfiable: 'ScheduleAnyway', labelSelector: { matchLabels: ETCD_SELECTOR } },
+                {
+                  maxSkew: 1,
+                  topologyKey: 'kubernetes.io/hostname',
+                  whenUnsatisfiable: 'ScheduleAnyway',
+                  labelSelector: { matchLabels: ETCD_SELECTOR },
+                },
               ],
               containers: [container],
               volumes: [

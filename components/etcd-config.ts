@@ -94,7 +94,9 @@ export function etcdClientEndpoints(t: EtcdTopology): string[] {
 /** --initial-cluster: every member's name and peer URL. */
 export function etcdInitialCluster(t: EtcdTopology): string {
   const names = etcdMemberNames(t);
-  return etcdMemberHosts(t).map((h, i) => `${names[i]}=https://${h}:${ETCD_PEER_PORT}`).join(',');
+  return etcdMemberHosts(t)
+    .map((h, i) => `${names[i]}=https://${h}:${ETCD_PEER_PORT}`)
+    .join(',');
 }
 
 /** SANs of the peer certificate (one for all members: it is both server and client on the peer port). */
@@ -106,7 +108,14 @@ export function etcdPeerDnsNames(t: EtcdTopology): string[] {
 export function etcdServerDnsNames(t: EtcdTopology): string[] {
   const { namespace, clusterDomain } = checked(t);
   const svc = ETCD_NAMES.service;
-  return [...etcdMemberHosts(t), svc, `${svc}.${namespace}`, `${svc}.${namespace}.svc`, `${svc}.${namespace}.svc.${clusterDomain}`, 'localhost'];
+  return [
+    ...etcdMemberHosts(t),
+    svc,
+    `${svc}.${namespace}`,
+    `${svc}.${namespace}.svc`,
+    `${svc}.${namespace}.svc.${clusterDomain}`,
+    'localhost',
+  ];
 }
 
 /** IP SANs of the client-port certificate: loopback, for etcdctl inside a member's pod. */
@@ -131,7 +140,8 @@ export function etcdQuotaBytes(storageSize: string): number {
 /** The etcd container's args. $(POD_NAME) is expanded by the kubelet from the env var of that name. */
 export function etcdArgs(t: EtcdTopology, opts: { quotaBytes: number }): string[] {
   const { namespace } = checked(t);
-  if (!Number.isInteger(opts.quotaBytes) || opts.quotaBytes <= 0) throw new Error(`etcd: quotaBytes must be a positive integer, got ${opts.quotaBytes}`);
+  if (!Number.isInteger(opts.quotaBytes) || opts.quotaBytes <= 0)
+    throw new Error(`etcd: quotaBytes must be a positive integer, got ${opts.quotaBytes}`);
   const self = `$(${ETCD_POD_NAME_ENV}).${etcdPeerDomain(t)}`;
   const peer = ETCD_PATHS.peerTlsDir;
   const server = ETCD_PATHS.serverTlsDir;

@@ -23,7 +23,12 @@ export const SERVER_ALLOWED_USES = ['digital_signature', 'key_encipherment', 'se
 export const CLIENT_ALLOWED_USES = ['client_auth', 'digital_signature'];
 
 /** Subject CNs of the client identities. */
-export const CLIENT_NAMES = { sysadmin: 'sysadmin', enclaveAdmin: 'enclave-admin', minio: 'minio', backup: 'kesd-backup' } as const;
+export const CLIENT_NAMES = {
+  sysadmin: 'sysadmin',
+  enclaveAdmin: 'enclave-admin',
+  minio: 'minio',
+  backup: 'kesd-backup',
+} as const;
 
 export class KesIdentities extends pulumi.ComponentResource {
   readonly caCertPem: pulumi.Output<string>;
@@ -55,7 +60,12 @@ export class KesIdentities extends pulumi.ComponentResource {
       }),
     );
     // ECDSA P-256 for the server: the safest key type for a Node/OpenSSL TLS server talking to Go clients.
-    this.server = issue('server', { commonName: args.serviceName, allowedUses: SERVER_ALLOWED_USES, key: P256, dnsNames: this.serverDnsNames });
+    this.server = issue('server', {
+      commonName: args.serviceName,
+      allowedUses: SERVER_ALLOWED_USES,
+      key: P256,
+      dnsNames: this.serverDnsNames,
+    });
 
     // Ed25519 clients, like KES API keys and the operator's MinIO→KES certificate.
     const client = (role: keyof typeof CLIENT_NAMES): TlsIdentity => {

@@ -33,12 +33,20 @@ export function kesdServerDnsNames(names: KesdServerNames): string[] {
   checkLabel('namespace', ns);
   checkLabel('service', service);
   checkLabel('headless service', headlessService);
-  if (!Number.isInteger(replicas) || replicas < 1) throw new Error(`kesd server names: replicas must be a positive integer, got ${replicas}`);
+  if (!Number.isInteger(replicas) || replicas < 1)
+    throw new Error(`kesd server names: replicas must be a positive integer, got ${replicas}`);
   checkLabel('pod name', `${statefulSet}-${replicas - 1}`);
   for (const label of clusterDomain.split('.')) checkLabel('cluster domain label', label);
 
   const headless = `${headlessService}.${ns}.svc.${clusterDomain}`;
   const pods = Array.from({ length: replicas }, (_, i) => `${statefulSet}-${i}.${headless}`);
-  const all = [service, `${service}.${ns}`, `${service}.${ns}.svc`, `${service}.${ns}.svc.${clusterDomain}`, headless, ...pods];
+  const all = [
+    service,
+    `${service}.${ns}`,
+    `${service}.${ns}.svc`,
+    `${service}.${ns}.svc.${clusterDomain}`,
+    headless,
+    ...pods,
+  ];
   return [...new Set(all)];
 }

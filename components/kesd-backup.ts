@@ -30,14 +30,19 @@ export interface KesdBackupArgs extends KesdBackupSchedule {
   provider: k8s.Provider;
 }
 
-export const KESD_BACKUP_NAMES = { cronJob: 'kesd-backup', claim: 'kesd-backups', clientSecret: 'kesd-backup-client' } as const;
+export const KESD_BACKUP_NAMES = {
+  cronJob: 'kesd-backup',
+  claim: 'kesd-backups',
+  clientSecret: 'kesd-backup-client',
+} as const;
 const BACKUP_DIR = '/backups';
 const CLIENT_DIR = '/etc/kesd-backup';
 const FIVE_FIELDS = /^\S+(\s+\S+){4}$/;
 
 /** The backup container's command line: into the volume, pruned to `keep`. */
 export function kesdBackupArgs(serviceUrl: string, keep: number): string[] {
-  if (!Number.isInteger(keep) || keep < 1 || keep > 9999) throw new Error(`kesd backup: keep must be a whole number from 1 to 9999, got ${keep}`);
+  if (!Number.isInteger(keep) || keep < 1 || keep > 9999)
+    throw new Error(`kesd backup: keep must be a whole number from 1 to 9999, got ${keep}`);
   return ['backup', '--server', serviceUrl, '--keep', String(keep), BACKUP_DIR];
 }
 
@@ -46,15 +51,24 @@ export class KesdBackup extends pulumi.ComponentResource {
 
   constructor(name: string, args: KesdBackupArgs, opts?: pulumi.ComponentResourceOptions) {
     super('stateful-kes:index:KesdBackup', name, {}, opts);
-    if (!FIVE_FIELDS.test(args.schedule.trim())) throw new Error(`KesdBackup: schedule '${args.schedule}' is not a five-field cron schedule`);
+    if (!FIVE_FIELDS.test(args.schedule.trim()))
+      throw new Error(`KesdBackup: schedule '${args.schedule}' is not a five-field cron schedule`);
     const k8sOpts = { parent: this, provider: args.provider };
-    const meta = (objectName: string) => ({ name: objectName, namespace: args.namespace, labels: labels('kesd', 'backup') });
+    const meta = (objectName: string) => ({
+      name: objectName,
+      namespace: args.namespace,
+      labels: labels('kesd', 'backup'),
+    });
 
     const claim = new k8s.core.v1.PersistentVolumeClaim(
       `${name}-pvc`,
       {
         metadata: meta(KESD_BACKUP_NAMES.claim),
-        spec: { accessModes: ['ReadWriteOnce'], resources: { requests: { storage: args.storageSize } }, ...(args.storageClass ? { storageClassName: args.storageClass } : {}) },
+        spec: {
+          accessModes: ['ReadWriteOnce'],
+          resources: { requests: { storage: args.storageSize } },
+          ...(args.storageClass ? { storageClassName: args.storageClass } : {}),
+        },
       },
       // The backups outlive a `pulumi destroy` of the job only if you keep the PVC: it is not protected here.
       k8sOpts,
@@ -64,7 +78,11 @@ export class KesdBackup extends pulumi.ComponentResource {
       {
         metadata: meta(KESD_BACKUP_NAMES.clientSecret),
         type: 'kubernetes.io/tls',
-        stringData: { 'tls.crt': args.client.certPem, 'tls.key': pulumi.secret(args.client.keyPem), 'ca.crt': args.caCertPem },
+        stringData: {
+          'tls.crt': args.client.certPem,
+          'tls.key': pulumi.secret(args.client.keyPem),
+          'ca.crt': args.caCertPem,
+        },
       },
       k8sOpts,
     );

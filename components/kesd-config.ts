@@ -67,7 +67,12 @@ export function kesdProbes(portName: string) {
   return {
     // The first start initialises the data dir: give it a minute before liveness counts.
     startupProbe: { tcpSocket: { port: portName }, periodSeconds: 2, failureThreshold: 30 },
-    readinessProbe: { httpGet: { scheme: 'HTTPS', path: READY_PATH, port: portName }, periodSeconds: 5, timeoutSeconds: 3, failureThreshold: 3 },
+    readinessProbe: {
+      httpGet: { scheme: 'HTTPS', path: READY_PATH, port: portName },
+      periodSeconds: 5,
+      timeoutSeconds: 3,
+      failureThreshold: 3,
+    },
     livenessProbe: { tcpSocket: { port: portName }, periodSeconds: 10, timeoutSeconds: 3, failureThreshold: 6 },
   };
 }
@@ -80,7 +85,8 @@ export function kesdProbes(portName: string) {
  * Service and nothing dials the pod's name, so Kubernetes' default.
  */
 export function kesdPublishNotReadyAddresses(replicas: number): boolean {
-  if (!Number.isInteger(replicas) || replicas < 1) throw new Error(`kesd: replicas must be a positive integer, got ${replicas}`);
+  if (!Number.isInteger(replicas) || replicas < 1)
+    throw new Error(`kesd: replicas must be a positive integer, got ${replicas}`);
   return replicas > 1;
 }
 
@@ -122,35 +128,56 @@ const IDENTITY = /^[0-9a-f]{64}$/;
 
 /** init.yml for `kesd server --init`: KES v0.22 format plus `enclave.<name>.keys` and `api` skip_auth for probes. */
 export function kesdInitYaml(input: KesdInitInput): string {
-  const { sysadmin, enclave, minioIdentity, keys, tlsDir, caFile, unsealEnv, unsealPreviousFile, etcd, upstream } = input;
+  const { sysadmin, enclave, minioIdentity, keys, tlsDir, caFile, unsealEnv, unsealPreviousFile, etcd, upstream } =
+    input;
   const backupIdentities = input.backupIdentities ?? [];
-  for (const [what, id] of [['sysadmin', sysadmin], ['enclave admin', enclave.admin], ['MinIO identity', minioIdentity], ...backupIdentities.map((b) => ['backup identity', b] as const)] as const) {
-    if (!IDENTITY.test(id)) throw new Error(`kesd init.yml: ${what} identity '${id}' is not 64 lowercase hex characters`);
+  for (const [what, id] of [
+    ['sysadmin', sysadmin],
+    ['enclave admin', enclave.admin],
+    ['MinIO identity', minioIdentity],
+    ...backupIdentities.map((b) => ['backup identity', b] as const),
+  ] as const) {
+    if (!IDENTITY.test(id))
+      throw new Error(`kesd init.yml: ${what} identity '${id}' is not 64 lowercase hex characters`);
   }
-  if (backupIdentities.includes(sysadmin)) throw new Error('kesd init.yml: the sysadmin may take backups anyway: give the backup job an identity of its own');
+  if (backupIdentities.includes(sysadmin))
+    throw new Error('kesd init.yml: the sysadmin may take backups anyway: give the backup job an identity of its own');
   if (new Set([sysadmin, enclave.admin, minioIdentity]).size !== 3) {
     throw new Error('kesd init.yml: the sysadmin, the enclave admin and MinIO must be three different identities');
   }
-  if (unsealEnv !== undefined && input.unsealFile !== undefined) throw new Error('kesd init.yml: give the unseal key as a file or as an environment variable, not both');
-  if (unsealEnv !== undefined && !/^[A-Za-z_][A-Za-z0-9_]*$/.test(unsealEnv)) throw new Error(`kesd init.yml: '${unsealEnv}' is not a valid environment variable name`);
+  if (unsealEnv !== undefined && input.unsealFile !== undefined)
+    throw new Error('kesd init.yml: give the unseal key as a file or as an environment variable, not both');
+  if (unsealEnv !== undefined && !/^[A-Za-z_][A-Za-z0-9_]*$/.test(unsealEnv))
+    throw new Error(`kesd init.yml: '${unsealEnv}' is not a valid environment variable name`);
   const unsealFile = input.unsealFile ?? KESD_PATHS.unsealFile;
-  if (unsealEnv === undefined && !unsealFile.startsWith('/')) throw new Error(`kesd init.yml: unsealFile '${unsealFile}' must be an absolute path`);
+  if (unsealEnv === undefined && !unsealFile.startsWith('/'))
+    throw new Error(`kesd init.yml: unsealFile '${unsealFile}' must be an absolute path`);
   if (unsealPreviousFile !== undefined && (!unsealPreviousFile.startsWith('/') || unsealPreviousFile === unsealFile)) {
-    throw new Error(`kesd init.yml: unsealPreviousFile '${unsealPreviousFile}' must be an absolute path other than the unseal key's`);
+    throw new Error(
+      `kesd init.yml: unsealPreviousFile '${unsealPreviousFile}' must be an absolute path other than the unseal key's`,
+    );
   }
-  if (!isKesName(enclave.name)) throw new Error(`kesd init.yml: enclave name '${enclave.name}' is not a valid kesd name`);
+  if (!isKesName(enclave.name))
+    throw new Error(`kesd init.yml: enclave name '${enclave.name}' is not a valid kesd name`);
   for (const k of keys) if (!isKesName(k)) throw new Error(`kesd init.yml: key name '${k}' is not a valid kesd name`);
   const dup = keys.find((k, i) => keys.indexOf(k) !== i);
   if (dup !== undefined) throw new Error(`kesd init.yml: key '${dup}' is listed twice`);
-  for (const [what, p] of [['tlsDir', tlsDir], ['caFile', caFile]] as const) {
-    if (p !== undefined && !p.startsWith('/')) throw new Error(`kesd init.yml: ${what} '${p}' must be an absolute path`);
+  for (const [what, p] of [
+    ['tlsDir', tlsDir],
+    ['caFile', caFile],
+  ] as const) {
+    if (p !== undefined && !p.startsWith('/'))
+      throw new Error(`kesd init.yml: ${what} '${p}' must be an absolute path`);
   }
   if (etcd !== undefined) checkEtcdStore(etcd);
 
   const doc = {
     version: 'v1',
     address: `0.0.0.0:${KESD_PORT}`,
-    system: { admin: { identity: sysadmin }, ...(backupIdentities.length > 0 ? { backup: { identities: [...backupIdentities] } } : {}) },
+    system: {
+      admin: { identity: sysadmin },
+      ...(backupIdentities.length > 0 ? { backup: { identities: [...backupIdentities] } } : {}),
+    },
     tls: {
       key: posix.join(tlsDir, 'tls.key'),
       cert: posix.join(tlsDir, 'tls.crt'),
@@ -177,12 +204,15 @@ export function kesdInitYaml(input: KesdInitInput): string {
 function checkEtcdStore(etcd: KesdEtcdStore): void {
   if (etcd.endpoints.length === 0) throw new Error('kesd init.yml: store.etcd needs at least one endpoint');
   for (const e of etcd.endpoints) {
-    if (!/^https:\/\/[a-z0-9.-]+:\d{1,5}$/.test(e)) throw new Error(`kesd init.yml: etcd endpoint '${e}' must be https://host:port`);
+    if (!/^https:\/\/[a-z0-9.-]+:\d{1,5}$/.test(e))
+      throw new Error(`kesd init.yml: etcd endpoint '${e}' must be https://host:port`);
   }
   const dup = etcd.endpoints.find((e, i) => etcd.endpoints.indexOf(e) !== i);
   if (dup !== undefined) throw new Error(`kesd init.yml: etcd endpoint '${dup}' is listed twice`);
-  if (!/^[A-Za-z0-9_./-]+\/$/.test(etcd.prefix)) throw new Error(`kesd init.yml: etcd prefix '${etcd.prefix}' must be non-empty, end with '/', and hold no spaces`);
-  if (!etcd.tlsDir.startsWith('/')) throw new Error(`kesd init.yml: etcd tlsDir '${etcd.tlsDir}' must be an absolute path`);
+  if (!/^[A-Za-z0-9_./-]+\/$/.test(etcd.prefix))
+    throw new Error(`kesd init.yml: etcd prefix '${etcd.prefix}' must be non-empty, end with '/', and hold no spaces`);
+  if (!etcd.tlsDir.startsWith('/'))
+    throw new Error(`kesd init.yml: etcd tlsDir '${etcd.tlsDir}' must be an absolute path`);
 }
 
 /** init.yml `store.etcd`: the members, the key prefix, and kesd's client TLS for etcd. */
@@ -190,7 +220,11 @@ function etcdStoreDoc(etcd: KesdEtcdStore): Record<string, unknown> {
   return {
     endpoints: [...etcd.endpoints],
     prefix: etcd.prefix,
-    tls: { ca: posix.join(etcd.tlsDir, 'ca.crt'), cert: posix.join(etcd.tlsDir, 'tls.crt'), key: posix.join(etcd.tlsDir, 'tls.key') },
+    tls: {
+      ca: posix.join(etcd.tlsDir, 'ca.crt'),
+      cert: posix.join(etcd.tlsDir, 'tls.crt'),
+      key: posix.join(etcd.tlsDir, 'tls.key'),
+    },
   };
 }
 
@@ -216,17 +250,26 @@ export function kesdServiceUrl(i: Pick<KesdEndpointInput, 'service' | 'namespace
  * (a pod's IP does not) and which only routes to a Ready pod.
  */
 export function kesdMinioEndpoint(i: KesdEndpointInput): string {
-  if (!Number.isInteger(i.replicas) || i.replicas < 1) throw new Error(`kesd endpoint: replicas must be a positive integer, got ${i.replicas}`);
+  if (!Number.isInteger(i.replicas) || i.replicas < 1)
+    throw new Error(`kesd endpoint: replicas must be a positive integer, got ${i.replicas}`);
   if (i.replicas === 1) return kesdServiceUrl(i);
   return `https://${i.statefulSet}-{0...${i.replicas - 1}}.${i.headlessService}.${i.namespace}.svc.${i.clusterDomain}:${i.port}`;
 }
 
 /** The build context files kesd/Dockerfile copies (kesd/Dockerfile.dockerignore admits exactly these), plus the recipe. */
 export function kesdImageSources(repoRoot: string): string[] {
-  const files = ['package.json', 'package-lock.json', 'kesd/package.json', 'kesd/tsconfig.json', 'kesd/Dockerfile', 'kesd/Dockerfile.dockerignore'];
+  const files = [
+    'package.json',
+    'package-lock.json',
+    'kesd/package.json',
+    'kesd/tsconfig.json',
+    'kesd/Dockerfile',
+    'kesd/Dockerfile.dockerignore',
+  ];
   for (const dir of ['kesd/bin', 'kesd/src']) {
     for (const e of readdirSync(join(repoRoot, dir), { recursive: true, withFileTypes: true })) {
-      if (e.isFile()) files.push(posix.join(dir, relative(join(repoRoot, dir), join(e.parentPath, e.name)).split(sep).join('/')));
+      if (e.isFile())
+        files.push(posix.join(dir, relative(join(repoRoot, dir), join(e.parentPath, e.name)).split(sep).join('/')));
     }
   }
   return files.sort();
@@ -252,15 +295,26 @@ export function kesdImageTag(hash: string): string {
  * processes (always given: kesd's default, one per CPU of the node, ignores the container's CPU limit).
  */
 export function kesdServerArgs(workers: number, port: number = KESD_PORT): string[] {
-  if (!Number.isInteger(workers) || workers < 1 || workers > 256) throw new Error(`kesd args: workers must be an integer from 1 to 256, got ${workers}`);
-  return ['server', KESD_PATHS.dataDir, '--init', KESD_PATHS.initFile, '--addr', `0.0.0.0:${port}`, '--workers', String(workers)];
+  if (!Number.isInteger(workers) || workers < 1 || workers > 256)
+    throw new Error(`kesd args: workers must be an integer from 1 to 256, got ${workers}`);
+  return [
+    'server',
+    KESD_PATHS.dataDir,
+    '--init',
+    KESD_PATHS.initFile,
+    '--addr',
+    `0.0.0.0:${port}`,
+    '--workers',
+    String(workers),
+  ];
 }
 
 /** Millicores of a Kubernetes CPU quantity: '500m' → 500, '2' → 2000, '1.5' → 1500. */
 export function cpuMillis(quantity: string): number {
   const m = /^(?:(\d+)m|(\d+(?:\.\d{1,3})?))$/.exec(quantity);
   const millis = m?.[1] !== undefined ? Number(m[1]) : m?.[2] !== undefined ? Math.round(Number(m[2]) * 1000) : NaN;
-  if (!(millis > 0)) throw new Error(`kesd: CPU '${quantity}' is not a positive Kubernetes CPU quantity such as 500m, 1 or 1.5`);
+  if (!(millis > 0))
+    throw new Error(`kesd: CPU '${quantity}' is not a positive Kubernetes CPU quantity such as 500m, 1 or 1.5`);
   return millis;
 }
 
@@ -271,7 +325,8 @@ export function cpuMillis(quantity: string): number {
  */
 export function kesdWorkers(cpu: { limit?: string; request?: string }, workers?: number): number {
   if (workers !== undefined) {
-    if (!Number.isInteger(workers) || workers < 1 || workers > 256) throw new Error(`kesd: workers must be an integer from 1 to 256, got ${workers}`);
+    if (!Number.isInteger(workers) || workers < 1 || workers > 256)
+      throw new Error(`kesd: workers must be an integer from 1 to 256, got ${workers}`);
     return workers;
   }
   const basis = cpu.limit ?? cpu.request;
@@ -284,7 +339,10 @@ const MEMORY_PER_WORKER_MI = 256;
 const PRIMARY_MEMORY_MI = 64;
 
 /** The container's resources for a CPU limit and worker count: memory scales with the processes kesd runs. */
-export function kesdResources(cpuLimit: string, workers: number): { requests: Record<string, string>; limits: Record<string, string> } {
+export function kesdResources(
+  cpuLimit: string,
+  workers: number,
+): { requests: Record<string, string>; limits: Record<string, string> } {
   cpuMillis(cpuLimit);
   const limitMi = MEMORY_PER_WORKER_MI * workers + (workers > 1 ? PRIMARY_MEMORY_MI : 0);
   return { requests: { cpu: '50m', memory: `${64 * workers}Mi` }, limits: { cpu: cpuLimit, memory: `${limitMi}Mi` } };

@@ -5,7 +5,14 @@ import * as pulumi from '@pulumi/pulumi';
 import * as k8s from '@pulumi/kubernetes';
 import * as command from '@pulumi/command';
 import * as dockerbuild from '@pulumi/docker-build';
-import { KESD_PORT, labels, type EtcdStoreRef, type KesdEndpoints, type TlsIdentity, type UnsealKeyRef } from './contracts';
+import {
+  KESD_PORT,
+  labels,
+  type EtcdStoreRef,
+  type KesdEndpoints,
+  type TlsIdentity,
+  type UnsealKeyRef,
+} from './contracts';
 import {
   DEFAULT_CLUSTER_DOMAIN,
   KESD_CONTAINER_SECURITY_CONTEXT,
@@ -101,13 +108,18 @@ export class Kesd extends pulumi.ComponentResource implements KesdEndpoints {
     super('stateful-kes:index:Kesd', name, {}, opts);
     const { store } = args;
     const replicas = store.kind === 'etcd' ? store.replicas : 1;
-    if (!Number.isInteger(replicas) || replicas < 1) throw new Error(`Kesd: replicas must be a positive integer, got ${replicas}`);
+    if (!Number.isInteger(replicas) || replicas < 1)
+      throw new Error(`Kesd: replicas must be a positive integer, got ${replicas}`);
     const etcd = store.kind === 'etcd' ? store.etcd : undefined;
     const cpu = args.cpu ?? DEFAULT_KESD_CPU;
     const workers = kesdWorkers({ limit: cpu }, args.workers);
 
     const k8sOpts = { parent: this, provider: args.provider };
-    const meta = (objectName: string) => ({ name: objectName, namespace: args.namespace, labels: labels(APP, COMPONENT) });
+    const meta = (objectName: string) => ({
+      name: objectName,
+      namespace: args.namespace,
+      labels: labels(APP, COMPONENT),
+    });
     const clusterDomain = args.clusterDomain ?? DEFAULT_CLUSTER_DOMAIN;
     const { server, caCertPem, sysadmin, enclaveAdmin, minio } = args.identities;
 
@@ -140,12 +152,19 @@ export class Kesd extends pulumi.ComponentResource implements KesdEndpoints {
           // During a rotation kesd re-seals its root key under the new key at start (the rollout).
           ...(previousUnseal !== undefined ? { unsealPreviousFile: KESD_PATHS.unsealPreviousFile } : {}),
           ...(backupId !== undefined ? { backupIdentities: [backupId] } : {}),
-          etcd: etcdEndpoints === undefined ? undefined : { endpoints: etcdEndpoints, prefix: KESD_ETCD_PREFIX, tlsDir: KESD_PATHS.etcdTlsDir },
+          etcd:
+            etcdEndpoints === undefined
+              ? undefined
+              : { endpoints: etcdEndpoints, prefix: KESD_ETCD_PREFIX, tlsDir: KESD_PATHS.etcdTlsDir },
           upstream: args.upstream,
         }),
       );
     const upstream = args.upstream === undefined ? undefined : this.upstreamObjects(name, args.upstream, meta, k8sOpts);
-    const initConfig = new k8s.core.v1.ConfigMap(`${name}-init`, { metadata: meta(KESD_NAMES.initConfigMap), data: { 'init.yml': initYaml } }, k8sOpts);
+    const initConfig = new k8s.core.v1.ConfigMap(
+      `${name}-init`,
+      { metadata: meta(KESD_NAMES.initConfigMap), data: { 'init.yml': initYaml } },
+      k8sOpts,
+    );
 
     const port = { name: PORT_NAME, port: KESD_PORT, targetPort: PORT_NAME, protocol: 'TCP' };
     const headless = new k8s.core.v1.Service(
@@ -153,7 +172,12 @@ export class Kesd extends pulumi.ComponentResource implements KesdEndpoints {
       // With several replicas MinIO dials the pod names here, and they must resolve while etcd is down (kesdPublishNotReadyAddresses).
       {
         metadata: meta(KESD_NAMES.headlessService),
-        spec: { clusterIP: 'None', publishNotReadyAddresses: kesdPublishNotReadyAddresses(replicas), selector: SELECTOR, ports: [port] },
+        spec: {
+          clusterIP: 'None',
+          publishNotReadyAddresses: kesdPublishNotReadyAddresses(replicas),
+          selector: SELECTOR,
+          ports: [port],
+        },
       },
       k8sOpts,
     );
@@ -180,7 +204,9 @@ export class Kesd extends pulumi.ComponentResource implements KesdEndpoints {
         { name: 'data', mountPath: KESD_PATHS.stateDir },
         { name: 'tls', mountPath: KESD_PATHS.tlsDir, readOnly: true },
         { name: 'unseal', mountPath: KESD_PATHS.unsealDir, readOnly: true },
-        ...(previousUnseal !== undefined ? [{ name: 'unseal-previous', mountPath: KESD_PATHS.unsealPreviousDir, readOnly: true }] : []),
+        ...(previousUnseal !== undefined
+          ? [{ name: 'unseal-previous', mountPath: KESD_PATHS.unsealPreviousDir, readOnly: true }]
+          : []),
         ...(etcd ? [{ name: 'etcd-tls', mountPath: KESD_PATHS.etcdTlsDir, readOnly: true }] : []),
         ...(upstream?.mounts ?? []),
         // subPath: the file does not follow ConfigMap edits, but checksum/init rolls the pods on every change.
@@ -191,13 +217,14 @@ export class Kesd extends pulumi.ComponentResource implements KesdEndpoints {
 
     // With etcd the data dir holds only the .init file (the root key is in etcd): an emptyDir, rebuilt from init.yml.
     const dataVolumes = etcd ? [{ name: 'data', emptyDir: { sizeLimit: '16Mi' } }] : [];
-    const claims = store.kind === 'etcd'
-      ? {}
-      : {
-          // The PVC holds the sealed keys: never delete it with the StatefulSet or on scale-down.
-          persistentVolumeClaimRetentionPolicy: { whenDeleted: 'Retain', whenScaled: 'Retain' },
-          volumeClaimTemplates: [dataClaimTemplate(labels(APP, COMPONENT), store.storageSize, store.storageClass)],
-        };
+    const claims =
+      store.kind === 'etcd'
+        ? {}
+        : {
+            // The PVC holds the sealed keys: never delete it with the StatefulSet or on scale-down.
+            persistentVolumeClaimRetentionPolicy: { whenDeleted: 'Retain', whenScaled: 'Retain' },
+            volumeClaimTemplates: [dataClaimTemplate(labels(APP, COMPONENT), store.storageSize, store.storageClass)],
+          };
 
     this.statefulSet = new k8s.apps.v1.StatefulSet(
       `${name}-sts`,
@@ -228,7 +255,16 @@ export class Kesd extends pulumi.ComponentResource implements KesdEndpoints {
               securityContext: KESD_POD_SECURITY_CONTEXT,
               // Replicas on different nodes where there are several: one node going down leaves MinIO the others.
               ...(replicas > 1
-                ? { topologySpreadConstraints: [{ maxSkew: 1, topologyKey: 'kubernetes.io/hostname', whenUnsatisfiable: 'ScheduleAnyway', labelSelector: { matchLabels: SELECTOR } }] }
+                ? {
+                    topologySpreadConstraints: [
+                      {
+                        maxSkew: 1,
+                        topologyKey: 'kubernetes.io/hostname',
+                        whenUnsatisfiable: 'ScheduleAnyway',
+                        labelSelector: { matchLabels: SELECTOR },
+                      },
+                    ],
+                  }
                 : {}),
               containers: [container],
               volumes: [
@@ -239,17 +275,34 @@ export class Kesd extends pulumi.ComponentResource implements KesdEndpoints {
                 // adds group read to any defaultMode, so 0400 would end up 0440 as well.)
                 {
                   name: 'unseal',
-                  secret: { secretName: args.unsealKey.secretName, items: [{ key: args.unsealKey.secretKey, path: path.posix.basename(KESD_PATHS.unsealFile) }], defaultMode: 0o440 },
+                  secret: {
+                    secretName: args.unsealKey.secretName,
+                    items: [{ key: args.unsealKey.secretKey, path: path.posix.basename(KESD_PATHS.unsealFile) }],
+                    defaultMode: 0o440,
+                  },
                 },
                 ...(previousUnseal !== undefined
-                  ? [{
-                      name: 'unseal-previous',
-                      secret: { secretName: previousUnseal, items: [{ key: args.unsealKey.secretKey, path: path.posix.basename(KESD_PATHS.unsealPreviousFile) }], defaultMode: 0o440 },
-                    }]
+                  ? [
+                      {
+                        name: 'unseal-previous',
+                        secret: {
+                          secretName: previousUnseal,
+                          items: [
+                            { key: args.unsealKey.secretKey, path: path.posix.basename(KESD_PATHS.unsealPreviousFile) },
+                          ],
+                          defaultMode: 0o440,
+                        },
+                      },
+                    ]
                   : []),
-                ...(etcd ? [{ name: 'etcd-tls', secret: { secretName: etcd.clientTlsSecretName, defaultMode: 0o440 } }] : []),
+                ...(etcd
+                  ? [{ name: 'etcd-tls', secret: { secretName: etcd.clientTlsSecretName, defaultMode: 0o440 } }]
+                  : []),
                 ...(upstream?.volumes ?? []),
-                { name: 'init', configMap: { name: initConfig.metadata.name, items: [{ key: 'init.yml', path: 'init.yml' }] } },
+                {
+                  name: 'init',
+                  configMap: { name: initConfig.metadata.name, items: [{ key: 'init.yml', path: 'init.yml' }] },
+                },
                 { name: 'tmp', emptyDir: { sizeLimit: '16Mi' } },
               ],
             },
@@ -273,7 +326,13 @@ export class Kesd extends pulumi.ComponentResource implements KesdEndpoints {
       {
         metadata: meta(KESD_NAMES.statefulSet),
         spec: ingressOnlyPolicy(SELECTOR, [
-          tcpIngressRule([{ namespaceSelector: { matchLabels: { 'kubernetes.io/metadata.name': args.tenantNamespace } } }, podsLabelled(KESD_ADMIN_LABELS)], KESD_PORT),
+          tcpIngressRule(
+            [
+              { namespaceSelector: { matchLabels: { 'kubernetes.io/metadata.name': args.tenantNamespace } } },
+              podsLabelled(KESD_ADMIN_LABELS),
+            ],
+            KESD_PORT,
+          ),
         ]),
       },
       k8sOpts,
@@ -281,8 +340,14 @@ export class Kesd extends pulumi.ComponentResource implements KesdEndpoints {
 
     this.serviceName = service.metadata.name;
     this.headlessServiceName = headless.metadata.name;
-    const names = { statefulSet: KESD_NAMES.statefulSet, service: KESD_NAMES.service, headlessService: KESD_NAMES.headlessService };
-    this.serviceUrl = pulumi.output(args.namespace).apply((namespace) => kesdServiceUrl({ ...names, namespace, port: KESD_PORT, clusterDomain }));
+    const names = {
+      statefulSet: KESD_NAMES.statefulSet,
+      service: KESD_NAMES.service,
+      headlessService: KESD_NAMES.headlessService,
+    };
+    this.serviceUrl = pulumi
+      .output(args.namespace)
+      .apply((namespace) => kesdServiceUrl({ ...names, namespace, port: KESD_PORT, clusterDomain }));
     this.minioEndpoint = pulumi
       .output(args.namespace)
       .apply((namespace) => kesdMinioEndpoint({ ...names, namespace, replicas, port: KESD_PORT, clusterDomain }));
@@ -307,16 +372,38 @@ export class Kesd extends pulumi.ComponentResource implements KesdEndpoints {
     meta: (objectName: string) => { name: string; namespace: pulumi.Input<string>; labels: Record<string, string> },
     k8sOpts: pulumi.CustomResourceOptions,
   ) {
-    const account = new k8s.core.v1.ServiceAccount(`${name}-sa`, { metadata: meta(KESD_NAMES.serviceAccount), automountServiceAccountToken: false }, k8sOpts);
-    const ca = upstream.vault.caCert === undefined
-      ? undefined
-      : new k8s.core.v1.ConfigMap(`${name}-vault-ca`, { metadata: meta(KESD_NAMES.vaultCaConfigMap), data: { 'ca.crt': upstream.vault.caCert } }, k8sOpts);
+    const account = new k8s.core.v1.ServiceAccount(
+      `${name}-sa`,
+      { metadata: meta(KESD_NAMES.serviceAccount), automountServiceAccountToken: false },
+      k8sOpts,
+    );
+    const ca =
+      upstream.vault.caCert === undefined
+        ? undefined
+        : new k8s.core.v1.ConfigMap(
+            `${name}-vault-ca`,
+            { metadata: meta(KESD_NAMES.vaultCaConfigMap), data: { 'ca.crt': upstream.vault.caCert } },
+            k8sOpts,
+          );
     const volumes: k8s.types.input.core.v1.Volume[] = [
       {
         name: 'vault-token',
-        projected: { defaultMode: 0o440, sources: [{ serviceAccountToken: { audience: upstream.vault.audience, expirationSeconds: UPSTREAM_TOKEN_SECONDS, path: 'token' } }] },
+        projected: {
+          defaultMode: 0o440,
+          sources: [
+            {
+              serviceAccountToken: {
+                audience: upstream.vault.audience,
+                expirationSeconds: UPSTREAM_TOKEN_SECONDS,
+                path: 'token',
+              },
+            },
+          ],
+        },
       },
-      ...(ca ? [{ name: 'vault-ca', configMap: { name: ca.metadata.name, items: [{ key: 'ca.crt', path: 'ca.crt' }] } }] : []),
+      ...(ca
+        ? [{ name: 'vault-ca', configMap: { name: ca.metadata.name, items: [{ key: 'ca.crt', path: 'ca.crt' }] } }]
+        : []),
     ];
     const mounts: k8s.types.input.core.v1.VolumeMount[] = [
       { name: 'vault-token', mountPath: UPSTREAM_PATHS.tokenDir, readOnly: true },
@@ -350,7 +437,10 @@ export class Kesd extends pulumi.ComponentResource implements KesdEndpoints {
     // kind nodes do not see the host's Docker images; load by tag (kind cannot run images referenced by digest).
     const load = new command.local.Command(
       `${name}-kind-load`,
-      { create: pulumi.interpolate`kind load docker-image ${tag} --name ${image.build.kindClusterName}`, triggers: [built.digest] },
+      {
+        create: pulumi.interpolate`kind load docker-image ${tag} --name ${image.build.kindClusterName}`,
+        triggers: [built.digest],
+      },
       { parent: this, dependsOn: [built] },
     );
     return { ref: pulumi.output(tag), loaded: [load] };

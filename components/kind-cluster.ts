@@ -36,10 +36,14 @@ export function kindContext(name: string): string {
 /** The kind Cluster config: one control-plane node and `workers` worker nodes. */
 export function kindConfigYaml(opts: { workers?: number; nodeImage?: string } = {}): string {
   const workers = opts.workers ?? 1;
-  if (!Number.isInteger(workers) || workers < 0) throw new Error(`kind workers must be a whole number >= 0, got ${workers}`);
+  if (!Number.isInteger(workers) || workers < 0)
+    throw new Error(`kind workers must be a whole number >= 0, got ${workers}`);
   // JSON strings are valid YAML scalars: image references with ':' and '@' need no further escaping.
   const image = opts.nodeImage ? `\n    image: ${JSON.stringify(opts.nodeImage)}` : '';
-  const nodes = [`  - role: control-plane${image}`, ...Array.from({ length: workers }, () => `  - role: worker${image}`)];
+  const nodes = [
+    `  - role: control-plane${image}`,
+    ...Array.from({ length: workers }, () => `  - role: worker${image}`),
+  ];
   return ['kind: Cluster', 'apiVersion: kind.x-k8s.io/v1alpha4', 'nodes:', ...nodes, ''].join('\n');
 }
 
@@ -59,7 +63,8 @@ export const kindProvider: KindProvider = {
     if (typeof name !== 'string' || name === '') return 'a kind cluster name is required';
     if (name !== name.toLowerCase()) return `kind cluster names are lowercase: '${name}' (try '${name.toLowerCase()}')`;
     if (!/^[a-z0-9.-]+$/.test(name)) return `'${name}' has characters kind rejects: use only a-z, 0-9, '.' and '-'`;
-    if (!/^[a-z0-9](.*[a-z0-9])?$/.test(name)) return `'${name}' must start and end with a letter or digit (it prefixes node container names)`;
+    if (!/^[a-z0-9](.*[a-z0-9])?$/.test(name))
+      return `'${name}' must start and end with a letter or digit (it prefixes node container names)`;
     // Node hostnames are <name>-control-plane / <name>-workerN and must fit in 64 characters; kind warns past 50.
     if (name.length > 50) return `'${name}' is ${name.length} characters; kind cluster names must be at most 50`;
     return undefined;
@@ -74,11 +79,20 @@ export const kindProvider: KindProvider = {
       child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
       child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
       child.on('error', (err: NodeJS.ErrnoException) =>
-        reject(new Error(err.code === 'ENOENT' ? 'the kind CLI is not on PATH (https://kind.sigs.k8s.io/docs/user/quick-start/#installation)' : `kind ${args.join(' ')}: ${err.message}`)),
+        reject(
+          new Error(
+            err.code === 'ENOENT'
+              ? 'the kind CLI is not on PATH (https://kind.sigs.k8s.io/docs/user/quick-start/#installation)'
+              : `kind ${args.join(' ')}: ${err.message}`,
+          ),
+        ),
       );
       child.on('close', (code: number | null, signal: string | null) => {
         if (code === 0) resolve(stdout);
-        else reject(new Error(`kind ${args.join(' ')} failed (${signal ?? `exit ${code}`}): ${stderr.trim() || stdout.trim()}`));
+        else
+          reject(
+            new Error(`kind ${args.join(' ')} failed (${signal ?? `exit ${code}`}): ${stderr.trim() || stdout.trim()}`),
+          );
       });
       // kind may exit before reading stdin (bad flags); the close handler reports that, not EPIPE.
       child.stdin.on('error', () => undefined);
@@ -91,16 +105,24 @@ export const kindProvider: KindProvider = {
     const nameProblem = this.nameProblem(news.clusterName);
     if (nameProblem) failures.push({ property: 'clusterName', reason: nameProblem });
     if (news.nodeImage !== undefined && (typeof news.nodeImage !== 'string' || !/^\S+$/.test(news.nodeImage))) {
-      failures.push({ property: 'nodeImage', reason: `nodeImage must be an image reference such as kindest/node:v1.33.1, got ${JSON.stringify(news.nodeImage)}` });
+      failures.push({
+        property: 'nodeImage',
+        reason: `nodeImage must be an image reference such as kindest/node:v1.33.1, got ${JSON.stringify(news.nodeImage)}`,
+      });
     }
     if (typeof news.config !== 'string' || !news.config.includes('kind.x-k8s.io/')) {
-      failures.push({ property: 'config', reason: 'config must be a kind Cluster config (apiVersion: kind.x-k8s.io/v1alpha4)' });
+      failures.push({
+        property: 'config',
+        reason: 'config must be a kind Cluster config (apiVersion: kind.x-k8s.io/v1alpha4)',
+      });
     }
     return { inputs: news, failures };
   },
 
   async diff(_id, olds, news) {
-    const replaces = (['clusterName', 'nodeImage', 'config'] as const).filter((k) => (olds[k] ?? '') !== (news[k] ?? ''));
+    const replaces = (['clusterName', 'nodeImage', 'config'] as const).filter(
+      (k) => (olds[k] ?? '') !== (news[k] ?? ''),
+    );
     // kind cannot change a running cluster, and one name cannot exist twice: delete first, then create.
     return { changes: replaces.length > 0, replaces, deleteBeforeReplace: true };
   },
@@ -165,7 +187,10 @@ export class KindCluster extends pulumi.ComponentResource {
     super('stateful-kes:index:KindCluster', name, {}, opts);
 
     const config =
-      args.config ?? pulumi.all([args.workers, args.nodeImage]).apply(([workers, nodeImage]) => kindConfigYaml({ workers, nodeImage }));
+      args.config ??
+      pulumi
+        .all([args.workers, args.nodeImage])
+        .apply(([workers, nodeImage]) => kindConfigYaml({ workers, nodeImage }));
     const cluster = new KindClusterResource(
       `${name}-cluster`,
       { clusterName: args.name, nodeImage: args.nodeImage, config },
@@ -176,7 +201,11 @@ export class KindCluster extends pulumi.ComponentResource {
     // Derived from the name, so it is known in preview; the kubeconfig is not.
     this.context = cluster.clusterName.apply(kindContext);
     this.kubeconfig = pulumi.secret(cluster.kubeconfig);
-    this.provider = new k8s.Provider(`${name}-k8s`, { kubeconfig: this.kubeconfig, context: this.context, ...MUTABLE_CONFIG_OBJECTS }, { parent: this });
+    this.provider = new k8s.Provider(
+      `${name}-k8s`,
+      { kubeconfig: this.kubeconfig, context: this.context, ...MUTABLE_CONFIG_OBJECTS },
+      { parent: this },
+    );
 
     this.registerOutputs({ name: this.name, context: this.context, kubeconfig: this.kubeconfig });
   }
@@ -186,7 +215,10 @@ export class KindCluster extends pulumi.ComponentResource {
  * What the Kubernetes provider gets as `kubeconfig` for an existing cluster: inline contents stay as they are,
  * a path gets `~` expanded (the provider reads it), and nothing means the ambient KUBECONFIG / ~/.kube/config.
  */
-export function kubeconfigSource(value: string | undefined, home: string = os.homedir()): { path: string } | { contents: string } | undefined {
+export function kubeconfigSource(
+  value: string | undefined,
+  home: string = os.homedir(),
+): { path: string } | { contents: string } | undefined {
   if (value === undefined || value.trim() === '') return undefined;
   if (/\n/.test(value.trim()) || /^\s*[{]|^\s*apiVersion:/.test(value)) return { contents: value };
   if (value === '~' || value.startsWith('~/')) return { path: path.join(home, value.slice(1)) };
@@ -201,6 +233,7 @@ export function existingClusterProvider(
 ): k8s.Provider {
   const source = kubeconfigSource(args.kubeconfig);
   // Inline contents carry credentials; a path does not, and keeping it lets the provider re-read a rotated file.
-  const kubeconfig = source === undefined ? undefined : 'contents' in source ? pulumi.secret(source.contents) : source.path;
+  const kubeconfig =
+    source === undefined ? undefined : 'contents' in source ? pulumi.secret(source.contents) : source.path;
   return new k8s.Provider(name, { kubeconfig, context: args.context, ...MUTABLE_CONFIG_OBJECTS }, opts);
 }

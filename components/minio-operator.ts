@@ -21,7 +21,9 @@ export interface MinioOperatorArgs {
 }
 
 /** The Chart's source arguments: the pinned chart from a Helm repository, or a chart archive as it is. */
-export function operatorChartArgs(source: OperatorChartSource = { repo: OPERATOR_CHART.repo }): Pick<k8s.helm.v4.ChartArgs, 'chart' | 'version' | 'repositoryOpts'> {
+export function operatorChartArgs(
+  source: OperatorChartSource = { repo: OPERATOR_CHART.repo },
+): Pick<k8s.helm.v4.ChartArgs, 'chart' | 'version' | 'repositoryOpts'> {
   // Helm takes a local archive's version from the archive itself; a version would be ignored.
   if ('path' in source) return { chart: source.path };
   return { chart: OPERATOR_CHART.chart, version: OPERATOR_CHART.version, repositoryOpts: { repo: source.repo } };
@@ -41,7 +43,8 @@ export function operatorChartValues(opts: { replicas?: number } = {}): OperatorC
   // Default 1: the chart's required anti-affinity puts each replica on its own node, so the chart default (2) leaves
   // a Pending pod on a one-worker kind cluster and Pulumi's Deployment await fails the update.
   const replicas = opts.replicas ?? 1;
-  if (!Number.isInteger(replicas) || replicas < 1) throw new Error(`operator replicas must be a whole number >= 1, got ${replicas}`);
+  if (!Number.isInteger(replicas) || replicas < 1)
+    throw new Error(`operator replicas must be a whole number >= 1, got ${replicas}`);
   return {
     operator: {
       image: { ...OPERATOR_IMAGE, pullPolicy: 'IfNotPresent' },

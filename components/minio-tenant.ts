@@ -42,32 +42,58 @@ export class MinioTenant extends pulumi.ComponentResource {
   constructor(name: string, args: MinioTenantArgs, opts?: pulumi.ComponentResourceOptions) {
     super('stateful-kes:index:MinioTenant', name, {}, opts);
     const k8sOpts = { parent: this, provider: args.provider };
-    const metadata = (objectName: string) => ({ name: objectName, namespace: args.namespace, labels: labels('minio', 'tenant') });
+    const metadata = (objectName: string) => ({
+      name: objectName,
+      namespace: args.namespace,
+      labels: labels('minio', 'tenant'),
+    });
 
     // Alphanumeric: config.env has no escaping, and mc/URLs take it unquoted.
-    const password = new random.RandomPassword(`${name}-root-password`, { length: 32, special: false, minUpper: 2, minLower: 2, minNumeric: 2 }, { parent: this });
+    const password = new random.RandomPassword(
+      `${name}-root-password`,
+      { length: 32, special: false, minUpper: 2, minLower: 2, minNumeric: 2 },
+      { parent: this },
+    );
     this.rootUser = pulumi.output(ROOT_USER);
     this.rootPassword = pulumi.secret(password.result);
 
-    const configSecret = new k8s.core.v1.Secret(`${name}-config-env`, {
-      metadata: metadata(`${args.name}-config-env`),
-      type: 'Opaque',
-      stringData: { 'config.env': pulumi.secret(this.rootPassword.apply((rootPassword) => configEnv({ rootUser: ROOT_USER, rootPassword, storageClass: args.standardStorageClass }))) },
-    }, k8sOpts);
+    const configSecret = new k8s.core.v1.Secret(
+      `${name}-config-env`,
+      {
+        metadata: metadata(`${args.name}-config-env`),
+        type: 'Opaque',
+        stringData: {
+          'config.env': pulumi.secret(
+            this.rootPassword.apply((rootPassword) =>
+              configEnv({ rootUser: ROOT_USER, rootPassword, storageClass: args.standardStorageClass }),
+            ),
+          ),
+        },
+      },
+      k8sOpts,
+    );
 
-    const clientSecret = new k8s.core.v1.Secret(`${name}-kesd-client`, {
-      metadata: metadata(`${args.name}-kesd-client`),
-      type: 'kubernetes.io/tls',
-      stringData: { 'tls.crt': args.minioClient.certPem, 'tls.key': pulumi.secret(args.minioClient.keyPem) },
-    }, k8sOpts);
+    const clientSecret = new k8s.core.v1.Secret(
+      `${name}-kesd-client`,
+      {
+        metadata: metadata(`${args.name}-kesd-client`),
+        type: 'kubernetes.io/tls',
+        stringData: { 'tls.crt': args.minioClient.certPem, 'tls.key': pulumi.secret(args.minioClient.keyPem) },
+      },
+      k8sOpts,
+    );
 
     // Opaque: a kubernetes.io/tls Secret must hold a key too; the Tenant still references it as kubernetes.io/tls so
     // the operator mounts its tls.crt as /tmp/certs/CAs/ca-0.crt.
-    const caSecret = new k8s.core.v1.Secret(`${name}-kesd-ca`, {
-      metadata: metadata(`${args.name}-kesd-ca`),
-      type: 'Opaque',
-      stringData: { 'tls.crt': args.kesdCaCertPem },
-    }, k8sOpts);
+    const caSecret = new k8s.core.v1.Secret(
+      `${name}-kesd-ca`,
+      {
+        metadata: metadata(`${args.name}-kesd-ca`),
+        type: 'Opaque',
+        stringData: { 'tls.crt': args.kesdCaCertPem },
+      },
+      k8sOpts,
+    );
 
     // Secret names come from the Secrets' outputs, so the Tenant also waits for them.
     const spec = pulumi
@@ -86,16 +112,22 @@ export class MinioTenant extends pulumi.ComponentResource {
         }),
       );
 
-    const tenant = new k8s.apiextensions.CustomResource(`${name}-tenant`, {
-      apiVersion: 'minio.min.io/v2',
-      kind: 'Tenant',
-      metadata: metadata(args.name),
-      spec,
-    }, { ...k8sOpts, dependsOn: args.dependsOn });
+    const tenant = new k8s.apiextensions.CustomResource(
+      `${name}-tenant`,
+      {
+        apiVersion: 'minio.min.io/v2',
+        kind: 'Tenant',
+        metadata: metadata(args.name),
+        spec,
+      },
+      { ...k8sOpts, dependsOn: args.dependsOn },
+    );
 
     this.tenantName = tenant.metadata.name;
     this.s3Endpoint = pulumi.output(args.namespace).apply(s3Endpoint);
-    this.consoleEndpoint = pulumi.all([args.namespace, this.tenantName]).apply(([ns, tenantName]) => consoleEndpoint(ns, tenantName));
+    this.consoleEndpoint = pulumi
+      .all([args.namespace, this.tenantName])
+      .apply(([ns, tenantName]) => consoleEndpoint(ns, tenantName));
 
     this.registerOutputs({
       s3Endpoint: this.s3Endpoint,

@@ -15,7 +15,11 @@ export class Namespaces extends pulumi.ComponentResource {
   constructor(name: string, args: NamespacesArgs, opts?: pulumi.ComponentResourceOptions) {
     super('stateful-kes:index:Namespaces', name, {}, opts);
     for (const [role, ns] of Object.entries(args.names)) {
-      const created = new k8s.core.v1.Namespace(`${name}-${role}`, { metadata: { name: ns, labels: labels('stateful-kes', role) } }, { parent: this, provider: args.provider });
+      const created = new k8s.core.v1.Namespace(
+        `${name}-${role}`,
+        { metadata: { name: ns, labels: labels('stateful-kes', role) } },
+        { parent: this, provider: args.provider },
+      );
       this.names[role] = created.metadata.name;
     }
     this.registerOutputs({ names: this.names });

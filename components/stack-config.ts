@@ -9,8 +9,16 @@ export interface StackConfig {
     | { readonly mode: 'existing'; readonly kubeconfig?: string; readonly context?: string };
   readonly namespaces: { readonly operator: string; readonly kesd: string; readonly tenant: string };
   /** The MinIO Operator: installed by this stack, or (install false) one already on the cluster is used. */
-  readonly operator: { readonly install: true; readonly replicas: number; readonly chart: OperatorChartSource } | { readonly install: false };
-  readonly tenant: { readonly name: string; readonly servers: number; readonly volumesPerServer: number; readonly volumeSize: string; readonly storageClass?: string };
+  readonly operator:
+    | { readonly install: true; readonly replicas: number; readonly chart: OperatorChartSource }
+    | { readonly install: false };
+  readonly tenant: {
+    readonly name: string;
+    readonly servers: number;
+    readonly volumesPerServer: number;
+    readonly volumeSize: string;
+    readonly storageClass?: string;
+  };
   readonly kesd: {
     /** As the stack sets it; with more than one, the store is etcd. */
     readonly replicas: number;
@@ -22,7 +30,12 @@ export interface StackConfig {
     /** Raise by one to rotate the unseal key (components/unseal-key.ts). */
     readonly unsealKeyGeneration: number;
     /** A backup CronJob (one replica only); absent: none. */
-    readonly backup?: { readonly schedule: string; readonly keep: number; readonly storageSize: string; readonly storageClass?: string };
+    readonly backup?: {
+      readonly schedule: string;
+      readonly keep: number;
+      readonly storageSize: string;
+      readonly storageClass?: string;
+    };
   };
   readonly keys: readonly string[];
   readonly buckets: readonly { readonly name: string; readonly key: string }[];
@@ -61,13 +74,18 @@ const BUCKET = /^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/;
 class Reader {
   private readonly used = new Set<string>();
 
-  constructor(private readonly problems: string[], private readonly key: string, private readonly raw: Record<string, unknown>) {}
+  constructor(
+    private readonly problems: string[],
+    private readonly key: string,
+    private readonly raw: Record<string, unknown>,
+  ) {}
 
   string(field: string, def: string | undefined, pattern?: RegExp, allowed?: string): string | undefined {
     this.used.add(field);
     const v = this.raw[field];
     if (v === undefined || v === null) return def;
-    if (typeof v !== 'string') return this.fail(field, `must be a string${allowed ? ` (${allowed})` : ''}, got ${JSON.stringify(v)}`);
+    if (typeof v !== 'string')
+      return this.fail(field, `must be a string${allowed ? ` (${allowed})` : ''}, got ${JSON.stringify(v)}`);
     if (pattern && !pattern.test(v)) return this.fail(field, `'${v}' is not allowed: ${allowed}`);
     return v;
   }
@@ -152,7 +170,17 @@ function object(problems: string[], key: string, raw: unknown): Record<string, u
 }
 
 /** The top-level config keys (`stateful-kes:<key>`). */
-export const STACK_CONFIG_KEYS = ['cluster', 'namespaces', 'operator', 'tenant', 'kesd', 'etcd', 'keys', 'buckets', 'upstream'];
+export const STACK_CONFIG_KEYS = [
+  'cluster',
+  'namespaces',
+  'operator',
+  'tenant',
+  'kesd',
+  'etcd',
+  'keys',
+  'buckets',
+  'upstream',
+];
 
 /** Validates the raw config objects (as `pulumi.Config.getObject` returns them) and applies defaults. */
 export function parseStackConfig(raw: Record<string, unknown>): StackConfig {
@@ -165,13 +193,22 @@ export function parseStackConfig(raw: Record<string, unknown>): StackConfig {
   const mode = c.oneOf('mode', 'kind', ['kind', 'existing'] as const);
   const cluster: StackConfig['cluster'] =
     mode === 'kind'
-      ? { mode, name: c.string('name', 'stateful-kes', DNS_LABEL, 'a lowercase DNS label')!, workers: c.int('workers', 1, 0, 8), nodeImage: c.string('nodeImage', undefined) }
+      ? {
+          mode,
+          name: c.string('name', 'stateful-kes', DNS_LABEL, 'a lowercase DNS label')!,
+          workers: c.int('workers', 1, 0, 8),
+          nodeImage: c.string('nodeImage', undefined),
+        }
       : { mode, kubeconfig: c.string('kubeconfig', undefined), context: c.string('context', undefined) };
   c.done();
 
   const n = new Reader(problems, 'namespaces', object(problems, 'namespaces', raw.namespaces));
   const ns = (field: string, def: string) => n.string(field, def, DNS_LABEL, 'a lowercase DNS label (RFC 1123)') ?? def;
-  const namespaces = { operator: ns('operator', 'minio-operator'), kesd: ns('kesd', 'kesd'), tenant: ns('tenant', 'tenant-1') };
+  const namespaces = {
+    operator: ns('operator', 'minio-operator'),
+    kesd: ns('kesd', 'kesd'),
+    tenant: ns('tenant', 'tenant-1'),
+  };
   n.done();
 
   const o = new Reader(problems, 'operator', object(problems, 'operator', raw.operator));
@@ -180,8 +217,11 @@ export function parseStackConfig(raw: Record<string, unknown>): StackConfig {
   const chart = operatorChart(o);
   // Without an install these would be silently ignored: the operator already on the cluster is used as it is.
   if (!install) {
-    for (const field of ['replicas', 'chart']) if (o.has(field)) o.fail(field, 'not used with operator.install false (the operator already on the cluster is used)');
-    if (n.has('operator')) n.fail('operator', 'not used with operator.install false (the operator already on the cluster is used)');
+    for (const field of ['replicas', 'chart'])
+      if (o.has(field))
+        o.fail(field, 'not used with operator.install false (the operator already on the cluster is used)');
+    if (n.has('operator'))
+      n.fail('operator', 'not used with operator.install false (the operator already on the cluster is used)');
   }
   const operator: StackConfig['operator'] = install ? { install, replicas, chart } : { install };
   o.done();
@@ -208,16 +248,24 @@ export function parseStackConfig(raw: Record<string, unknown>): StackConfig {
     replicas: kesdReplicas,
     cpu: k.cpu('cpu', '1'),
     workers: k.optionalInt('workers', 1, 64),
-    image: k.string('image', undefined, /^[^\s]+:[^\s]+$|^[^\s]+@sha256:[0-9a-f]{64}$/, 'an image reference with a tag or digest (omit it to build kesd from this repo)'),
-    defaultKey: k.string('defaultKey', 'minio-default-key', KES_NAME, `a KES key name (${KES_NAME_RULE})`) ?? 'minio-default-key',
+    image: k.string(
+      'image',
+      undefined,
+      /^[^\s]+:[^\s]+$|^[^\s]+@sha256:[0-9a-f]{64}$/,
+      'an image reference with a tag or digest (omit it to build kesd from this repo)',
+    ),
+    defaultKey:
+      k.string('defaultKey', 'minio-default-key', KES_NAME, `a KES key name (${KES_NAME_RULE})`) ?? 'minio-default-key',
     unsealKeyGeneration: k.int('unsealKeyGeneration', 0, 0, 1_000_000),
     backup: kesdBackup(problems, k.nested('backup')),
   };
-  if (kesd.backup !== undefined && onEtcd) k.fail('backup', 'only with replicas = 1 (on etcd, back up etcd with an etcd snapshot: docs/security.md)');
+  if (kesd.backup !== undefined && onEtcd)
+    k.fail('backup', 'only with replicas = 1 (on etcd, back up etcd with an etcd snapshot: docs/security.md)');
   // With etcd kesd keeps no data on disk: a PVC setting would be silently ignored.
   if (onEtcd) {
     for (const field of ['storageSize', 'storageClass']) {
-      if (k.has(field)) k.fail(field, `not used with replicas > 1 (kesd keeps its keys in etcd): set etcd.${field} instead`);
+      if (k.has(field))
+        k.fail(field, `not used with replicas > 1 (kesd keeps its keys in etcd): set etcd.${field} instead`);
     }
   }
   k.done();
@@ -251,18 +299,30 @@ export function parseStackConfig(raw: Record<string, unknown>): StackConfig {
     const key = b.string('key', undefined, KES_NAME, `a KES key name (${KES_NAME_RULE})`);
     b.done();
     if (name === undefined || key === undefined) {
-      if (name === undefined && key === undefined) problems.push(`stateful-kes:buckets[${i}]: needs both 'name' and 'key'`);
+      if (name === undefined && key === undefined)
+        problems.push(`stateful-kes:buckets[${i}]: needs both 'name' and 'key'`);
       return [];
     }
     return [{ name, key }];
   });
   const names = buckets.map((b) => b.name);
-  names.forEach((b, i) => names.indexOf(b) !== i && problems.push(`stateful-kes:buckets: bucket '${b}' is listed twice`));
+  names.forEach(
+    (b, i) => names.indexOf(b) !== i && problems.push(`stateful-kes:buckets: bucket '${b}' is listed twice`),
+  );
 
   const upstream = parseUpstreamConfig(problems, raw.upstream);
 
   if (problems.length > 0) throw new StackConfigError(problems);
-  return { cluster, namespaces, operator, tenant, kesd: { ...kesd, store }, keys, buckets, ...(upstream ? { upstream } : {}) };
+  return {
+    cluster,
+    namespaces,
+    operator,
+    tenant,
+    kesd: { ...kesd, store },
+    keys,
+    buckets,
+    ...(upstream ? { upstream } : {}),
+  };
 }
 
 const CHART_ALLOWED = `an http:// or https:// Helm repository URL serving the operator chart (default ${PUBLIC_OPERATOR_REPO}), or the path of a chart archive ending in .tgz`;
@@ -290,7 +350,9 @@ function kesdBackup(problems: string[], raw: unknown): StackConfig['kesd']['back
   if (raw === undefined || raw === null) return undefined;
   const b = new Reader(problems, 'kesd.backup', object(problems, 'kesd.backup', raw));
   const backup = {
-    schedule: b.string('schedule', '0 3 * * *', /^\S+(\s+\S+){4}$/, 'a five-field cron schedule such as "0 3 * * *"') ?? '0 3 * * *',
+    schedule:
+      b.string('schedule', '0 3 * * *', /^\S+(\s+\S+){4}$/, 'a five-field cron schedule such as "0 3 * * *"') ??
+      '0 3 * * *',
     keep: b.int('keep', 7, 1, 9999),
     storageSize: b.string('storageSize', '1Gi', QUANTITY, 'a size such as 1Gi') ?? '1Gi',
     storageClass: b.string('storageClass', undefined, DNS_LABEL, 'a StorageClass name'),

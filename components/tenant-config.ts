@@ -38,7 +38,9 @@ export interface CertMount {
 export function tenantKmsEnv(opts: { endpoint: string; defaultKey: string }): EnvVar[] {
   const endpoints = opts.endpoint.split(',').map((e) => e.trim());
   if (opts.endpoint.trim() === '' || endpoints.some((e) => !/^https:\/\/[^\s/]+(:\d+)?\/?$/.test(e))) {
-    throw new Error(`tenant: KES endpoint '${opts.endpoint}' must be one or more https:// URLs (host[:port]), comma-separated`);
+    throw new Error(
+      `tenant: KES endpoint '${opts.endpoint}' must be one or more https:// URLs (host[:port]), comma-separated`,
+    );
   }
   if (!isKesName(opts.defaultKey)) {
     throw new Error(`tenant: default key '${opts.defaultKey}' is not a KES key name (${KES_NAME_RULE})`);
@@ -61,7 +63,9 @@ function envLine(name: string, value: string): string {
   if (!ENV_NAME.test(name)) throw new Error(`config.env: '${name}' is not an environment variable name`);
   const bad = UNSAFE_VALUE.exec(value);
   if (bad) {
-    throw new Error(`config.env: the value of ${name} contains ${JSON.stringify(bad[0])}, which config.env cannot carry (no " \\ $ \` or control characters)`);
+    throw new Error(
+      `config.env: the value of ${name} contains ${JSON.stringify(bad[0])}, which config.env cannot carry (no " \\ $ \` or control characters)`,
+    );
   }
   return `export ${name}="${value}"`;
 }
@@ -105,10 +109,17 @@ const QUANTITY = /^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$/;
 /** The Tenant spec, modelled on the operator's tenant-lite example, wired to kesd. */
 export function tenantSpec(o: TenantSpecOptions): Record<string, unknown> {
   const problems: string[] = [];
-  if (!Number.isInteger(o.servers) || o.servers < 1) problems.push(`servers must be a positive integer, got ${JSON.stringify(o.servers)}`);
-  if (!Number.isInteger(o.volumesPerServer) || o.volumesPerServer < 1) problems.push(`volumesPerServer must be a positive integer, got ${JSON.stringify(o.volumesPerServer)}`);
-  if (!QUANTITY.test(o.volumeSize)) problems.push(`volumeSize '${o.volumeSize}' is not a Kubernetes quantity such as 2Gi`);
-  for (const [field, name] of [['configSecret', o.configSecret], ['clientCertSecret', o.clientCertSecret], ['caSecret', o.caSecret]] as const) {
+  if (!Number.isInteger(o.servers) || o.servers < 1)
+    problems.push(`servers must be a positive integer, got ${JSON.stringify(o.servers)}`);
+  if (!Number.isInteger(o.volumesPerServer) || o.volumesPerServer < 1)
+    problems.push(`volumesPerServer must be a positive integer, got ${JSON.stringify(o.volumesPerServer)}`);
+  if (!QUANTITY.test(o.volumeSize))
+    problems.push(`volumeSize '${o.volumeSize}' is not a Kubernetes quantity such as 2Gi`);
+  for (const [field, name] of [
+    ['configSecret', o.configSecret],
+    ['clientCertSecret', o.clientCertSecret],
+    ['caSecret', o.caSecret],
+  ] as const) {
     if (!/^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$/.test(name)) problems.push(`${field} '${name}' is not a Secret name`);
   }
   if (problems.length > 0) throw new Error(`tenant: ${problems.join('; ')}`);
@@ -159,14 +170,26 @@ interface SecretRef {
  * The cert files the operator (v7.1.1, minio-statefulset.go) projects into /tmp/certs for a Tenant spec's
  * externalClientCertSecrets and externalCaCertSecret; the Secret keys read depend on the `type` in the reference.
  */
-export function operatorCertMounts(spec: { externalClientCertSecrets?: SecretRef[]; externalCaCertSecret?: SecretRef[] }): CertMount[] {
+export function operatorCertMounts(spec: {
+  externalClientCertSecrets?: SecretRef[];
+  externalCaCertSecret?: SecretRef[];
+}): CertMount[] {
   const certManager = (t?: string) => t === 'cert-manager.io/v1' || t === 'cert-manager.io/v1alpha2';
   const mounts: CertMount[] = [];
   (spec.externalClientCertSecrets ?? []).forEach((ref, i) => {
     const tlsKeys = ref.type === TLS_REF_TYPE || certManager(ref.type);
-    mounts.push({ secret: ref.name, key: tlsKeys ? 'tls.crt' : 'public.crt', path: `${CERTS_DIR}/client-${i}/client.crt` });
-    mounts.push({ secret: ref.name, key: tlsKeys ? 'tls.key' : 'private.key', path: `${CERTS_DIR}/client-${i}/client.key` });
-    if (certManager(ref.type)) mounts.push({ secret: ref.name, key: 'ca.crt', path: `${CERTS_DIR}/CAs/client-ca-${i}.crt` });
+    mounts.push({
+      secret: ref.name,
+      key: tlsKeys ? 'tls.crt' : 'public.crt',
+      path: `${CERTS_DIR}/client-${i}/client.crt`,
+    });
+    mounts.push({
+      secret: ref.name,
+      key: tlsKeys ? 'tls.key' : 'private.key',
+      path: `${CERTS_DIR}/client-${i}/client.key`,
+    });
+    if (certManager(ref.type))
+      mounts.push({ secret: ref.name, key: 'ca.crt', path: `${CERTS_DIR}/CAs/client-ca-${i}.crt` });
   });
   (spec.externalCaCertSecret ?? []).forEach((ref, i) => {
     const key = ref.type === TLS_REF_TYPE ? 'tls.crt' : certManager(ref.type) ? 'ca.crt' : 'public.crt';

@@ -21,8 +21,12 @@ export interface UnsealKeyArgs {
 export const UNSEAL_KEY_BYTES = 32;
 
 /** The Pulumi and Kubernetes names of one generation: generation 0 keeps the names from before rotation existed. */
-export function unsealKeyNames(name: string, generation: number): { bytes: string; secret: string; objectName: string } {
-  if (!Number.isInteger(generation) || generation < 0) throw new Error(`UnsealKey: generation must be a whole number from 0, got ${generation}`);
+export function unsealKeyNames(
+  name: string,
+  generation: number,
+): { bytes: string; secret: string; objectName: string } {
+  if (!Number.isInteger(generation) || generation < 0)
+    throw new Error(`UnsealKey: generation must be a whole number from 0, got ${generation}`);
   const suffix = generation === 0 ? '' : `-g${generation}`;
   return { bytes: `${name}-bytes${suffix}`, secret: `${name}-secret${suffix}`, objectName: `${name}${suffix}` };
 }
@@ -54,6 +58,11 @@ export class UnsealKey extends pulumi.ComponentResource implements UnsealKeyRef 
     this.secretName = keySecret(this.generation).metadata.name;
     this.previousSecretName = this.generation > 0 ? keySecret(this.generation - 1).metadata.name : undefined;
 
-    this.registerOutputs({ secretName: this.secretName, secretKey: this.secretKey, previousSecretName: this.previousSecretName, generation: this.generation });
+    this.registerOutputs({
+      secretName: this.secretName,
+      secretKey: this.secretKey,
+      previousSecretName: this.previousSecretName,
+      generation: this.generation,
+    });
   }
 }

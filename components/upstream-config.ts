@@ -31,15 +31,22 @@ const NAME = /^[A-Za-z0-9_.-]{1,128}$/;
 export function parseUpstreamConfig(problems: string[], raw: unknown): UpstreamStackConfig | undefined {
   if (raw === undefined || raw === null) return undefined;
   const fail = (field: string, message: string) => void problems.push(`stateful-kes:upstream.${field}: ${message}`);
-  if (typeof raw !== 'object' || Array.isArray(raw)) return void problems.push('stateful-kes:upstream: must be an object');
+  if (typeof raw !== 'object' || Array.isArray(raw))
+    return void problems.push('stateful-kes:upstream: must be an object');
   const top = raw as Record<string, unknown>;
   for (const k of Object.keys(top)) if (k !== 'vault') fail(k, 'unknown setting');
   const v = top.vault;
-  if (typeof v !== 'object' || v === null || Array.isArray(v)) return void fail('vault', 'must be an object with at least an address');
+  if (typeof v !== 'object' || v === null || Array.isArray(v))
+    return void fail('vault', 'must be an object with at least an address');
   const vault = v as Record<string, unknown>;
   const known = ['address', 'mount', 'version', 'prefix', 'namespace', 'caCert', 'role', 'authMount', 'audience'];
   for (const k of Object.keys(vault)) if (!known.includes(k)) fail(`vault.${k}`, 'unknown setting');
-  const str = (field: string, def: string | undefined, pattern: RegExp | undefined, allowed: string): string | undefined => {
+  const str = (
+    field: string,
+    def: string | undefined,
+    pattern: RegExp | undefined,
+    allowed: string,
+  ): string | undefined => {
     const x = vault[field];
     if (x === undefined || x === null) return def;
     if (typeof x !== 'string' || (pattern !== undefined && !pattern.test(x))) {
@@ -57,7 +64,9 @@ export function parseUpstreamConfig(problems: string[], raw: unknown): UpstreamS
     mount: str('mount', 'kv', VAULT_PATH, 'a Vault mount path')!,
     version: version as 'v1' | 'v2',
     prefix: str('prefix', 'kesd', VAULT_PATH, 'a Vault path under the mount')!,
-    ...(vault.namespace !== undefined ? { namespace: str('namespace', undefined, VAULT_PATH, 'a Vault namespace') } : {}),
+    ...(vault.namespace !== undefined
+      ? { namespace: str('namespace', undefined, VAULT_PATH, 'a Vault namespace') }
+      : {}),
     ...(caCert !== undefined ? { caCert } : {}),
     role: str('role', 'kesd', NAME, 'a Vault role name')!,
     authMount: str('authMount', 'kubernetes', VAULT_PATH, 'a Vault auth mount path')!,

@@ -32,7 +32,8 @@ export const ETCD_BIN: string | undefined = (() => {
 })();
 
 /** Why etcd tests must skip, or undefined when etcd is installed. */
-export const ETCD_SKIP: string | undefined = ETCD_BIN === undefined ? 'etcd is not installed (apt-get install -y etcd-server)' : undefined;
+export const ETCD_SKIP: string | undefined =
+  ETCD_BIN === undefined ? 'etcd is not installed (apt-get install -y etcd-server)' : undefined;
 
 export interface EtcdTlsFiles {
   /** The CA that signed the member and client certificates. */
@@ -146,18 +147,39 @@ export async function startEtcd(size = 1, opts: EtcdOptions = {}): Promise<EtcdC
   const crashed = new Map<number, string>();
 
   const args = (i: number) => [
-    '--name', `m${i}`,
-    '--data-dir', join(dir, `m${i}`),
-    '--listen-client-urls', endpoints[i]!,
-    '--advertise-client-urls', endpoints[i]!,
-    '--listen-peer-urls', peerUrl(i),
-    '--initial-advertise-peer-urls', peerUrl(i),
-    '--initial-cluster', initialCluster,
-    '--initial-cluster-state', 'new',
-    '--initial-cluster-token', token,
-    '--logger', 'zap',
-    '--log-outputs', 'stderr',
-    ...(certs ? ['--cert-file', certs.serverCert, '--key-file', certs.serverKey, '--trusted-ca-file', certs.ca, '--client-cert-auth'] : []),
+    '--name',
+    `m${i}`,
+    '--data-dir',
+    join(dir, `m${i}`),
+    '--listen-client-urls',
+    endpoints[i]!,
+    '--advertise-client-urls',
+    endpoints[i]!,
+    '--listen-peer-urls',
+    peerUrl(i),
+    '--initial-advertise-peer-urls',
+    peerUrl(i),
+    '--initial-cluster',
+    initialCluster,
+    '--initial-cluster-state',
+    'new',
+    '--initial-cluster-token',
+    token,
+    '--logger',
+    'zap',
+    '--log-outputs',
+    'stderr',
+    ...(certs
+      ? [
+          '--cert-file',
+          certs.serverCert,
+          '--key-file',
+          certs.serverKey,
+          '--trusted-ca-file',
+          certs.ca,
+          '--client-cert-auth',
+        ]
+      : []),
   ];
 
   const launch = (i: number) => {
@@ -220,7 +242,8 @@ export async function startEtcd(size = 1, opts: EtcdOptions = {}): Promise<EtcdC
       for (const started = Date.now(); ; await sleep(50)) {
         if (!alive(i)) throw new Error(`etcd member ${i} exited on restart:\n${logs[i]!.slice(-4000)}`);
         if (await connects(clientPort(i))) return;
-        if (Date.now() - started > 20_000) throw new Error(`etcd member ${i} did not listen within 20 s:\n${logs[i]!.slice(-4000)}`);
+        if (Date.now() - started > 20_000)
+          throw new Error(`etcd member ${i} did not listen within 20 s:\n${logs[i]!.slice(-4000)}`);
       }
     },
     async waitHealthy(timeoutMs = 30_000) {
@@ -229,7 +252,10 @@ export async function startEtcd(size = 1, opts: EtcdOptions = {}): Promise<EtcdC
         if (failure !== undefined) throw new Error(failure);
         const up = members.map((_, i) => i).filter(alive);
         if (up.length > 0 && (await Promise.all(up.map(healthy))).every(Boolean)) return;
-        if (Date.now() - started > timeoutMs) throw new Error(`etcd did not become healthy within ${timeoutMs} ms:\n${logs.map((l, i) => `--- m${i}\n${l.slice(-2000)}`).join('\n')}`);
+        if (Date.now() - started > timeoutMs)
+          throw new Error(
+            `etcd did not become healthy within ${timeoutMs} ms:\n${logs.map((l, i) => `--- m${i}\n${l.slice(-2000)}`).join('\n')}`,
+          );
       }
     },
     log: (i) => logs[i]!,
@@ -266,7 +292,9 @@ function connects(port: number): Promise<boolean> {
 const ALG = { name: 'ECDSA', namedCurve: 'P-256', hash: 'SHA-256' };
 
 function keyPem(pkcs8: ArrayBuffer): string {
-  return `-----BEGIN PRIVATE KEY-----\n${Buffer.from(pkcs8).toString('base64').replace(/.{1,64}/g, '$&\n')}-----END PRIVATE KEY-----\n`;
+  return `-----BEGIN PRIVATE KEY-----\n${Buffer.from(pkcs8)
+    .toString('base64')
+    .replace(/.{1,64}/g, '$&\n')}-----END PRIVATE KEY-----\n`;
 }
 
 /** A P-256 CA, a member certificate for 127.0.0.1/localhost, and a client certificate, written into dir. */
@@ -306,13 +334,21 @@ async function writeCertificates(dir: string) {
         ...(sans.length > 0 ? [new x509.SubjectAlternativeNameExtension(sans)] : []),
       ],
     });
-    return { cert: cert.toString('pem') + '\n', key: keyPem(await webcrypto.subtle.exportKey('pkcs8', keys.privateKey)) };
+    return {
+      cert: cert.toString('pem') + '\n',
+      key: keyPem(await webcrypto.subtle.exportKey('pkcs8', keys.privateKey)),
+    };
   };
   // etcd's own gRPC gateway dials the member with the member certificate, so it needs clientAuth too.
-  const server = await leaf('02', 'etcd member', [x509.ExtendedKeyUsage.serverAuth, x509.ExtendedKeyUsage.clientAuth], [
-    { type: 'ip', value: '127.0.0.1' },
-    { type: 'dns', value: 'localhost' },
-  ]);
+  const server = await leaf(
+    '02',
+    'etcd member',
+    [x509.ExtendedKeyUsage.serverAuth, x509.ExtendedKeyUsage.clientAuth],
+    [
+      { type: 'ip', value: '127.0.0.1' },
+      { type: 'dns', value: 'localhost' },
+    ],
+  );
   const client = await leaf('03', 'kesd', [x509.ExtendedKeyUsage.clientAuth], []);
   const files = {
     ca: join(dir, 'ca.crt'),

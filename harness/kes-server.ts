@@ -23,14 +23,17 @@ export async function startKesServer(dir: string, name: string, config: string):
   await writeFile(file, `address: 127.0.0.1:${port}\n${config}`);
   const log = join(dir, `${name}.log`);
   const out = createWriteStream(log);
-  const child: ChildProcess = spawn(peer('kes-latest'), ['server', '--config', file], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child: ChildProcess = spawn(peer('kes-latest'), ['server', '--config', file], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   child.stdout!.pipe(out);
   child.stderr!.pipe(out);
-  const stop = () => new Promise<void>((res) => {
-    if (child.exitCode !== null || child.signalCode !== null) return res();
-    child.once('exit', () => res());
-    child.kill('SIGTERM');
-  });
+  const stop = () =>
+    new Promise<void>((res) => {
+      if (child.exitCode !== null || child.signalCode !== null) return res();
+      child.once('exit', () => res());
+      child.kill('SIGTERM');
+    });
   try {
     for (let i = 0; ; i++) {
       if (child.exitCode !== null) throw new Error(`kes exited with ${child.exitCode}:\n${tail(log)}`);
@@ -53,7 +56,8 @@ export async function startKesServer(dir: string, name: string, config: string):
 export async function kesCli(server: { port: number }, apiKey: string, args: string[]): Promise<string> {
   const env = { ...process.env, MINIO_KES_SERVER: `127.0.0.1:${server.port}`, MINIO_KES_API_KEY: apiKey };
   try {
-    return (await promisify(execFile)(peer('kes-latest'), [...args.slice(0, 2), '-k', ...args.slice(2)], { env })).stdout;
+    return (await promisify(execFile)(peer('kes-latest'), [...args.slice(0, 2), '-k', ...args.slice(2)], { env }))
+      .stdout;
   } catch (err) {
     const e = err as { stdout: string; stderr: string };
     throw new Error(`kes ${args.join(' ')} failed: ${e.stdout}${e.stderr}`);

@@ -14,12 +14,15 @@ import { ETCD_BIN } from './etcd.js';
 import { freePort, sleep, tail } from './minio-stack.js';
 import { newTestCa } from './test-ca.js';
 
-export const KUBE_APISERVER_BIN = process.env.KESD_KUBE_APISERVER || join(process.env.XDG_CACHE_HOME || join(homedir(), '.cache'), 'stateful-kes', 'engine', 'bin', 'kube-apiserver');
+export const KUBE_APISERVER_BIN =
+  process.env.KESD_KUBE_APISERVER ||
+  join(process.env.XDG_CACHE_HOME || join(homedir(), '.cache'), 'stateful-kes', 'engine', 'bin', 'kube-apiserver');
 
-export const KUBE_APISERVER_SKIP: string | undefined =
-  !existsSync(KUBE_APISERVER_BIN) ? `no kube-apiserver at ${KUBE_APISERVER_BIN} (set KESD_KUBE_APISERVER; /work/shared/tools/pulumi-engine/recipes.sh kube builds one)`
-  : ETCD_BIN === undefined ? 'etcd is not installed (apt-get install -y etcd-server)'
-  : undefined;
+export const KUBE_APISERVER_SKIP: string | undefined = !existsSync(KUBE_APISERVER_BIN)
+  ? `no kube-apiserver at ${KUBE_APISERVER_BIN} (set KESD_KUBE_APISERVER; /work/shared/tools/pulumi-engine/recipes.sh kube builds one)`
+  : ETCD_BIN === undefined
+    ? 'etcd is not installed (apt-get install -y etcd-server)'
+    : undefined;
 
 const ISSUER = 'https://kubernetes.default.svc.cluster.local';
 
@@ -44,8 +47,12 @@ export async function startKubeApiServer(): Promise<KubeApiServer> {
   const adminToken = `admin-${Math.random().toString(36).slice(2)}`;
   const sa = generateKeyPairSync('rsa', { modulusLength: 2048 });
   const files = {
-    ca: join(dir, 'ca.crt'), cert: join(dir, 'apiserver.crt'), key: join(dir, 'apiserver.key'),
-    saKey: join(dir, 'sa.key'), saPub: join(dir, 'sa.pub'), tokens: join(dir, 'tokens.csv'),
+    ca: join(dir, 'ca.crt'),
+    cert: join(dir, 'apiserver.crt'),
+    key: join(dir, 'apiserver.key'),
+    saKey: join(dir, 'sa.key'),
+    saPub: join(dir, 'sa.pub'),
+    tokens: join(dir, 'tokens.csv'),
   };
   await writeFile(files.ca, ca.certPem);
   await writeFile(files.cert, serving.certPem);
@@ -64,39 +71,73 @@ export async function startKubeApiServer(): Promise<KubeApiServer> {
     return child;
   };
   launch('etcd', ETCD_BIN!, [
-    '--name', 'kube', '--data-dir', join(dir, 'etcd'),
-    '--listen-client-urls', `http://127.0.0.1:${etcdPort}`, '--advertise-client-urls', `http://127.0.0.1:${etcdPort}`,
-    '--listen-peer-urls', `http://127.0.0.1:${etcdPeer}`, '--initial-advertise-peer-urls', `http://127.0.0.1:${etcdPeer}`,
-    '--initial-cluster', `kube=http://127.0.0.1:${etcdPeer}`,
+    '--name',
+    'kube',
+    '--data-dir',
+    join(dir, 'etcd'),
+    '--listen-client-urls',
+    `http://127.0.0.1:${etcdPort}`,
+    '--advertise-client-urls',
+    `http://127.0.0.1:${etcdPort}`,
+    '--listen-peer-urls',
+    `http://127.0.0.1:${etcdPeer}`,
+    '--initial-advertise-peer-urls',
+    `http://127.0.0.1:${etcdPeer}`,
+    '--initial-cluster',
+    `kube=http://127.0.0.1:${etcdPeer}`,
   ]);
   const api = launch('kube-apiserver', KUBE_APISERVER_BIN, [
-    `--etcd-servers=http://127.0.0.1:${etcdPort}`, '--bind-address=127.0.0.1', '--advertise-address=127.0.0.1', `--secure-port=${apiPort}`,
-    `--tls-cert-file=${files.cert}`, `--tls-private-key-file=${files.key}`, `--token-auth-file=${files.tokens}`,
-    `--service-account-key-file=${files.saPub}`, `--service-account-signing-key-file=${files.saKey}`,
-    `--service-account-issuer=${ISSUER}`, '--service-cluster-ip-range=10.96.0.0/16',
-    '--authorization-mode=RBAC', '--endpoint-reconciler-type=none', '--enable-priority-and-fairness=false', '--feature-gates=WatchList=false',
+    `--etcd-servers=http://127.0.0.1:${etcdPort}`,
+    '--bind-address=127.0.0.1',
+    '--advertise-address=127.0.0.1',
+    `--secure-port=${apiPort}`,
+    `--tls-cert-file=${files.cert}`,
+    `--tls-private-key-file=${files.key}`,
+    `--token-auth-file=${files.tokens}`,
+    `--service-account-key-file=${files.saPub}`,
+    `--service-account-signing-key-file=${files.saKey}`,
+    `--service-account-issuer=${ISSUER}`,
+    '--service-cluster-ip-range=10.96.0.0/16',
+    '--authorization-mode=RBAC',
+    '--endpoint-reconciler-type=none',
+    '--enable-priority-and-fairness=false',
+    '--feature-gates=WatchList=false',
   ]);
   const agent = new https.Agent({ ca: ca.certPem, keepAlive: true });
   const url = `https://127.0.0.1:${apiPort}`;
-  const call = (method: string, path: string, body?: unknown) => new Promise<{ status: number; body: any }>((resolve, reject) => {
-    const payload = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
-    const req = https.request({ host: '127.0.0.1', port: apiPort, method, path, agent, headers: { authorization: `Bearer ${adminToken}`, ...(payload ? { 'content-type': 'application/json', 'content-length': payload.length } : {}) } }, (res) => {
-      const chunks: Buffer[] = [];
-      res.on('data', (c: Buffer) => chunks.push(c));
-      res.on('end', () => {
-        const text = Buffer.concat(chunks).toString();
-        let parsed: unknown = text;
-        try {
-          parsed = JSON.parse(text);
-        } catch {
-          // not JSON (readyz says "ok")
-        }
-        resolve({ status: res.statusCode ?? 0, body: parsed });
-      });
+  const call = (method: string, path: string, body?: unknown) =>
+    new Promise<{ status: number; body: any }>((resolve, reject) => {
+      const payload = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
+      const req = https.request(
+        {
+          host: '127.0.0.1',
+          port: apiPort,
+          method,
+          path,
+          agent,
+          headers: {
+            authorization: `Bearer ${adminToken}`,
+            ...(payload ? { 'content-type': 'application/json', 'content-length': payload.length } : {}),
+          },
+        },
+        (res) => {
+          const chunks: Buffer[] = [];
+          res.on('data', (c: Buffer) => chunks.push(c));
+          res.on('end', () => {
+            const text = Buffer.concat(chunks).toString();
+            let parsed: unknown = text;
+            try {
+              parsed = JSON.parse(text);
+            } catch {
+              // not JSON (readyz says "ok")
+            }
+            resolve({ status: res.statusCode ?? 0, body: parsed });
+          });
+        },
+      );
+      req.on('error', reject);
+      req.end(payload);
     });
-    req.on('error', reject);
-    req.end(payload);
-  });
   const stop = async () => {
     agent.destroy();
     for (const c of children.reverse()) {
@@ -109,7 +150,8 @@ export async function startKubeApiServer(): Promise<KubeApiServer> {
   };
   try {
     for (let i = 0; ; i++) {
-      if (api.exitCode !== null) throw new Error(`kube-apiserver exited with ${api.exitCode}:\n${tail(join(dir, 'kube-apiserver.log'))}`);
+      if (api.exitCode !== null)
+        throw new Error(`kube-apiserver exited with ${api.exitCode}:\n${tail(join(dir, 'kube-apiserver.log'))}`);
       const ready = await call('GET', '/readyz').catch(() => undefined);
       if (ready?.status === 200) break;
       if (i > 900) throw new Error(`kube-apiserver did not become ready:\n${tail(join(dir, 'kube-apiserver.log'))}`);
@@ -130,9 +172,18 @@ export async function startKubeApiServer(): Promise<KubeApiServer> {
     call,
     async serviceAccountToken(namespace, name, audience) {
       await ensure('/api/v1/namespaces', { apiVersion: 'v1', kind: 'Namespace', metadata: { name: namespace } });
-      await ensure(`/api/v1/namespaces/${namespace}/serviceaccounts`, { apiVersion: 'v1', kind: 'ServiceAccount', metadata: { name } });
-      const r = await call('POST', `/api/v1/namespaces/${namespace}/serviceaccounts/${name}/token`, { apiVersion: 'authentication.k8s.io/v1', kind: 'TokenRequest', spec: { audiences: [audience], expirationSeconds: 3600 } });
-      if (r.status !== 201) throw new Error(`TokenRequest for ${namespace}/${name}: ${r.status} ${JSON.stringify(r.body)}`);
+      await ensure(`/api/v1/namespaces/${namespace}/serviceaccounts`, {
+        apiVersion: 'v1',
+        kind: 'ServiceAccount',
+        metadata: { name },
+      });
+      const r = await call('POST', `/api/v1/namespaces/${namespace}/serviceaccounts/${name}/token`, {
+        apiVersion: 'authentication.k8s.io/v1',
+        kind: 'TokenRequest',
+        spec: { audiences: [audience], expirationSeconds: 3600 },
+      });
+      if (r.status !== 201)
+        throw new Error(`TokenRequest for ${namespace}/${name}: ${r.status} ${JSON.stringify(r.body)}`);
       return r.body.status.token as string;
     },
     stop,

@@ -46,28 +46,51 @@ export class Minio {
    * `launcher` runs MinIO through another command (e.g. `unshare` for a private /etc/hosts); `env` replaces the KMS
    * env; `extraEnv` is added to it (e.g. GODEBUG).
    */
-  constructor(readonly dir: string, readonly port: number, readonly consolePort: number, public kms: KmsClient, private readonly opts: { launcher?: string[]; env?: NodeJS.ProcessEnv; extraEnv?: NodeJS.ProcessEnv } = {}) {
+  constructor(
+    readonly dir: string,
+    readonly port: number,
+    readonly consolePort: number,
+    public kms: KmsClient,
+    private readonly opts: { launcher?: string[]; env?: NodeJS.ProcessEnv; extraEnv?: NodeJS.ProcessEnv } = {},
+  ) {
     this.url = `http://127.0.0.1:${port}`;
     this.log = join(dir, 'minio.log');
   }
 
   async start(): Promise<void> {
     await mkdir(join(this.dir, 'disk'), { recursive: true });
-    const env = { ...this.opts.env ?? {
-      ...process.env,
-      MINIO_ROOT_USER: this.user,
-      MINIO_ROOT_PASSWORD: this.password,
-      MINIO_BROWSER: 'off',
-      MINIO_UPDATE: 'off',
-      MINIO_KMS_KES_ENDPOINT: this.kms.endpoint,
-      MINIO_KMS_KES_CERT_FILE: this.kms.certFile,
-      MINIO_KMS_KES_KEY_FILE: this.kms.keyFile,
-      MINIO_KMS_KES_CAPATH: this.kms.caFile,
-      MINIO_KMS_KES_KEY_NAME: this.kms.defaultKey,
-    }, ...this.opts.extraEnv };
+    const env = {
+      ...(this.opts.env ?? {
+        ...process.env,
+        MINIO_ROOT_USER: this.user,
+        MINIO_ROOT_PASSWORD: this.password,
+        MINIO_BROWSER: 'off',
+        MINIO_UPDATE: 'off',
+        MINIO_KMS_KES_ENDPOINT: this.kms.endpoint,
+        MINIO_KMS_KES_CERT_FILE: this.kms.certFile,
+        MINIO_KMS_KES_KEY_FILE: this.kms.keyFile,
+        MINIO_KMS_KES_CAPATH: this.kms.caFile,
+        MINIO_KMS_KES_KEY_NAME: this.kms.defaultKey,
+      }),
+      ...this.opts.extraEnv,
+    };
     const out = createWriteStream(this.log, { flags: 'a' });
     const [command, ...prefix] = [...(this.opts.launcher ?? []), peer('minio')];
-    const child = spawn(command!, [...prefix, 'server', join(this.dir, 'disk'), '--address', `127.0.0.1:${this.port}`, '--console-address', `127.0.0.1:${this.consolePort}`, '--certs-dir', join(this.dir, 'certs')], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(
+      command!,
+      [
+        ...prefix,
+        'server',
+        join(this.dir, 'disk'),
+        '--address',
+        `127.0.0.1:${this.port}`,
+        '--console-address',
+        `127.0.0.1:${this.consolePort}`,
+        '--certs-dir',
+        join(this.dir, 'certs'),
+      ],
+      { env, stdio: ['ignore', 'pipe', 'pipe'] },
+    );
     child.stdout!.pipe(out);
     child.stderr!.pipe(out);
     this.child = child;
@@ -105,15 +128,25 @@ export class Mc {
 
   async run(args: string[]): Promise<string> {
     try {
-      const { stdout } = await promisify(execFile)(peer('mc'), ['--config-dir', this.configDir, '--no-color', ...args], { maxBuffer: 64 << 20 });
+      const { stdout } = await promisify(execFile)(
+        peer('mc'),
+        ['--config-dir', this.configDir, '--no-color', ...args],
+        { maxBuffer: 64 << 20 },
+      );
       return stdout;
     } catch (err) {
       const e = err as { code: number; stdout: string; stderr: string };
-      throw Object.assign(new Error(`mc ${args.join(' ')} failed (${e.code}): ${e.stdout}${e.stderr}`), { stdout: e.stdout, stderr: e.stderr });
+      throw Object.assign(new Error(`mc ${args.join(' ')} failed (${e.code}): ${e.stdout}${e.stderr}`), {
+        stdout: e.stdout,
+        stderr: e.stderr,
+      });
     }
   }
 
   async json(args: string[]): Promise<any[]> {
-    return (await this.run(['--json', ...args])).split('\n').filter(Boolean).map((l) => JSON.parse(l));
+    return (await this.run(['--json', ...args]))
+      .split('\n')
+      .filter(Boolean)
+      .map((l) => JSON.parse(l));
   }
 }

@@ -5,8 +5,13 @@ import { existsSync, readFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join, resolve } from 'node:path';
 
-const cache = resolve(process.env.KESD_PEERS_DIR || join(process.env.XDG_CACHE_HOME || join(homedir(), '.cache'), 'stateful-kes', 'peers'));
-const pinned = JSON.parse(readFileSync(resolve(import.meta.dirname, '..', 'peers.json'), 'utf8')) as Record<string, { version: string }>;
+const cache = resolve(
+  process.env.KESD_PEERS_DIR || join(process.env.XDG_CACHE_HOME || join(homedir(), '.cache'), 'stateful-kes', 'peers'),
+);
+const pinned = JSON.parse(readFileSync(resolve(import.meta.dirname, '..', 'peers.json'), 'utf8')) as Record<
+  string,
+  { version: string }
+>;
 
 export type Peer = 'minio' | 'mc' | 'kes-v0.22' | 'kes-latest' | 'vault';
 

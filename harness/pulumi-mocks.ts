@@ -11,7 +11,9 @@ export interface RecordedResource {
   readonly custom: boolean;
 }
 
-export type ComputedOutputs = (args: pulumi.runtime.MockResourceArgs) => Record<string, unknown> | Promise<Record<string, unknown>>;
+export type ComputedOutputs = (
+  args: pulumi.runtime.MockResourceArgs,
+) => Record<string, unknown> | Promise<Record<string, unknown>>;
 
 export const recorded: RecordedResource[] = [];
 const hooks = new Map<string, ComputedOutputs>();
@@ -21,14 +23,22 @@ export function onResource(type: string, compute: ComputedOutputs): void {
   hooks.set(type, compute);
 }
 
-export async function setupMocks(opts: { config?: Record<string, string>; preview?: boolean; stack?: string } = {}): Promise<void> {
+export async function setupMocks(
+  opts: { config?: Record<string, string>; preview?: boolean; stack?: string } = {},
+): Promise<void> {
   if (opts.config) pulumi.runtime.setAllConfig(opts.config, []);
   await pulumi.runtime.setMocks(
     {
       async newResource(args) {
         const computed = (await hooks.get(args.type)?.(args)) ?? {};
         const metadata = args.inputs.metadata ? { name: args.name, ...args.inputs.metadata } : undefined;
-        recorded.push({ type: args.type, name: args.name, inputs: args.inputs, provider: args.provider ?? '', custom: args.custom ?? true });
+        recorded.push({
+          type: args.type,
+          name: args.name,
+          inputs: args.inputs,
+          provider: args.provider ?? '',
+          custom: args.custom ?? true,
+        });
         return { id: `${args.name}-id`, state: { ...args.inputs, ...(metadata ? { metadata } : {}), ...computed } };
       },
       call: (args) => args.inputs,
@@ -40,7 +50,7 @@ export async function setupMocks(opts: { config?: Record<string, string>; previe
 }
 
 /** The value of an Output (test helper; resolves to undefined for unknowns in non-preview mocks). */
-export function valueOf<T>(output: pulumi.Output<T> | pulumi.Input<T>): Promise<T> {
+export function outputValue<T>(output: pulumi.Output<T> | pulumi.Input<T>): Promise<T> {
   return new Promise((resolve) => pulumi.output(output).apply((v) => resolve(v as T)));
 }
 
@@ -66,7 +76,10 @@ export function unsecret<T>(value: T): T {
  */
 export const lineage = new Map<string, { parent: string | undefined; dependsOn: unknown }>();
 export const recordLineage: pulumi.ResourceTransformation = (a) => {
-  lineage.set(a.name, { parent: (a.opts.parent as { __name?: string } | undefined)?.__name, dependsOn: a.opts.dependsOn });
+  lineage.set(a.name, {
+    parent: (a.opts.parent as { __name?: string } | undefined)?.__name,
+    dependsOn: a.opts.dependsOn,
+  });
   return undefined;
 };
 

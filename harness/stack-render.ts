@@ -27,8 +27,12 @@ export interface Render {
 
 /** The stack's config as `pulumi config` would hand it to the program: `stateful-kes:key` → JSON text. */
 export function stackConfig(stack: string): Record<string, string> {
-  const doc = parse(readFileSync(resolve(REPO, `Pulumi.${stack}.yaml`), 'utf8')) as { config?: Record<string, unknown> };
-  return Object.fromEntries(Object.entries(doc.config ?? {}).map(([k, v]) => [k, typeof v === 'string' ? v : JSON.stringify(v)]));
+  const doc = parse(readFileSync(resolve(REPO, `Pulumi.${stack}.yaml`), 'utf8')) as {
+    config?: Record<string, unknown>;
+  };
+  return Object.fromEntries(
+    Object.entries(doc.config ?? {}).map(([k, v]) => [k, typeof v === 'string' ? v : JSON.stringify(v)]),
+  );
 }
 
 /** Settles when no resource has been registered for a while (the program registers asynchronously). */
@@ -40,13 +44,19 @@ async function quiescent(): Promise<void> {
   }
 }
 
-export async function renderStack(opts: { stack?: string; config?: Record<string, string>; tlsCache?: string } = {}): Promise<Render> {
+export async function renderStack(
+  opts: { stack?: string; config?: Record<string, string>; tlsCache?: string } = {},
+): Promise<Render> {
   await setupMocks({ config: opts.config ?? stackConfig(opts.stack ?? 'dev'), stack: opts.stack ?? 'dev' });
   registerTlsMocks({ cacheFile: opts.tlsCache });
   // Other provider-computed outputs. Passwords are derived from a seed, so renders sharing a tls cache agree.
   const seed = opts.tlsCache ?? randomBytes(16).toString('hex');
   onResource('random:index/randomPassword:RandomPassword', (a) => ({
-    result: createHash('sha256').update(`${seed}/${a.name}`).digest('base64url').replace(/[^A-Za-z0-9]/g, '').slice(0, a.inputs.length),
+    result: createHash('sha256')
+      .update(`${seed}/${a.name}`)
+      .digest('base64url')
+      .replace(/[^A-Za-z0-9]/g, '')
+      .slice(0, a.inputs.length),
   }));
   onResource('docker-build:index:Image', (a) => {
     const digest = `sha256:${createHash('sha256').update(String(a.inputs.tags?.[0])).digest('hex')}`;
@@ -62,7 +72,14 @@ export async function renderStack(opts: { stack?: string; config?: Record<string
   for (const r of recorded) {
     if (r.type === 'kubernetes:helm.sh/v4:Chart') {
       const i = unsecret(r.inputs);
-      charts.push({ name: r.name, chart: i.chart, version: i.version, repo: i.repositoryOpts?.repo, namespace: i.namespace, values: i.values });
+      charts.push({
+        name: r.name,
+        chart: i.chart,
+        version: i.version,
+        repo: i.repositoryOpts?.repo,
+        namespace: i.namespace,
+        values: i.values,
+      });
     } else if (r.type.startsWith('kubernetes:') && !r.type.startsWith('pulumi:providers')) {
       const obj = unsecret(r.inputs) as Manifest;
       // Pulumi auto-names objects without a name (name + random suffix); the render shows the logical name.
@@ -73,20 +90,26 @@ export async function renderStack(opts: { stack?: string; config?: Record<string
 }
 
 async function resolveDeep(v: unknown): Promise<unknown> {
-  if (v && typeof v === 'object' && 'apply' in v) return new Promise((res) => (v as { apply(f: (x: unknown) => void): void }).apply(res));
-  if (v && typeof v === 'object' && !Array.isArray(v)) return Object.fromEntries(await Promise.all(Object.entries(v).map(async ([k, x]) => [k, await resolveDeep(x)])));
+  if (v && typeof v === 'object' && 'apply' in v)
+    return new Promise((res) => (v as { apply(f: (x: unknown) => void): void }).apply(res));
+  if (v && typeof v === 'object' && !Array.isArray(v))
+    return Object.fromEntries(await Promise.all(Object.entries(v).map(async ([k, x]) => [k, await resolveDeep(x)])));
   return v;
 }
 
 export function toYaml(render: Render): string {
   const docs = render.manifests.map((m) => stringify(m, { lineWidth: 0 }));
-  const charts = render.charts.map((c) => `# Helm chart ${c.chart}@${c.version} from ${c.repo} into ${c.namespace} (rendered by the provider)\n${stringify({ chart: c }, { lineWidth: 0 })}`);
+  const charts = render.charts.map(
+    (c) =>
+      `# Helm chart ${c.chart}@${c.version} from ${c.repo} into ${c.namespace} (rendered by the provider)\n${stringify({ chart: c }, { lineWidth: 0 })}`,
+  );
   return [...docs, ...charts].join('---\n');
 }
 
 export function countByKind(render: Render): Record<string, number> {
   const counts: Record<string, number> = {};
-  for (const m of render.manifests) counts[`${m.apiVersion}/${m.kind}`] = (counts[`${m.apiVersion}/${m.kind}`] ?? 0) + 1;
+  for (const m of render.manifests)
+    counts[`${m.apiVersion}/${m.kind}`] = (counts[`${m.apiVersion}/${m.kind}`] ?? 0) + 1;
   if (render.charts.length > 0) counts['helm.sh/v4 Chart (remote)'] = render.charts.length;
   return counts;
 }

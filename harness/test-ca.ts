@@ -8,7 +8,9 @@ x509.cryptoProvider.set(webcrypto);
 const ALG = { name: 'ECDSA', namedCurve: 'P-256', hash: 'SHA-256' };
 
 function keyPem(pkcs8: ArrayBuffer): string {
-  return `-----BEGIN PRIVATE KEY-----\n${Buffer.from(pkcs8).toString('base64').replace(/.{1,64}/g, '$&\n')}-----END PRIVATE KEY-----\n`;
+  return `-----BEGIN PRIVATE KEY-----\n${Buffer.from(pkcs8)
+    .toString('base64')
+    .replace(/.{1,64}/g, '$&\n')}-----END PRIVATE KEY-----\n`;
 }
 
 export interface TestCa {
@@ -60,7 +62,10 @@ export async function newTestCa(name: string): Promise<TestCa> {
           ...(names.length > 0 ? [new x509.SubjectAlternativeNameExtension(names)] : []),
         ],
       });
-      return { certPem: cert.toString('pem') + '\n', keyPem: keyPem(await webcrypto.subtle.exportKey('pkcs8', keys.privateKey)) };
+      return {
+        certPem: cert.toString('pem') + '\n',
+        keyPem: keyPem(await webcrypto.subtle.exportKey('pkcs8', keys.privateKey)),
+      };
     },
   };
 }

@@ -2,7 +2,15 @@
 // certificates built from the resource inputs, usable for real TLS. A fake only because the provider plugins
 // cannot run here (no Pulumi CLI). Use: `registerTlsMocks()` before the code under test creates resources.
 import 'reflect-metadata';
-import { createHash, createPrivateKey, createPublicKey, generateKeyPairSync, randomBytes, webcrypto, type KeyObject } from 'node:crypto';
+import {
+  createHash,
+  createPrivateKey,
+  createPublicKey,
+  generateKeyPairSync,
+  randomBytes,
+  webcrypto,
+  type KeyObject,
+} from 'node:crypto';
 import { closeSync, openSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import * as x509 from '@peculiar/x509';
 import { onResource, unsecret } from './pulumi-mocks.ts';
@@ -28,7 +36,10 @@ function generateKey(algorithm: string, ecdsaCurve: string, rsaBits: number): Ke
       return generateKeyPairSync('ed25519').privateKey;
     case 'ECDSA': {
       const curve = CURVES[ecdsaCurve];
-      if (!curve) throw new Error(`tls-mock: ECDSA curve '${ecdsaCurve}' is not supported by the mock (WebCrypto signs with P256, P384, P521 only)`);
+      if (!curve)
+        throw new Error(
+          `tls-mock: ECDSA curve '${ecdsaCurve}' is not supported by the mock (WebCrypto signs with P256, P384, P521 only)`,
+        );
       return generateKeyPairSync('ec', { namedCurve: curve.node }).privateKey;
     }
     default:
@@ -168,7 +179,9 @@ export const SUPPORTED_ALLOWED_USES = [...Object.keys(KEY_USAGES), ...Object.key
 function checkAllowedUses(uses: string[]): void {
   for (const [i, use] of uses.entries()) {
     if (!SUPPORTED_ALLOWED_USES.includes(use)) {
-      throw new Error(`tls-mock: allowed_uses[${i}] value must be one of: ${SUPPORTED_ALLOWED_USES.join(', ')}; got '${use}'`);
+      throw new Error(
+        `tls-mock: allowed_uses[${i}] value must be one of: ${SUPPORTED_ALLOWED_USES.join(', ')}; got '${use}'`,
+      );
     }
   }
 }
@@ -211,7 +224,7 @@ function sansOf(inputs: Inputs): x509.JsonGeneralName[] {
 // 16 random bytes, top bit clear, first byte non-zero: a positive, minimally encoded INTEGER (Go rejects negatives).
 function serialHex(): string {
   const serial = randomBytes(16);
-  serial[0] = (serial[0] & 0x7f) || 0x01;
+  serial[0] = serial[0] & 0x7f || 0x01;
   return serial.toString('hex');
 }
 
@@ -221,7 +234,8 @@ function pem(type: string, der: ArrayBuffer | Uint8Array): string {
 }
 
 function validity(hours: number): { notBefore: Date; notAfter: Date } {
-  if (!(Number.isInteger(hours) && hours >= 0)) throw new Error(`tls-mock: validity_period_hours must be a non-negative integer, got ${hours}`);
+  if (!(Number.isInteger(hours) && hours >= 0))
+    throw new Error(`tls-mock: validity_period_hours must be a non-negative integer, got ${hours}`);
   const notBefore = new Date(Math.floor(Date.now() / 1000) * 1000);
   return { notBefore, notAfter: new Date(notBefore.getTime() + hours * 3_600_000) };
 }
@@ -242,7 +256,9 @@ export async function mockSelfSignedCert(inputs: Inputs): Promise<Outputs> {
   const key = await signingKey(inputs.privateKeyPem);
   const name = subjectName(inputs.subject);
   if (inputs.isCaCertificate && name.length === 0) {
-    throw new Error('tls-mock: Invalid Certificate Subject: must contain at least one Distinguished Name when creating a CA');
+    throw new Error(
+      'tls-mock: Invalid Certificate Subject: must contain at least one Distinguished Name when creating a CA',
+    );
   }
   const publicKey = new x509.PublicKey(key.spki);
   const skid = inputs.setAuthorityKeyId ? Buffer.from(await publicKey.getKeyIdentifier()).toString('hex') : undefined;
@@ -254,7 +270,11 @@ export async function mockSelfSignedCert(inputs: Inputs): Promise<Outputs> {
     signingAlgorithm: key.signingAlgorithm,
     extensions: await certificateExtensions({ ...inputs, sans: sansOf(inputs), authorityKeyId: skid }, publicKey),
   });
-  return { keyAlgorithm: key.keyAlgorithm, earlyRenewalHours: inputs.earlyRenewalHours ?? 0, ...certificateOutputs(cert) };
+  return {
+    keyAlgorithm: key.keyAlgorithm,
+    earlyRenewalHours: inputs.earlyRenewalHours ?? 0,
+    ...certificateOutputs(cert),
+  };
 }
 
 /** tls.CertRequest's computed outputs: a real PKCS#10 request carrying the subject and SANs. */
@@ -276,10 +296,16 @@ export async function mockLocallySignedCert(inputs: Inputs): Promise<Outputs> {
   if (!(await csr.verify())) throw new Error('tls-mock: the certificate request signature is invalid');
   const ca = new x509.X509Certificate(inputs.caCertPem);
   const caKey = await signingKey(inputs.caPrivateKeyPem);
-  if (!Buffer.from(ca.publicKey.rawData).equals(caKey.spki)) throw new Error("tls-mock: the CA private key does not match the CA certificate's public key");
+  if (!Buffer.from(ca.publicKey.rawData).equals(caKey.spki))
+    throw new Error("tls-mock: the CA private key does not match the CA certificate's public key");
 
   const sanExt = csr.getExtension('2.5.29.17');
-  const sans = sanExt ? new x509.SubjectAlternativeNameExtension(sanExt.rawData).names.items.map((n) => ({ type: n.type, value: n.value })) : [];
+  const sans = sanExt
+    ? new x509.SubjectAlternativeNameExtension(sanExt.rawData).names.items.map((n) => ({
+        type: n.type,
+        value: n.value,
+      }))
+    : [];
   const caSkid = ca.getExtension(x509.SubjectKeyIdentifierExtension)?.keyId;
   const cert = await x509.X509CertificateGenerator.create({
     serialNumber: serialHex(),
@@ -289,9 +315,16 @@ export async function mockLocallySignedCert(inputs: Inputs): Promise<Outputs> {
     publicKey: csr.publicKey,
     signingKey: caKey.keys.privateKey,
     signingAlgorithm: caKey.signingAlgorithm,
-    extensions: await certificateExtensions({ ...inputs, sans: sans as x509.JsonGeneralName[], authorityKeyId: caSkid }, csr.publicKey),
+    extensions: await certificateExtensions(
+      { ...inputs, sans: sans as x509.JsonGeneralName[], authorityKeyId: caSkid },
+      csr.publicKey,
+    ),
   });
-  return { caKeyAlgorithm: caKey.keyAlgorithm, earlyRenewalHours: inputs.earlyRenewalHours ?? 0, ...certificateOutputs(cert) };
+  return {
+    caKeyAlgorithm: caKey.keyAlgorithm,
+    earlyRenewalHours: inputs.earlyRenewalHours ?? 0,
+    ...certificateOutputs(cert),
+  };
 }
 
 /** random.RandomBytes' computed outputs. */
@@ -314,7 +347,9 @@ function hasUnknown(value: unknown): boolean {
 function canonicalJson(value: unknown): string {
   if (Array.isArray(value)) return `[${value.map(canonicalJson).join(',')}]`;
   if (value !== null && typeof value === 'object') {
-    const entries = Object.entries(value).filter(([, v]) => v !== undefined).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+    const entries = Object.entries(value)
+      .filter(([, v]) => v !== undefined)
+      .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
     return `{${entries.map(([k, v]) => `${JSON.stringify(k)}:${canonicalJson(v)}`).join(',')}}`;
   }
   return JSON.stringify(value) ?? 'null';
@@ -377,11 +412,16 @@ function materialStore(cacheFile?: string): (key: string, make: () => Outputs | 
 
 // Outputs the real resources list in additionalSecretOutputs; the engine marks them secret, mocks do not, so the hook does.
 function secretEnvelope(value: unknown): unknown {
-  return value === undefined ? undefined : { '4dabf18193072939515e22adb298388d': '1b47061264138c4ac30d75fd1eb44270', value };
+  return value === undefined
+    ? undefined
+    : { '4dabf18193072939515e22adb298388d': '1b47061264138c4ac30d75fd1eb44270', value };
 }
 
 const MOCKS: Record<string, { compute: (inputs: Inputs) => Outputs | Promise<Outputs>; secrets: string[] }> = {
-  'tls:index/privateKey:PrivateKey': { compute: mockPrivateKey, secrets: ['privateKeyPem', 'privateKeyPemPkcs8', 'privateKeyOpenssh'] },
+  'tls:index/privateKey:PrivateKey': {
+    compute: mockPrivateKey,
+    secrets: ['privateKeyPem', 'privateKeyPemPkcs8', 'privateKeyOpenssh'],
+  },
   'tls:index/selfSignedCert:SelfSignedCert': { compute: mockSelfSignedCert, secrets: [] },
   'tls:index/certRequest:CertRequest': { compute: mockCertRequest, secrets: [] },
   'tls:index/locallySignedCert:LocallySignedCert': { compute: mockLocallySignedCert, secrets: [] },

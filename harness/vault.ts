@@ -64,7 +64,10 @@ export async function startVault(opts: VaultOptions = {}): Promise<VaultServer> 
       await writeFile(join(dir, 'vault.key'), leaf.keyPem, { mode: 0o600 });
       listenerTls = `tls_cert_file = "${join(dir, 'vault.crt')}"\n  tls_key_file = "${join(dir, 'vault.key')}"`;
     }
-    await writeFile(join(dir, 'vault.hcl'), `storage "file" {\n  path = "${join(dir, 'data')}"\n}\nlistener "tcp" {\n  address = "127.0.0.1:${port}"\n  ${listenerTls}\n}\napi_addr = "${addr}"\ndisable_mlock = true\nui = false\n`);
+    await writeFile(
+      join(dir, 'vault.hcl'),
+      `storage "file" {\n  path = "${join(dir, 'data')}"\n}\nlistener "tcp" {\n  address = "127.0.0.1:${port}"\n  ${listenerTls}\n}\napi_addr = "${addr}"\ndisable_mlock = true\nui = false\n`,
+    );
     args = ['server', `-config=${join(dir, 'vault.hcl')}`, '-log-level=warn'];
   }
   const http = new VaultHttp(addr, caFile ? { ca: caFile } : {}, 10_000);
@@ -93,7 +96,10 @@ export async function startVault(opts: VaultOptions = {}): Promise<VaultServer> 
   };
   const launch = async () => {
     const out = createWriteStream(log, { flags: 'a' });
-    child = spawn(peer('vault'), args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, VAULT_ADDR: addr } });
+    child = spawn(peer('vault'), args, {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: { ...process.env, VAULT_ADDR: addr },
+    });
     child.stdout!.pipe(out);
     child.stderr!.pipe(out);
     await waitListening();
@@ -109,11 +115,12 @@ export async function startVault(opts: VaultOptions = {}): Promise<VaultServer> 
     }
     await waitActive();
   };
-  const exited = (signal: NodeJS.Signals) => new Promise<void>((resolve) => {
-    if (child === undefined || child.exitCode !== null || child.signalCode !== null) return resolve();
-    child.once('exit', () => resolve());
-    child.kill(signal);
-  });
+  const exited = (signal: NodeJS.Signals) =>
+    new Promise<void>((resolve) => {
+      if (child === undefined || child.exitCode !== null || child.signalCode !== null) return resolve();
+      child.once('exit', () => resolve());
+      child.kill(signal);
+    });
 
   await launch();
   const server: VaultServer = {
@@ -163,11 +170,19 @@ export async function enableKv(vault: VaultServer, mount: string, version: 'v1' 
 }
 
 /** A policy, and an AppRole role with it; resolves with the role ID and a fresh secret ID. */
-export async function appRole(vault: VaultServer, role: string, policy: string): Promise<{ roleId: string; secretId: string }> {
+export async function appRole(
+  vault: VaultServer,
+  role: string,
+  policy: string,
+): Promise<{ roleId: string; secretId: string }> {
   await vault.call('PUT', `sys/policy/${role}`, { policy });
   const mounts = (await vault.call('GET', 'sys/auth')).body;
   if (mounts['approle/'] === undefined) await vault.call('POST', 'sys/auth/approle', { type: 'approle' });
-  await vault.call('POST', `auth/approle/role/${role}`, { token_policies: [role], token_ttl: '1h', token_max_ttl: '4h' });
+  await vault.call('POST', `auth/approle/role/${role}`, {
+    token_policies: [role],
+    token_ttl: '1h',
+    token_max_ttl: '4h',
+  });
   const roleId = (await vault.call('GET', `auth/approle/role/${role}/role-id`)).body.data.role_id;
   const secretId = (await vault.call('POST', `auth/approle/role/${role}/secret-id`, {})).body.data.secret_id;
   return { roleId, secretId };

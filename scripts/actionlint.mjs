@@ -10,7 +10,12 @@ import { fileURLToPath } from 'node:url';
 
 const VERSION = 'v1.7.12';
 const repo = resolve(dirname(fileURLToPath(import.meta.url)), '..');
-const home = join(process.env.XDG_CACHE_HOME || join(homedir(), '.cache'), 'stateful-kes', 'tools', `actionlint@${VERSION}`);
+const home = join(
+  process.env.XDG_CACHE_HOME || join(homedir(), '.cache'),
+  'stateful-kes',
+  'tools',
+  `actionlint@${VERSION}`,
+);
 const bin = join(home, 'actionlint');
 
 if (!existsSync(bin)) {
@@ -21,7 +26,9 @@ if (!existsSync(bin)) {
     env: { ...process.env, GOBIN: home, CGO_ENABLED: '0', GOFLAGS: `${process.env.GOFLAGS ?? ''} -trimpath`.trim() },
   });
   if (built.error || built.status !== 0) {
-    console.error(`actionlint: the build failed (${built.error?.message ?? `exit ${built.status}`}); it needs Go and the Go module proxy`);
+    console.error(
+      `actionlint: the build failed (${built.error?.message ?? `exit ${built.status}`}); it needs Go and the Go module proxy`,
+    );
     process.exit(1);
   }
 }

@@ -14,7 +14,9 @@ import { fileURLToPath } from 'node:url';
 import { homedir } from 'node:os';
 
 const repo = resolve(dirname(fileURLToPath(import.meta.url)), '..');
-const dir = resolve(process.env.KESD_PEERS_DIR || join(process.env.XDG_CACHE_HOME || join(homedir(), '.cache'), 'stateful-kes', 'peers'));
+const dir = resolve(
+  process.env.KESD_PEERS_DIR || join(process.env.XDG_CACHE_HOME || join(homedir(), '.cache'), 'stateful-kes', 'peers'),
+);
 const peers = JSON.parse(readFileSync(join(repo, 'peers.json'), 'utf8'));
 const check = process.argv.includes('--check');
 
@@ -57,9 +59,15 @@ function go(args, { cwd, log, env = goEnv }) {
 // build list is built from a throwaway module instead. A module with replaces goes that way at once.
 async function build(peer, log) {
   if (peer.replace.length > 0) return buildInModule(peer, log);
-  const code = await go(['install', '-v', `${peer.module}@${peer.version}`], { cwd: peer.home, log, env: { ...goEnv, GOBIN: peer.home } });
+  const code = await go(['install', '-v', `${peer.module}@${peer.version}`], {
+    cwd: peer.home,
+    log,
+    env: { ...goEnv, GOBIN: peer.home },
+  });
   if (code === 0 || !/loading deprecation for .*@v\/list: 403/s.test(readFileSync(log, 'utf8'))) return code;
-  console.log(`  ${peer.name}: the proxy refuses the module's version list, so go install can't run; building via a throwaway module`);
+  console.log(
+    `  ${peer.name}: the proxy refuses the module's version list, so go install can't run; building via a throwaway module`,
+  );
   return buildInModule(peer, log);
 }
 
@@ -69,12 +77,20 @@ async function buildInModule(peer, log) {
   const cwd = join(peer.home, 'mod');
   rmSync(cwd, { recursive: true, force: true });
   mkdirSync(cwd);
-  const steps = [['mod', 'init', 'peers-build'], ...peer.replace.map((r) => ['mod', 'edit', `-replace=${r}`]), ['get', `${peer.module}@${peer.version}`]];
+  const steps = [
+    ['mod', 'init', 'peers-build'],
+    ...peer.replace.map((r) => ['mod', 'edit', `-replace=${r}`]),
+    ['get', `${peer.module}@${peer.version}`],
+  ];
   for (const args of steps) {
     const step = await go(args, { cwd, log });
     if (step !== 0) return step;
   }
-  const moduleGo = spawnSync('go', ['list', '-f', '{{.Module.GoVersion}}', peer.module], { cwd, env: goEnv, encoding: 'utf8' }).stdout.trim();
+  const moduleGo = spawnSync('go', ['list', '-f', '{{.Module.GoVersion}}', peer.module], {
+    cwd,
+    env: goEnv,
+    encoding: 'utf8',
+  }).stdout.trim();
   const step = await go(['mod', 'edit', `-godebug=default=go${moduleGo || '1.20'}`], { cwd, log });
   return step || go(['build', '-v', '-o', peer.built, peer.module], { cwd, log });
 }
@@ -104,7 +120,9 @@ for (const [i, p] of entries.entries()) {
   if (code !== 0 || !existsSync(p.built)) {
     const tail = readFileSync(log, 'utf8').trimEnd().split('\n').slice(-40).join('\n');
     console.error(tail);
-    fail(`building ${p.name} (${p.module}@${p.version}) failed: ${code !== 0 ? `go exited ${code}` : `no ${p.built} produced`}; full log: ${log}`);
+    fail(
+      `building ${p.name} (${p.module}@${p.version}) failed: ${code !== 0 ? `go exited ${code}` : `no ${p.built} produced`}; full log: ${log}`,
+    );
   }
   if (p.built !== p.bin) {
     rmSync(p.bin, { force: true });

@@ -8,7 +8,9 @@ import { parseArgs } from 'node:util';
 import { countByKind, renderStack } from '../harness/stack-render.ts';
 import { stringify } from 'yaml';
 
-const { values } = parseArgs({ options: { out: { type: 'string' }, stack: { type: 'string', default: 'dev' }, 'tls-cache': { type: 'string' } } });
+const { values } = parseArgs({
+  options: { out: { type: 'string' }, stack: { type: 'string', default: 'dev' }, 'tls-cache': { type: 'string' } },
+});
 if (!values.out) {
   console.error('usage: npm run render -- --out DIR [--stack dev|ha] [--tls-cache FILE]');
   process.exit(2);
@@ -20,7 +22,8 @@ render.manifests.forEach((m) => {
   const file = `${m.metadata.namespace ?? '_cluster'}--${m.kind.toLowerCase()}--${m.metadata.name}.yaml`;
   writeFileSync(join(values.out!, file), stringify(m, { lineWidth: 0 }), { mode: 0o600 });
 });
-for (const c of render.charts) writeFileSync(join(values.out, `chart-${c.name}.yaml`), stringify(c, { lineWidth: 0 }), { mode: 0o600 });
+for (const c of render.charts)
+  writeFileSync(join(values.out, `chart-${c.name}.yaml`), stringify(c, { lineWidth: 0 }), { mode: 0o600 });
 const counts = countByKind(render);
 console.log(`rendered stack '${values.stack}' into ${values.out}:`);
 for (const [kind, n] of Object.entries(counts).sort()) console.log(`  ${String(n).padStart(3)}  ${kind}`);

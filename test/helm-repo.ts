@@ -22,7 +22,11 @@ export function chartMetadata(archive: Buffer): ChartMetadata {
   for (let at = 0; at + 512 <= tar.length; ) {
     const header = tar.subarray(at, at + 512);
     if (header.every((b) => b === 0)) break;
-    const field = (from: number, len: number) => header.subarray(from, from + len).toString('utf8').replace(/\0.*$/s, '');
+    const field = (from: number, len: number) =>
+      header
+        .subarray(from, from + len)
+        .toString('utf8')
+        .replace(/\0.*$/s, '');
     const name = [field(345, 155), field(0, 100)].filter(Boolean).join('/');
     const size = parseInt(field(124, 12).trim() || '0', 8);
     const body = tar.subarray(at + 512, at + 512 + size);
@@ -47,8 +51,15 @@ export async function serveHelmRepo(archivePath: string): Promise<HelmRepo> {
     requests.push(`${req.method} ${req.url}`);
     if (req.url === '/index.yaml') {
       const { port } = server.address() as AddressInfo;
-      const entry = { ...meta, created: '2025-05-05T00:00:00Z', digest: createHash('sha256').update(archive).digest('hex'), urls: [`http://127.0.0.1:${port}/${file}`] };
-      res.writeHead(200, { 'content-type': 'application/x-yaml' }).end(stringify({ apiVersion: 'v1', entries: { [meta.name]: [entry] }, generated: '2025-05-05T00:00:00Z' }));
+      const entry = {
+        ...meta,
+        created: '2025-05-05T00:00:00Z',
+        digest: createHash('sha256').update(archive).digest('hex'),
+        urls: [`http://127.0.0.1:${port}/${file}`],
+      };
+      res
+        .writeHead(200, { 'content-type': 'application/x-yaml' })
+        .end(stringify({ apiVersion: 'v1', entries: { [meta.name]: [entry] }, generated: '2025-05-05T00:00:00Z' }));
     } else if (req.url === `/${file}`) {
       res.writeHead(200, { 'content-type': 'application/gzip' }).end(archive);
     } else {

@@ -92,7 +92,12 @@ export interface EncryptionCheck {
 }
 
 /** Looks at a few objects written by a PUT run, with the real `mc stat` and on the drive itself. */
-export async function checkEncryption(m: E2EMinio, objects: number, payloadHead: string, kmsKey: string | undefined): Promise<EncryptionCheck> {
+export async function checkEncryption(
+  m: E2EMinio,
+  objects: number,
+  payloadHead: string,
+  kmsKey: string | undefined,
+): Promise<EncryptionCheck> {
   const picks = [...new Set([0, Math.floor(objects / 2), objects - 1])].filter((i) => i >= 0);
   const head = Buffer.from(payloadHead, 'hex');
   const out: EncryptionCheck = { stat: [], sealedKeyOnDisk: [], plaintextOnDisk: [], problems: [] };
@@ -129,7 +134,10 @@ export async function checkEncryption(m: E2EMinio, objects: number, payloadHead:
     } else {
       if (sse) out.problems.push(`${name}: encrypted (${sse}) although no KMS is configured`);
       // The plaintext check must be able to see plaintext, or its "not found" under a KMS would prove nothing.
-      if (!plain) out.problems.push(`${name}: plaintext not found in xl.meta of an unencrypted object (did MinIO stop inlining small objects?)`);
+      if (!plain)
+        out.problems.push(
+          `${name}: plaintext not found in xl.meta of an unencrypted object (did MinIO stop inlining small objects?)`,
+        );
     }
   }
   return out;

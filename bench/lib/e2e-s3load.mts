@@ -39,7 +39,14 @@ export interface S3LoadResult {
    * writeback): other work on the machine. tcp_active_opens: connections opened on the machine over the window
    * (mostly MinIO dialling its KMS).
    */
-  machine: { busy_cores: number; irq_cores: number; kthread_cores: number; other_cores: number; steal_cores: number; tcp_active_opens: number };
+  machine: {
+    busy_cores: number;
+    irq_cores: number;
+    kthread_cores: number;
+    other_cores: number;
+    steal_cores: number;
+    tcp_active_opens: number;
+  };
 }
 
 export interface S3Endpoint {
@@ -66,7 +73,12 @@ export interface S3LoadArgs {
 function exec(bin: string, args: string[], s3: S3Endpoint, limitS: number): Promise<string> {
   return new Promise((res, rej) => {
     // Credentials go through the environment, not argv (which `ps` shows).
-    const child = track(spawn(bin, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, S3LOAD_ACCESS_KEY: s3.user, S3LOAD_SECRET_KEY: s3.password } }));
+    const child = track(
+      spawn(bin, args, {
+        stdio: ['ignore', 'pipe', 'pipe'],
+        env: { ...process.env, S3LOAD_ACCESS_KEY: s3.user, S3LOAD_SECRET_KEY: s3.password },
+      }),
+    );
     let out = '';
     let err = '';
     child.stdout!.on('data', (d) => (out += d));
@@ -83,10 +95,28 @@ function exec(bin: string, args: string[], s3: S3Endpoint, limitS: number): Prom
 
 export async function runS3load(bin: string, s3: S3Endpoint, a: S3LoadArgs): Promise<S3LoadResult> {
   const args = [
-    '-endpoint', s3.url, '-op', a.op, '-bucket', a.bucket, '-size', String(a.size), '-conns', String(a.conns),
-    '-duration', `${a.durationS}s`, '-warmup', `${a.warmupS}s`, '-seed', String(a.seed),
-    '-pids', Object.entries(a.pids).map(([k, v]) => `${k}=${v}`).join(','),
-    ...(a.objects !== undefined ? ['-objects', String(a.objects)] : []), ...(a.start ? ['-start', String(a.start)] : []),
+    '-endpoint',
+    s3.url,
+    '-op',
+    a.op,
+    '-bucket',
+    a.bucket,
+    '-size',
+    String(a.size),
+    '-conns',
+    String(a.conns),
+    '-duration',
+    `${a.durationS}s`,
+    '-warmup',
+    `${a.warmupS}s`,
+    '-seed',
+    String(a.seed),
+    '-pids',
+    Object.entries(a.pids)
+      .map(([k, v]) => `${k}=${v}`)
+      .join(','),
+    ...(a.objects !== undefined ? ['-objects', String(a.objects)] : []),
+    ...(a.start ? ['-start', String(a.start)] : []),
   ];
   const out = await exec(bin, args, s3, a.durationS + a.warmupS + 120);
   try {

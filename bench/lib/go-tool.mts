@@ -13,7 +13,10 @@ import { REPO } from './targets.mts';
 const GO_ENV = { GOTOOLCHAIN: 'local', CGO_ENABLED: '0', GOFLAGS: '' };
 
 export function cacheDir(): string {
-  return process.env.KESD_BENCH_CACHE || join(process.env.XDG_CACHE_HOME || join(homedir(), '.cache'), 'stateful-kes', 'bench');
+  return (
+    process.env.KESD_BENCH_CACHE ||
+    join(process.env.XDG_CACHE_HOME || join(homedir(), '.cache'), 'stateful-kes', 'bench')
+  );
 }
 
 export function goVersion(): string {
@@ -23,9 +26,15 @@ export function goVersion(): string {
 /** The binary of bench/<name>, built (as <cache>/<name>-<hash>) only when its sources or the Go toolchain changed. */
 export function ensureGoTool(name: string, description: string, log: (s: string) => void): string {
   const src = join(REPO, 'bench', name);
-  const files = readdirSync(src).filter((f) => f.endsWith('.go') || f === 'go.mod' || f === 'go.sum').sort();
+  const files = readdirSync(src)
+    .filter((f) => f.endsWith('.go') || f === 'go.mod' || f === 'go.sum')
+    .sort();
   const h = createHash('sha256');
-  for (const f of files) h.update(f).update('\0').update(readFileSync(join(src, f))).update('\0');
+  for (const f of files)
+    h.update(f)
+      .update('\0')
+      .update(readFileSync(join(src, f)))
+      .update('\0');
   const go = goVersion();
   const dir = cacheDir();
   const bin = join(dir, `${name}-${h.update(go).digest('hex').slice(0, 16)}`);
@@ -35,7 +44,10 @@ export function ensureGoTool(name: string, description: string, log: (s: string)
   // Built under a temporary name and renamed, so a concurrent or interrupted run never sees half a binary.
   const tmp = `${bin}.tmp-${process.pid}`;
   try {
-    runSync('go', ['build', '-trimpath', '-buildvcs=false', '-o', tmp, '.'], { cwd: src, env: { ...process.env, ...GO_ENV } });
+    runSync('go', ['build', '-trimpath', '-buildvcs=false', '-o', tmp, '.'], {
+      cwd: src,
+      env: { ...process.env, ...GO_ENV },
+    });
     renameSync(tmp, bin);
   } finally {
     rmSync(tmp, { force: true });

@@ -57,12 +57,32 @@ export interface LoadgenArgs {
 
 export function runLoadgen(bin: string, a: LoadgenArgs): Promise<LoadgenResult> {
   const args = [
-    '-url', a.url, '-cert', a.cert, '-key', a.key, '-ca', a.ca, '-op', a.op, '-conns', String(a.conns),
-    '-duration', `${a.durationS}s`, '-warmup', `${a.warmupS}s`, '-pids', a.pids.join(','),
-    ...(a.rate ? ['-rate', String(a.rate)] : []), ...(a.keyName ? ['-key-name', a.keyName] : []), ...(a.extra ?? []),
+    '-url',
+    a.url,
+    '-cert',
+    a.cert,
+    '-key',
+    a.key,
+    '-ca',
+    a.ca,
+    '-op',
+    a.op,
+    '-conns',
+    String(a.conns),
+    '-duration',
+    `${a.durationS}s`,
+    '-warmup',
+    `${a.warmupS}s`,
+    '-pids',
+    a.pids.join(','),
+    ...(a.rate ? ['-rate', String(a.rate)] : []),
+    ...(a.keyName ? ['-key-name', a.keyName] : []),
+    ...(a.extra ?? []),
   ];
   return new Promise((res, rej) => {
-    const child = track(spawn(bin, args, { stdio: ['ignore', 'pipe', 'pipe'], ...(a.env ? { env: { ...process.env, ...a.env } } : {}) }));
+    const child = track(
+      spawn(bin, args, { stdio: ['ignore', 'pipe', 'pipe'], ...(a.env ? { env: { ...process.env, ...a.env } } : {}) }),
+    );
     let out = '';
     let err = '';
     child.stdout!.on('data', (d) => (out += d));

@@ -25,8 +25,14 @@ for (const sig of ['SIGINT', 'SIGTERM'] as const) {
 }
 
 /** Spawns a long-running process with stdout+stderr going to a log file (and kept in memory, last 64 KiB). */
-export function spawnLogged(cmd: string, args: string[], opts: { env?: NodeJS.ProcessEnv; log: string; cwd?: string }): { child: ChildProcess; output: () => string } {
-  const child = track(spawn(cmd, args, { env: opts.env ?? process.env, cwd: opts.cwd, stdio: ['ignore', 'pipe', 'pipe'] }));
+export function spawnLogged(
+  cmd: string,
+  args: string[],
+  opts: { env?: NodeJS.ProcessEnv; log: string; cwd?: string },
+): { child: ChildProcess; output: () => string } {
+  const child = track(
+    spawn(cmd, args, { env: opts.env ?? process.env, cwd: opts.cwd, stdio: ['ignore', 'pipe', 'pipe'] }),
+  );
   const log = createWriteStream(opts.log);
   let buf = '';
   const take = (d: Buffer) => {
@@ -41,7 +47,12 @@ export function spawnLogged(cmd: string, args: string[], opts: { env?: NodeJS.Pr
 
 /** Runs a command to completion, returning its output; throws on a non-zero exit. */
 export function runSync(cmd: string, args: string[], opts: { env?: NodeJS.ProcessEnv; cwd?: string } = {}): string {
-  const r = spawnSync(cmd, args, { env: opts.env ?? process.env, cwd: opts.cwd, encoding: 'utf8', maxBuffer: 64 << 20 });
+  const r = spawnSync(cmd, args, {
+    env: opts.env ?? process.env,
+    cwd: opts.cwd,
+    encoding: 'utf8',
+    maxBuffer: 64 << 20,
+  });
   if (r.error) throw r.error;
   if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')} exited with ${r.status}:\n${r.stdout}${r.stderr}`);
   return r.stdout;
@@ -76,10 +87,28 @@ export interface Reply {
 }
 
 /** One HTTPS request with a client certificate (server certificate not verified: only used for set-up checks). */
-export function request(port: number, method: string, path: string, tls: { cert?: string; key?: string }, body?: string): Promise<Reply> {
+export function request(
+  port: number,
+  method: string,
+  path: string,
+  tls: { cert?: string; key?: string },
+  body?: string,
+): Promise<Reply> {
   return new Promise((res, rej) => {
     const req = https.request(
-      { host: '127.0.0.1', port, method, path, agent: false, rejectUnauthorized: false, cert: tls.cert, key: tls.key, timeout: 5000, headers: body === undefined ? {} : { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) } },
+      {
+        host: '127.0.0.1',
+        port,
+        method,
+        path,
+        agent: false,
+        rejectUnauthorized: false,
+        cert: tls.cert,
+        key: tls.key,
+        timeout: 5000,
+        headers:
+          body === undefined ? {} : { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) },
+      },
       (r) => {
         let text = '';
         r.on('data', (d) => (text += d));
@@ -94,12 +123,20 @@ export function request(port: number, method: string, path: string, tls: { cert?
 }
 
 /** Polls GET /version (with the given client certificate: KES requires one on every connection) until it answers 200, or the process exits, or the time is up. */
-export async function waitReady(name: string, port: number, child: ChildProcess, output: () => string, tls: { cert?: string; key?: string } = {}, timeoutMs = 60_000): Promise<void> {
+export async function waitReady(
+  name: string,
+  port: number,
+  child: ChildProcess,
+  output: () => string,
+  tls: { cert?: string; key?: string } = {},
+  timeoutMs = 60_000,
+): Promise<void> {
   const tail = () => output().split('\n').slice(-30).join('\n');
   const until = Date.now() + timeoutMs;
   let last = '';
   while (Date.now() < until) {
-    if (child.exitCode !== null || child.signalCode !== null) throw new Error(`${name} exited (${child.exitCode ?? child.signalCode}) before it was ready:\n${tail()}`);
+    if (child.exitCode !== null || child.signalCode !== null)
+      throw new Error(`${name} exited (${child.exitCode ?? child.signalCode}) before it was ready:\n${tail()}`);
     try {
       const r = await request(port, 'GET', '/version', tls);
       if (r.status === 200) return;
@@ -169,5 +206,7 @@ export async function waitQuiet(maxS: number, threshold: number, log: (s: string
   if (busy <= threshold) return;
   const t0 = Date.now();
   while (busy > threshold && Date.now() < until) busy = await busyCores(1000);
-  log(`  waited ${Math.round((Date.now() - t0) / 1000) + 1} s for other load to drop: ${busy.toFixed(2)} cores busy now${busy > threshold ? ' (gave up)' : ''}`);
+  log(
+    `  waited ${Math.round((Date.now() - t0) / 1000) + 1} s for other load to drop: ${busy.toFixed(2)} cores busy now${busy > threshold ? ' (gave up)' : ''}`,
+  );
 }

@@ -47,7 +47,12 @@ function group(name: string, url: string): string {
  * Sums self time over every profile in dir. With a window (µs on CLOCK_MONOTONIC, which both V8's profile
  * timestamps and process.hrtime use on Linux), only samples inside it count: start-up and warm-up are left out.
  */
-export function summariseProfiles(dir: string, meta: { op: string; conns: number; durationS: number; opsPerS: number }, window?: { fromUs: number; toUs: number }, topN = 25): ProfileSummary {
+export function summariseProfiles(
+  dir: string,
+  meta: { op: string; conns: number; durationS: number; opsPerS: number },
+  window?: { fromUs: number; toUs: number },
+  topN = 25,
+): ProfileSummary {
   const files = readdirSync(dir).filter((f) => f.endsWith('.cpuprofile'));
   if (files.length === 0) throw new Error(`no .cpuprofile in ${dir}`);
   const byFn = new Map<string, { name: string; where: string; self: number }>();
@@ -86,7 +91,13 @@ export function summariseProfiles(dir: string, meta: { op: string; conns: number
     windowed: window !== undefined,
     processes: files.length,
     totalMs: total / 1000,
-    top: [...byFn.values()].sort((a, b) => b.self - a.self).slice(0, topN).map((e) => ({ name: e.name, where: e.where, selfMs: e.self / 1000, pct: pct(e.self) })),
-    groups: [...byGroup.entries()].sort((a, b) => b[1] - a[1]).slice(0, 20).map(([g, us]) => ({ group: g, selfMs: us / 1000, pct: pct(us) })),
+    top: [...byFn.values()]
+      .sort((a, b) => b.self - a.self)
+      .slice(0, topN)
+      .map((e) => ({ name: e.name, where: e.where, selfMs: e.self / 1000, pct: pct(e.self) })),
+    groups: [...byGroup.entries()]
+      .sort((a, b) => b[1] - a[1])
+      .slice(0, 20)
+      .map(([g, us]) => ({ group: g, selfMs: us / 1000, pct: pct(us) })),
   };
 }

@@ -40,10 +40,30 @@ export function listKeys(port: number, tls: Tls, pattern: string, timeoutMs = 60
       if (settled) return;
       settled = true;
       const seconds = (performance.now() - t0) / 1000;
-      resolve({ pattern, lines, bytes, seconds, firstByteMs, linesPerS: lines / seconds, mibPerS: bytes / 1048576 / seconds, complete, errorLines, status, problem });
+      resolve({
+        pattern,
+        lines,
+        bytes,
+        seconds,
+        firstByteMs,
+        linesPerS: lines / seconds,
+        mibPerS: bytes / 1048576 / seconds,
+        complete,
+        errorLines,
+        status,
+        problem,
+      });
     };
     const req = https.request(
-      { host: '127.0.0.1', port, method: 'GET', path: `/v1/key/list/${pattern}`, agent: false, ...tls, timeout: timeoutMs },
+      {
+        host: '127.0.0.1',
+        port,
+        method: 'GET',
+        path: `/v1/key/list/${pattern}`,
+        agent: false,
+        ...tls,
+        timeout: timeoutMs,
+      },
       (res) => {
         status = res.statusCode ?? 0;
         res.on('data', (chunk: Buffer) => {
@@ -80,11 +100,26 @@ export interface Latency {
 export function latencyStats(ms: number[], errors: number): Latency {
   const s = [...ms].sort((a, b) => a - b);
   const at = (q: number) => (s.length === 0 ? NaN : s[Math.min(s.length - 1, Math.ceil(q * s.length) - 1)]!);
-  return { samples: s.length, errors, p50: at(0.5), p90: at(0.9), p99: at(0.99), max: s.length ? s[s.length - 1]! : NaN, mean: s.reduce((a, b) => a + b, 0) / (s.length || 1) };
+  return {
+    samples: s.length,
+    errors,
+    p50: at(0.5),
+    p90: at(0.9),
+    p99: at(0.99),
+    max: s.length ? s[s.length - 1]! : NaN,
+    mean: s.reduce((a, b) => a + b, 0) / (s.length || 1),
+  };
 }
 
 /** One request on the agent's single connection; resolves with its status and the time to the last byte. */
-function timed(agent: https.Agent, port: number, tls: Tls, method: string, path: string, body: string): Promise<{ status: number; ms: number; text: string }> {
+function timed(
+  agent: https.Agent,
+  port: number,
+  tls: Tls,
+  method: string,
+  path: string,
+  body: string,
+): Promise<{ status: number; ms: number; text: string }> {
   return new Promise((resolve, reject) => {
     const t0 = performance.now();
     const req = https.request(
@@ -115,7 +150,12 @@ export interface ColdWarm {
  * request reaches the same kesd worker): first pass cold (the keys were never used since the start), second pass
  * warm (now cached). The connection is opened and warmed by one request on `warmKey` (not among `names`) first.
  */
-export async function generateColdWarm(port: number, tls: Tls, names: readonly string[], warmKey: string): Promise<ColdWarm> {
+export async function generateColdWarm(
+  port: number,
+  tls: Tls,
+  names: readonly string[],
+  warmKey: string,
+): Promise<ColdWarm> {
   const agent = new https.Agent({ keepAlive: true, maxSockets: 1 });
   const out: ColdWarm = { coldMs: [], warmMs: [], errors: 0 };
   const pass = async (into: number[]) => {

@@ -50,7 +50,14 @@ export interface FillResult {
  * Creates keys keyName(from) … keyName(to - 1) through Enclave.createKey, the call the create handler makes, on the
  * same LMDB file (no server running): `concurrency` creates in flight, which lmdb-js commits in shared transactions.
  */
-export async function fillKeys(s: ScaleStore, from: number, to: number, createdBy: string, log: (m: string) => void, concurrency = 2000): Promise<FillResult> {
+export async function fillKeys(
+  s: ScaleStore,
+  from: number,
+  to: number,
+  createdBy: string,
+  log: (m: string) => void,
+  concurrency = 2000,
+): Promise<FillResult> {
   const { root } = await openSealedRootKey(s.dataDir, s.env);
   const store = await openLmdbStore(s.storeFile);
   const t0 = performance.now();
@@ -73,7 +80,9 @@ export async function fillKeys(s: ScaleStore, from: number, to: number, createdB
         if (next - reported >= 100_000) {
           reported = next;
           enclave.forgetKeys(); // createKey caches every key it makes; the bench process need not hold a million
-          log(`  filled ${next.toLocaleString('en-US')} / ${to.toLocaleString('en-US')} keys (${Math.round((next - from) / ((performance.now() - t0) / 1000)).toLocaleString('en-US')}/s)`);
+          log(
+            `  filled ${next.toLocaleString('en-US')} / ${to.toLocaleString('en-US')} keys (${Math.round((next - from) / ((performance.now() - t0) / 1000)).toLocaleString('en-US')}/s)`,
+          );
         }
       }
     };
@@ -83,7 +92,15 @@ export async function fillKeys(s: ScaleStore, from: number, to: number, createdB
     await store.close();
   }
   const seconds = (performance.now() - t0) / 1000;
-  return { path: 'in-process: Enclave.createKey over the same LMDB store (no HTTP, TLS or auth), ' + `${concurrency} in flight`, from, to, created, seconds, perSecond: created / seconds };
+  return {
+    path:
+      'in-process: Enclave.createKey over the same LMDB store (no HTTP, TLS or auth), ' + `${concurrency} in flight`,
+    from,
+    to,
+    created,
+    seconds,
+    perSecond: created / seconds,
+  };
 }
 
 /** Keys in the default enclave, counted from the store's paths (records are not opened). */
@@ -120,7 +137,11 @@ export interface Running {
 }
 
 /** Starts `kesd server` and polls /v1/ready (as the enclave admin) every 10 ms until it answers 200. */
-export async function startServer(s: ScaleStore, port: number, opts: { workers?: number; log: string; timeoutMs?: number }): Promise<Running> {
+export async function startServer(
+  s: ScaleStore,
+  port: number,
+  opts: { workers?: number; log: string; timeoutMs?: number },
+): Promise<Running> {
   const args = [KESD_BIN, 'server', s.dataDir, '--addr', `127.0.0.1:${port}`, '--audit-log', 'off'];
   if (opts.workers !== undefined) args.push('--workers', String(opts.workers));
   const tls = { cert: readFileSync(s.ids.admin.certFile, 'utf8'), key: readFileSync(s.ids.admin.keyFile, 'utf8') };
@@ -131,7 +152,8 @@ export async function startServer(s: ScaleStore, port: number, opts: { workers?:
   const until = Date.now() + (opts.timeoutMs ?? 60_000);
   let last = '';
   while (Date.now() < until) {
-    if (child.exitCode !== null || child.signalCode !== null) throw new Error(`kesd exited (${child.exitCode ?? child.signalCode}) before it was ready:\n${output()}`);
+    if (child.exitCode !== null || child.signalCode !== null)
+      throw new Error(`kesd exited (${child.exitCode ?? child.signalCode}) before it was ready:\n${output()}`);
     try {
       const r = await request(port, 'GET', '/v1/ready', tls);
       if (r.status === 200) {
@@ -139,8 +161,19 @@ export async function startServer(s: ScaleStore, port: number, opts: { workers?:
         const kesdTicks = [child.pid!, ...descendants(child.pid!)].reduce((a, p) => a + ticksOf(p), 0);
         const c = process.cpuUsage(client0);
         const busyCores = (machineTicks().busy - m0.busy) / TICK / (readyMs / 1000);
-        const startOtherCores = Math.max(0, busyCores - (kesdTicks / TICK + (c.user + c.system) / 1e6) / (readyMs / 1000));
-        return { child, pid: child.pid!, port, readyMs, startCpuMs: (kesdTicks / TICK) * 1000, startOtherCores, output };
+        const startOtherCores = Math.max(
+          0,
+          busyCores - (kesdTicks / TICK + (c.user + c.system) / 1e6) / (readyMs / 1000),
+        );
+        return {
+          child,
+          pid: child.pid!,
+          port,
+          readyMs,
+          startCpuMs: (kesdTicks / TICK) * 1000,
+          startOtherCores,
+          output,
+        };
       }
       last = `HTTP ${r.status} ${r.body}`;
     } catch (err) {
@@ -188,7 +221,13 @@ export function memoryOf(rootPid: number): ProcessMemory[] {
     const st = statusOf(pid);
     if (st === undefined) continue;
     const role = pid === rootPid ? 'primary' : exeOf(pid) === exe ? 'worker' : 'other';
-    out.push({ pid, role, rssMiB: (st.VmRSS ?? 0) / MiB, anonMiB: (st.RssAnon ?? 0) / MiB, fileMiB: ((st.RssFile ?? 0) + (st.RssShmem ?? 0)) / MiB });
+    out.push({
+      pid,
+      role,
+      rssMiB: (st.VmRSS ?? 0) / MiB,
+      anonMiB: (st.RssAnon ?? 0) / MiB,
+      fileMiB: ((st.RssFile ?? 0) + (st.RssShmem ?? 0)) / MiB,
+    });
   }
   return out;
 }
@@ -206,12 +245,25 @@ export interface MemoryPeak {
 
 /** Samples memoryOf every intervalMs until stopped; reports the peaks. */
 export function sampleMemory(rootPid: number, intervalMs = 50): { stop(): MemoryPeak } {
-  const peak: MemoryPeak = { samples: 0, totalRssMiB: 0, totalAnonMiB: 0, maxProcessRssMiB: 0, maxProcessAnonMiB: 0, maxProcessFileMiB: 0 };
+  const peak: MemoryPeak = {
+    samples: 0,
+    totalRssMiB: 0,
+    totalAnonMiB: 0,
+    maxProcessRssMiB: 0,
+    maxProcessAnonMiB: 0,
+    maxProcessFileMiB: 0,
+  };
   const take = () => {
     const ps = memoryOf(rootPid);
     peak.samples++;
-    peak.totalRssMiB = Math.max(peak.totalRssMiB, ps.reduce((a, p) => a + p.rssMiB, 0));
-    peak.totalAnonMiB = Math.max(peak.totalAnonMiB, ps.reduce((a, p) => a + p.anonMiB, 0));
+    peak.totalRssMiB = Math.max(
+      peak.totalRssMiB,
+      ps.reduce((a, p) => a + p.rssMiB, 0),
+    );
+    peak.totalAnonMiB = Math.max(
+      peak.totalAnonMiB,
+      ps.reduce((a, p) => a + p.anonMiB, 0),
+    );
     for (const p of ps) {
       peak.maxProcessRssMiB = Math.max(peak.maxProcessRssMiB, p.rssMiB);
       peak.maxProcessAnonMiB = Math.max(peak.maxProcessAnonMiB, p.anonMiB);
@@ -297,8 +349,13 @@ function resident(file: string): number | undefined {
 /** Drops the store file's clean pages from the page cache (posix_fadvise DONTNEED); kesd must be stopped. */
 export function evictFromPageCache(file: string): Eviction | undefined {
   const residentBefore = resident(file);
-  const py = "import os,sys; fd=os.open(sys.argv[1], os.O_RDONLY); os.fdatasync(fd); os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED); os.close(fd)";
+  const py =
+    'import os,sys; fd=os.open(sys.argv[1], os.O_RDONLY); os.fdatasync(fd); os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED); os.close(fd)';
   const r = spawnSync('python3', ['-c', py, file], { encoding: 'utf8' });
   if (r.status !== 0) return undefined;
-  return { residentBefore, residentAfter: resident(file), how: 'posix_fadvise(POSIX_FADV_DONTNEED) on the store file (python3), checked with fincore' };
+  return {
+    residentBefore,
+    residentAfter: resident(file),
+    how: 'posix_fadvise(POSIX_FADV_DONTNEED) on the store file (python3), checked with fincore',
+  };
 }

@@ -5,7 +5,8 @@ const TARGET_READY_MS = 2000;
 const TARGET_FLAT = 1.2;
 
 const int = (n: number) => (Number.isFinite(n) ? Math.round(n).toLocaleString('en-US') : 'n/a');
-const ms = (n: number) => (!Number.isFinite(n) ? 'n/a' : n >= 100 ? n.toFixed(0) : n >= 10 ? n.toFixed(1) : n.toFixed(2));
+const ms = (n: number) =>
+  !Number.isFinite(n) ? 'n/a' : n >= 100 ? n.toFixed(0) : n >= 10 ? n.toFixed(1) : n.toFixed(2);
 const mib = (n: number) => `${int(n)} MiB`;
 const ratio = (a: number, b: number) => (Number.isFinite(a / b) ? `${(a / b).toFixed(2)}×` : 'n/a');
 const median = (xs: number[]) => {
@@ -21,11 +22,15 @@ function restTotals(s: SizeResult): { rss: number; anon: number; line: string } 
   return { rss, anon, line: `${mib(rss)} (anon ${mib(anon)}; largest process ${mib(worst)})` };
 }
 
-const size = (bytes: number) => (bytes >= 10 * 1048576 ? `${int(bytes / 1048576)} MiB` : `${(bytes / 1048576).toFixed(1)} MiB`);
+const size = (bytes: number) =>
+  bytes >= 10 * 1048576 ? `${int(bytes / 1048576)} MiB` : `${(bytes / 1048576).toFixed(1)} MiB`;
 
 function listCell(s: SizeResult): string {
   const l = s.list;
-  const status = l.complete && l.errorLines === 0 && l.lines === l.expectedLines ? 'complete' : `**cut off after ${int(l.lines)} of ${int(l.expectedLines)} lines** (${l.problem ?? `${l.errorLines} error lines`})`;
+  const status =
+    l.complete && l.errorLines === 0 && l.lines === l.expectedLines
+      ? 'complete'
+      : `**cut off after ${int(l.lines)} of ${int(l.expectedLines)} lines** (${l.problem ?? `${l.errorLines} error lines`})`;
   return `${int(l.linesPerS)} lines/s, ${l.seconds.toFixed(1)} s, ${size(l.bytes)}; ${status}`;
 }
 
@@ -44,19 +49,30 @@ export function scaleMarkdown(r: ScaleResult): string {
   const readyOk = readyMax(small) <= TARGET_READY_MS && readyMax(large) <= TARGET_READY_MS;
   const p50Ratio = large.cold.p50 / small.cold.p50;
   const p99Ratio = large.cold.p99 / small.cold.p99;
-  const lat = (l: { p50: number; p99: number; samples: number; errors: number }) => `${ms(l.p50)} / ${ms(l.p99)} ms${l.errors ? ` (${l.errors} errors)` : ''}`;
+  const lat = (l: { p50: number; p99: number; samples: number; errors: number }) =>
+    `${ms(l.p50)} / ${ms(l.p99)} ms${l.errors ? ` (${l.errors} errors)` : ''}`;
   const evictedCell = (s: SizeResult) => {
     if (s.evicted === undefined) return 'n/a (python3 missing)';
     const e = s.evicted.eviction;
-    const res = e.residentBefore !== undefined && e.residentAfter !== undefined ? `; store resident ${mib(e.residentBefore / 1048576)} → ${mib(e.residentAfter / 1048576)}` : '';
+    const res =
+      e.residentBefore !== undefined && e.residentAfter !== undefined
+        ? `; store resident ${mib(e.residentBefore / 1048576)} → ${mib(e.residentAfter / 1048576)}`
+        : '';
     return `${lat(s.evicted.cold)}${other(s.evicted)}; ready in ${int(s.evicted.readyMs)} ms${res}`;
   };
   const createCell = (s: SizeResult) =>
-    s.create === undefined ? `n/a (${s.createSkipped ?? 'skipped'})` : `${int(s.create.opsPerS)}/s (p50 ${ms(s.create.p50Ms)} / p99 ${ms(s.create.p99Ms)} ms${s.create.serverUsPerReq !== undefined ? `, ${int(s.create.serverUsPerReq)} µs server CPU/req` : ''}${s.create.otherCores > 0.3 ? `, other load ${s.create.otherCores.toFixed(2)} cores †` : ''})`;
-  const startOther = (s: SizeResult) => (Math.max(...s.startOtherCores) > 0.3 ? ` † other load up to ${Math.max(...s.startOtherCores).toFixed(2)} cores` : '');
-  const otherMax = (xs: number[]) => (Math.max(...xs) > 0.3 ? ` † other load up to ${Math.max(...xs).toFixed(2)} cores` : '');
+    s.create === undefined
+      ? `n/a (${s.createSkipped ?? 'skipped'})`
+      : `${int(s.create.opsPerS)}/s (p50 ${ms(s.create.p50Ms)} / p99 ${ms(s.create.p99Ms)} ms${s.create.serverUsPerReq !== undefined ? `, ${int(s.create.serverUsPerReq)} µs server CPU/req` : ''}${s.create.otherCores > 0.3 ? `, other load ${s.create.otherCores.toFixed(2)} cores †` : ''})`;
+  const startOther = (s: SizeResult) =>
+    Math.max(...s.startOtherCores) > 0.3
+      ? ` † other load up to ${Math.max(...s.startOtherCores).toFixed(2)} cores`
+      : '';
+  const otherMax = (xs: number[]) =>
+    Math.max(...xs) > 0.3 ? ` † other load up to ${Math.max(...xs).toFixed(2)} cores` : '';
   const roundRatios = large.coldRoundP50.map((p, i) => ratio(p, small.coldRoundP50[i]!)).join(', ');
-  const other = (c: { otherCores: number }) => (c.otherCores > 0.3 ? ` † other load ${c.otherCores.toFixed(2)} cores` : '');
+  const other = (c: { otherCores: number }) =>
+    c.otherCores > 0.3 ? ` † other load ${c.otherCores.toFixed(2)} cores` : '';
   const fillLine = r.fills
     .filter((f) => f.created > 0)
     .map((f) => `${int(f.created)} keys for the ${f.store} store in ${f.seconds.toFixed(1)} s (${int(f.perSecond)}/s)`)

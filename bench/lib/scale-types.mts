@@ -45,11 +45,29 @@ export interface SizeResult {
   /** One request for every key. */
   list: ListRun & { expectedLines: number; peak: MemoryPeak; cpu: PhaseCpu };
   /** The bulk keys again, as consecutive prefix lists of at most SLICE keys (a client that lists by prefix). */
-  slices: { runs: (ListRun & { expectedLines: number })[]; lines: number; expectedLines: number; seconds: number; linesPerS: number; complete: boolean; peak: MemoryPeak; cpu: PhaseCpu };
+  slices: {
+    runs: (ListRun & { expectedLines: number })[];
+    lines: number;
+    expectedLines: number;
+    seconds: number;
+    linesPerS: number;
+    complete: boolean;
+    peak: MemoryPeak;
+    cpu: PhaseCpu;
+  };
   /** k-0000*: the first 1,000 bulk keys, whatever the store's size. */
   prefixList: ListRun & { expectedLines: number };
   evicted?: { eviction: Eviction; readyMs: number; cold: Latency; otherCores: number };
-  create?: { conns: number; seconds: number; opsPerS: number; errors: Record<string, number>; p50Ms: number; p99Ms: number; serverUsPerReq?: number; otherCores: number };
+  create?: {
+    conns: number;
+    seconds: number;
+    opsPerS: number;
+    errors: Record<string, number>;
+    p50Ms: number;
+    p99Ms: number;
+    serverUsPerReq?: number;
+    otherCores: number;
+  };
   createSkipped?: string;
 }
 

@@ -37,7 +37,9 @@ export interface Identities {
 function identityNew(dir: string, name: string, extra: string[]): Identity {
   const certFile = join(dir, `${name}.crt`);
   const keyFile = join(dir, `${name}.key`);
-  const out = runSync(NODE, [KESD_BIN, 'identity', 'new', '--key', keyFile, '--cert', certFile, ...extra, name], { env: cleanEnv() });
+  const out = runSync(NODE, [KESD_BIN, 'identity', 'new', '--key', keyFile, '--cert', certFile, ...extra, name], {
+    env: cleanEnv(),
+  });
   const m = /Identity:\s+([0-9a-f]{64})/.exec(out);
   if (!m) throw new Error(`kesd identity new printed no identity: ${out}`);
   return { certFile, keyFile, identity: m[1]! };
@@ -119,21 +121,38 @@ export function benchInitYml(ids: Identities, opts: BenchInitOptions): string {
 }
 
 /** `bin`: another build's kesd.js (an A/B of two builds); default this checkout's. */
-export async function startKesd(dir: string, ids: Identities, opts: { workers?: number; nodeOptions?: string; name?: string; bin?: string } = {}): Promise<Target> {
+export async function startKesd(
+  dir: string,
+  ids: Identities,
+  opts: { workers?: number; nodeOptions?: string; name?: string; bin?: string } = {},
+): Promise<Target> {
   const name = opts.name ?? 'kesd';
   const home = join(dir, name);
   mkdirSync(home, { recursive: true });
   const port = await freePort();
-  const env = cleanEnv({ KESD_BENCH_UNSEAL_KEY: Buffer.alloc(32, 42).toString('base64'), ...(opts.nodeOptions ? { NODE_OPTIONS: opts.nodeOptions } : {}) });
+  const env = cleanEnv({
+    KESD_BENCH_UNSEAL_KEY: Buffer.alloc(32, 42).toString('base64'),
+    ...(opts.nodeOptions ? { NODE_OPTIONS: opts.nodeOptions } : {}),
+  });
   const initYml = join(home, 'init.yml');
-  writeFileSync(initYml, benchInitYml(ids, { address: `127.0.0.1:${port}`, unsealEnv: 'KESD_BENCH_UNSEAL_KEY', keys: [BENCH_KEY, ...listKeys()] }));
+  writeFileSync(
+    initYml,
+    benchInitYml(ids, {
+      address: `127.0.0.1:${port}`,
+      unsealEnv: 'KESD_BENCH_UNSEAL_KEY',
+      keys: [BENCH_KEY, ...listKeys()],
+    }),
+  );
   const data = join(home, 'data');
-  runSync(NODE, [opts.bin ?? KESD_BIN, 'init', '--config', initYml, data], { env: cleanEnv({ KESD_BENCH_UNSEAL_KEY: env.KESD_BENCH_UNSEAL_KEY }) });
+  runSync(NODE, [opts.bin ?? KESD_BIN, 'init', '--config', initYml, data], {
+    env: cleanEnv({ KESD_BENCH_UNSEAL_KEY: env.KESD_BENCH_UNSEAL_KEY }),
+  });
   const help = kesdHelp();
   const workersFlag = /--workers\b/.test(help);
   const args = [opts.bin ?? KESD_BIN, 'server', data, '--addr', `127.0.0.1:${port}`, '--audit-log', 'off'];
   if (opts.workers !== undefined) {
-    if (!workersFlag) throw new Error(`--kesd-workers ${opts.workers}: this kesd has no --workers flag (kesd server --help):\n${help}`);
+    if (!workersFlag)
+      throw new Error(`--kesd-workers ${opts.workers}: this kesd has no --workers flag (kesd server --help):\n${help}`);
     args.push('--workers', String(opts.workers));
   }
   const { child, output } = spawnLogged(NODE, args, { env, log: join(home, 'kesd.log') });
@@ -162,14 +181,19 @@ export async function startKesd(dir: string, ids: Identities, opts: { workers?: 
       processes: 1 + kids.length,
       workersFlag,
       workersArg: opts.workers ?? null,
-      workersHow: nodeKids.length > 0 ? `${nodeKids.length} worker processes under the primary` : 'one process (no worker processes)',
+      workersHow:
+        nodeKids.length > 0
+          ? `${nodeKids.length} worker processes under the primary`
+          : 'one process (no worker processes)',
       log: join(home, 'kesd.log'),
     },
   };
 }
 
 export function kesBinary(): { path: string; version: string } {
-  const cache = process.env.KESD_PEERS_DIR || join(process.env.XDG_CACHE_HOME || join(homedir(), '.cache'), 'stateful-kes', 'peers');
+  const cache =
+    process.env.KESD_PEERS_DIR ||
+    join(process.env.XDG_CACHE_HOME || join(homedir(), '.cache'), 'stateful-kes', 'peers');
   const binJson = join(resolve(cache), 'bin.json');
   const fail = () => new Error(`the real KES (kes-latest) is not built: run 'npm run peers' (looked in ${binJson})`);
   if (!existsSync(binJson)) throw fail();
@@ -205,24 +229,61 @@ keystore:
     path: ${join(home, 'keys')}
 `,
   );
-  const { child, output } = spawnLogged(bin.path, ['server', '--config', config], { env: cleanEnv({ GOMAXPROCS: String(gomaxprocs) }), log: join(home, 'kes.log') });
+  const { child, output } = spawnLogged(bin.path, ['server', '--config', config], {
+    env: cleanEnv({ GOMAXPROCS: String(gomaxprocs) }),
+    log: join(home, 'kes.log'),
+  });
   await waitReady('kes', port, child, output, ids.clientTls);
   // KES v0.24 parses the config's `keys:` list but never creates them, so create the keys through the API.
   for (const k of [BENCH_KEY, ...listKeys()]) {
     const r = await request(port, 'POST', `/v1/key/create/${k}`, ids.clientTls);
     if (r.status !== 200) throw new Error(`kes: creating key ${k} answered ${r.status}: ${r.body}`);
   }
-  return { name: 'kes', label: `KES ${bin.version}`, url: `https://127.0.0.1:${port}`, port, pid: child.pid!, child, output, info: { gomaxprocs, version: bin.version, binary: bin.path, log: join(home, 'kes.log') } };
+  return {
+    name: 'kes',
+    label: `KES ${bin.version}`,
+    url: `https://127.0.0.1:${port}`,
+    port,
+    pid: child.pid!,
+    child,
+    output,
+    info: { gomaxprocs, version: bin.version, binary: bin.path, log: join(home, 'kes.log') },
+  };
 }
 
 export async function startFloor(dir: string, ids: Identities, bodySize: number, workers: number): Promise<Target> {
   const port = await freePort();
-  const { child, output } = spawnLogged(NODE, [join(REPO, 'bench/floor.mjs'), '--cert', ids.server.certFile, '--key', ids.server.keyFile, '--addr', `127.0.0.1:${port}`, '--body-size', String(bodySize), '--workers', String(workers)], {
-    env: cleanEnv(),
-    log: join(dir, 'floor.log'),
-  });
+  const { child, output } = spawnLogged(
+    NODE,
+    [
+      join(REPO, 'bench/floor.mjs'),
+      '--cert',
+      ids.server.certFile,
+      '--key',
+      ids.server.keyFile,
+      '--addr',
+      `127.0.0.1:${port}`,
+      '--body-size',
+      String(bodySize),
+      '--workers',
+      String(workers),
+    ],
+    {
+      env: cleanEnv(),
+      log: join(dir, 'floor.log'),
+    },
+  );
   await waitReady('floor', port, child, output, ids.clientTls);
-  return { name: 'floor', label: 'floor (bare Node https)', url: `https://127.0.0.1:${port}`, port, pid: child.pid!, child, output, info: { bodySize, workers } };
+  return {
+    name: 'floor',
+    label: 'floor (bare Node https)',
+    url: `https://127.0.0.1:${port}`,
+    port,
+    pid: child.pid!,
+    child,
+    output,
+    info: { bodySize, workers },
+  };
 }
 
 /** Checks that the client identity can generate on a target and returns the response size. */

@@ -11,11 +11,15 @@ export const tenantNamespace = producer.requireOutput('tenantNamespace');
 export const defaultKey = producer.requireOutput('defaultKey');
 export const kesdEndpoint = producer.requireOutput('kesdEndpoint');
 /** Pin kesd's CA by its fingerprint rather than copying the PEM around. */
-export const kesdCaSha256 = producer.requireOutput('kesdCaCert').apply((pem: string) => createHash('sha256').update(pem).digest('hex'));
+export const kesdCaSha256 = producer
+  .requireOutput('kesdCaCert')
+  .apply((pem: string) => createHash('sha256').update(pem).digest('hex'));
 /** 0 when kesd keeps its keys on its own volume, the etcd member count with several replicas. */
 export const etcdMembers = producer.requireOutput('etcdEndpoints').apply((endpoints: string[]) => endpoints.length);
 /** Whether the producer created its cluster (kind) and can hand out a kubeconfig; false for an existing cluster. */
-export const producerOwnsCluster = producer.requireOutput('kubeconfig').apply((kubeconfig: string | null) => kubeconfig !== null);
+export const producerOwnsCluster = producer
+  .requireOutput('kubeconfig')
+  .apply((kubeconfig: string | null) => kubeconfig !== null);
 export const rootUser = producer.requireOutput('rootUser');
 /** Secret in the producer, so secret here too: StackReference keeps the flag. */
 export const rootPassword = producer.requireOutput('rootPassword');

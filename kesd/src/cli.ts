@@ -7,11 +7,21 @@ import { importCommands } from './cli/import.js';
 import { serverCommands } from './cli/server.js';
 import { VERSION } from './version.js';
 
-const commands: readonly Command[] = [...serverCommands, ...dataDirCommands, ...identityCommands, ...importCommands, ...clientCommands];
+const commands: readonly Command[] = [
+  ...serverCommands,
+  ...dataDirCommands,
+  ...identityCommands,
+  ...importCommands,
+  ...clientCommands,
+];
 
 function help(): string {
   const width = Math.max(...commands.map((c) => c.name.length));
-  return ['usage: kesd <command> [options]', '', ...commands.map((c) => `  ${c.name.padEnd(width)}  ${c.summary}`)].join('\n');
+  return [
+    'usage: kesd <command> [options]',
+    '',
+    ...commands.map((c) => `  ${c.name.padEnd(width)}  ${c.summary}`),
+  ].join('\n');
 }
 
 export async function main(argv: string[]): Promise<number> {

@@ -37,7 +37,13 @@ async function firstRun(): Promise<void> {
     version: 'v1',
     address,
     sysadmin,
-    tls: { key: file('server.key'), cert: file('server.crt'), password: '', verifyCert: false, proxy: { identities: [], header: '' } },
+    tls: {
+      key: file('server.key'),
+      cert: file('server.crt'),
+      password: '',
+      verifyCert: false,
+      proxy: { identities: [], header: '' },
+    },
     unsealFile: file('unseal.key'),
     enclaves: [{ name: 'default', admin, policies: [], keys: ['my-key'] }],
   };

@@ -8,9 +8,25 @@ import * as pulumi from '@pulumi/pulumi';
 import * as k8s from '@pulumi/kubernetes';
 import { Secret } from 'kubernetes-models/v1';
 import { Job } from 'kubernetes-models/batch/v1';
-import { byType, lineage, recordLineage, setupMocks, unsecret, valueOf, type RecordedResource } from '../../harness/pulumi-mocks.ts';
 import {
-  bucketKeys, bucketNameProblem, bucketScript, BucketConfigError, MC_CONFIG_DIR, MC_IMAGE, RETRY_ATTEMPTS, type BucketsArgs, type BucketSpec,
+  byType,
+  lineage,
+  recordLineage,
+  setupMocks,
+  unsecret,
+  outputValue,
+  type RecordedResource,
+} from '../../harness/pulumi-mocks.ts';
+import {
+  bucketKeys,
+  bucketNameProblem,
+  bucketScript,
+  BucketConfigError,
+  MC_CONFIG_DIR,
+  MC_IMAGE,
+  RETRY_ATTEMPTS,
+  type BucketsArgs,
+  type BucketSpec,
 } from '../../components/buckets.ts';
 import type { MinioTenant } from '../../components/minio-tenant.ts';
 
@@ -47,7 +63,12 @@ test('bucketScript sets the alias from env, then creates and encrypts each bucke
 test('bucketScript only uses idempotent commands: nothing removes, nothing fails on an existing bucket', () => {
   const script = bucketScript(BUCKETS);
   assert.ok(!/\bmc (rb|rm|admin)\b/.test(script));
-  assert.ok(script.split('\n').filter((l) => l.includes(' mc mb ')).every((l) => l.includes('--ignore-existing')));
+  assert.ok(
+    script
+      .split('\n')
+      .filter((l) => l.includes(' mc mb '))
+      .every((l) => l.includes('--ignore-existing')),
+  );
 });
 
 test('bucketScript is deterministic', () => {
@@ -55,7 +76,8 @@ test('bucketScript is deterministic', () => {
 });
 
 test('bucket names follow the S3 rules, with a reason for each refusal', () => {
-  for (const ok of ['abc', 'a'.repeat(63), 'a.b-c', 'ml-datasets', '1bucket']) assert.equal(bucketNameProblem(ok), undefined, ok);
+  for (const ok of ['abc', 'a'.repeat(63), 'a.b-c', 'ml-datasets', '1bucket'])
+    assert.equal(bucketNameProblem(ok), undefined, ok);
   const refused: Record<string, RegExp> = {
     ab: /3-63 characters/,
     ['a'.repeat(64)]: /3-63 characters/,
@@ -74,13 +96,14 @@ test('bucket names follow the S3 rules, with a reason for each refusal', () => {
 
 test('bucketScript reports every invalid bucket and key at once, naming the entry', () => {
   assert.throws(
-    () => bucketScript([
-      { name: 'Bad_Bucket', key: 'ok' },
-      { name: 'good-bucket', key: 'bad key' },
-      { name: 'good-bucket', key: '-lead' },
-      { name: 'other', key: 'k'.repeat(81) },
-      { name: 'x', key: '_' },
-    ]),
+    () =>
+      bucketScript([
+        { name: 'Bad_Bucket', key: 'ok' },
+        { name: 'good-bucket', key: 'bad key' },
+        { name: 'good-bucket', key: '-lead' },
+        { name: 'other', key: 'k'.repeat(81) },
+        { name: 'x', key: '_' },
+      ]),
     (err: unknown) => {
       assert.ok(err instanceof BucketConfigError);
       assert.deepEqual(err.problems, [
@@ -95,7 +118,12 @@ test('bucketScript reports every invalid bucket and key at once, naming the entr
       return true;
     },
   );
-  assert.doesNotThrow(() => bucketScript([{ name: 'abc', key: 'K'.repeat(80) }, { name: 'abd', key: '_a' }]));
+  assert.doesNotThrow(() =>
+    bucketScript([
+      { name: 'abc', key: 'K'.repeat(80) },
+      { name: 'abd', key: '_a' },
+    ]),
+  );
 });
 
 test('bucketKeys lists each key once, in bucket order, for kesd to declare', () => {
@@ -104,22 +132,35 @@ test('bucketKeys lists each key once, in bucket order, for kesd to declare', () 
 });
 
 // The script under the machine's POSIX sh (dash), with a fake `mc` (no MinIO here) and an instant `sleep`.
-function runScript(opts: { failAliasTimes: number }): { status: number | null; stdout: string; stderr: string; calls: string[] } {
+function runScript(opts: { failAliasTimes: number }): {
+  status: number | null;
+  stdout: string;
+  stderr: string;
+  calls: string[];
+} {
   const dir = mkdtempSync(join(tmpdir(), 'buckets-script-'));
   try {
-    writeFileSync(join(dir, 'mc'), [
-      '#!/bin/sh',
-      `echo "$*" >> '${dir}/calls'`,
-      `if [ "$1" = alias ]; then n=$(cat '${dir}/alias-count' 2>/dev/null || echo 0); n=$((n + 1)); echo $n > '${dir}/alias-count';`,
-      `  if [ $n -le ${opts.failAliasTimes} ]; then echo "mc: <ERROR> Unable to initialize new alias" >&2; exit 1; fi; fi`,
-      'exit 0',
-    ].join('\n'));
+    writeFileSync(
+      join(dir, 'mc'),
+      [
+        '#!/bin/sh',
+        `echo "$*" >> '${dir}/calls'`,
+        `if [ "$1" = alias ]; then n=$(cat '${dir}/alias-count' 2>/dev/null || echo 0); n=$((n + 1)); echo $n > '${dir}/alias-count';`,
+        `  if [ $n -le ${opts.failAliasTimes} ]; then echo "mc: <ERROR> Unable to initialize new alias" >&2; exit 1; fi; fi`,
+        'exit 0',
+      ].join('\n'),
+    );
     writeFileSync(join(dir, 'sleep'), '#!/bin/sh\nexit 0\n');
     chmodSync(join(dir, 'mc'), 0o755);
     chmodSync(join(dir, 'sleep'), 0o755);
     const r = spawnSync('/bin/sh', ['-c', bucketScript(BUCKETS)], {
       encoding: 'utf8',
-      env: { PATH: `${dir}:${process.env.PATH}`, S3_ENDPOINT: 'https://minio.tenant-1.svc.cluster.local', MINIO_ROOT_USER: 'minio-admin', MINIO_ROOT_PASSWORD: 'TopSecret0Password1' },
+      env: {
+        PATH: `${dir}:${process.env.PATH}`,
+        S3_ENDPOINT: 'https://minio.tenant-1.svc.cluster.local',
+        MINIO_ROOT_USER: 'minio-admin',
+        MINIO_ROOT_PASSWORD: 'TopSecret0Password1',
+      },
     });
     const calls = readFileSync(join(dir, 'calls'), 'utf8').trim().split('\n');
     return { status: r.status, stdout: r.stdout, stderr: r.stderr, calls };
@@ -131,8 +172,14 @@ function runScript(opts: { failAliasTimes: number }): { status: number | null; s
 test('the script runs under sh and passes the credentials to mc from the env', () => {
   const r = runScript({ failAliasTimes: 0 });
   assert.equal(r.status, 0, r.stderr);
-  assert.equal(r.calls[0], 'alias set tenant https://minio.tenant-1.svc.cluster.local minio-admin TopSecret0Password1 --api S3v4');
-  assert.deepEqual(r.calls.slice(1, 3), ['mb --ignore-existing tenant/ml-datasets', 'encrypt set sse-kms ml-datasets-key tenant/ml-datasets']);
+  assert.equal(
+    r.calls[0],
+    'alias set tenant https://minio.tenant-1.svc.cluster.local minio-admin TopSecret0Password1 --api S3v4',
+  );
+  assert.deepEqual(r.calls.slice(1, 3), [
+    'mb --ignore-existing tenant/ml-datasets',
+    'encrypt set sse-kms ml-datasets-key tenant/ml-datasets',
+  ]);
   assert.equal(r.calls.length, 1 + 3 * BUCKETS.length);
   assert.match(r.stdout, /3 bucket\(s\) ready with SSE-KMS/);
 });
@@ -162,11 +209,27 @@ before(async () => {
   await setupMocks();
   const { Buckets } = await import('../../components/buckets.ts');
   const provider = new k8s.Provider('kind', { kubeconfig: '{}' });
-  tenantCr = new k8s.apiextensions.CustomResource('tenant', { apiVersion: 'minio.min.io/v2', kind: 'Tenant', metadata: { name: 'myminio', namespace: 'tenant-1' }, spec: {} }, { provider });
-  const tenant = { s3Endpoint: pulumi.output('https://minio.tenant-1.svc.cluster.local'), rootUser: pulumi.output('minio-admin'), rootPassword: pulumi.secret(PASSWORD) };
-  buckets = new Buckets('buckets', { namespace: 'tenant-1', tenant, buckets: BUCKETS, provider, dependsOn: [tenantCr] }, { transformations: [recordLineage] });
-  empty = new Buckets('no-buckets', { namespace: 'tenant-1', tenant, buckets: [], provider }, { transformations: [recordLineage] });
-  await Promise.all([valueOf(buckets.jobName), valueOf(empty.bucketNames)]);
+  tenantCr = new k8s.apiextensions.CustomResource(
+    'tenant',
+    { apiVersion: 'minio.min.io/v2', kind: 'Tenant', metadata: { name: 'myminio', namespace: 'tenant-1' }, spec: {} },
+    { provider },
+  );
+  const tenant = {
+    s3Endpoint: pulumi.output('https://minio.tenant-1.svc.cluster.local'),
+    rootUser: pulumi.output('minio-admin'),
+    rootPassword: pulumi.secret(PASSWORD),
+  };
+  buckets = new Buckets(
+    'buckets',
+    { namespace: 'tenant-1', tenant, buckets: BUCKETS, provider, dependsOn: [tenantCr] },
+    { transformations: [recordLineage] },
+  );
+  empty = new Buckets(
+    'no-buckets',
+    { namespace: 'tenant-1', tenant, buckets: [], provider },
+    { transformations: [recordLineage] },
+  );
+  await Promise.all([outputValue(buckets.jobName), outputValue(empty.bucketNames)]);
 });
 
 const job = (): RecordedResource => {
@@ -174,7 +237,8 @@ const job = (): RecordedResource => {
   assert.equal(jobs.length, 1, 'one Job (none for an empty bucket list)');
   return jobs[0]!;
 };
-const credentials = (): RecordedResource => byType('kubernetes:core/v1:Secret').find((r) => r.name === 'buckets-credentials')!;
+const credentials = (): RecordedResource =>
+  byType('kubernetes:core/v1:Secret').find((r) => r.name === 'buckets-credentials')!;
 
 test('the Job and the credentials Secret are valid Kubernetes objects', () => {
   assert.doesNotThrow(() => new Job(unsecret(job().inputs)).validate());
@@ -192,13 +256,25 @@ test('the Job runs the pinned mc image with the rendered script', () => {
 test('credentials reach the Job only through a Secret (valueFrom), and the password is secret', () => {
   const inputs = job().inputs;
   assert.ok(!JSON.stringify(unsecret(inputs)).includes(PASSWORD), 'no password in the Job');
-  const env = Object.fromEntries((unsecret(inputs).spec.template.spec.containers[0].env as { name: string }[]).map((e) => [e.name, e]));
+  const env = Object.fromEntries(
+    (unsecret(inputs).spec.template.spec.containers[0].env as { name: string }[]).map((e) => [e.name, e]),
+  );
   const secretName = 'buckets-credentials'; // the provider auto-names it; the mocks use the resource name
-  assert.deepEqual(env.MINIO_ROOT_USER, { name: 'MINIO_ROOT_USER', valueFrom: { secretKeyRef: { name: secretName, key: 'root-user' } } });
-  assert.deepEqual(env.MINIO_ROOT_PASSWORD, { name: 'MINIO_ROOT_PASSWORD', valueFrom: { secretKeyRef: { name: secretName, key: 'root-password' } } });
+  assert.deepEqual(env.MINIO_ROOT_USER, {
+    name: 'MINIO_ROOT_USER',
+    valueFrom: { secretKeyRef: { name: secretName, key: 'root-user' } },
+  });
+  assert.deepEqual(env.MINIO_ROOT_PASSWORD, {
+    name: 'MINIO_ROOT_PASSWORD',
+    valueFrom: { secretKeyRef: { name: secretName, key: 'root-password' } },
+  });
   assert.deepEqual(env.S3_ENDPOINT, { name: 'S3_ENDPOINT', value: 'https://minio.tenant-1.svc.cluster.local' });
   const stringData = credentials().inputs.stringData;
-  assert.equal(stringData['4dabf18193072939515e22adb298388d'], '1b47061264138c4ac30d75fd1eb44270', 'stringData is secret');
+  assert.equal(
+    stringData['4dabf18193072939515e22adb298388d'],
+    '1b47061264138c4ac30d75fd1eb44270',
+    'stringData is secret',
+  );
   assert.deepEqual(unsecret(stringData), { 'root-user': 'minio-admin', 'root-password': PASSWORD });
 });
 
@@ -210,8 +286,15 @@ test('the Job trusts the cluster CA (kube-root-ca.crt in mc certs/CAs) instead o
   const mount = spec.containers[0].volumeMounts.find((m: { name: string }) => m.name === 'cluster-ca');
   assert.equal(mount.mountPath, `${MC_CONFIG_DIR}/certs/CAs`);
   const writable = spec.containers[0].volumeMounts.find((m: { mountPath: string }) => m.mountPath === MC_CONFIG_DIR);
-  assert.ok(spec.volumes.find((v: { name: string }) => v.name === writable?.name)?.emptyDir, 'the mc config dir is a writable emptyDir');
-  assert.ok(spec.containers[0].env.some((e: { name: string; value?: string }) => e.name === 'MC_CONFIG_DIR' && e.value === MC_CONFIG_DIR));
+  assert.ok(
+    spec.volumes.find((v: { name: string }) => v.name === writable?.name)?.emptyDir,
+    'the mc config dir is a writable emptyDir',
+  );
+  assert.ok(
+    spec.containers[0].env.some(
+      (e: { name: string; value?: string }) => e.name === 'MC_CONFIG_DIR' && e.value === MC_CONFIG_DIR,
+    ),
+  );
 });
 
 test('the Job is restricted: non-root, no privilege escalation, all capabilities dropped, RuntimeDefault seccomp, read-only root', () => {
@@ -220,7 +303,11 @@ test('the Job is restricted: non-root, no privilege escalation, all capabilities
   assert.equal(spec.securityContext.seccompProfile.type, 'RuntimeDefault');
   assert.equal(spec.automountServiceAccountToken, false);
   const sc = spec.containers[0].securityContext;
-  assert.deepEqual(sc, { allowPrivilegeEscalation: false, readOnlyRootFilesystem: true, capabilities: { drop: ['ALL'] } });
+  assert.deepEqual(sc, {
+    allowPrivilegeEscalation: false,
+    readOnlyRootFilesystem: true,
+    capabilities: { drop: ['ALL'] },
+  });
 });
 
 test('the Job stays after finishing (no TTL) and retries a bounded number of times', () => {
@@ -239,10 +326,10 @@ test('the Job depends on the tenant, every child is parented by the component an
 });
 
 test('outputs: bucket names and the keys kesd must hold; an empty list creates nothing', async () => {
-  assert.deepEqual(await valueOf(buckets.bucketNames), ['ml-datasets', 'models.v1', 'logs']);
-  assert.deepEqual(await valueOf(buckets.keys), ['ml-datasets-key', 'logs_key']);
-  assert.equal(await valueOf(buckets.jobName), 'buckets-job');
-  assert.deepEqual(await valueOf(empty.bucketNames), []);
-  assert.equal(await valueOf(empty.jobName), undefined);
+  assert.deepEqual(await outputValue(buckets.bucketNames), ['ml-datasets', 'models.v1', 'logs']);
+  assert.deepEqual(await outputValue(buckets.keys), ['ml-datasets-key', 'logs_key']);
+  assert.equal(await outputValue(buckets.jobName), 'buckets-job');
+  assert.deepEqual(await outputValue(empty.bucketNames), []);
+  assert.equal(await outputValue(empty.jobName), undefined);
   assert.ok(!byType('kubernetes:core/v1:Secret').some((r) => r.name.startsWith('no-buckets')));
 });

@@ -5,7 +5,10 @@ import { resolve } from 'node:path';
 import { Ajv, type ErrorObject, type SchemaObject } from 'ajv';
 import { parse } from 'yaml';
 
-export const TENANT_CRD_PATH = resolve(import.meta.dirname, '../fixtures/minio-operator-v7.1.1/minio.min.io_tenants.yaml');
+export const TENANT_CRD_PATH = resolve(
+  import.meta.dirname,
+  '../fixtures/minio-operator-v7.1.1/minio.min.io_tenants.yaml',
+);
 
 interface Crd {
   spec: { versions: { name: string; schema: { openAPIV3Schema: SchemaObject } }[] };
@@ -20,9 +23,11 @@ function closedSchema(): SchemaObject {
     if (Array.isArray(s)) return s.forEach(close);
     if (s === null || typeof s !== 'object') return;
     const o = s as Record<string, unknown>;
-    if (o.properties && o.additionalProperties === undefined && !o['x-kubernetes-preserve-unknown-fields']) o.additionalProperties = false;
+    if (o.properties && o.additionalProperties === undefined && !o['x-kubernetes-preserve-unknown-fields'])
+      o.additionalProperties = false;
     for (const k of ['properties', 'patternProperties']) if (o[k]) Object.values(o[k] as object).forEach(close);
-    for (const k of ['items', 'additionalProperties', 'not', 'allOf', 'anyOf', 'oneOf']) if (o[k] && typeof o[k] === 'object') close(o[k]);
+    for (const k of ['items', 'additionalProperties', 'not', 'allOf', 'anyOf', 'oneOf'])
+      if (o[k] && typeof o[k] === 'object') close(o[k]);
   };
   const schema = structuredClone(v2.schema.openAPIV3Schema);
   close(schema);
@@ -42,7 +47,8 @@ function compiled(): ReturnType<Ajv['compile']> {
 
 function describe(e: ErrorObject): string {
   const at = e.instancePath || '/';
-  if (e.keyword === 'additionalProperties') return `${at}: unknown field '${(e.params as { additionalProperty: string }).additionalProperty}'`;
+  if (e.keyword === 'additionalProperties')
+    return `${at}: unknown field '${(e.params as { additionalProperty: string }).additionalProperty}'`;
   return `${at}: ${e.message}`;
 }
 

@@ -15,7 +15,16 @@ import { StatefulSet } from 'kubernetes-models/apps/v1';
 import { NetworkPolicy } from 'kubernetes-models/networking.k8s.io/v1';
 import { PodDisruptionBudget } from 'kubernetes-models/policy/v1';
 import { Secret, Service } from 'kubernetes-models/v1';
-import { byType, isSecret, lineage, recordLineage, setupMocks, unsecret, valueOf, type RecordedResource } from '../../harness/pulumi-mocks.ts';
+import {
+  byType,
+  isSecret,
+  lineage,
+  recordLineage,
+  setupMocks,
+  unsecret,
+  outputValue,
+  type RecordedResource,
+} from '../../harness/pulumi-mocks.ts';
 import { registerTlsMocks } from '../../harness/tls-mock.ts';
 import {
   ETCD_CONTAINER_SECURITY_CONTEXT,
@@ -48,13 +57,19 @@ const K8S = {
 let etcd: InstanceType<typeof EtcdCluster>;
 before(async () => {
   const provider = new k8s.Provider('kind', { kubeconfig: 'kind-kubeconfig' });
-  etcd = new EtcdCluster('etcd', { namespace: 'kesd', storageSize: '2Gi', storageClass: 'standard', clientSelector: CLIENTS, provider }, { transformations: [recordLineage] });
-  await Promise.all([valueOf(etcd.statefulSet.id), valueOf(etcd.endpoints), valueOf(etcd.clientCertPem)]);
-  for (let i = 0; i < 200 && (byType(K8S.netpol).length < 1 || byType(K8S.secret).length < 3); i++) await new Promise((r) => setTimeout(r, 20));
+  etcd = new EtcdCluster(
+    'etcd',
+    { namespace: 'kesd', storageSize: '2Gi', storageClass: 'standard', clientSelector: CLIENTS, provider },
+    { transformations: [recordLineage] },
+  );
+  await Promise.all([outputValue(etcd.statefulSet.id), outputValue(etcd.endpoints), outputValue(etcd.clientCertPem)]);
+  for (let i = 0; i < 200 && (byType(K8S.netpol).length < 1 || byType(K8S.secret).length < 3); i++)
+    await new Promise((r) => setTimeout(r, 20));
 });
 
 const of = (type: string): RecordedResource[] => byType(type).filter((r) => r.name.startsWith('etcd-'));
-const secretData = (name: string): Record<string, string> => unsecret(of(K8S.secret).find((s) => s.inputs.metadata.name === name)!.inputs).stringData;
+const secretData = (name: string): Record<string, string> =>
+  unsecret(of(K8S.secret).find((s) => s.inputs.metadata.name === name)!.inputs).stringData;
 const sts = () => unsecret(of(K8S.sts)[0]!.inputs);
 const container = () => sts().spec.template.spec.containers[0];
 
@@ -63,9 +78,28 @@ test('children: three TLS Secrets, two Services, a StatefulSet, a PDB and a Netw
   assert.equal(children.length, 8);
   for (const c of children) assert.match(c.provider, /::pulumi:providers:kubernetes::kind::/, c.name);
   for (const c of children) assert.equal(unsecret(c.inputs).metadata.namespace, 'kesd', c.name);
-  assert.deepEqual(of(K8S.secret).map((s) => s.inputs.metadata.name).sort(), ['etcd-client-kesd', 'etcd-peer-tls', 'etcd-server-tls']);
-  assert.deepEqual(of(K8S.svc).map((s) => s.inputs.metadata.name).sort(), ['etcd', 'etcd-hl']);
-  for (const name of ['etcd-ca-key', 'etcd-ca', 'etcd-peer-cert', 'etcd-server-cert', 'etcd-client-cert', 'etcd-sts', 'etcd-pdb', 'etcd-netpol']) {
+  assert.deepEqual(
+    of(K8S.secret)
+      .map((s) => s.inputs.metadata.name)
+      .sort(),
+    ['etcd-client-kesd', 'etcd-peer-tls', 'etcd-server-tls'],
+  );
+  assert.deepEqual(
+    of(K8S.svc)
+      .map((s) => s.inputs.metadata.name)
+      .sort(),
+    ['etcd', 'etcd-hl'],
+  );
+  for (const name of [
+    'etcd-ca-key',
+    'etcd-ca',
+    'etcd-peer-cert',
+    'etcd-server-cert',
+    'etcd-client-cert',
+    'etcd-sts',
+    'etcd-pdb',
+    'etcd-netpol',
+  ]) {
     assert.equal(lineage.get(name)?.parent, 'etcd', name);
   }
 });
@@ -78,7 +112,7 @@ test('every object passes kubernetes-models validation', () => {
   assert.doesNotThrow(() => new NetworkPolicy(unsecret(of(K8S.netpol)[0]!.inputs)).validate());
 });
 
-test('certificates: one etcd CA; the peer cert for every member, both ways; the client-port cert adds the Services and loopback; kesd\'s for client auth', () => {
+test("certificates: one etcd CA; the peer cert for every member, both ways; the client-port cert adds the Services and loopback; kesd's for client auth", () => {
   const ca = new X509Certificate(secretData('etcd-peer-tls')['ca.crt']!);
   assert.equal(ca.ca, true);
   const leaf = (name: string) => {
@@ -92,11 +126,18 @@ test('certificates: one etcd CA; the peer cert for every member, both ways; the 
   const sans = (c: X509Certificate) => (c.subjectAltName ?? '').split(', ').filter(Boolean);
   const peer = leaf('etcd-peer-tls');
   assert.match(peer.subject, /CN=etcd-peer/);
-  assert.deepEqual(sans(peer), etcdPeerDnsNames(topology).map((n) => `DNS:${n}`));
+  assert.deepEqual(
+    sans(peer),
+    etcdPeerDnsNames(topology).map((n) => `DNS:${n}`),
+  );
   assert.deepEqual(peer.keyUsage?.sort(), [EKU.serverAuth, EKU.clientAuth].sort());
   const server = leaf('etcd-server-tls');
   assert.deepEqual(sans(server), [...etcdServerDnsNames(topology).map((n) => `DNS:${n}`), 'IP Address:127.0.0.1']);
-  assert.deepEqual(server.keyUsage?.sort(), [EKU.serverAuth, EKU.clientAuth].sort(), 'etcd\'s gateway presents it to its own client port');
+  assert.deepEqual(
+    server.keyUsage?.sort(),
+    [EKU.serverAuth, EKU.clientAuth].sort(),
+    "etcd's gateway presents it to its own client port",
+  );
   const client = leaf('etcd-client-kesd');
   assert.match(client.subject, /CN=kesd/);
   assert.deepEqual(client.keyUsage, [EKU.clientAuth]);
@@ -118,7 +159,11 @@ test('the StatefulSet: three members started together, the pinned image with the
   assert.equal(s.spec.replicas, 3);
   assert.equal(s.spec.podManagementPolicy, 'Parallel');
   assert.deepEqual(s.spec.persistentVolumeClaimRetentionPolicy, { whenDeleted: 'Retain', whenScaled: 'Retain' });
-  assert.deepEqual(s.spec.volumeClaimTemplates[0].spec, { accessModes: ['ReadWriteOnce'], storageClassName: 'standard', resources: { requests: { storage: '2Gi' } } });
+  assert.deepEqual(s.spec.volumeClaimTemplates[0].spec, {
+    accessModes: ['ReadWriteOnce'],
+    storageClassName: 'standard',
+    resources: { requests: { storage: '2Gi' } },
+  });
   const c = container();
   assert.equal(c.image, ETCD_IMAGE);
   assert.deepEqual(c.command, ['/usr/local/bin/etcd']);
@@ -138,7 +183,9 @@ test('probes use the plain metrics port: /readyz for startup and readiness, /liv
   assert.deepEqual(c.startupProbe.httpGet, { path: '/readyz', port: 'metrics' });
   assert.deepEqual(c.readinessProbe.httpGet, { path: '/readyz', port: 'metrics' });
   assert.deepEqual(c.livenessProbe.httpGet, { path: '/livez', port: 'metrics' });
-  assert.ok(c.ports.some((p: { name: string; containerPort: number }) => p.name === 'metrics' && p.containerPort === 2381));
+  assert.ok(
+    c.ports.some((p: { name: string; containerPort: number }) => p.name === 'metrics' && p.containerPort === 2381),
+  );
   assert.ok(c.args.includes('--listen-metrics-urls=http://0.0.0.0:2381'));
 });
 
@@ -156,10 +203,20 @@ test('Services, PDB and NetworkPolicy: members find each other before ready, quo
   const svc = Object.fromEntries(of(K8S.svc).map((s) => [s.inputs.metadata.name, unsecret(s.inputs)]));
   assert.equal(svc['etcd-hl'].spec.clusterIP, 'None');
   assert.equal(svc['etcd-hl'].spec.publishNotReadyAddresses, true);
-  assert.deepEqual(svc['etcd-hl'].spec.ports.map((p: { port: number }) => p.port), [2379, 2380]);
-  assert.deepEqual(svc.etcd.spec.ports.map((p: { port: number }) => p.port), [2379]);
-  for (const s of Object.values(svc) as { spec: { selector: unknown } }[]) assert.deepEqual(s.spec.selector, ETCD_SELECTOR);
-  assert.deepEqual(unsecret(of(K8S.pdb)[0]!.inputs).spec, { maxUnavailable: 1, selector: { matchLabels: ETCD_SELECTOR } });
+  assert.deepEqual(
+    svc['etcd-hl'].spec.ports.map((p: { port: number }) => p.port),
+    [2379, 2380],
+  );
+  assert.deepEqual(
+    svc.etcd.spec.ports.map((p: { port: number }) => p.port),
+    [2379],
+  );
+  for (const s of Object.values(svc) as { spec: { selector: unknown } }[])
+    assert.deepEqual(s.spec.selector, ETCD_SELECTOR);
+  assert.deepEqual(unsecret(of(K8S.pdb)[0]!.inputs).spec, {
+    maxUnavailable: 1,
+    selector: { matchLabels: ETCD_SELECTOR },
+  });
   const np = unsecret(of(K8S.netpol)[0]!.inputs).spec;
   assert.deepEqual(np.podSelector.matchLabels, ETCD_SELECTOR);
   assert.deepEqual(np.policyTypes, ['Ingress']);
@@ -169,16 +226,23 @@ test('Services, PDB and NetworkPolicy: members find each other before ready, quo
   ]);
 });
 
-test('outputs: every member\'s client URL, the client Secret and certificate kesd needs', async () => {
-  assert.deepEqual(await valueOf(etcd.endpoints), etcdClientEndpoints(topology));
-  assert.equal(await valueOf(etcd.clientTlsSecretName), 'etcd-client-kesd');
-  assert.equal(await valueOf(etcd.clientCertPem), secretData('etcd-client-kesd')['tls.crt']);
+test("outputs: every member's client URL, the client Secret and certificate kesd needs", async () => {
+  assert.deepEqual(await outputValue(etcd.endpoints), etcdClientEndpoints(topology));
+  assert.equal(await outputValue(etcd.clientTlsSecretName), 'etcd-client-kesd');
+  assert.equal(await outputValue(etcd.clientCertPem), secretData('etcd-client-kesd')['tls.crt']);
 });
 
 test('bad member counts and storage sizes fail at construction with a clear message', () => {
   const provider = new k8s.Provider('other', { kubeconfig: 'x' });
-  assert.throws(() => new EtcdCluster('two', { namespace: 'kesd', members: 2, storageSize: '1Gi', clientSelector: CLIENTS, provider }), /members must be 3, 5 or 7, got 2/);
-  assert.throws(() => new EtcdCluster('tiny', { namespace: 'kesd', storageSize: '8Mi', clientSelector: CLIENTS, provider }), /'8Mi' is too small/);
+  assert.throws(
+    () =>
+      new EtcdCluster('two', { namespace: 'kesd', members: 2, storageSize: '1Gi', clientSelector: CLIENTS, provider }),
+    /members must be 3, 5 or 7, got 2/,
+  );
+  assert.throws(
+    () => new EtcdCluster('tiny', { namespace: 'kesd', storageSize: '8Mi', clientSelector: CLIENTS, provider }),
+    /'8Mi' is too small/,
+  );
 });
 
 // ---- the rendered members, run for real ---------------------------------------------------------------------------
@@ -194,7 +258,11 @@ const members: ChildProcess[] = [];
 let dir: string | undefined;
 after(async () => {
   // unshare and sh exec into etcd: each child is the etcd process itself.
-  await Promise.all(members.filter((m) => m.exitCode === null).map((m) => new Promise((resolve) => m.once('exit', resolve).kill('SIGTERM'))));
+  await Promise.all(
+    members
+      .filter((m) => m.exitCode === null)
+      .map((m) => new Promise((resolve) => m.once('exit', resolve).kill('SIGTERM'))),
+  );
   if (dir) rmSync(dir, { recursive: true, force: true });
 });
 
@@ -206,42 +274,84 @@ async function freePort(): Promise<number> {
   return port;
 }
 
-test('the rendered members form a TLS cluster; kesd\'s certificate reads and writes, and is refused on the peer port', { skip: !canRun && 'needs an etcd binary, root and unshare', timeout: 60_000 }, async () => {
+test("the rendered members form a TLS cluster; kesd's certificate reads and writes, and is refused on the peer port", {
+  skip: !canRun && 'needs an etcd binary, root and unshare',
+  timeout: 60_000,
+}, async () => {
   dir = mkdtempSync(join(tmpdir(), 'etcd-members-'));
   const hosts = etcdMemberHosts(topology);
   const hostsFile = join(dir, 'hosts');
   writeFileSync(hostsFile, `${readFileSync('/etc/hosts', 'utf8')}\n${hosts.map((h) => `127.0.0.1 ${h}`).join('\n')}\n`);
-  const ports = await Promise.all(hosts.map(async () => ({ 2379: await freePort(), 2380: await freePort(), 2381: await freePort() })));
+  const ports = await Promise.all(
+    hosts.map(async () => ({ 2379: await freePort(), 2380: await freePort(), 2381: await freePort() })),
+  );
   const logs = hosts.map(() => '');
   hosts.forEach((_, i) => {
     // The pod's volumes under its own root, then its command line as the kubelet would run it ($(POD_NAME) expanded),
     // with container paths under the root and every member's ports remapped.
     const root = join(dir!, `etcd-${i}`);
     mkdirSync(join(root, ETCD_PATHS.dataMount), { recursive: true });
-    for (const [secret, mount] of [['etcd-peer-tls', ETCD_PATHS.peerTlsDir], ['etcd-server-tls', ETCD_PATHS.serverTlsDir]] as const) {
+    for (const [secret, mount] of [
+      ['etcd-peer-tls', ETCD_PATHS.peerTlsDir],
+      ['etcd-server-tls', ETCD_PATHS.serverTlsDir],
+    ] as const) {
       mkdirSync(join(root, mount), { recursive: true });
-      for (const [file, content] of Object.entries(secretData(secret))) writeFileSync(join(root, mount, file), content, { mode: 0o600 });
+      for (const [file, content] of Object.entries(secretData(secret)))
+        writeFileSync(join(root, mount, file), content, { mode: 0o600 });
     }
     const args = (container().args as string[]).map((a) =>
       a
         .replaceAll('$(POD_NAME)', `etcd-${i}`)
         .replace(/^(--[a-z-]+=)(\/.*)$/, (_, flag: string, path: string) => flag + join(root, path))
         .replace(/0\.0\.0\.0:(2379|2380|2381)/g, (_, port: '2379') => `127.0.0.1:${ports[i]![port]}`)
-        .replace(/(etcd-(\d)\.[a-z0-9.-]+):(2379|2380)/g, (_, host: string, m: string, port: '2379') => `${host}:${ports[Number(m)]![port]}`),
+        .replace(
+          /(etcd-(\d)\.[a-z0-9.-]+):(2379|2380)/g,
+          (_, host: string, m: string, port: '2379') => `${host}:${ports[Number(m)]![port]}`,
+        ),
     );
-    const child = spawn('unshare', ['-m', 'sh', '-c', `mount --bind ${hostsFile} /etc/hosts && exec "$0" "$@"`, ETCD_BIN, ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
+    const child = spawn(
+      'unshare',
+      ['-m', 'sh', '-c', `mount --bind ${hostsFile} /etc/hosts && exec "$0" "$@"`, ETCD_BIN, ...args],
+      { stdio: ['ignore', 'ignore', 'pipe'] },
+    );
     child.stderr!.on('data', (d) => (logs[i] += d));
     members.push(child);
   });
 
   const data = secretData('etcd-client-kesd');
   const kesdCert = { cert: data['tls.crt'], key: data['tls.key'] };
-  const call = (i: number, path: string, body: unknown, port: 2379 | 2380 = 2379, identity: { cert?: string; key?: string } = kesdCert) =>
+  const call = (
+    i: number,
+    path: string,
+    body: unknown,
+    port: 2379 | 2380 = 2379,
+    identity: { cert?: string; key?: string } = kesdCert,
+  ) =>
     new Promise<{ status: number; json: any }>((resolve, reject) => {
-      const req = https.request({ host: '127.0.0.1', port: ports[i]![port], path, method: 'POST', servername: hosts[i], ca: data['ca.crt'], ...identity, agent: false }, (res) => {
-        let text = '';
-        res.setEncoding('utf8').on('data', (d) => (text += d)).on('end', () => resolve({ status: res.statusCode!, json: res.headers['content-type']?.includes('json') ? JSON.parse(text) : text }));
-      });
+      const req = https.request(
+        {
+          host: '127.0.0.1',
+          port: ports[i]![port],
+          path,
+          method: 'POST',
+          servername: hosts[i],
+          ca: data['ca.crt'],
+          ...identity,
+          agent: false,
+        },
+        (res) => {
+          let text = '';
+          res
+            .setEncoding('utf8')
+            .on('data', (d) => (text += d))
+            .on('end', () =>
+              resolve({
+                status: res.statusCode!,
+                json: res.headers['content-type']?.includes('json') ? JSON.parse(text) : text,
+              }),
+            );
+        },
+      );
       req.setTimeout(2_000, () => req.destroy(new Error(`no answer from ${hosts[i]}:${port}${path}`)));
       req.on('error', reject);
       req.end(JSON.stringify(body));
@@ -251,14 +361,27 @@ test('the rendered members form a TLS cluster; kesd\'s certificate reads and wri
     // A linearizable read through a member succeeds only once the cluster has a leader.
     const deadline = Date.now() + 30_000;
     for (;;) {
-      const ok = await Promise.all(hosts.map((_, m) => call(m, '/v3/kv/range', { key: b64('probe') }).then((r) => r.status === 200, () => false)));
+      const ok = await Promise.all(
+        hosts.map((_, m) =>
+          call(m, '/v3/kv/range', { key: b64('probe') }).then(
+            (r) => r.status === 200,
+            () => false,
+          ),
+        ),
+      );
       if (ok.every(Boolean)) break;
       if (Date.now() > deadline) throw new Error('no quorum after 30 s');
       await new Promise((r) => setTimeout(r, 200));
     }
-    const list = (await call(0, '/v3/cluster/member/list', {})).json.members as { name: string; clientURLs: string[] }[];
+    const list = (await call(0, '/v3/cluster/member/list', {})).json.members as {
+      name: string;
+      clientURLs: string[];
+    }[];
     assert.deepEqual(list.map((m) => m.name).sort(), ['etcd-0', 'etcd-1', 'etcd-2']);
-    assert.deepEqual(list.flatMap((m) => m.clientURLs.map((u) => new URL(u).hostname)).sort(), etcdClientEndpoints(topology).map((u) => new URL(u).hostname));
+    assert.deepEqual(
+      list.flatMap((m) => m.clientURLs.map((u) => new URL(u).hostname)).sort(),
+      etcdClientEndpoints(topology).map((u) => new URL(u).hostname),
+    );
     // A write through one member is read back through another.
     assert.equal((await call(0, '/v3/kv/put', { key: b64('kesd/probe'), value: b64('sealed') })).status, 200);
     const read = await call(2, '/v3/kv/range', { key: b64('kesd/probe') });
@@ -268,7 +391,15 @@ test('the rendered members form a TLS cluster; kesd\'s certificate reads and wri
     await assert.rejects(call(1, '/v3/kv/range', { key: b64('kesd/probe') }, 2379, {}), refused);
     await assert.rejects(call(1, '/members', {}, 2380), refused);
     const peer = secretData('etcd-peer-tls');
-    assert.equal((await call(1, '/members', {}, 2380, { cert: peer['tls.crt'], key: peer['tls.key'] }).catch((e) => ({ status: String(e) }))).status, 405, 'a peer gets through (POST is the wrong method: 405)');
+    assert.equal(
+      (
+        await call(1, '/members', {}, 2380, { cert: peer['tls.crt'], key: peer['tls.key'] }).catch((e) => ({
+          status: String(e),
+        }))
+      ).status,
+      405,
+      'a peer gets through (POST is the wrong method: 405)',
+    );
   } catch (err) {
     (err as Error).message += `\n--- etcd-0 log ---\n${logs[0]!.split('\n').slice(-20).join('\n')}`;
     throw err;

@@ -33,7 +33,10 @@ test('members are etcd-0..N-1, named through the headless Service, with client U
     'etcd-1.etcd-hl.kesd.svc.cluster.local',
     'etcd-2.etcd-hl.kesd.svc.cluster.local',
   ]);
-  assert.deepEqual(etcdClientEndpoints({ namespace: 'kms', members: 5, clusterDomain: 'corp.example' }), [0, 1, 2, 3, 4].map((i) => `https://etcd-${i}.etcd-hl.kms.svc.corp.example:2379`));
+  assert.deepEqual(
+    etcdClientEndpoints({ namespace: 'kms', members: 5, clusterDomain: 'corp.example' }),
+    [0, 1, 2, 3, 4].map((i) => `https://etcd-${i}.etcd-hl.kms.svc.corp.example:2379`),
+  );
 });
 
 test('--initial-cluster names every member with its peer URL on 2380', () => {
@@ -54,8 +57,16 @@ test('the command line: own name and URLs from $(POD_NAME), TLS with client-cert
   assert.equal(f.get('--initial-cluster-state'), 'new');
   assert.equal(f.get('--initial-cluster-token'), 'etcd-kesd');
   assert.equal(f.get('--data-dir'), ETCD_PATHS.dataDir);
-  assert.ok(ETCD_PATHS.dataDir.startsWith(`${ETCD_PATHS.dataMount}/`), 'etcd creates its data dir (0700) below the PVC mount');
-  for (const [k, v] of Object.entries({ '--listen-peer-urls': 'https://0.0.0.0:2380', '--listen-client-urls': 'https://0.0.0.0:2379', '--listen-metrics-urls': 'http://0.0.0.0:2381' })) assert.equal(f.get(k), v, k);
+  assert.ok(
+    ETCD_PATHS.dataDir.startsWith(`${ETCD_PATHS.dataMount}/`),
+    'etcd creates its data dir (0700) below the PVC mount',
+  );
+  for (const [k, v] of Object.entries({
+    '--listen-peer-urls': 'https://0.0.0.0:2380',
+    '--listen-client-urls': 'https://0.0.0.0:2379',
+    '--listen-metrics-urls': 'http://0.0.0.0:2381',
+  }))
+    assert.equal(f.get(k), v, k);
   assert.equal(f.get('--client-cert-auth'), 'true');
   assert.equal(f.get('--peer-client-cert-auth'), 'true');
   assert.equal(f.get('--peer-cert-allowed-cn'), ETCD_PEER_CN);
@@ -76,9 +87,17 @@ test('the command line: own name and URLs from $(POD_NAME), TLS with client-cert
 test('the peer certificate covers every member; the client-port one also the Service forms and localhost', () => {
   const hosts = etcdMemberHosts(three);
   assert.deepEqual(etcdPeerDnsNames(three), hosts);
-  assert.deepEqual(etcdServerDnsNames(three), [...hosts, 'etcd', 'etcd.kesd', 'etcd.kesd.svc', 'etcd.kesd.svc.cluster.local', 'localhost']);
+  assert.deepEqual(etcdServerDnsNames(three), [
+    ...hosts,
+    'etcd',
+    'etcd.kesd',
+    'etcd.kesd.svc',
+    'etcd.kesd.svc.cluster.local',
+    'localhost',
+  ]);
   // Every endpoint kesd dials is a SAN of the client-port certificate.
-  for (const url of etcdClientEndpoints(three)) assert.ok(etcdServerDnsNames(three).includes(new URL(url).hostname), url);
+  for (const url of etcdClientEndpoints(three))
+    assert.ok(etcdServerDnsNames(three).includes(new URL(url).hostname), url);
   assert.equal(ETCD_NAMES.headlessService, 'etcd-hl');
 });
 
@@ -92,8 +111,19 @@ test('the quota is 80% of the PVC, at most 8 GiB; sizes below 64Mi or not binary
 });
 
 test('refuses member counts without a majority to spare, bad namespaces and cluster domains, and bad quotas', () => {
-  for (const members of [1, 2, 4, 9, 2.5]) assert.throws(() => etcdMemberNames({ namespace: 'kesd', members }), /members must be 3, 5 or 7, got/, String(members));
-  assert.throws(() => etcdMemberHosts({ namespace: 'Kesd', members: 3 }), /namespace 'Kesd' is not an RFC 1123 DNS label/);
-  assert.throws(() => etcdMemberHosts({ namespace: 'kesd', members: 3, clusterDomain: 'bad_domain' }), /cluster domain 'bad_domain'/);
+  for (const members of [1, 2, 4, 9, 2.5])
+    assert.throws(
+      () => etcdMemberNames({ namespace: 'kesd', members }),
+      /members must be 3, 5 or 7, got/,
+      String(members),
+    );
+  assert.throws(
+    () => etcdMemberHosts({ namespace: 'Kesd', members: 3 }),
+    /namespace 'Kesd' is not an RFC 1123 DNS label/,
+  );
+  assert.throws(
+    () => etcdMemberHosts({ namespace: 'kesd', members: 3, clusterDomain: 'bad_domain' }),
+    /cluster domain 'bad_domain'/,
+  );
   assert.throws(() => etcdArgs(three, { quotaBytes: 0 }), /quotaBytes must be a positive integer/);
 });

@@ -9,10 +9,16 @@ import { validateTenant } from './crd.ts';
 import type { Manifest } from '../../harness/stack-render.ts';
 
 const MODELS: Record<string, (o: any) => { validate(): void }> = {
-  'v1/Namespace': (o) => new Namespace(o), 'v1/Secret': (o) => new Secret(o), 'v1/ConfigMap': (o) => new ConfigMap(o),
-  'v1/Service': (o) => new Service(o), 'apps/v1/StatefulSet': (o) => new StatefulSet(o), 'batch/v1/Job': (o) => new Job(o),
-  'policy/v1/PodDisruptionBudget': (o) => new PodDisruptionBudget(o), 'networking.k8s.io/v1/NetworkPolicy': (o) => new NetworkPolicy(o),
-  'batch/v1/CronJob': (o) => new CronJob(o), 'v1/PersistentVolumeClaim': (o) => new PersistentVolumeClaim(o),
+  'v1/Namespace': (o) => new Namespace(o),
+  'v1/Secret': (o) => new Secret(o),
+  'v1/ConfigMap': (o) => new ConfigMap(o),
+  'v1/Service': (o) => new Service(o),
+  'apps/v1/StatefulSet': (o) => new StatefulSet(o),
+  'batch/v1/Job': (o) => new Job(o),
+  'policy/v1/PodDisruptionBudget': (o) => new PodDisruptionBudget(o),
+  'networking.k8s.io/v1/NetworkPolicy': (o) => new NetworkPolicy(o),
+  'batch/v1/CronJob': (o) => new CronJob(o),
+  'v1/PersistentVolumeClaim': (o) => new PersistentVolumeClaim(o),
 };
 
 /** The schema problems of a rendered object; throws for a kind with no schema here. */

@@ -14,17 +14,37 @@ import type { TLSSocket } from 'node:tls';
 import { promisify } from 'node:util';
 import * as x509 from '@peculiar/x509';
 import * as tls from '@pulumi/tls';
-import { setupMocks, byType, valueOf, isSecret, unsecret, lineage, recordLineage } from '../../harness/pulumi-mocks.ts';
-import { registerTlsMocks, mockPrivateKey, mockSelfSignedCert, mockCertRequest, mockLocallySignedCert, SUPPORTED_ALLOWED_USES } from '../../harness/tls-mock.ts';
+import {
+  setupMocks,
+  byType,
+  outputValue,
+  isSecret,
+  unsecret,
+  lineage,
+  recordLineage,
+} from '../../harness/pulumi-mocks.ts';
+import {
+  registerTlsMocks,
+  mockPrivateKey,
+  mockSelfSignedCert,
+  mockCertRequest,
+  mockLocallySignedCert,
+  SUPPORTED_ALLOWED_USES,
+} from '../../harness/tls-mock.ts';
 import { identityOfPem } from '../../kesd/src/identity/spki.js';
 import { newIdentity } from '../../kesd/src/identity/certificate.js';
 import { kesIdentity, kesdServerDnsNames } from '../../components/kes-identity.ts';
 
 await setupMocks();
 registerTlsMocks();
-const { KesIdentities, CA_ALLOWED_USES, SERVER_ALLOWED_USES, CLIENT_ALLOWED_USES, CA_VALIDITY_HOURS, LEAF_VALIDITY_HOURS } = await import(
-  '../../components/kes-identities.ts'
-);
+const {
+  KesIdentities,
+  CA_ALLOWED_USES,
+  SERVER_ALLOWED_USES,
+  CLIENT_ALLOWED_USES,
+  CA_VALIDITY_HOURS,
+  LEAF_VALIDITY_HOURS,
+} = await import('../../components/kes-identities.ts');
 
 const HEX64 = /^[0-9a-f]{64}$/;
 const HOUR_MS = 3_600_000;
@@ -38,8 +58,14 @@ describe('kesIdentity', () => {
     const ed25519 = (await newIdentity({ subject: 'ed', keyType: 'ed25519' })).certPem;
     const p256 = (await newIdentity({ subject: 'p256', keyType: 'p256' })).certPem;
     const rsaKey = mockPrivateKey({ algorithm: 'RSA', rsaBits: 2048 });
-    const rsa = (await mockSelfSignedCert({ privateKeyPem: rsaKey.privateKeyPem, subject: { commonName: 'rsa' }, allowedUses: ['client_auth'], validityPeriodHours: 1 }))
-      .certPem as string;
+    const rsa = (
+      await mockSelfSignedCert({
+        privateKeyPem: rsaKey.privateKeyPem,
+        subject: { commonName: 'rsa' },
+        allowedUses: ['client_auth'],
+        validityPeriodHours: 1,
+      })
+    ).certPem as string;
     for (const pem of [ed25519, p256, rsa]) {
       assert.match(kesIdentity(pem), HEX64);
       assert.equal(kesIdentity(pem), identityOfPem(pem));
@@ -50,7 +76,14 @@ describe('kesIdentity', () => {
   test('depends only on the public key: a re-issued certificate for the same key keeps the identity', async () => {
     const key = mockPrivateKey({ algorithm: 'ED25519' });
     const issue = async () =>
-      (await mockSelfSignedCert({ privateKeyPem: key.privateKeyPem, subject: { commonName: 'minio' }, allowedUses: ['client_auth'], validityPeriodHours: 24 })).certPem as string;
+      (
+        await mockSelfSignedCert({
+          privateKeyPem: key.privateKeyPem,
+          subject: { commonName: 'minio' },
+          allowedUses: ['client_auth'],
+          validityPeriodHours: 24,
+        })
+      ).certPem as string;
     const [a, b] = [await issue(), await issue()];
     assert.notEqual(a, b);
     assert.equal(kesIdentity(a), kesIdentity(b));
@@ -93,7 +126,10 @@ describe('kesdServerDnsNames', () => {
   });
 
   test('rejects names that are not DNS labels and non-positive or fractional replica counts', () => {
-    assert.throws(() => kesdServerDnsNames({ ...names, namespace: 'Kesd', replicas: 1 }), /namespace 'Kesd' is not an RFC 1123 DNS label/);
+    assert.throws(
+      () => kesdServerDnsNames({ ...names, namespace: 'Kesd', replicas: 1 }),
+      /namespace 'Kesd' is not an RFC 1123 DNS label/,
+    );
     assert.throws(() => kesdServerDnsNames({ ...names, service: 'kesd.svc', replicas: 1 }), /service 'kesd.svc'/);
     assert.throws(() => kesdServerDnsNames({ ...names, statefulSet: 'x'.repeat(63), replicas: 1 }), /pod name/);
     assert.throws(() => kesdServerDnsNames({ ...names, replicas: 0 }), /replicas must be a positive integer, got 0/);
@@ -105,7 +141,12 @@ describe('tls-mock', () => {
   test('rejects allowed_uses the provider rejects (the SDK docs list camelCase; the provider takes snake_case)', async () => {
     const key = mockPrivateKey({ algorithm: 'ECDSA', ecdsaCurve: 'P256' });
     await assert.rejects(
-      mockSelfSignedCert({ privateKeyPem: key.privateKeyPem, subject: { commonName: 'x' }, allowedUses: ['serverAuth'], validityPeriodHours: 1 }),
+      mockSelfSignedCert({
+        privateKeyPem: key.privateKeyPem,
+        subject: { commonName: 'x' },
+        allowedUses: ['serverAuth'],
+        validityPeriodHours: 1,
+      }),
       /allowed_uses\[0\] value must be one of: .*server_auth.*got 'serverAuth'/,
     );
   });
@@ -115,14 +156,25 @@ describe('tls-mock', () => {
     assert.equal(await isSecret(key.privateKeyPem), true);
     assert.equal(await isSecret(key.privateKeyPemPkcs8), true);
     assert.equal(await isSecret(key.publicKeyPem), false);
-    assert.match(await valueOf(key.publicKeyPem), /^-----BEGIN PUBLIC KEY-----\n/);
+    assert.match(await outputValue(key.publicKeyPem), /^-----BEGIN PUBLIC KEY-----\n/);
   });
 
   test('signs a CSR with the CA: subject and SANs from the request, positive serial, SHA-256, chain verifies', async () => {
     const caKey = mockPrivateKey({ algorithm: 'ECDSA', ecdsaCurve: 'P256' });
-    const ca = await mockSelfSignedCert({ privateKeyPem: caKey.privateKeyPem, subject: { commonName: 'ca' }, isCaCertificate: true, allowedUses: ['cert_signing'], validityPeriodHours: 2 });
+    const ca = await mockSelfSignedCert({
+      privateKeyPem: caKey.privateKeyPem,
+      subject: { commonName: 'ca' },
+      isCaCertificate: true,
+      allowedUses: ['cert_signing'],
+      validityPeriodHours: 2,
+    });
     const key = mockPrivateKey({ algorithm: 'RSA', rsaBits: 2048 });
-    const csr = await mockCertRequest({ privateKeyPem: key.privateKeyPem, subject: { commonName: 'leaf', organization: 'o' }, dnsNames: ['a.example'], ipAddresses: ['10.1.2.3'] });
+    const csr = await mockCertRequest({
+      privateKeyPem: key.privateKeyPem,
+      subject: { commonName: 'leaf', organization: 'o' },
+      dnsNames: ['a.example'],
+      ipAddresses: ['10.1.2.3'],
+    });
     const leaf = await mockLocallySignedCert({
       certRequestPem: csr.certRequestPem,
       caPrivateKeyPem: caKey.privateKeyPem,
@@ -142,19 +194,35 @@ describe('tls-mock', () => {
 });
 
 describe('KesIdentities under mocks', () => {
-  const args = { namespace: 'kesd', serviceName: 'kesd', headlessServiceName: 'kesd-headless', statefulSetName: 'kesd', replicas: 3 };
+  const args = {
+    namespace: 'kesd',
+    serviceName: 'kesd',
+    headlessServiceName: 'kesd-headless',
+    statefulSetName: 'kesd',
+    replicas: 3,
+  };
   const ids = new KesIdentities('kes', args, { transformations: [recordLineage] });
-  const expectedDns = kesdServerDnsNames({ namespace: 'kesd', service: 'kesd', headlessService: 'kesd-headless', statefulSet: 'kesd', replicas: 3 });
+  const expectedDns = kesdServerDnsNames({
+    namespace: 'kesd',
+    service: 'kesd',
+    headlessService: 'kesd-headless',
+    statefulSet: 'kesd',
+    replicas: 3,
+  });
   const clients = { sysadmin: ids.sysadmin, enclaveAdmin: ids.enclaveAdmin, minio: ids.minio };
 
   test('the CA is a self-signed ECDSA P-256 CA certificate for cert and CRL signing, valid ten years', async () => {
-    const pem = await valueOf(ids.caCertPem);
+    const pem = await outputValue(ids.caCertPem);
     const ca = new X509Certificate(pem);
     assert.equal(ca.ca, true);
     assert.ok(ca.checkIssued(ca) && ca.verify(ca.publicKey));
     assert.equal(ca.publicKey.asymmetricKeyDetails?.namedCurve, 'prime256v1');
     const ku = keyUsages(pem);
-    assert.ok(ku & x509.KeyUsageFlags.keyCertSign && ku & x509.KeyUsageFlags.cRLSign && ku & x509.KeyUsageFlags.digitalSignature);
+    assert.ok(
+      ku & x509.KeyUsageFlags.keyCertSign &&
+        ku & x509.KeyUsageFlags.cRLSign &&
+        ku & x509.KeyUsageFlags.digitalSignature,
+    );
     assert.equal(lifetimeHours(ca), CA_VALIDITY_HOURS);
     assert.ok(CA_VALIDITY_HOURS >= 10 * 365 * 24);
     const [selfSigned] = byType('tls:index/selfSignedCert:SelfSignedCert').map((r) => unsecret(r.inputs));
@@ -163,9 +231,16 @@ describe('KesIdentities under mocks', () => {
   });
 
   test('the server certificate covers the Service and every pod FQDN, no IP, for server auth, signed by the CA', async () => {
-    const [pem, caPem, dnsNames] = await Promise.all([valueOf(ids.server.certPem), valueOf(ids.caCertPem), valueOf(ids.serverDnsNames)]);
+    const [pem, caPem, dnsNames] = await Promise.all([
+      outputValue(ids.server.certPem),
+      outputValue(ids.caCertPem),
+      outputValue(ids.serverDnsNames),
+    ]);
     assert.deepEqual(dnsNames, expectedDns);
-    assert.deepEqual(sans(pem), expectedDns.map((n) => `DNS:${n}`));
+    assert.deepEqual(
+      sans(pem),
+      expectedDns.map((n) => `DNS:${n}`),
+    );
     assert.ok(sans(pem).every((s) => !s.startsWith('IP Address:')));
     const cert = new X509Certificate(pem);
     assert.equal(cert.ca, false);
@@ -177,10 +252,10 @@ describe('KesIdentities under mocks', () => {
   });
 
   test('client certificates are Ed25519, named by CN, for client auth only, signed by the CA', async () => {
-    const caCert = new X509Certificate(await valueOf(ids.caCertPem));
+    const caCert = new X509Certificate(await outputValue(ids.caCertPem));
     const cns = { sysadmin: 'sysadmin', enclaveAdmin: 'enclave-admin', minio: 'minio' };
     for (const [role, identity] of Object.entries(clients)) {
-      const cert = new X509Certificate(await valueOf(identity.certPem));
+      const cert = new X509Certificate(await outputValue(identity.certPem));
       assert.match(cert.subject, new RegExp(`^CN=${cns[role as keyof typeof cns]}$`, 'm'), role);
       assert.equal(cert.publicKey.asymmetricKeyType, 'ed25519', role);
       assert.deepEqual(cert.keyUsage, [EKU.clientAuth], role);
@@ -190,15 +265,18 @@ describe('KesIdentities under mocks', () => {
   });
 
   test('uses the provider spelling of allowedUses, with early renewal on every leaf', async () => {
-    await valueOf(ids.minio.certPem);
-    const leaves = byType('tls:index/locallySignedCert:LocallySignedCert').map((r): Record<string, any> => ({ ...unsecret(r.inputs), name: r.name }));
+    await outputValue(ids.minio.certPem);
+    const leaves = byType('tls:index/locallySignedCert:LocallySignedCert').map(
+      (r): Record<string, any> => ({ ...unsecret(r.inputs), name: r.name }),
+    );
     assert.equal(leaves.length, 4);
     for (const leaf of leaves) {
       const expected = leaf.name === 'kes-server-cert' ? SERVER_ALLOWED_USES : CLIENT_ALLOWED_USES;
       assert.deepEqual(leaf.allowedUses, expected, leaf.name);
       assert.ok(leaf.earlyRenewalHours > 0, leaf.name);
     }
-    for (const use of [...CA_ALLOWED_USES, ...SERVER_ALLOWED_USES, ...CLIENT_ALLOWED_USES]) assert.ok(SUPPORTED_ALLOWED_USES.includes(use), use);
+    for (const use of [...CA_ALLOWED_USES, ...SERVER_ALLOWED_USES, ...CLIENT_ALLOWED_USES])
+      assert.ok(SUPPORTED_ALLOWED_USES.includes(use), use);
     assert.deepEqual(SERVER_ALLOWED_USES.slice(0, 3), ['digital_signature', 'key_encipherment', 'server_auth']);
   });
 
@@ -206,11 +284,19 @@ describe('KesIdentities under mocks', () => {
     const all = { server: ids.server, ...clients };
     const seen = new Set<string>();
     for (const [role, identity] of Object.entries(all)) {
-      const [cert, key, id] = await Promise.all([valueOf(identity.certPem), valueOf(identity.keyPem), valueOf(identity.identity)]);
+      const [cert, key, id] = await Promise.all([
+        outputValue(identity.certPem),
+        outputValue(identity.keyPem),
+        outputValue(identity.identity),
+      ]);
       assert.match(id, HEX64, role);
       assert.equal(id, identityOfPem(cert), role);
       assert.equal(id, kesIdentity(cert), role);
-      assert.deepEqual(createPublicKey(key).export({ type: 'spki', format: 'der' }), new X509Certificate(cert).publicKey.export({ type: 'spki', format: 'der' }), role);
+      assert.deepEqual(
+        createPublicKey(key).export({ type: 'spki', format: 'der' }),
+        new X509Certificate(cert).publicKey.export({ type: 'spki', format: 'der' }),
+        role,
+      );
       seen.add(id);
     }
     assert.equal(seen.size, 4);
@@ -226,7 +312,7 @@ describe('KesIdentities under mocks', () => {
   });
 
   test('every child is parented to the component', async () => {
-    await valueOf(ids.minio.identity);
+    await outputValue(ids.minio.identity);
     const children = [...lineage.entries()].filter(([name]) => name.startsWith('kes-'));
     assert.equal(children.length, 2 + 4 * 3, children.map(([n]) => n).join(', '));
     for (const [name, { parent }] of children) assert.equal(parent, 'kes', name);
@@ -234,12 +320,12 @@ describe('KesIdentities under mocks', () => {
 
   test('a real mTLS handshake: the kesd server cert for its Service and pod names, the minio client cert, the CA', async () => {
     const [cert, key, ca, minioCert, minioKey, minioId] = await Promise.all([
-      valueOf(ids.server.certPem),
-      valueOf(ids.server.keyPem),
-      valueOf(ids.caCertPem),
-      valueOf(ids.minio.certPem),
-      valueOf(ids.minio.keyPem),
-      valueOf(ids.minio.identity),
+      outputValue(ids.server.certPem),
+      outputValue(ids.server.keyPem),
+      outputValue(ids.caCertPem),
+      outputValue(ids.minio.certPem),
+      outputValue(ids.minio.keyPem),
+      outputValue(ids.minio.identity),
     ]);
     const server = https.createServer({ cert, key, ca, requestCert: true, rejectUnauthorized: true }, (req, res) => {
       res.end(kesIdentity((req.socket as TLSSocket).getPeerX509Certificate()!.toString()));
@@ -248,10 +334,26 @@ describe('KesIdentities under mocks', () => {
     const { port } = server.address() as AddressInfo;
     const get = (servername: string, maxVersion: 'TLSv1.2' | 'TLSv1.3') =>
       new Promise<string>((resolve, reject) => {
-        const req = https.get({ host: '127.0.0.1', port, path: '/', servername, ca, cert: minioCert, key: minioKey, maxVersion, agent: false }, (res) => {
-          let body = '';
-          res.setEncoding('utf8').on('data', (d) => (body += d)).on('end', () => resolve(body));
-        });
+        const req = https.get(
+          {
+            host: '127.0.0.1',
+            port,
+            path: '/',
+            servername,
+            ca,
+            cert: minioCert,
+            key: minioKey,
+            maxVersion,
+            agent: false,
+          },
+          (res) => {
+            let body = '';
+            res
+              .setEncoding('utf8')
+              .on('data', (d) => (body += d))
+              .on('end', () => resolve(body));
+          },
+        );
         req.on('error', reject);
       });
     try {
@@ -270,7 +372,7 @@ describe('tls-mock cacheFile', () => {
   // Each render is a fresh process, as two `pulumi preview` runs would be.
   const render = `
     const [cacheFile, replicas] = process.argv.slice(1);
-    const { setupMocks, valueOf } = await import(${JSON.stringify(new URL('../../harness/pulumi-mocks.ts', import.meta.url).href)});
+    const { setupMocks, outputValue } = await import(${JSON.stringify(new URL('../../harness/pulumi-mocks.ts', import.meta.url).href)});
     const { registerTlsMocks } = await import(${JSON.stringify(new URL('../../harness/tls-mock.ts', import.meta.url).href)});
     await setupMocks();
     registerTlsMocks({ cacheFile });
@@ -278,12 +380,20 @@ describe('tls-mock cacheFile', () => {
     const ids = new KesIdentities('kes', { namespace: 'kesd', serviceName: 'kesd', headlessServiceName: 'kesd-headless', statefulSetName: 'kesd', replicas: Number(replicas) });
     const out = {};
     for (const role of ['server', 'sysadmin', 'enclaveAdmin', 'minio']) {
-      out[role] = { cert: await valueOf(ids[role].certPem), key: await valueOf(ids[role].keyPem), identity: await valueOf(ids[role].identity) };
+      out[role] = { cert: await outputValue(ids[role].certPem), key: await outputValue(ids[role].keyPem), identity: await outputValue(ids[role].identity) };
     }
-    out.ca = await valueOf(ids.caCertPem);
+    out.ca = await outputValue(ids.caCertPem);
     process.stdout.write(JSON.stringify(out));`;
   const run = async (cacheFile: string, replicas: number) => {
-    const { stdout } = await promisify(execFile)(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', render, cacheFile, String(replicas)]);
+    const { stdout } = await promisify(execFile)(process.execPath, [
+      '--import',
+      'tsx',
+      '--input-type=module',
+      '-e',
+      render,
+      cacheFile,
+      String(replicas),
+    ]);
     return JSON.parse(stdout);
   };
 

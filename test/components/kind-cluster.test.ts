@@ -7,10 +7,22 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { createRequire } from 'node:module';
 import { parse } from 'yaml';
-import { setupMocks, onResource, recorded, byType, valueOf, isSecret, unsecret, lineage, recordLineage } from '../../harness/pulumi-mocks.ts';
+import {
+  setupMocks,
+  onResource,
+  recorded,
+  byType,
+  outputValue,
+  isSecret,
+  unsecret,
+  lineage,
+  recordLineage,
+} from '../../harness/pulumi-mocks.ts';
 
 await setupMocks();
-const { KindCluster, kindProvider, kindConfigYaml, kubeconfigSource, existingClusterProvider } = await import('../../components/kind-cluster.ts');
+const { KindCluster, kindProvider, kindConfigYaml, kubeconfigSource, existingClusterProvider } = await import(
+  '../../components/kind-cluster.ts'
+);
 
 // Regression (engine suite): with the provider's default, a changed ConfigMap or Secret of a fixed name is replaced
 // delete-before-replace, and its dependents with it; both providers update them in place instead.
@@ -45,7 +57,10 @@ interface Call {
 function calls(): Call[] {
   const n = fs.readdirSync(logDir).filter((f) => f.endsWith('.argv')).length;
   return Array.from({ length: n }, (_, i) => ({
-    argv: fs.readFileSync(path.join(logDir, `${i}.argv`), 'utf8').split('\n').slice(0, -1),
+    argv: fs
+      .readFileSync(path.join(logDir, `${i}.argv`), 'utf8')
+      .split('\n')
+      .slice(0, -1),
     stdin: fs.readFileSync(path.join(logDir, `${i}.stdin`), 'utf8'),
   }));
 }
@@ -102,7 +117,9 @@ describe('kindConfigYaml', () => {
 describe('kind provider check', () => {
   const config = kindConfigYaml();
   const reasons = async (news: Record<string, unknown>) =>
-    ((await kindProvider.check!({} as never, { config, ...news } as never)).failures ?? []).map((f) => `${f.property}: ${f.reason}`);
+    ((await kindProvider.check!({} as never, { config, ...news } as never)).failures ?? []).map(
+      (f) => `${f.property}: ${f.reason}`,
+    );
 
   test('accepts kind-valid names and passes the inputs through', async () => {
     for (const clusterName of ['stateful-kes', 'a', 'dev.1', 'x'.repeat(50)]) {
@@ -113,10 +130,18 @@ describe('kind provider check', () => {
   });
 
   test('rejects names kind would reject, saying why', async () => {
-    assert.deepEqual(await reasons({ clusterName: 'Dev' }), ["clusterName: kind cluster names are lowercase: 'Dev' (try 'dev')"]);
-    assert.deepEqual(await reasons({ clusterName: 'my_cluster' }), ["clusterName: 'my_cluster' has characters kind rejects: use only a-z, 0-9, '.' and '-'"]);
-    assert.deepEqual(await reasons({ clusterName: '-dev' }), ["clusterName: '-dev' must start and end with a letter or digit (it prefixes node container names)"]);
-    assert.deepEqual(await reasons({ clusterName: 'x'.repeat(51) }), [`clusterName: '${'x'.repeat(51)}' is 51 characters; kind cluster names must be at most 50`]);
+    assert.deepEqual(await reasons({ clusterName: 'Dev' }), [
+      "clusterName: kind cluster names are lowercase: 'Dev' (try 'dev')",
+    ]);
+    assert.deepEqual(await reasons({ clusterName: 'my_cluster' }), [
+      "clusterName: 'my_cluster' has characters kind rejects: use only a-z, 0-9, '.' and '-'",
+    ]);
+    assert.deepEqual(await reasons({ clusterName: '-dev' }), [
+      "clusterName: '-dev' must start and end with a letter or digit (it prefixes node container names)",
+    ]);
+    assert.deepEqual(await reasons({ clusterName: 'x'.repeat(51) }), [
+      `clusterName: '${'x'.repeat(51)}' is 51 characters; kind cluster names must be at most 50`,
+    ]);
     assert.deepEqual(await reasons({ clusterName: '' }), ['clusterName: a kind cluster name is required']);
   });
 
@@ -128,22 +153,45 @@ describe('kind provider check', () => {
     assert.deepEqual(await reasons({ clusterName: 'dev', nodeImage: 'kindest/node v1.33' }), [
       'nodeImage: nodeImage must be an image reference such as kindest/node:v1.33.1, got "kindest/node v1.33"',
     ]);
-    assert.deepEqual(await reasons({ clusterName: 'dev', config: 'nodes: []' }), ['config: config must be a kind Cluster config (apiVersion: kind.x-k8s.io/v1alpha4)']);
+    assert.deepEqual(await reasons({ clusterName: 'dev', config: 'nodes: []' }), [
+      'config: config must be a kind Cluster config (apiVersion: kind.x-k8s.io/v1alpha4)',
+    ]);
   });
 });
 
 describe('kind provider diff', () => {
-  const olds = { clusterName: 'dev', config: kindConfigYaml(), kubeconfig: FAKE_KUBECONFIG('dev'), context: 'kind-dev' };
+  const olds = {
+    clusterName: 'dev',
+    config: kindConfigYaml(),
+    kubeconfig: FAKE_KUBECONFIG('dev'),
+    context: 'kind-dev',
+  };
 
   test('same inputs: no changes (computed outputs are not compared)', async () => {
-    assert.deepEqual(await kindProvider.diff!('dev', olds, { clusterName: 'dev', config: kindConfigYaml() }), { changes: false, replaces: [], deleteBeforeReplace: true });
+    assert.deepEqual(await kindProvider.diff!('dev', olds, { clusterName: 'dev', config: kindConfigYaml() }), {
+      changes: false,
+      replaces: [],
+      deleteBeforeReplace: true,
+    });
   });
 
   test('a new name, node image or config replaces the cluster, deleting first', async () => {
     const d = (news: object) => kindProvider.diff!('dev', olds, { clusterName: 'dev', config: olds.config, ...news });
-    assert.deepEqual(await d({ clusterName: 'dev2' }), { changes: true, replaces: ['clusterName'], deleteBeforeReplace: true });
-    assert.deepEqual(await d({ nodeImage: 'kindest/node:v1.33.1' }), { changes: true, replaces: ['nodeImage'], deleteBeforeReplace: true });
-    assert.deepEqual(await d({ config: kindConfigYaml({ workers: 2 }) }), { changes: true, replaces: ['config'], deleteBeforeReplace: true });
+    assert.deepEqual(await d({ clusterName: 'dev2' }), {
+      changes: true,
+      replaces: ['clusterName'],
+      deleteBeforeReplace: true,
+    });
+    assert.deepEqual(await d({ nodeImage: 'kindest/node:v1.33.1' }), {
+      changes: true,
+      replaces: ['nodeImage'],
+      deleteBeforeReplace: true,
+    });
+    assert.deepEqual(await d({ config: kindConfigYaml({ workers: 2 }) }), {
+      changes: true,
+      replaces: ['config'],
+      deleteBeforeReplace: true,
+    });
   });
 });
 
@@ -152,12 +200,32 @@ describe('kind provider create/read/delete against a fake kind', () => {
     const config = kindConfigYaml({ workers: 2, nodeImage: 'kindest/node:v1.33.1' });
     const result = await kindProvider.create({ clusterName: 'dev', nodeImage: 'kindest/node:v1.33.1', config });
     assert.deepEqual(calls(), [
-      { argv: ['create', 'cluster', '--name', 'dev', '--wait', '120s', '--image', 'kindest/node:v1.33.1', '--config', '-'], stdin: config },
+      {
+        argv: [
+          'create',
+          'cluster',
+          '--name',
+          'dev',
+          '--wait',
+          '120s',
+          '--image',
+          'kindest/node:v1.33.1',
+          '--config',
+          '-',
+        ],
+        stdin: config,
+      },
       { argv: ['get', 'kubeconfig', '--name', 'dev'], stdin: '' },
     ]);
     assert.deepEqual(result, {
       id: 'dev',
-      outs: { clusterName: 'dev', nodeImage: 'kindest/node:v1.33.1', config, kubeconfig: FAKE_KUBECONFIG('dev'), context: 'kind-dev' },
+      outs: {
+        clusterName: 'dev',
+        nodeImage: 'kindest/node:v1.33.1',
+        config,
+        kubeconfig: FAKE_KUBECONFIG('dev'),
+        context: 'kind-dev',
+      },
     });
   });
 
@@ -168,7 +236,10 @@ describe('kind provider create/read/delete against a fake kind', () => {
 
   test("a failing kind create rejects with kind's stderr and reads no kubeconfig", async () => {
     await assert.rejects(kindProvider.create({ clusterName: 'will-fail', config: kindConfigYaml() }), (err: Error) => {
-      assert.match(err.message, /^kind create cluster --name will-fail --wait 120s --config - failed \(exit 1\): ERROR: failed to create cluster: command "docker run" failed/);
+      assert.match(
+        err.message,
+        /^kind create cluster --name will-fail --wait 120s --config - failed \(exit 1\): ERROR: failed to create cluster: command "docker run" failed/,
+      );
       return true;
     });
     assert.equal(calls().length, 1);
@@ -177,13 +248,19 @@ describe('kind provider create/read/delete against a fake kind', () => {
   test('delete runs kind delete cluster with the id, and propagates failures', async () => {
     await kindProvider.delete!('dev', {} as never);
     assert.deepEqual(calls(), [{ argv: ['delete', 'cluster', '--name', 'dev'], stdin: '' }]);
-    await assert.rejects(kindProvider.delete!('fail-me', {} as never), /kind delete cluster --name fail-me failed \(exit 1\): ERROR/);
+    await assert.rejects(
+      kindProvider.delete!('fail-me', {} as never),
+      /kind delete cluster --name fail-me failed \(exit 1\): ERROR/,
+    );
   });
 
   test('read refreshes the kubeconfig of a listed cluster and drops a cluster kind no longer has', async () => {
     const props = { clusterName: 'dev', config: kindConfigYaml(), kubeconfig: 'stale', context: 'kind-dev' };
     process.env.FAKE_KIND_CLUSTERS = 'other dev';
-    assert.deepEqual(await kindProvider.read!('dev', props), { id: 'dev', props: { ...props, kubeconfig: FAKE_KUBECONFIG('dev') } });
+    assert.deepEqual(await kindProvider.read!('dev', props), {
+      id: 'dev',
+      props: { ...props, kubeconfig: FAKE_KUBECONFIG('dev') },
+    });
     process.env.FAKE_KIND_CLUSTERS = 'other';
     assert.deepEqual(await kindProvider.read!('dev', props), { id: '', props: {} });
   });
@@ -191,7 +268,10 @@ describe('kind provider create/read/delete against a fake kind', () => {
   test('without kind on PATH, create says how to get it and read keeps the state', async () => {
     process.env.PATH = logDir;
     try {
-      await assert.rejects(kindProvider.create({ clusterName: 'dev', config: kindConfigYaml() }), /the kind CLI is not on PATH/);
+      await assert.rejects(
+        kindProvider.create({ clusterName: 'dev', config: kindConfigYaml() }),
+        /the kind CLI is not on PATH/,
+      );
       const props = { clusterName: 'dev', config: kindConfigYaml(), kubeconfig: 'kept', context: 'kind-dev' };
       assert.deepEqual(await kindProvider.read!('dev', props), { id: 'dev', props });
     } finally {
@@ -202,15 +282,18 @@ describe('kind provider create/read/delete against a fake kind', () => {
 
 describe('KindCluster under mocks', () => {
   const DYNAMIC = 'pulumi-nodejs:dynamic/kind:Cluster';
-  onResource(DYNAMIC, (a) => ({ kubeconfig: FAKE_KUBECONFIG(a.inputs.clusterName), context: `kind-${a.inputs.clusterName}` }));
+  onResource(DYNAMIC, (a) => ({
+    kubeconfig: FAKE_KUBECONFIG(a.inputs.clusterName),
+    context: `kind-${a.inputs.clusterName}`,
+  }));
 
   test('exposes a secret kubeconfig and a Kubernetes provider that is its child', async () => {
     const cluster = new KindCluster('dev', { name: 'stateful-kes', workers: 2 }, { transformations: [recordLineage] });
-    assert.equal(await valueOf(cluster.name), 'stateful-kes');
-    assert.equal(await valueOf(cluster.context), 'kind-stateful-kes');
+    assert.equal(await outputValue(cluster.name), 'stateful-kes');
+    assert.equal(await outputValue(cluster.context), 'kind-stateful-kes');
     assert.equal(await isSecret(cluster.kubeconfig), true);
-    assert.equal(await valueOf(cluster.kubeconfig), FAKE_KUBECONFIG('stateful-kes'));
-    const providerUrn = await valueOf(cluster.provider.urn);
+    assert.equal(await outputValue(cluster.kubeconfig), FAKE_KUBECONFIG('stateful-kes'));
+    const providerUrn = await outputValue(cluster.provider.urn);
 
     const [resource] = byType(DYNAMIC);
     assert.equal(resource.name, 'dev-cluster');
@@ -219,7 +302,11 @@ describe('KindCluster under mocks', () => {
 
     const [provider] = byType('pulumi:providers:kubernetes');
     assert.equal(provider.name, 'dev-k8s');
-    assert.deepEqual(unsecret(provider.inputs), { kubeconfig: FAKE_KUBECONFIG('stateful-kes'), context: 'kind-stateful-kes', ...MUTABLE });
+    assert.deepEqual(unsecret(provider.inputs), {
+      kubeconfig: FAKE_KUBECONFIG('stateful-kes'),
+      context: 'kind-stateful-kes',
+      ...MUTABLE,
+    });
     assert.match(providerUrn, /stateful-kes:index:KindCluster\$pulumi:providers:kubernetes::dev-k8s$/);
     assert.equal(lineage.get('dev-k8s')?.parent, 'dev');
     assert.equal(lineage.get('dev-cluster')?.parent, 'dev');
@@ -232,14 +319,17 @@ describe('KindCluster under mocks', () => {
     fs.writeFileSync(file, serialised);
     const standalone = createRequire(import.meta.url)(file).handler();
     const result = await standalone.check({}, { clusterName: 'Bad_Name', config: kindConfigYaml() });
-    assert.deepEqual(result.failures, [{ property: 'clusterName', reason: "kind cluster names are lowercase: 'Bad_Name' (try 'bad_name')" }]);
+    assert.deepEqual(result.failures, [
+      { property: 'clusterName', reason: "kind cluster names are lowercase: 'Bad_Name' (try 'bad_name')" },
+    ]);
     await standalone.delete('dev', {});
     assert.deepEqual(calls(), [{ argv: ['delete', 'cluster', '--name', 'dev'], stdin: '' }]);
   });
 
   test('a given config is used as is', async () => {
-    const config = 'kind: Cluster\napiVersion: kind.x-k8s.io/v1alpha4\nnodes:\n  - role: control-plane\n    extraPortMappings: [{ containerPort: 30080, hostPort: 9000 }]\n';
-    await valueOf(new KindCluster('custom', { name: 'custom', config, workers: 5 }).name);
+    const config =
+      'kind: Cluster\napiVersion: kind.x-k8s.io/v1alpha4\nnodes:\n  - role: control-plane\n    extraPortMappings: [{ containerPort: 30080, hostPort: 9000 }]\n';
+    await outputValue(new KindCluster('custom', { name: 'custom', config, workers: 5 }).name);
     const resource = recorded.find((r) => r.name === 'custom-cluster');
     assert.equal(resource?.inputs.config, config);
   });
@@ -256,10 +346,18 @@ describe('existing clusters', () => {
 
   test('existingClusterProvider keeps inline kubeconfig secret and passes the context', async () => {
     const provider = existingClusterProvider('existing', { kubeconfig: FAKE_KUBECONFIG('prod'), context: 'prod' });
-    await valueOf(provider.urn);
+    await outputValue(provider.urn);
     const recordedProvider = recorded.find((r) => r.name === 'existing');
     assert.equal(recordedProvider?.type, 'pulumi:providers:kubernetes');
-    assert.notEqual(recordedProvider?.inputs.kubeconfig, FAKE_KUBECONFIG('prod'), 'inline kubeconfig arrives wrapped as a secret');
-    assert.deepEqual(unsecret(recordedProvider?.inputs), { kubeconfig: FAKE_KUBECONFIG('prod'), context: 'prod', ...MUTABLE });
+    assert.notEqual(
+      recordedProvider?.inputs.kubeconfig,
+      FAKE_KUBECONFIG('prod'),
+      'inline kubeconfig arrives wrapped as a secret',
+    );
+    assert.deepEqual(unsecret(recordedProvider?.inputs), {
+      kubeconfig: FAKE_KUBECONFIG('prod'),
+      context: 'prod',
+      ...MUTABLE,
+    });
   });
 });

@@ -44,7 +44,13 @@ export interface HostRun {
 }
 
 /** The runtime options of Pulumi.yaml, read as the language host reads them (typescript defaults to true). */
-export function runtimeOptions(projectDir: string): { name: string; typescript: boolean; tsconfig?: string; nodeargs: string[]; main: string } {
+export function runtimeOptions(projectDir: string): {
+  name: string;
+  typescript: boolean;
+  tsconfig?: string;
+  nodeargs: string[];
+  main: string;
+} {
   const doc = parse(readFileSync(resolve(projectDir, 'Pulumi.yaml'), 'utf8')) as {
     name: string;
     main?: string;
@@ -63,7 +69,12 @@ export function runtimeOptions(projectDir: string): { name: string; typescript: 
 const SEVERITY = ['debug', 'info', 'warning', 'error'];
 
 /** Serves a monitor and an engine on loopback, runs the program once (a preview), and reports what it did. */
-export async function runLikeLanguageHost(opts: { projectDir: string; stack: string; config: Record<string, string>; timeoutMs?: number }): Promise<HostRun> {
+export async function runLikeLanguageHost(opts: {
+  projectDir: string;
+  stack: string;
+  config: Record<string, string>;
+  timeoutMs?: number;
+}): Promise<HostRun> {
   const project = runtimeOptions(opts.projectDir);
   const registrations: Registration[] = [];
   const logs: HostRun['logs'] = [];
@@ -91,10 +102,22 @@ export async function runLikeLanguageHost(opts: { projectDir: string; stack: str
       // The engine's URN: the parent's type chain (the root stack is left out), then this type and name.
       const parentTypes = parent && parent !== stackUrn ? parent.split('::')[2] + '$' : '';
       const urn = `urn:pulumi:${opts.stack}::${project.name}::${parentTypes}${r.getType()}::${r.getName()}`;
-      registrations.push({ type: r.getType(), name: r.getName(), urn, custom: r.getCustom(), remote: r.getRemote(), provider: r.getProvider(), parent, dependencies: r.getDependenciesList() });
+      registrations.push({
+        type: r.getType(),
+        name: r.getName(),
+        urn,
+        custom: r.getCustom(),
+        remote: r.getRemote(),
+        provider: r.getProvider(),
+        parent,
+        dependencies: r.getDependenciesList(),
+      });
       if (r.getType() === 'pulumi:pulumi:Stack') stackUrn = urn;
       // A preview: custom resources have no id yet; outputs echo the inputs, as the engine does for unknown state.
-      const resp = new resourcePb.RegisterResourceResponse().setUrn(urn).setId('').setObject(r.getObject() ?? new structPb.Struct());
+      const resp = new resourcePb.RegisterResourceResponse()
+        .setUrn(urn)
+        .setId('')
+        .setObject(r.getObject() ?? new structPb.Struct());
       cb(null, resp);
     },
     registerResourceOutputs(call: { request: any }, cb: Callback) {
@@ -137,12 +160,33 @@ export async function runLikeLanguageHost(opts: { projectDir: string; stack: str
   // config in PULUMI_CONFIG (keys as <namespace>:config:<name>) and PULUMI_NODEJS_TYPESCRIPT / _TSCONFIG_PATH.
   const runPath = createRequire(resolve(opts.projectDir, 'package.json')).resolve('@pulumi/pulumi/cmd/run');
   const args = [
-    ...project.nodeargs, runPath,
-    '--monitor', address, '--engine', address, '--project', project.name, '--root-directory', opts.projectDir,
-    '--stack', opts.stack, '--pwd', opts.projectDir, '--dry-run', '--parallel', '4', project.main,
+    ...project.nodeargs,
+    runPath,
+    '--monitor',
+    address,
+    '--engine',
+    address,
+    '--project',
+    project.name,
+    '--root-directory',
+    opts.projectDir,
+    '--stack',
+    opts.stack,
+    '--pwd',
+    opts.projectDir,
+    '--dry-run',
+    '--parallel',
+    '4',
+    project.main,
   ];
-  const config = Object.fromEntries(Object.entries(opts.config).map(([k, v]) => [k.replace(/^([^:]+):/, '$1:config:'), v]));
-  const env: NodeJS.ProcessEnv = { ...process.env, PULUMI_CONFIG: JSON.stringify(config), PULUMI_CONFIG_SECRET_KEYS: '[]' };
+  const config = Object.fromEntries(
+    Object.entries(opts.config).map(([k, v]) => [k.replace(/^([^:]+):/, '$1:config:'), v]),
+  );
+  const env: NodeJS.ProcessEnv = {
+    ...process.env,
+    PULUMI_CONFIG: JSON.stringify(config),
+    PULUMI_CONFIG_SECRET_KEYS: '[]',
+  };
   // The test runner's own variables would not be in a user's shell.
   delete env.NODE_OPTIONS;
   delete env.NODE_TEST_CONTEXT;

@@ -25,19 +25,30 @@ const find = (kind: string, name: string): any => {
 };
 const kesdSts = () => find('StatefulSet', 'kesd');
 const initYml = () => parse(find('ConfigMap', 'kesd-init').data['init.yml']);
-const tenantEnv = (): Record<string, string> => Object.fromEntries(find('Tenant', 'myminio').spec.env.map((e: { name: string; value: string }) => [e.name, e.value]));
+const tenantEnv = (): Record<string, string> =>
+  Object.fromEntries(find('Tenant', 'myminio').spec.env.map((e: { name: string; value: string }) => [e.name, e.value]));
 /** The hosts of MinIO's ellipsis syntax, e.g. https://kesd-{0...2}.x:7373 → kesd-0.x, kesd-1.x, kesd-2.x. */
 const expandHosts = (endpoint: string): string[] => {
   const host = new URL(endpoint.replace(/\{(\d+)\.\.\.(\d+)\}/, 'ELLIPSIS')).hostname;
   const m = /\{(\d+)\.\.\.(\d+)\}/.exec(endpoint);
   if (!m) return [host];
-  return Array.from({ length: Number(m[2]) - Number(m[1]) + 1 }, (_, i) => host.replace('ellipsis', String(Number(m[1]) + i)));
+  return Array.from({ length: Number(m[2]) - Number(m[1]) + 1 }, (_, i) =>
+    host.replace('ellipsis', String(Number(m[1]) + i)),
+  );
 };
 
 test('the ha stack renders kesd and etcd side by side', () => {
   assert.deepEqual(countByKind(render), {
-    'apps/v1/StatefulSet': 2, 'batch/v1/Job': 1, 'helm.sh/v4 Chart (remote)': 1, 'minio.min.io/v2/Tenant': 1,
-    'networking.k8s.io/v1/NetworkPolicy': 2, 'policy/v1/PodDisruptionBudget': 2, 'v1/ConfigMap': 1, 'v1/Namespace': 3, 'v1/Secret': 9, 'v1/Service': 4,
+    'apps/v1/StatefulSet': 2,
+    'batch/v1/Job': 1,
+    'helm.sh/v4 Chart (remote)': 1,
+    'minio.min.io/v2/Tenant': 1,
+    'networking.k8s.io/v1/NetworkPolicy': 2,
+    'policy/v1/PodDisruptionBudget': 2,
+    'v1/ConfigMap': 1,
+    'v1/Namespace': 3,
+    'v1/Secret': 9,
+    'v1/Service': 4,
   });
   assert.equal(kesdSts().spec.replicas, 3);
   assert.equal(find('StatefulSet', 'etcd').spec.replicas, 3);
@@ -48,29 +59,38 @@ test('every object validates offline: built-in kinds with kubernetes-models, the
 });
 
 test('every Kubernetes object and the chart use the kind cluster provider', () => {
-  const k8s = render.resources.filter((r) => (r.type.startsWith('kubernetes:') && r.custom !== false) || r.type === 'kubernetes:helm.sh/v4:Chart');
+  const k8s = render.resources.filter(
+    (r) => (r.type.startsWith('kubernetes:') && r.custom !== false) || r.type === 'kubernetes:helm.sh/v4:Chart',
+  );
   assert.ok(k8s.length >= 25);
   for (const r of k8s) assert.match(r.provider, /pulumi:providers:kubernetes::kind-k8s::/, `${r.type} ${r.name}`);
 });
 
-test('MinIO dials every kesd pod in ellipsis syntax, and each such host is a SAN of kesd\'s server certificate', () => {
+test("MinIO dials every kesd pod in ellipsis syntax, and each such host is a SAN of kesd's server certificate", () => {
   const endpoint = tenantEnv().MINIO_KMS_KES_ENDPOINT!;
   assert.equal(endpoint, 'https://kesd-{0...2}.kesd-hl.kesd.svc.cluster.local:7373');
   assert.equal((render.outputs as any).kesdMinioEndpoint, endpoint);
   const cert = new X509Certificate(find('Secret', 'kesd-tls').stringData['tls.crt']);
   const hosts = expandHosts(endpoint);
-  assert.deepEqual(hosts, ['kesd-0.kesd-hl.kesd.svc.cluster.local', 'kesd-1.kesd-hl.kesd.svc.cluster.local', 'kesd-2.kesd-hl.kesd.svc.cluster.local']);
-  for (const host of [...hosts, 'kesd.kesd.svc.cluster.local']) assert.equal(cert.checkHost(host), host, `${host} in ${cert.subjectAltName}`);
+  assert.deepEqual(hosts, [
+    'kesd-0.kesd-hl.kesd.svc.cluster.local',
+    'kesd-1.kesd-hl.kesd.svc.cluster.local',
+    'kesd-2.kesd-hl.kesd.svc.cluster.local',
+  ]);
+  for (const host of [...hosts, 'kesd.kesd.svc.cluster.local'])
+    assert.equal(cert.checkHost(host), host, `${host} in ${cert.subjectAltName}`);
   // Each pod name is what the StatefulSet and its headless Service give the pods.
   assert.equal(kesdSts().spec.serviceName, 'kesd-hl');
   assert.equal(find('Service', 'kesd-hl').spec.clusterIP, 'None');
 });
 
-test('readiness: MinIO\'s pod names stay published while kesd is unready (etcd down); the client Service and the PDB count Ready pods (/v1/ready)', () => {
+test("readiness: MinIO's pod names stay published while kesd is unready (etcd down); the client Service and the PDB count Ready pods (/v1/ready)", () => {
   const hosts = expandHosts(tenantEnv().MINIO_KMS_KES_ENDPOINT!);
   const headless = find('Service', 'kesd-hl');
   // Pod DNS names live under the StatefulSet's governing Service: the one MinIO's hosts name.
-  assert.ok(hosts.every((h) => h.split('.')[1] === headless.metadata.name && h.split('.')[2] === headless.metadata.namespace));
+  assert.ok(
+    hosts.every((h) => h.split('.')[1] === headless.metadata.name && h.split('.')[2] === headless.metadata.namespace),
+  );
   assert.equal(kesdSts().spec.serviceName, headless.metadata.name);
   assert.equal(headless.spec.publishNotReadyAddresses, true);
   assert.equal(find('Service', 'kesd').spec.publishNotReadyAddresses, undefined);
@@ -84,24 +104,34 @@ test('readiness: MinIO\'s pod names stay published while kesd is unready (etcd d
 
 test('kesd on etcd: init.yml names every member, the mounted client Secret exists beside it, and the data dir is an emptyDir', () => {
   const store = initYml().store.etcd;
-  assert.deepEqual(store.endpoints, [0, 1, 2].map((i) => `https://etcd-${i}.etcd-hl.kesd.svc.cluster.local:2379`));
+  assert.deepEqual(
+    store.endpoints,
+    [0, 1, 2].map((i) => `https://etcd-${i}.etcd-hl.kesd.svc.cluster.local:2379`),
+  );
   assert.deepEqual((render.outputs as any).etcdEndpoints, store.endpoints);
   assert.equal(store.prefix, 'kesd/');
   const pod = kesdSts().spec.template.spec;
   const etcdVolume = pod.volumes.find((v: { name: string }) => v.name === 'etcd-tls');
   const mount = pod.containers[0].volumeMounts.find((m: { name: string }) => m.name === 'etcd-tls');
   const secret = find('Secret', etcdVolume.secret.secretName);
-  assert.equal(secret.metadata.namespace, kesdSts().metadata.namespace, 'a pod can only mount Secrets of its own namespace');
+  assert.equal(
+    secret.metadata.namespace,
+    kesdSts().metadata.namespace,
+    'a pod can only mount Secrets of its own namespace',
+  );
   for (const [key, file] of Object.entries(store.tls as Record<string, string>)) {
     assert.equal(file, `${mount.mountPath}/${key === 'ca' ? 'ca.crt' : `tls.${key === 'cert' ? 'crt' : 'key'}`}`);
   }
   assert.deepEqual(Object.keys(secret.stringData).sort(), ['ca.crt', 'tls.crt', 'tls.key']);
-  assert.deepEqual(pod.volumes.find((v: { name: string }) => v.name === 'data'), { name: 'data', emptyDir: { sizeLimit: '16Mi' } });
+  assert.deepEqual(
+    pod.volumes.find((v: { name: string }) => v.name === 'data'),
+    { name: 'data', emptyDir: { sizeLimit: '16Mi' } },
+  );
   assert.equal(kesdSts().spec.volumeClaimTemplates, undefined);
   assert.ok(find('StatefulSet', 'etcd').spec.volumeClaimTemplates.length === 1, 'the keys live on the etcd PVCs');
 });
 
-test('kesd\'s etcd client certificate chains to the CA etcd trusts, and etcd\'s certificate covers every endpoint kesd dials', () => {
+test("kesd's etcd client certificate chains to the CA etcd trusts, and etcd's certificate covers every endpoint kesd dials", () => {
   const client = find('Secret', 'etcd-client-kesd').stringData;
   const server = find('Secret', 'etcd-server-tls').stringData;
   const ca = new X509Certificate(server['ca.crt']);
@@ -114,7 +144,7 @@ test('kesd\'s etcd client certificate chains to the CA etcd trusts, and etcd\'s 
   assert.notEqual(find('Secret', 'kesd-tls').stringData['ca.crt'], server['ca.crt']);
 });
 
-test('the etcd NetworkPolicy admits exactly the kesd pods on the client port, and etcd\'s args fit its Services', () => {
+test("the etcd NetworkPolicy admits exactly the kesd pods on the client port, and etcd's args fit its Services", () => {
   const np = find('NetworkPolicy', 'etcd').spec;
   const kesdLabels = kesdSts().spec.template.metadata.labels;
   const clientRule = np.ingress.find((r: { ports: { port: number }[] }) => r.ports[0]!.port === 2379);
@@ -123,26 +153,56 @@ test('the etcd NetworkPolicy admits exactly the kesd pods on the client port, an
   const etcdSts = find('StatefulSet', 'etcd');
   assert.equal(etcdSts.spec.serviceName, 'etcd-hl');
   const args: string[] = etcdSts.spec.template.spec.containers[0].args;
-  assert.ok(args.includes('--initial-cluster=' + [0, 1, 2].map((i) => `etcd-${i}=https://etcd-${i}.etcd-hl.kesd.svc.cluster.local:2380`).join(',')));
+  assert.ok(
+    args.includes(
+      '--initial-cluster=' +
+        [0, 1, 2].map((i) => `etcd-${i}=https://etcd-${i}.etcd-hl.kesd.svc.cluster.local:2380`).join(','),
+    ),
+  );
 });
 
-test('secrets stay secret: every Secret object\'s data, the stack\'s secret outputs; endpoints are plain', async () => {
+test("secrets stay secret: every Secret object's data, the stack's secret outputs; endpoints are plain", async () => {
   const { isSecret } = await import('../../harness/pulumi-mocks.ts');
   const program = await import(join(REPO, 'index.ts'));
-  for (const name of ['kubeconfig', 'rootPassword', 'enclaveAdminKey']) assert.equal(await isSecret(program[name]), true, name);
-  for (const name of ['kesdEndpoint', 'kesdMinioEndpoint', 'etcdEndpoints', 'kesdCaCert']) assert.equal(await isSecret(program[name]), false, name);
+  for (const name of ['kubeconfig', 'rootPassword', 'enclaveAdminKey'])
+    assert.equal(await isSecret(program[name]), true, name);
+  for (const name of ['kesdEndpoint', 'kesdMinioEndpoint', 'etcdEndpoints', 'kesdCaCert'])
+    assert.equal(await isSecret(program[name]), false, name);
   const SECRET = '4dabf18193072939515e22adb298388d';
   const secrets = render.resources.filter((x) => x.type === 'kubernetes:core/v1:Secret');
   assert.equal(secrets.length, 9);
-  for (const r of secrets) assert.ok(JSON.stringify(r.inputs.stringData ?? r.inputs.data).includes(SECRET), `${r.name}: its data is not marked secret`);
-  assert.ok(!JSON.stringify(render.manifests.filter((m) => m.kind !== 'Secret')).includes('PRIVATE KEY'), 'no private key outside a Secret');
+  for (const r of secrets)
+    assert.ok(
+      JSON.stringify(r.inputs.stringData ?? r.inputs.data).includes(SECRET),
+      `${r.name}: its data is not marked secret`,
+    );
+  assert.ok(
+    !JSON.stringify(render.manifests.filter((m) => m.kind !== 'Secret')).includes('PRIVATE KEY'),
+    'no private key outside a Secret',
+  );
 });
 
-test('determinism: two renders of the ha stack (fresh processes, one TLS cache) are identical', { timeout: 120_000 }, async () => {
+test('determinism: two renders of the ha stack (fresh processes, one TLS cache) are identical', {
+  timeout: 120_000,
+}, async () => {
   const dir = await mkdtemp(join(tmpdir(), 'stack-ha-'));
   try {
     const renderOnce = async (out: string) => {
-      await promisify(execFile)(process.execPath, ['--import', 'tsx', join(REPO, 'scripts/render.mts'), '--out', out, '--stack', 'ha', '--tls-cache', join(dir, 'tls-cache.json')], { cwd: REPO });
+      await promisify(execFile)(
+        process.execPath,
+        [
+          '--import',
+          'tsx',
+          join(REPO, 'scripts/render.mts'),
+          '--out',
+          out,
+          '--stack',
+          'ha',
+          '--tls-cache',
+          join(dir, 'tls-cache.json'),
+        ],
+        { cwd: REPO },
+      );
       const files = (await readdir(out)).sort();
       return (await Promise.all(files.map(async (f) => `# ${f}\n${await readFile(join(out, f), 'utf8')}`))).join('');
     };

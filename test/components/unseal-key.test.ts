@@ -6,7 +6,15 @@ import * as k8s from '@pulumi/kubernetes';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { setupMocks, byType, valueOf, isSecret, unsecret, lineage, recordLineage } from '../../harness/pulumi-mocks.ts';
+import {
+  setupMocks,
+  byType,
+  outputValue,
+  isSecret,
+  unsecret,
+  lineage,
+  recordLineage,
+} from '../../harness/pulumi-mocks.ts';
 import { registerTlsMocks } from '../../harness/tls-mock.ts';
 import { readUnsealKey } from '../../kesd/src/store/unseal.js';
 import { UNSEAL_SECRET_KEY } from '../../components/contracts.ts';
@@ -21,17 +29,20 @@ describe('UnsealKey under mocks', () => {
   const provider = new k8s.Provider('kind', { kubeconfig: 'apiVersion: v1\nkind: Config\n' });
   const unseal = new UnsealKey('kesd-unseal', { namespace: 'kesd', provider }, { transformations: [recordLineage] });
   const secretOf = async () => {
-    await valueOf(unseal.secretName);
+    await outputValue(unseal.secretName);
     const secrets = byType('kubernetes:core/v1:Secret');
     assert.equal(secrets.length, 1);
     return secrets[0];
   };
 
   test('is an UnsealKeyRef: the Secret name and its key (Kesd mounts it as a file; there is no env var)', async () => {
-    assert.equal(await valueOf(unseal.secretName), 'kesd-unseal');
+    assert.equal(await outputValue(unseal.secretName), 'kesd-unseal');
     assert.equal(await isSecret(unseal.secretName), false);
     assert.equal(unseal.secretKey, UNSEAL_SECRET_KEY);
-    assert.deepEqual(Object.keys(unseal).filter((k) => /env/i.test(k)), []);
+    assert.deepEqual(
+      Object.keys(unseal).filter((k) => /env/i.test(k)),
+      [],
+    );
   });
 
   test('draws 32 random bytes once: no keepers that could regenerate the key', async () => {

@@ -20,7 +20,9 @@ export function kindKubeconfig(kubeconfig: string, name: string): string {
   const context = doc.contexts.find((c) => c.name === doc['current-context'])!.context;
   const id = `kind-${name}`;
   return stringify({
-    apiVersion: 'v1', kind: 'Config', 'current-context': id,
+    apiVersion: 'v1',
+    kind: 'Config',
+    'current-context': id,
     clusters: [{ name: id, cluster: doc.clusters.find((c) => c.name === context.cluster)!.cluster }],
     users: [{ name: id, user: doc.users.find((u) => u.name === context.user)!.user }],
     contexts: [{ name: id, context: { cluster: id, user: id } }],
@@ -41,7 +43,9 @@ export function fakeKind(dir: string, kubeconfigPath: string, clusterName: strin
   const state = join(dir, 'clusters');
   mkdirSync(bin, { recursive: true });
   mkdirSync(state, { recursive: true });
-  writeFileSync(join(dir, 'kubeconfig'), kindKubeconfig(readFileSync(kubeconfigPath, 'utf8'), clusterName), { mode: 0o600 });
+  writeFileSync(join(dir, 'kubeconfig'), kindKubeconfig(readFileSync(kubeconfigPath, 'utf8'), clusterName), {
+    mode: 0o600,
+  });
   writeFileSync(
     join(bin, 'kind'),
     `#!/bin/sh

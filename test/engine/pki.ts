@@ -18,7 +18,10 @@ export interface ClusterPki {
   readonly serviceAccountPub: string;
 }
 
-const pem = (label: string, der: ArrayBuffer) => `-----BEGIN ${label}-----\n${Buffer.from(der).toString('base64').replace(/.{1,64}/g, '$&\n')}-----END ${label}-----\n`;
+const pem = (label: string, der: ArrayBuffer) =>
+  `-----BEGIN ${label}-----\n${Buffer.from(der)
+    .toString('base64')
+    .replace(/.{1,64}/g, '$&\n')}-----END ${label}-----\n`;
 
 async function keyPair(): Promise<webcrypto.CryptoKeyPair> {
   return (await webcrypto.subtle.generateKey(ALG, true, ['sign', 'verify'])) as webcrypto.CryptoKeyPair;
@@ -29,17 +32,37 @@ export async function clusterPki(): Promise<ClusterPki> {
   const notAfter = new Date(Date.now() + 7 * 24 * 3600_000);
   const caKeys = await keyPair();
   const ca = await x509.X509CertificateGenerator.createSelfSigned({
-    serialNumber: '01', name: 'CN=stateful-kes engine suite CA', notBefore, notAfter, keys: caKeys, signingAlgorithm: ALG,
+    serialNumber: '01',
+    name: 'CN=stateful-kes engine suite CA',
+    notBefore,
+    notAfter,
+    keys: caKeys,
+    signingAlgorithm: ALG,
     extensions: [
       new x509.BasicConstraintsExtension(true, undefined, true),
-      new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign | x509.KeyUsageFlags.digitalSignature, true),
+      new x509.KeyUsagesExtension(
+        x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign | x509.KeyUsageFlags.digitalSignature,
+        true,
+      ),
       await x509.SubjectKeyIdentifierExtension.create(caKeys.publicKey),
     ],
   });
-  const leaf = async (serial: string, subject: string, usage: x509.ExtendedKeyUsage, sans: x509.JsonGeneralName[] = []) => {
+  const leaf = async (
+    serial: string,
+    subject: string,
+    usage: x509.ExtendedKeyUsage,
+    sans: x509.JsonGeneralName[] = [],
+  ) => {
     const keys = await keyPair();
     const cert = await x509.X509CertificateGenerator.create({
-      serialNumber: serial, subject, issuer: ca.subject, notBefore, notAfter, signingKey: caKeys.privateKey, publicKey: keys.publicKey, signingAlgorithm: ALG,
+      serialNumber: serial,
+      subject,
+      issuer: ca.subject,
+      notBefore,
+      notAfter,
+      signingKey: caKeys.privateKey,
+      publicKey: keys.publicKey,
+      signingAlgorithm: ALG,
       extensions: [
         new x509.BasicConstraintsExtension(false, undefined, true),
         new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature | x509.KeyUsageFlags.keyEncipherment, true),
@@ -48,12 +71,19 @@ export async function clusterPki(): Promise<ClusterPki> {
         ...(sans.length > 0 ? [new x509.SubjectAlternativeNameExtension(sans)] : []),
       ],
     });
-    return { cert: cert.toString('pem') + '\n', key: pem('PRIVATE KEY', await webcrypto.subtle.exportKey('pkcs8', keys.privateKey)) };
+    return {
+      cert: cert.toString('pem') + '\n',
+      key: pem('PRIVATE KEY', await webcrypto.subtle.exportKey('pkcs8', keys.privateKey)),
+    };
   };
   // The in-cluster names and the first service IP as well, as kubeadm issues them.
   const apiserver = await leaf('02', 'CN=kube-apiserver', x509.ExtendedKeyUsage.serverAuth, [
-    { type: 'ip', value: '127.0.0.1' }, { type: 'ip', value: '10.96.0.1' }, { type: 'dns', value: 'localhost' },
-    ...['kubernetes', 'kubernetes.default', 'kubernetes.default.svc', 'kubernetes.default.svc.cluster.local'].map((value) => ({ type: 'dns' as const, value })),
+    { type: 'ip', value: '127.0.0.1' },
+    { type: 'ip', value: '10.96.0.1' },
+    { type: 'dns', value: 'localhost' },
+    ...['kubernetes', 'kubernetes.default', 'kubernetes.default.svc', 'kubernetes.default.svc.cluster.local'].map(
+      (value) => ({ type: 'dns' as const, value }),
+    ),
   ]);
   const admin = await leaf('03', 'O=system:masters, CN=kubernetes-admin', x509.ExtendedKeyUsage.clientAuth);
   const sa = await keyPair();

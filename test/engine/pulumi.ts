@@ -10,8 +10,13 @@ import type { Toolchain } from './toolchain.ts';
 export const REPO = resolve(import.meta.dirname, '../..');
 
 export class CommandError extends Error {
-  constructor(readonly result: RunResult, args: string[]) {
-    super(`pulumi ${args.join(' ')}: exit ${result.code} after ${result.ms} ms\n${tail(result.stdout)}\n${tail(result.stderr)}`);
+  constructor(
+    readonly result: RunResult,
+    args: string[],
+  ) {
+    super(
+      `pulumi ${args.join(' ')}: exit ${result.code} after ${result.ms} ms\n${tail(result.stdout)}\n${tail(result.stderr)}`,
+    );
   }
 }
 
@@ -51,11 +56,21 @@ export class Project {
   }
 
   /** Runs pulumi in the project; throws with its output on a non-zero exit unless `allowFailure`. */
-  async cli(args: string[], opts: { stack?: string; timeoutMs?: number; allowFailure?: boolean; prependPath?: string; cwd?: string } = {}): Promise<RunResult> {
-    const stackArgs = opts.stack ? ['--stack', opts.stack, ...(takesConfigFile(args[0]!) ? ['--config-file', this.configFile(opts.stack)] : [])] : [];
+  async cli(
+    args: string[],
+    opts: { stack?: string; timeoutMs?: number; allowFailure?: boolean; prependPath?: string; cwd?: string } = {},
+  ): Promise<RunResult> {
+    const stackArgs = opts.stack
+      ? ['--stack', opts.stack, ...(takesConfigFile(args[0]!) ? ['--config-file', this.configFile(opts.stack)] : [])]
+      : [];
     const all = [...args, ...stackArgs, '--non-interactive', '--color', 'never'];
     const env = opts.prependPath ? { ...this.env, PATH: `${opts.prependPath}${delimiter}${this.env.PATH}` } : this.env;
-    const result = await run(this.pulumi, all, { cwd: opts.cwd ?? this.dir, env, timeoutMs: opts.timeoutMs ?? 900_000, log: this.log });
+    const result = await run(this.pulumi, all, {
+      cwd: opts.cwd ?? this.dir,
+      env,
+      timeoutMs: opts.timeoutMs ?? 900_000,
+      log: this.log,
+    });
     if (result.code !== 0 && !opts.allowFailure) throw new CommandError(result, all);
     return result;
   }
@@ -78,7 +93,11 @@ export class Project {
   }
 
   /** `pulumi preview --json`: the steps the engine plans, with their diffs. */
-  async preview(stack: string, extra: string[] = [], prependPath?: string): Promise<{ json: PreviewJson; result: RunResult }> {
+  async preview(
+    stack: string,
+    extra: string[] = [],
+    prependPath?: string,
+  ): Promise<{ json: PreviewJson; result: RunResult }> {
     const result = await this.cli(['preview', '--json', ...extra], { stack, allowFailure: true, prependPath });
     let json: PreviewJson;
     try {

@@ -43,12 +43,21 @@ export async function run(file: string, args: string[], opts: RunOptions = {}): 
   clearTimeout(timer);
   if (timedOut) stderr += `\n(killed after ${opts.timeoutMs ?? 600_000} ms)`;
   const ms = Date.now() - started;
-  if (opts.log) appendFileSync(opts.log, `\n$ ${file} ${args.join(' ')}  [exit ${code}, ${ms} ms]\n${stdout}${stderr ? `--- stderr\n${stderr}` : ''}`);
+  if (opts.log)
+    appendFileSync(
+      opts.log,
+      `\n$ ${file} ${args.join(' ')}  [exit ${code}, ${ms} ms]\n${stdout}${stderr ? `--- stderr\n${stderr}` : ''}`,
+    );
   return { code, stdout, stderr, ms };
 }
 
 /** Polls until check returns a value other than undefined, or throws with what the last attempt said. */
-export async function waitFor<T>(what: string, timeoutMs: number, check: () => Promise<T | undefined>, everyMs = 500): Promise<T> {
+export async function waitFor<T>(
+  what: string,
+  timeoutMs: number,
+  check: () => Promise<T | undefined>,
+  everyMs = 500,
+): Promise<T> {
   const started = Date.now();
   let last: unknown;
   for (;;) {
@@ -58,7 +67,10 @@ export async function waitFor<T>(what: string, timeoutMs: number, check: () => P
     } catch (err) {
       last = err;
     }
-    if (Date.now() - started > timeoutMs) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last ? `: ${(last as Error).message}` : ''}`);
+    if (Date.now() - started > timeoutMs)
+      throw new Error(
+        `timed out after ${timeoutMs} ms waiting for ${what}${last ? `: ${(last as Error).message}` : ''}`,
+      );
     await new Promise((r) => setTimeout(r, everyMs));
   }
 }

@@ -21,13 +21,27 @@ export interface Toolchain {
   readonly path: string[];
   readonly kubectl: string;
   /** A user's cluster, or the binaries for a local one. */
-  readonly cluster: { readonly kubeconfig: string } | { readonly binaries: Record<(typeof CLUSTER_BINARIES)[number] | 'etcd', string> };
+  readonly cluster:
+    | { readonly kubeconfig: string }
+    | { readonly binaries: Record<(typeof CLUSTER_BINARIES)[number] | 'etcd', string> };
 }
 
 /** What the suite's stacks load from a toolchain folder (an official install downloads these itself). */
-export const FOLDER_PLUGINS = ['pulumi-language-nodejs', 'pulumi-resource-pulumi-nodejs', 'pulumi-resource-kubernetes', 'pulumi-resource-tls', 'pulumi-resource-random', 'pulumi-resource-command'];
+export const FOLDER_PLUGINS = [
+  'pulumi-language-nodejs',
+  'pulumi-resource-pulumi-nodejs',
+  'pulumi-resource-kubernetes',
+  'pulumi-resource-tls',
+  'pulumi-resource-random',
+  'pulumi-resource-command',
+];
 
-export const DEFAULT_ENGINE_BIN = join(process.env.XDG_CACHE_HOME || join(homedir(), '.cache'), 'stateful-kes', 'engine', 'bin');
+export const DEFAULT_ENGINE_BIN = join(
+  process.env.XDG_CACHE_HOME || join(homedir(), '.cache'),
+  'stateful-kes',
+  'engine',
+  'bin',
+);
 
 function executable(file: string): boolean {
   try {
@@ -68,7 +82,9 @@ export function findToolchain(): Toolchain | { readonly missing: string[] } {
     source = `the cached toolchain (${DEFAULT_ENGINE_BIN})`;
     path.push(DEFAULT_ENGINE_BIN);
   } else {
-    missing.push(`no Pulumi CLI: install it (https://www.pulumi.com/docs/install/), or set STATEFUL_KES_ENGINE_BIN, or cache a toolchain in ${DEFAULT_ENGINE_BIN}`);
+    missing.push(
+      `no Pulumi CLI: install it (https://www.pulumi.com/docs/install/), or set STATEFUL_KES_ENGINE_BIN, or cache a toolchain in ${DEFAULT_ENGINE_BIN}`,
+    );
   }
   for (const dir of path) {
     const absent = FOLDER_PLUGINS.filter((p) => !executable(join(dir, p)));
@@ -84,9 +100,15 @@ export function findToolchain(): Toolchain | { readonly missing: string[] } {
   } else {
     const dirs = [...new Set([...path, DEFAULT_ENGINE_BIN])];
     const found = Object.fromEntries([...CLUSTER_BINARIES, 'etcd'].map((b) => [b, which(b, dirs)]));
-    const absent = Object.entries(found).filter(([, v]) => !v).map(([k]) => k);
-    if (absent.length === 0) cluster = { binaries: found as Record<(typeof CLUSTER_BINARIES)[number] | 'etcd', string> };
-    else missing.push(`no KUBECONFIG, and no local control plane: ${absent.join(', ')} not found (in ${dirs.join(', ')} or on PATH; etcd: apt-get install etcd-server)`);
+    const absent = Object.entries(found)
+      .filter(([, v]) => !v)
+      .map(([k]) => k);
+    if (absent.length === 0)
+      cluster = { binaries: found as Record<(typeof CLUSTER_BINARIES)[number] | 'etcd', string> };
+    else
+      missing.push(
+        `no KUBECONFIG, and no local control plane: ${absent.join(', ')} not found (in ${dirs.join(', ')} or on PATH; etcd: apt-get install etcd-server)`,
+      );
   }
   if (missing.length > 0 || !pulumi || !kubectl || !cluster) return { missing };
   return { pulumi, source, path, kubectl, cluster };
@@ -98,6 +120,9 @@ if (import.meta.main) {
     console.log(`engine toolchain: not found:\n  - ${found.missing.join('\n  - ')}`);
     process.exit(1);
   }
-  const cluster = 'kubeconfig' in found.cluster ? `KUBECONFIG ${found.cluster.kubeconfig}` : `a local control plane (${Object.values(found.cluster.binaries).join(', ')})`;
+  const cluster =
+    'kubeconfig' in found.cluster
+      ? `KUBECONFIG ${found.cluster.kubeconfig}`
+      : `a local control plane (${Object.values(found.cluster.binaries).join(', ')})`;
   console.log(`engine toolchain: pulumi from ${found.source}; kubectl ${found.kubectl}; cluster: ${cluster}`);
 }

@@ -25,11 +25,27 @@ const UNSEAL_ENV = 'KESD_FAILOVER_UNSEAL';
 const DEFAULT_KEY = 'minio-default-key';
 const BUCKET_KEY = 'failover-key';
 const BUCKET = 'failover-bucket';
-const MINIO_POLICY = ['/v1/key/create/*', '/v1/key/generate/*', '/v1/key/decrypt/*', '/v1/key/describe/*', '/v1/key/list/*', '/v1/key/hmac/*', '/v1/status', '/v1/api', '/v1/metrics'];
+const MINIO_POLICY = [
+  '/v1/key/create/*',
+  '/v1/key/generate/*',
+  '/v1/key/decrypt/*',
+  '/v1/key/describe/*',
+  '/v1/key/list/*',
+  '/v1/key/hmac/*',
+  '/v1/status',
+  '/v1/api',
+  '/v1/metrics',
+];
 
-interface AuditLine { request: { path: string }; response: { code: number } }
+interface AuditLine {
+  request: { path: string };
+  response: { code: number };
+}
 
-describe('MinIO fails a KMS call over from a replica that answered 502 to one that has the key', { skip: ETCD_SKIP, timeout: 300_000 }, () => {
+describe('MinIO fails a KMS call over from a replica that answered 502 to one that has the key', {
+  skip: ETCD_SKIP,
+  timeout: 300_000,
+}, () => {
   let dir: string;
   let etcd: EtcdCluster;
   let minio: Minio;
@@ -44,12 +60,21 @@ describe('MinIO fails a KMS call over from a replica that answered 502 to one th
   const kesd: (KesdProcess | undefined)[] = [];
   const auditFile = (i: number) => join(dir, `kesd-${i}.audit.jsonl`);
   const startReplica = async (i: number) => {
-    kesd[i] = await startKesd(join(dir, `kesd-${i}`), env, ['--init', initYml, '--addr', `${hosts[i]}:${ports[i]}`, '--audit-log', 'on', '--workers', '1'], { startMs: 60_000, stdoutFile: auditFile(i) });
+    kesd[i] = await startKesd(
+      join(dir, `kesd-${i}`),
+      env,
+      ['--init', initYml, '--addr', `${hosts[i]}:${ports[i]}`, '--audit-log', 'on', '--workers', '1'],
+      { startMs: 60_000, stdoutFile: auditFile(i) },
+    );
   };
   /** The audit lines of replica i for `path`, as "code" strings, oldest first. */
   const codes = (i: number, path: string) =>
-    readFileSync(auditFile(i), 'utf8').split('\n').filter((l) => l !== '').map((l) => JSON.parse(l) as AuditLine)
-      .filter((e) => e.request.path === path).map((e) => e.response.code);
+    readFileSync(auditFile(i), 'utf8')
+      .split('\n')
+      .filter((l) => l !== '')
+      .map((l) => JSON.parse(l) as AuditLine)
+      .filter((e) => e.request.path === path)
+      .map((e) => e.response.code);
   /**
    * Replica i's audit codes for `path` once `ok` holds for them, or as they are after 10 s: an audit line is written
    * after its answer went out, so it may trail the S3 reply that depended on it.
@@ -80,7 +105,17 @@ describe('MinIO fails a KMS call over from a replica that answered 502 to one th
    */
   const s3 = async (method: 'GET' | 'PUT', name: string, body?: Buffer): Promise<{ status: number; body: Buffer }> => {
     const out = join(dir, `${name}.${method}.out`);
-    const args = ['-sS', '--aws-sigv4', 'aws:amz:us-east-1:s3', '--user', `${minio.user}:${minio.password}`, '-o', out, '-w', '%{http_code}'];
+    const args = [
+      '-sS',
+      '--aws-sigv4',
+      'aws:amz:us-east-1:s3',
+      '--user',
+      `${minio.user}:${minio.password}`,
+      '-o',
+      out,
+      '-w',
+      '%{http_code}',
+    ];
     if (body !== undefined) {
       const file = join(dir, `${name}.${method}.in`);
       await writeFile(file, body);
@@ -101,18 +136,33 @@ describe('MinIO fails a KMS call over from a replica that answered 502 to one th
     admin = await makeIdentity(dir, 'admin');
     const minioId = await makeIdentity(dir, 'minio');
     initYml = join(dir, 'init.yml');
-    await writeFile(initYml, etcdInitYml(etcd, {
-      server, sysadmin, admin, unsealEnv: UNSEAL_ENV,
-      policies: { minio: { allow: MINIO_POLICY, identities: [minioId.identity] } },
-      keys: [DEFAULT_KEY, BUCKET_KEY],
-    }));
+    await writeFile(
+      initYml,
+      etcdInitYml(etcd, {
+        server,
+        sysadmin,
+        admin,
+        unsealEnv: UNSEAL_ENV,
+        policies: { minio: { allow: MINIO_POLICY, identities: [minioId.identity] } },
+        keys: [DEFAULT_KEY, BUCKET_KEY],
+      }),
+    );
     env = { ...process.env, [UNSEAL_ENV]: randomBytes(32).toString('base64') };
     for (let i = 0; i < hosts.length; i++) ports.push(await freePort());
     await Promise.all(hosts.map((_, i) => startReplica(i)));
-    minio = new Minio(dir, await freePort(), await freePort(), {
-      endpoint: hosts.map((h, i) => `https://${h}:${ports[i]}`).join(','),
-      certFile: minioId.certFile, keyFile: minioId.keyFile, caFile: server.certFile, defaultKey: DEFAULT_KEY,
-    }, { extraEnv: { GODEBUG: 'http2debug=1' } }); // MinIO's KMS client logs its connections and failed round trips
+    minio = new Minio(
+      dir,
+      await freePort(),
+      await freePort(),
+      {
+        endpoint: hosts.map((h, i) => `https://${h}:${ports[i]}`).join(','),
+        certFile: minioId.certFile,
+        keyFile: minioId.keyFile,
+        caFile: server.certFile,
+        defaultKey: DEFAULT_KEY,
+      },
+      { extraEnv: { GODEBUG: 'http2debug=1' } },
+    ); // MinIO's KMS client logs its connections and failed round trips
     await minio.start();
     mc = new Mc(join(dir, 'mc'));
     await mc.alias(minio);
@@ -135,7 +185,11 @@ describe('MinIO fails a KMS call over from a replica that answered 502 to one th
     const before = randomBytes(4096);
     await writeFile(join(dir, 'before'), before);
     await mc.run(['cp', join(dir, 'before'), `local/${BUCKET}/before`]);
-    assert.equal((await codesOnce(0, generate, (c) => c.length > 0)).at(-1), 200, 'MinIO did not send its calls to A (127.0.0.1) first');
+    assert.equal(
+      (await codesOnce(0, generate, (c) => c.length > 0)).at(-1),
+      200,
+      'MinIO did not send its calls to A (127.0.0.1) first',
+    );
     assert.deepEqual(codes(1, generate), [], 'MinIO sent a call to B (127.0.0.2) while A answered');
 
     // A forgets every key (a restart: nothing is cached until first use), MinIO forgets that anything failed.
@@ -158,7 +212,11 @@ describe('MinIO fails a KMS call over from a replica that answered 502 to one th
     const aDecrypts = await codesOnce(0, decrypt, (c) => c.length > 0);
     const bDecrypts = await codesOnce(1, decrypt, answered);
     assert.equal(aDecrypts.at(-1), 502, 'A did not fail the decrypt: the fault was not injected');
-    assert.equal(got.status, 200, `GET through the failover (decrypt replies A: ${aDecrypts}; B: ${bDecrypts}): ${got.body.toString('utf8', 0, 400)}`);
+    assert.equal(
+      got.status,
+      200,
+      `GET through the failover (decrypt replies A: ${aDecrypts}; B: ${bDecrypts}): ${got.body.toString('utf8', 0, 400)}`,
+    );
     assert.ok(got.body.equals(before), 'GET through the failover: other bytes');
     assert.equal(bDecrypts.at(-1), 200);
     // The call reached B without its body first (kms-go's failover), and B had it sent again.
@@ -175,14 +233,22 @@ describe('MinIO fails a KMS call over from a replica that answered 502 to one th
     const put = await s3('PUT', 'during', during);
     const aGenerates = (await codesOnce(0, generate, (c) => c.length > aGenerated)).slice(aGenerated);
     const bGenerates = (await codesOnce(1, generate, (c) => answered(c.slice(bGenerated)))).slice(bGenerated);
-    assert.equal(put.status, 200, `PUT through the failover (generate replies A: ${aGenerates}; B: ${bGenerates}): ${put.body.toString('utf8', 0, 400)}`);
+    assert.equal(
+      put.status,
+      200,
+      `PUT through the failover (generate replies A: ${aGenerates}; B: ${bGenerates}): ${put.body.toString('utf8', 0, 400)}`,
+    );
     assert.equal(aGenerates.at(-1), 502, 'A did not fail the generate: the fault was not injected');
     assert.equal(bGenerates.at(-1), 200);
     const refusedGenerate = new RegExp(`REFUSED_STREAM on stream \\d+ ${generate}`);
     assert.match(await stderrOnce(1, refusedGenerate), refusedGenerate);
     // Its data key must be bound to the object (MinIO's context): B answers the GET's decrypt.
     const back = await s3('GET', 'during');
-    assert.equal(back.status, 200, `GET of the object PUT through the failover (generate replies A: ${aGenerates}; B: ${bGenerates}): ${back.body.toString('utf8', 0, 400)}`);
+    assert.equal(
+      back.status,
+      200,
+      `GET of the object PUT through the failover (generate replies A: ${aGenerates}; B: ${bGenerates}): ${back.body.toString('utf8', 0, 400)}`,
+    );
     assert.ok(back.body.equals(during), 'GET of the object PUT through the failover: other bytes');
     passed = true;
   });

@@ -20,10 +20,23 @@ const SECONDS = envInt('KESD_HA_SECONDS', 40);
 const UNSEAL_ENV = 'KESD_HA_UNSEAL';
 const DEFAULT_KEY = 'minio-default-key';
 const BUCKET = 'ha-bucket';
-const MINIO_POLICY = ['/v1/key/create/*', '/v1/key/generate/*', '/v1/key/decrypt/*', '/v1/key/describe/*', '/v1/key/list/*', '/v1/key/hmac/*', '/v1/status', '/v1/api', '/v1/metrics'];
+const MINIO_POLICY = [
+  '/v1/key/create/*',
+  '/v1/key/generate/*',
+  '/v1/key/decrypt/*',
+  '/v1/key/describe/*',
+  '/v1/key/list/*',
+  '/v1/key/hmac/*',
+  '/v1/status',
+  '/v1/api',
+  '/v1/metrics',
+];
 const REPLICAS = 3;
 
-describe('MinIO on 3 kesd replicas over etcd: zero failed S3 requests through node loss', { skip: ETCD_SKIP, timeout: 600_000 }, () => {
+describe('MinIO on 3 kesd replicas over etcd: zero failed S3 requests through node loss', {
+  skip: ETCD_SKIP,
+  timeout: 600_000,
+}, () => {
   let dir: string;
   let etcd: EtcdCluster;
   let minio: Minio;
@@ -43,7 +56,12 @@ describe('MinIO on 3 kesd replicas over etcd: zero failed S3 requests through no
   const auditFile = (i: number) => join(dir, `kesd-${i}.audit.jsonl`);
   const stderrOf: string[][] = [[], [], []];
   const startReplica = async (i: number) => {
-    kesd[i] = await startKesd(join(dir, `kesd-${i}`), env, ['--init', initYml, '--addr', `127.0.0.1:${ports[i]}`, '--audit-log', 'on', '--workers', '1'], { startMs: 60_000, stdoutFile: auditFile(i) });
+    kesd[i] = await startKesd(
+      join(dir, `kesd-${i}`),
+      env,
+      ['--init', initYml, '--addr', `127.0.0.1:${ports[i]}`, '--audit-log', 'on', '--workers', '1'],
+      { startMs: 60_000, stdoutFile: auditFile(i) },
+    );
   };
   const keepStderr = (i: number) => stderrOf[i]!.push(kesd[i]?.output() ?? '');
   const s3 = () => ({ url: minio.url, user: minio.user, password: minio.password });
@@ -51,10 +69,26 @@ describe('MinIO on 3 kesd replicas over etcd: zero failed S3 requests through no
     `\n--- timeline ---\n${log.join('\n')}\n--- kesd replies other than 200 ---\n${notOk().join('\n')}` +
     `\n--- stream resets and GOAWAYs kesd sent ---\n${sentByKesd().join('\n')}` +
     `\n--- minio log (KMS client: GODEBUG=http2debug=1) ---\n${tail(minio.log, 60)}\n` +
-    kesd.map((k, i) => `--- kesd ${i} stderr ---\n${[...stderrOf[i]!, k?.output() ?? ''].join('\n').split('\n').filter((l) => l !== '').slice(-30).join('\n')}`).join('\n');
+    kesd
+      .map(
+        (k, i) =>
+          `--- kesd ${i} stderr ---\n${[...stderrOf[i]!, k?.output() ?? '']
+            .join('\n')
+            .split('\n')
+            .filter((l) => l !== '')
+            .slice(-30)
+            .join('\n')}`,
+      )
+      .join('\n');
   /** The error log lines of every replica about a stream reset or GOAWAY it sent (h2.ts reports them). */
   const sentByKesd = () =>
-    stderrOf.flatMap((kept, i) => [...kept, kesd[i]?.output() ?? ''].join('\n').split('\n').filter((l) => / h2 |"h2[ :]/.test(l)).map((l) => `kesd ${i} ${l}`));
+    stderrOf.flatMap((kept, i) =>
+      [...kept, kesd[i]?.output() ?? '']
+        .join('\n')
+        .split('\n')
+        .filter((l) => / h2 |"h2[ :]/.test(l))
+        .map((l) => `kesd ${i} ${l}`),
+    );
   /** Every audit line of every replica whose code is not 200, oldest first. */
   const notOk = () => {
     const lines: string[] = [];
@@ -67,8 +101,15 @@ describe('MinIO on 3 kesd replicas over etcd: zero failed S3 requests through no
       }
       for (const line of text.split('\n')) {
         if (line === '') continue;
-        const e = JSON.parse(line) as { time: string; request: { path: string }; response: { code: number; time: number } };
-        if (e.response.code !== 200) lines.push(`${e.time.slice(11, 23)} kesd ${i} ${e.response.code} ${e.request.path} (${(e.response.time / 1e6).toFixed(1)} ms)`);
+        const e = JSON.parse(line) as {
+          time: string;
+          request: { path: string };
+          response: { code: number; time: number };
+        };
+        if (e.response.code !== 200)
+          lines.push(
+            `${e.time.slice(11, 23)} kesd ${i} ${e.response.code} ${e.request.path} (${(e.response.time / 1e6).toFixed(1)} ms)`,
+          );
       }
     }
     return lines.sort();
@@ -82,18 +123,33 @@ describe('MinIO on 3 kesd replicas over etcd: zero failed S3 requests through no
     admin = await makeIdentity(dir, 'admin');
     const minioId = await makeIdentity(dir, 'minio');
     initYml = join(dir, 'init.yml');
-    await writeFile(initYml, etcdInitYml(etcd, {
-      server, sysadmin, admin, unsealEnv: UNSEAL_ENV,
-      policies: { minio: { allow: MINIO_POLICY, identities: [minioId.identity] } },
-      keys: [DEFAULT_KEY],
-    }));
+    await writeFile(
+      initYml,
+      etcdInitYml(etcd, {
+        server,
+        sysadmin,
+        admin,
+        unsealEnv: UNSEAL_ENV,
+        policies: { minio: { allow: MINIO_POLICY, identities: [minioId.identity] } },
+        keys: [DEFAULT_KEY],
+      }),
+    );
     env = { ...process.env, [UNSEAL_ENV]: randomBytes(32).toString('base64') };
     for (let i = 0; i < REPLICAS; i++) ports.push(await freePort());
     await Promise.all(ports.map((_, i) => startReplica(i)));
-    minio = new Minio(dir, await freePort(), await freePort(), {
-      endpoint: ports.map((p) => `https://127.0.0.1:${p}`).join(','),
-      certFile: minioId.certFile, keyFile: minioId.keyFile, caFile: server.certFile, defaultKey: DEFAULT_KEY,
-    }, { extraEnv: { GODEBUG: 'http2debug=1' } }); // MinIO's KMS client logs its connections, GOAWAYs and failed round trips
+    minio = new Minio(
+      dir,
+      await freePort(),
+      await freePort(),
+      {
+        endpoint: ports.map((p) => `https://127.0.0.1:${p}`).join(','),
+        certFile: minioId.certFile,
+        keyFile: minioId.keyFile,
+        caFile: server.certFile,
+        defaultKey: DEFAULT_KEY,
+      },
+      { extraEnv: { GODEBUG: 'http2debug=1' } },
+    ); // MinIO's KMS client logs its connections, GOAWAYs and failed round trips
     await minio.start();
     mc = new Mc(join(dir, 'mc'));
     await mc.alias(minio);
@@ -113,15 +169,48 @@ describe('MinIO on 3 kesd replicas over etcd: zero failed S3 requests through no
 
   test('PUT and GET keep succeeding while a kesd replica, an etcd member and another replica die and come back', async (t) => {
     // Objects written before the faults, read back during them.
-    const pre = await runS3load(s3load, s3(), { op: 'put', bucket: BUCKET, size: 4096, conns: 4, durationS: 3, warmupS: 0, seed: 7, pids: {} });
+    const pre = await runS3load(s3load, s3(), {
+      op: 'put',
+      bucket: BUCKET,
+      size: 4096,
+      conns: 4,
+      durationS: 3,
+      warmupS: 0,
+      seed: 7,
+      pids: {},
+    });
     assert.deepEqual(pre.errors, {}, 'preloading failed');
     const preloaded = pre.objects;
     const stat = await mc.json(['stat', `local/${BUCKET}/obj-00000000`]);
-    assert.equal(stat[0]?.metadata?.['X-Amz-Server-Side-Encryption'], 'aws:kms', `not SSE-KMS: ${JSON.stringify(stat[0])}`);
+    assert.equal(
+      stat[0]?.metadata?.['X-Amz-Server-Side-Encryption'],
+      'aws:kms',
+      `not SSE-KMS: ${JSON.stringify(stat[0])}`,
+    );
 
     const load = Promise.all([
-      runS3load(s3load, s3(), { op: 'put', bucket: BUCKET, size: 4096, conns: 4, durationS: SECONDS, warmupS: 0, seed: 7, start: preloaded, pids: {} }),
-      runS3load(s3load, s3(), { op: 'get', bucket: BUCKET, size: 4096, conns: 4, durationS: SECONDS, warmupS: 0, seed: 7, objects: preloaded, pids: {} }),
+      runS3load(s3load, s3(), {
+        op: 'put',
+        bucket: BUCKET,
+        size: 4096,
+        conns: 4,
+        durationS: SECONDS,
+        warmupS: 0,
+        seed: 7,
+        start: preloaded,
+        pids: {},
+      }),
+      runS3load(s3load, s3(), {
+        op: 'get',
+        bucket: BUCKET,
+        size: 4096,
+        conns: 4,
+        durationS: SECONDS,
+        warmupS: 0,
+        seed: 7,
+        objects: preloaded,
+        pids: {},
+      }),
     ]);
     const at = (fraction: number) => sleep(Math.max(0, start + fraction * SECONDS * 1000 - Date.now()));
     const start = Date.now();
@@ -160,7 +249,9 @@ describe('MinIO on 3 kesd replicas over etcd: zero failed S3 requests through no
     t.diagnostic(log.join('\n'));
     t.diagnostic(`kesd replies other than 200:\n${notOk().join('\n')}`);
     t.diagnostic(`stream resets and GOAWAYs kesd sent:\n${sentByKesd().join('\n')}`);
-    t.diagnostic(`PUT ${put.ops_per_s.toFixed(0)} ops/s p99 ${put.latency_ms.p99} ms max ${put.latency_ms.max} ms; GET ${get.ops_per_s.toFixed(0)} ops/s p99 ${get.latency_ms.p99} ms max ${get.latency_ms.max} ms`);
+    t.diagnostic(
+      `PUT ${put.ops_per_s.toFixed(0)} ops/s p99 ${put.latency_ms.p99} ms max ${put.latency_ms.max} ms; GET ${get.ops_per_s.toFixed(0)} ops/s p99 ${get.latency_ms.p99} ms max ${get.latency_ms.max} ms`,
+    );
     assert.deepEqual(put.errors, {}, `failed PUTs: ${JSON.stringify(put.error_sample)}${explain()}`);
     assert.deepEqual(get.errors, {}, `failed GETs: ${JSON.stringify(get.error_sample)}${explain()}`);
     assert.ok(put.total_ok > 0 && get.total_ok > 0, 'no load ran');
@@ -176,8 +267,22 @@ describe('MinIO on 3 kesd replicas over etcd: zero failed S3 requests through no
       agent.destroy();
     }
     // Objects written during the faults read back (random ones for 3 s; s3load checks every body byte).
-    const check = await runS3load(s3load, s3(), { op: 'get', bucket: BUCKET, size: 4096, conns: 4, durationS: 3, warmupS: 0, seed: 7, objects: put.objects, pids: {} });
-    assert.deepEqual(check.errors, {}, `objects written during the faults do not read back: ${JSON.stringify(check.error_sample)}`);
+    const check = await runS3load(s3load, s3(), {
+      op: 'get',
+      bucket: BUCKET,
+      size: 4096,
+      conns: 4,
+      durationS: 3,
+      warmupS: 0,
+      seed: 7,
+      objects: put.objects,
+      pids: {},
+    });
+    assert.deepEqual(
+      check.errors,
+      {},
+      `objects written during the faults do not read back: ${JSON.stringify(check.error_sample)}`,
+    );
     passed = true;
   });
 });

@@ -28,7 +28,11 @@ before(async () => {
   apiKey = /(kes:v1:\S+)/.exec(out)![1]!;
   const identity = /Your Identity:\s+([0-9a-f]{64})/.exec(out)![1]!;
   assert.equal(identityOfApiKey(apiKey), identity, 'kesd derives the same identity from the API key as kes');
-  s = await startTestServer({ adminIdentity: identity, keys: [], userPolicy: { allow: ['/v1/key/*', '/v1/status', '/v1/metrics'], deny: ['/v1/key/delete/*'] } });
+  s = await startTestServer({
+    adminIdentity: identity,
+    keys: [],
+    userPolicy: { allow: ['/v1/key/*', '/v1/status', '/v1/metrics'], deny: ['/v1/key/delete/*'] },
+  });
 });
 
 after(() => s.stop());

@@ -14,7 +14,11 @@ let dir: string;
 let server: ServerProcess;
 const ids: Record<string, string> = {};
 
-async function kes(who: string, args: string[], enclave?: string): Promise<{ code: number; stdout: string; stderr: string }> {
+async function kes(
+  who: string,
+  args: string[],
+  enclave?: string,
+): Promise<{ code: number; stdout: string; stderr: string }> {
   const env = {
     ...process.env,
     KES_SERVER: `https://127.0.0.1:${server.port}`,
@@ -48,7 +52,9 @@ before(async () => {
     const ours = await kesd(['identity', 'of', join(dir, `${who}.crt`)]);
     assert.equal(ours.stdout.trim(), ids[who], `kesd and kes agree on the identity of ${who}`);
   }
-  await writeFile(join(dir, 'init.yml'), `version: v1
+  await writeFile(
+    join(dir, 'init.yml'),
+    `version: v1
 address: 127.0.0.1:0
 system:
   admin:
@@ -67,7 +73,8 @@ enclave:
       minio:
         allow: [/v1/key/create/*, /v1/key/generate/*, /v1/key/decrypt/*, /v1/key/encrypt/*, /v1/key/list/*, /v1/key/describe/*, /v1/status]
         deny: [/v1/key/delete/*]
-`);
+`,
+  );
   const env = { ...process.env, KES_UNSEAL_KEY: Buffer.alloc(32, 3).toString('base64') };
   const init = await kesd(['init', '--config', 'init.yml', join(dir, 'data')], { env, cwd: dir });
   assert.equal(init.code, 0, init.stderr);
@@ -118,15 +125,25 @@ test('kes status as the system admin', async () => {
 });
 
 test('kes log --audit streams the requests', async () => {
-  const env = { ...process.env, KES_SERVER: `https://127.0.0.1:${server.port}`, KES_CLIENT_CERT: join(dir, 'sysadmin.crt'), KES_CLIENT_KEY: join(dir, 'sysadmin.key') };
+  const env = {
+    ...process.env,
+    KES_SERVER: `https://127.0.0.1:${server.port}`,
+    KES_CLIENT_CERT: join(dir, 'sysadmin.crt'),
+    KES_CLIENT_KEY: join(dir, 'sysadmin.key'),
+  };
   const log = spawn(KES, ['log', '--audit', '--json', '-k'], { env });
   let out = '';
   log.stdout.on('data', (d) => (out += d));
   try {
     await new Promise((r) => setTimeout(r, 500));
     await ok('tenant-admin', ['key', 'create', '-k', 'audited-key'], 'tenant-1');
-    for (let i = 0; i < 100 && !out.includes('/v1/key/create/audited-key'); i++) await new Promise((r) => setTimeout(r, 50));
-    const event = out.split('\n').filter(Boolean).map((l) => JSON.parse(l)).find((e) => e.request?.path === '/v1/key/create/audited-key');
+    for (let i = 0; i < 100 && !out.includes('/v1/key/create/audited-key'); i++)
+      await new Promise((r) => setTimeout(r, 50));
+    const event = out
+      .split('\n')
+      .filter(Boolean)
+      .map((l) => JSON.parse(l))
+      .find((e) => e.request?.path === '/v1/key/create/audited-key');
     assert.ok(event, `no audit event in: ${out}`);
     assert.equal(event.request.identity, ids['tenant-admin']);
     assert.equal(event.response.code, 200);

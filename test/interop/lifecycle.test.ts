@@ -14,7 +14,17 @@ import { kesd, startServer, stopServer, type ServerProcess } from '../kesd/cli-p
 import { freePort, Mc, Minio, tail } from '../../harness/minio-stack.js';
 
 const DEFAULT_KEY = 'minio-default-key';
-const MINIO_POLICY = ['/v1/key/create/*', '/v1/key/generate/*', '/v1/key/decrypt/*', '/v1/key/describe/*', '/v1/key/list/*', '/v1/key/hmac/*', '/v1/status', '/v1/api', '/v1/metrics'];
+const MINIO_POLICY = [
+  '/v1/key/create/*',
+  '/v1/key/generate/*',
+  '/v1/key/decrypt/*',
+  '/v1/key/describe/*',
+  '/v1/key/list/*',
+  '/v1/key/hmac/*',
+  '/v1/status',
+  '/v1/api',
+  '/v1/metrics',
+];
 const DECRYPT_ERROR = 'decryption failed: ciphertext is not authentic';
 
 let dir: string;
@@ -37,7 +47,12 @@ const restartKesd = async () => {
   await stopServer(kesdProc!.child);
   await startKesd();
 };
-const cliEnv = (who: TestIdentity) => ({ ...kesdEnv, KES_SERVER: `https://127.0.0.1:${kesdPort}`, KES_CLIENT_CERT: who.certFile, KES_CLIENT_KEY: who.keyFile });
+const cliEnv = (who: TestIdentity) => ({
+  ...kesdEnv,
+  KES_SERVER: `https://127.0.0.1:${kesdPort}`,
+  KES_CLIENT_CERT: who.certFile,
+  KES_CLIENT_KEY: who.keyFile,
+});
 async function cli(who: TestIdentity, args: string[]): Promise<string> {
   const r = await kesd([...args], { env: cliEnv(who) });
   assert.equal(r.code, 0, `kesd ${args.join(' ')}: ${r.stderr}`);
@@ -49,7 +64,8 @@ async function step(fn: () => Promise<void>): Promise<void> {
   try {
     await fn();
   } catch (err) {
-    (err as Error).message += `\n--- kesd log ---\n${kesdProc?.output().split('\n').slice(-30).join('\n')}\n--- minio log ---\n${tail(minio.log)}`;
+    (err as Error).message +=
+      `\n--- kesd log ---\n${kesdProc?.output().split('\n').slice(-30).join('\n')}\n--- minio log ---\n${tail(minio.log)}`;
     throw err;
   }
 }
@@ -87,7 +103,8 @@ async function keyStatus(key: string): Promise<void> {
   assert.equal(status.decryptionError ?? '', '');
 }
 
-const versionsOf = async (key: string): Promise<string[]> => JSON.parse(await cli(admin, ['key', 'info', '--json', key])).versions.map((v: { version: string }) => v.version);
+const versionsOf = async (key: string): Promise<string[]> =>
+  JSON.parse(await cli(admin, ['key', 'info', '--json', key])).versions.map((v: { version: string }) => v.version);
 
 before(async () => {
   dir = await mkdtemp(join(tmpdir(), 'kesd-lifecycle-'));
@@ -97,15 +114,39 @@ before(async () => {
   admin = await makeIdentity(dir, 'admin');
   const minioId = await makeIdentity(dir, 'minio');
   kesdEnv = { ...process.env, KESD_UNSEAL_KEY: randomBytes(32).toString('base64'), KES_CA: server.certFile };
-  await initDataDir(data, {
-    version: 'v1', address: '127.0.0.1:0', sysadmin: sysadmin.identity, unsealEnv: 'KESD_UNSEAL_KEY',
-    tls: { key: server.keyFile, cert: server.certFile, password: '', verifyCert: false, proxy: { identities: [], header: '' } },
-    enclaves: [{ name: 'default', admin: admin.identity, policies: [{ name: 'minio', allow: MINIO_POLICY, deny: [], identities: [minioId.identity] }], keys: [] }],
-  }, { env: kesdEnv });
+  await initDataDir(
+    data,
+    {
+      version: 'v1',
+      address: '127.0.0.1:0',
+      sysadmin: sysadmin.identity,
+      unsealEnv: 'KESD_UNSEAL_KEY',
+      tls: {
+        key: server.keyFile,
+        cert: server.certFile,
+        password: '',
+        verifyCert: false,
+        proxy: { identities: [], header: '' },
+      },
+      enclaves: [
+        {
+          name: 'default',
+          admin: admin.identity,
+          policies: [{ name: 'minio', allow: MINIO_POLICY, deny: [], identities: [minioId.identity] }],
+          keys: [],
+        },
+      ],
+    },
+    { env: kesdEnv },
+  );
   kesdPort = await freePort();
   await startKesd();
   minio = new Minio(dir, await freePort(), await freePort(), {
-    endpoint: `https://127.0.0.1:${kesdPort}`, certFile: minioId.certFile, keyFile: minioId.keyFile, caFile: server.certFile, defaultKey: DEFAULT_KEY,
+    endpoint: `https://127.0.0.1:${kesdPort}`,
+    certFile: minioId.certFile,
+    keyFile: minioId.keyFile,
+    caFile: server.certFile,
+    defaultKey: DEFAULT_KEY,
   });
   mc = new Mc(join(dir, 'mc'));
   await minio.start();
@@ -123,99 +164,143 @@ after(async () => {
   await rm(dir, { recursive: true, force: true });
 });
 
-test('rotation: objects written before and after rotations read back bit-identical through kesd restarts; key status passes', { timeout: 300_000 }, () => step(async () => {
-  await put('local/kms-bucket/v1-a', 'bucket-key v1');
-  await put('local/kms-bucket/v1-multipart', 'bucket-key v1, multipart', 20 * 1024 * 1024);
-  await put('local/s3-bucket/v1-a', 'default key v1');
-  assert.match(await cli(admin, ['key', 'rotate', 'bucket-key', DEFAULT_KEY]), /bucket-key: version 2\nminio-default-key: version 2/);
-  await put('local/kms-bucket/v2-a', 'bucket-key v2');
-  await put('local/s3-bucket/v2-a', 'default key v2');
-  await restartKesd();
-  await readAll();
-  await keyStatus('bucket-key');
-  await keyStatus(DEFAULT_KEY);
-  // MinIO restarts too: its IAM and config, sealed under the default key before and after the rotation, decrypt.
-  await mc.run(['admin', 'user', 'add', 'local', 'alice', 'alice-secret-123']);
-  await minio.stop();
-  await minio.start();
-  assert.equal((await mc.json(['admin', 'user', 'info', 'local', 'alice']))[0].accessKey, 'alice');
-  await readAll();
-}));
+test(
+  'rotation: objects written before and after rotations read back bit-identical through kesd restarts; key status passes',
+  { timeout: 300_000 },
+  () =>
+    step(async () => {
+      await put('local/kms-bucket/v1-a', 'bucket-key v1');
+      await put('local/kms-bucket/v1-multipart', 'bucket-key v1, multipart', 20 * 1024 * 1024);
+      await put('local/s3-bucket/v1-a', 'default key v1');
+      assert.match(
+        await cli(admin, ['key', 'rotate', 'bucket-key', DEFAULT_KEY]),
+        /bucket-key: version 2\nminio-default-key: version 2/,
+      );
+      await put('local/kms-bucket/v2-a', 'bucket-key v2');
+      await put('local/s3-bucket/v2-a', 'default key v2');
+      await restartKesd();
+      await readAll();
+      await keyStatus('bucket-key');
+      await keyStatus(DEFAULT_KEY);
+      // MinIO restarts too: its IAM and config, sealed under the default key before and after the rotation, decrypt.
+      await mc.run(['admin', 'user', 'add', 'local', 'alice', 'alice-secret-123']);
+      await minio.stop();
+      await minio.start();
+      assert.equal((await mc.json(['admin', 'user', 'info', 'local', 'alice']))[0].accessKey, 'alice');
+      await readAll();
+    }),
+);
 
-test('a deleted version: its objects fail with the KES decrypt error (never another plaintext); the others read back', { timeout: 300_000 }, () => step(async () => {
-  // A data key sealed under version 2, to ask kesd itself after the deletion.
-  const agent = adminAgent();
-  const dek = (await request(agent, kesdPort, 'POST', '/v1/key/generate/bucket-key', {})).json();
-  assert.equal(dek.version, '2');
-  await cli(admin, ['key', 'rotate', 'bucket-key']);
-  await put('local/kms-bucket/v3-a', 'bucket-key v3');
-  await cli(admin, ['key', 'delete-version', 'bucket-key', '2']);
-  objects.get('local/kms-bucket/v2-a')!.readable = false;
-  objects.get('local/kms-bucket/v2-a')!.note += ' (deleted)';
-  assert.deepEqual(await versionsOf('bucket-key'), ['3', '1']);
-  const failures = await readAll();
-  assert.deepEqual([...failures.keys()], ['local/kms-bucket/v2-a']);
-  const decrypt = await request(agent, kesdPort, 'POST', '/v1/key/decrypt/bucket-key', { ciphertext: dek.ciphertext });
-  assert.equal(decrypt.status, 400);
-  assert.equal(decrypt.json().message, DECRYPT_ERROR);
-  agent.destroy();
-  await restartKesd();
-  await readAll();
-  await keyStatus('bucket-key');
-  console.log(`deleted version: MinIO's answer for an object under it: ${failures.get('local/kms-bucket/v2-a')?.split('\n').find((l) => /rror|decrypt/i.test(l)) ?? failures.get('local/kms-bucket/v2-a')}`);
-}));
+test(
+  'a deleted version: its objects fail with the KES decrypt error (never another plaintext); the others read back',
+  { timeout: 300_000 },
+  () =>
+    step(async () => {
+      // A data key sealed under version 2, to ask kesd itself after the deletion.
+      const agent = adminAgent();
+      const dek = (await request(agent, kesdPort, 'POST', '/v1/key/generate/bucket-key', {})).json();
+      assert.equal(dek.version, '2');
+      await cli(admin, ['key', 'rotate', 'bucket-key']);
+      await put('local/kms-bucket/v3-a', 'bucket-key v3');
+      await cli(admin, ['key', 'delete-version', 'bucket-key', '2']);
+      objects.get('local/kms-bucket/v2-a')!.readable = false;
+      objects.get('local/kms-bucket/v2-a')!.note += ' (deleted)';
+      assert.deepEqual(await versionsOf('bucket-key'), ['3', '1']);
+      const failures = await readAll();
+      assert.deepEqual([...failures.keys()], ['local/kms-bucket/v2-a']);
+      const decrypt = await request(agent, kesdPort, 'POST', '/v1/key/decrypt/bucket-key', {
+        ciphertext: dek.ciphertext,
+      });
+      assert.equal(decrypt.status, 400);
+      assert.equal(decrypt.json().message, DECRYPT_ERROR);
+      agent.destroy();
+      await restartKesd();
+      await readAll();
+      await keyStatus('bucket-key');
+      console.log(
+        `deleted version: MinIO's answer for an object under it: ${
+          failures
+            .get('local/kms-bucket/v2-a')
+            ?.split('\n')
+            .find((l) => /rror|decrypt/i.test(l)) ?? failures.get('local/kms-bucket/v2-a')
+        }`,
+      );
+    }),
+);
 
-test('an unseal key rotation (kesd rekey) while MinIO keeps its objects', { timeout: 300_000 }, () => step(async () => {
-  const newKey = join(dir, 'unseal-2.key');
-  await writeFile(newKey, randomBytes(32).toString('base64'), { mode: 0o600 });
-  await stopServer(kesdProc!.child);
-  const r = await kesd(['rekey', '--new-file', newKey, data], { env: kesdEnv });
-  assert.equal(r.code, 0, r.stderr);
-  // The recorded source is the new file: the old variable no longer matters.
-  await startKesd();
-  await readAll();
-  await keyStatus('bucket-key');
-}));
+test('an unseal key rotation (kesd rekey) while MinIO keeps its objects', { timeout: 300_000 }, () =>
+  step(async () => {
+    const newKey = join(dir, 'unseal-2.key');
+    await writeFile(newKey, randomBytes(32).toString('base64'), { mode: 0o600 });
+    await stopServer(kesdProc!.child);
+    const r = await kesd(['rekey', '--new-file', newKey, data], { env: kesdEnv });
+    assert.equal(r.code, 0, r.stderr);
+    // The recorded source is the new file: the old variable no longer matters.
+    await startKesd();
+    await readAll();
+    await keyStatus('bucket-key');
+  }),
+);
 
-test('restore drill: write, back up, write more, destroy the data dir, restore, read back', { timeout: 300_000 }, () => step(async () => {
-  await put('local/kms-bucket/before-backup', 'bucket-key v3, before the backup');
-  const backupFile = join(dir, 'drill.tar');
-  const b = await kesd(['backup', '--server', `https://127.0.0.1:${kesdPort}`, backupFile], { env: cliEnv(sysadmin) });
-  assert.equal(b.code, 0, b.stderr);
+test('restore drill: write, back up, write more, destroy the data dir, restore, read back', { timeout: 300_000 }, () =>
+  step(async () => {
+    await put('local/kms-bucket/before-backup', 'bucket-key v3, before the backup');
+    const backupFile = join(dir, 'drill.tar');
+    const b = await kesd(['backup', '--server', `https://127.0.0.1:${kesdPort}`, backupFile], {
+      env: cliEnv(sysadmin),
+    });
+    assert.equal(b.code, 0, b.stderr);
 
-  // After the backup: an object under a key the backup has, a new key, and a new version.
-  await put('local/kms-bucket/after-backup-same-key', 'bucket-key v3, after the backup: its key is in the backup');
-  await mc.run(['admin', 'kms', 'key', 'create', 'local', 'late-key']);
-  await mc.run(['mb', 'local/late-bucket']);
-  await mc.run(['encrypt', 'set', 'sse-kms', 'late-key', 'local/late-bucket']);
-  await put('local/late-bucket/after-backup-new-key', 'late-key, created after the backup');
-  await cli(admin, ['key', 'rotate', 'bucket-key']);
-  await put('local/kms-bucket/after-backup-new-version', 'bucket-key v4, created after the backup');
-  await readAll();
+    // After the backup: an object under a key the backup has, a new key, and a new version.
+    await put('local/kms-bucket/after-backup-same-key', 'bucket-key v3, after the backup: its key is in the backup');
+    await mc.run(['admin', 'kms', 'key', 'create', 'local', 'late-key']);
+    await mc.run(['mb', 'local/late-bucket']);
+    await mc.run(['encrypt', 'set', 'sse-kms', 'late-key', 'local/late-bucket']);
+    await put('local/late-bucket/after-backup-new-key', 'late-key, created after the backup');
+    await cli(admin, ['key', 'rotate', 'bucket-key']);
+    await put('local/kms-bucket/after-backup-new-version', 'bucket-key v4, created after the backup');
+    await readAll();
 
-  // Disaster: the data dir is gone. Restore the backup and start kesd on it.
-  await stopServer(kesdProc!.child);
-  kesdProc = undefined;
-  await rm(data, { recursive: true, force: true });
-  const restored = await kesd(['restore', backupFile, data], { env: kesdEnv });
-  assert.equal(restored.code, 0, restored.stderr);
-  const check = await kesd(['check', data], { env: kesdEnv });
-  assert.equal(check.code, 0, check.stderr);
-  await startKesd();
-  for (const lost of ['local/late-bucket/after-backup-new-key', 'local/kms-bucket/after-backup-new-version']) {
-    objects.get(lost)!.readable = false;
-    objects.get(lost)!.note += ' (its key or version is not in the backup)';
-  }
-  const failures = await readAll();
-  assert.deepEqual([...failures.keys()].sort(), ['local/kms-bucket/after-backup-new-version', 'local/kms-bucket/v2-a', 'local/late-bucket/after-backup-new-key']);
-  assert.deepEqual(await versionsOf('bucket-key'), ['3', '1'], 'the versions of the backup');
-  await keyStatus('bucket-key');
+    // Disaster: the data dir is gone. Restore the backup and start kesd on it.
+    await stopServer(kesdProc!.child);
+    kesdProc = undefined;
+    await rm(data, { recursive: true, force: true });
+    const restored = await kesd(['restore', backupFile, data], { env: kesdEnv });
+    assert.equal(restored.code, 0, restored.stderr);
+    const check = await kesd(['check', data], { env: kesdEnv });
+    assert.equal(check.code, 0, check.stderr);
+    await startKesd();
+    for (const lost of ['local/late-bucket/after-backup-new-key', 'local/kms-bucket/after-backup-new-version']) {
+      objects.get(lost)!.readable = false;
+      objects.get(lost)!.note += ' (its key or version is not in the backup)';
+    }
+    const failures = await readAll();
+    assert.deepEqual([...failures.keys()].sort(), [
+      'local/kms-bucket/after-backup-new-version',
+      'local/kms-bucket/v2-a',
+      'local/late-bucket/after-backup-new-key',
+    ]);
+    assert.deepEqual(await versionsOf('bucket-key'), ['3', '1'], 'the versions of the backup');
+    await keyStatus('bucket-key');
 
-  // A rotation after the restore makes a new version 4: the lost version 4's objects still fail, never decrypt
-  // under the new one.
-  await cli(admin, ['key', 'rotate', 'bucket-key']);
-  await put('local/kms-bucket/after-restore', 'bucket-key v4 (new material)');
-  const last = await readAll();
-  const why = (path: string) => last.get(path)?.split('\n').find((l) => /<ERROR>/.test(l))?.replace(/^.*`\. /, '') ?? '';
-  console.log('restore drill:\n' + [...objects].map(([path, o]) => `  ${path}: ${o.readable ? 'read back bit-identical' : `fails: ${why(path)}`} (${o.note})`).join('\n'));
-}));
+    // A rotation after the restore makes a new version 4: the lost version 4's objects still fail, never decrypt
+    // under the new one.
+    await cli(admin, ['key', 'rotate', 'bucket-key']);
+    await put('local/kms-bucket/after-restore', 'bucket-key v4 (new material)');
+    const last = await readAll();
+    const why = (path: string) =>
+      last
+        .get(path)
+        ?.split('\n')
+        .find((l) => /<ERROR>/.test(l))
+        ?.replace(/^.*`\. /, '') ?? '';
+    console.log(
+      'restore drill:\n' +
+        [...objects]
+          .map(
+            ([path, o]) => `  ${path}: ${o.readable ? 'read back bit-identical' : `fails: ${why(path)}`} (${o.note})`,
+          )
+          .join('\n'),
+    );
+  }),
+);

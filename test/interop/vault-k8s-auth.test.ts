@@ -36,15 +36,26 @@ before(async () => {
   // Vault outside the cluster reviews login tokens with a reviewer account's token (for the API server's own audience),
   // bound to system:auth-delegator: the usual set-up when Vault does not run in the cluster.
   const binding = await kube.call('POST', '/apis/rbac.authorization.k8s.io/v1/clusterrolebindings', {
-    apiVersion: 'rbac.authorization.k8s.io/v1', kind: 'ClusterRoleBinding', metadata: { name: 'vault-tokenreview' },
+    apiVersion: 'rbac.authorization.k8s.io/v1',
+    kind: 'ClusterRoleBinding',
+    metadata: { name: 'vault-tokenreview' },
     roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'ClusterRole', name: 'system:auth-delegator' },
     subjects: [{ kind: 'ServiceAccount', name: 'vault-reviewer', namespace: 'vault' }],
   });
   assert.equal(binding.status, 201, JSON.stringify(binding.body));
   const reviewer = await kube.serviceAccountToken('vault', 'vault-reviewer', kube.issuer);
-  await vault.call('POST', 'auth/kubernetes/config', { kubernetes_host: kube.url, kubernetes_ca_cert: kube.caPem, token_reviewer_jwt: reviewer, disable_local_ca_jwt: true });
+  await vault.call('POST', 'auth/kubernetes/config', {
+    kubernetes_host: kube.url,
+    kubernetes_ca_cert: kube.caPem,
+    token_reviewer_jwt: reviewer,
+    disable_local_ca_jwt: true,
+  });
   await vault.call('POST', 'auth/kubernetes/role/kesd', {
-    bound_service_account_names: ['kesd'], bound_service_account_namespaces: ['kesd'], audience: 'vault', token_policies: ['kesd'], token_ttl: '1h',
+    bound_service_account_names: ['kesd'],
+    bound_service_account_namespaces: ['kesd'],
+    audience: 'vault',
+    token_policies: ['kesd'],
+    token_ttl: '1h',
   });
   ids = {
     server: await makeIdentity(dir, 'server', 'p256', { ips: ['127.0.0.1'] }),
@@ -54,14 +65,26 @@ before(async () => {
   await mkdir(join(dir, 'token'));
   await writeFile(tokenFile(), await kube.serviceAccountToken('kesd', 'kesd', 'vault'), { mode: 0o600 });
   env = { ...process.env, KESD_K8S_UNSEAL: randomBytes(32).toString('base64') };
-  await writeFile(join(dir, 'init.yml'), stringify({
-    version: 'v1',
-    system: { admin: { identity: ids.sysadmin.identity } },
-    tls: { key: ids.server.keyFile, cert: ids.server.certFile },
-    unseal: { environment: { name: 'KESD_K8S_UNSEAL' } },
-    enclave: { default: { admin: { identity: ids.admin.identity }, keys: [{ name: 'declared' }] } },
-    upstream: { vault: { endpoint: vault.addr, engine: 'kv2', version: 'v2', prefix: 'kesd', kubernetes: { role: 'kesd', jwt: tokenFile() }, tls: { ca: vault.caFile } } },
-  }));
+  await writeFile(
+    join(dir, 'init.yml'),
+    stringify({
+      version: 'v1',
+      system: { admin: { identity: ids.sysadmin.identity } },
+      tls: { key: ids.server.keyFile, cert: ids.server.certFile },
+      unseal: { environment: { name: 'KESD_K8S_UNSEAL' } },
+      enclave: { default: { admin: { identity: ids.admin.identity }, keys: [{ name: 'declared' }] } },
+      upstream: {
+        vault: {
+          endpoint: vault.addr,
+          engine: 'kv2',
+          version: 'v2',
+          prefix: 'kesd',
+          kubernetes: { role: 'kesd', jwt: tokenFile() },
+          tls: { ca: vault.caFile },
+        },
+      },
+    }),
+  );
 });
 
 after(async () => {
@@ -83,12 +106,17 @@ async function status(): Promise<any> {
 async function until(what: string, check: () => Promise<boolean>, ms = 120_000): Promise<void> {
   const end = Date.now() + ms;
   while (!(await check())) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}\n--- kesd ---\n${server?.output()}\n--- vault ---\n${vault ? tail(vault.log, 20) : ''}`);
+    if (Date.now() > end)
+      throw new Error(
+        `timed out waiting for ${what}\n--- kesd ---\n${server?.output()}\n--- vault ---\n${vault ? tail(vault.log, 20) : ''}`,
+      );
     await sleep(200);
   }
 }
 
-test('kesd logs in with its ServiceAccount token (checked by a real TokenReview) and syncs its keys', { skip: KUBE_APISERVER_SKIP }, async () => {
+test('kesd logs in with its ServiceAccount token (checked by a real TokenReview) and syncs its keys', {
+  skip: KUBE_APISERVER_SKIP,
+}, async () => {
   // kesd init takes Vault's (no) keys first: the login already works here.
   const init = await kesdCli(['init', '--config', join(dir, 'init.yml'), join(dir, 'data')], { env });
   assert.equal(init.code, 0, init.stdout + init.stderr);
@@ -106,12 +134,18 @@ test('kesd logs in with its ServiceAccount token (checked by a real TokenReview)
   }
 });
 
-test("another account's token is refused by Vault's role: kesd reports it and keeps the change queued; the right token heals it", { skip: KUBE_APISERVER_SKIP }, async () => {
+test("another account's token is refused by Vault's role: kesd reports it and keeps the change queued; the right token heals it", {
+  skip: KUBE_APISERVER_SKIP,
+}, async () => {
   await server!.stop();
   await writeFile(tokenFile(), await kube!.serviceAccountToken('kesd', 'other', 'vault'));
   server = await startKesd(join(dir, 'data'), env, ['--addr', '127.0.0.1:0', '--audit-log', 'off', '--workers', '1']);
   const agent = agentFor(ids.admin);
-  assert.equal((await call(agent, server.port, 'POST', '/v1/key/create/while-refused')).status, 200, 'the create does not wait for Vault');
+  assert.equal(
+    (await call(agent, server.port, 'POST', '/v1/key/create/while-refused')).status,
+    200,
+    'the create does not wait for Vault',
+  );
   agent.destroy();
   await until('the refusal in the status', async () => {
     const s = await status();

@@ -19,7 +19,15 @@ import { appRole, enableKv, kvPolicy, startVault, type VaultServer } from '../..
 import { kesCli, newKesApiKey, startKesServer, type KesServer } from '../../harness/kes-server.js';
 
 const DEFAULT_KEY = 'minio-default-key';
-const MINIO_POLICY = ['/v1/key/create/*', '/v1/key/generate/*', '/v1/key/decrypt/*', '/v1/key/describe/*', '/v1/key/list/*', '/v1/status', '/v1/api'];
+const MINIO_POLICY = [
+  '/v1/key/create/*',
+  '/v1/key/generate/*',
+  '/v1/key/decrypt/*',
+  '/v1/key/describe/*',
+  '/v1/key/list/*',
+  '/v1/status',
+  '/v1/api',
+];
 
 let dir: string;
 let vault: VaultServer;
@@ -68,7 +76,8 @@ async function step(fn: () => Promise<void>): Promise<void> {
   try {
     await fn();
   } catch (err) {
-    (err as Error).message += `\n--- vault log ---\n${tail(vault.log, 20)}\n--- kes logs ---\n${tail(join(dir, 'kes-v2.log'), 15)}\n${tail(join(dir, 'kes-v1.log'), 15)}\n--- kesd ---\n${kesdServer?.output().split('\n').slice(-30).join('\n')}\n--- minio ---\n${minio ? tail(minio.log, 20) : ''}`;
+    (err as Error).message +=
+      `\n--- vault log ---\n${tail(vault.log, 20)}\n--- kes logs ---\n${tail(join(dir, 'kes-v2.log'), 15)}\n${tail(join(dir, 'kes-v1.log'), 15)}\n--- kesd ---\n${kesdServer?.output().split('\n').slice(-30).join('\n')}\n--- minio ---\n${minio ? tail(minio.log, 20) : ''}`;
     throw err;
   }
 }
@@ -95,97 +104,140 @@ after(async () => {
   await rm(dir, { recursive: true, force: true });
 });
 
-test('MinIO writes encrypted objects through the real KES v0.24 keeping its keys in the real Vault (KV v2, prefix, AppRole, TLS)', () => step(async () => {
-  kes = await startKesServer(dir, 'kes-v2', kesConfig('kv2', 'v2', 'kes'));
-  minio = new Minio(dir, await freePort(), await freePort(), {
-    endpoint: kes.endpoint, certFile: minioId.certFile, keyFile: minioId.keyFile, caFile: tlsId.certFile, defaultKey: DEFAULT_KEY,
-  });
-  await minio.start();
-  await mc.alias(minio);
-  await mc.run(['admin', 'kms', 'key', 'create', 'local', 'bucket-key']);
-  await mc.run(['mb', 'local/kms-bucket']);
-  await mc.run(['encrypt', 'set', 'sse-kms', 'bucket-key', 'local/kms-bucket']);
-  await mc.run(['mb', 'local/s3-bucket']);
-  await mc.run(['encrypt', 'set', 'sse-s3', 'local/s3-bucket']);
-  await mc.run(['admin', 'user', 'add', 'local', 'bob', 'bob-secret-12345']);
-  for (const [bucket, size] of [['kms-bucket', 128 * 1024], ['kms-bucket', 7 * 1024 * 1024], ['s3-bucket', 64 * 1024]] as const) {
-    const data = randomBytes(size);
-    const path = `local/${bucket}/obj-${size}`;
-    await writeFile(join(dir, 'obj'), data);
-    await mc.run(['cp', join(dir, 'obj'), path]);
-    objects.set(path, sha256(data));
-  }
-  for (const [path, hash] of objects) assert.equal(await readBack(path), hash);
-  const enc = JSON.parse(await kesCli(kes, admin.apiKey, ['key', 'encrypt', 'bucket-key', 'sealed by KES on KV v2']));
-  sealedByKes.set('bucket-key', ['sealed by KES on KV v2', enc.ciphertext]);
-  // KES's layout, as kesd reads it: <engine>/data/<prefix>/<name> holding {"<name>": base64(protobuf KeyVersion)}.
-  const entry = (await vault.call('GET', 'kv2/data/kes/bucket-key')).body.data.data;
-  assert.deepEqual(Object.keys(entry), ['bucket-key']);
-  assert.equal(parseKesStoredKey(Buffer.from(entry['bucket-key'])).bytes.length, 32);
-  await minio.stop();
-  await kes.stop();
-}));
+test('MinIO writes encrypted objects through the real KES v0.24 keeping its keys in the real Vault (KV v2, prefix, AppRole, TLS)', () =>
+  step(async () => {
+    kes = await startKesServer(dir, 'kes-v2', kesConfig('kv2', 'v2', 'kes'));
+    minio = new Minio(dir, await freePort(), await freePort(), {
+      endpoint: kes.endpoint,
+      certFile: minioId.certFile,
+      keyFile: minioId.keyFile,
+      caFile: tlsId.certFile,
+      defaultKey: DEFAULT_KEY,
+    });
+    await minio.start();
+    await mc.alias(minio);
+    await mc.run(['admin', 'kms', 'key', 'create', 'local', 'bucket-key']);
+    await mc.run(['mb', 'local/kms-bucket']);
+    await mc.run(['encrypt', 'set', 'sse-kms', 'bucket-key', 'local/kms-bucket']);
+    await mc.run(['mb', 'local/s3-bucket']);
+    await mc.run(['encrypt', 'set', 'sse-s3', 'local/s3-bucket']);
+    await mc.run(['admin', 'user', 'add', 'local', 'bob', 'bob-secret-12345']);
+    for (const [bucket, size] of [
+      ['kms-bucket', 128 * 1024],
+      ['kms-bucket', 7 * 1024 * 1024],
+      ['s3-bucket', 64 * 1024],
+    ] as const) {
+      const data = randomBytes(size);
+      const path = `local/${bucket}/obj-${size}`;
+      await writeFile(join(dir, 'obj'), data);
+      await mc.run(['cp', join(dir, 'obj'), path]);
+      objects.set(path, sha256(data));
+    }
+    for (const [path, hash] of objects) assert.equal(await readBack(path), hash);
+    const enc = JSON.parse(await kesCli(kes, admin.apiKey, ['key', 'encrypt', 'bucket-key', 'sealed by KES on KV v2']));
+    sealedByKes.set('bucket-key', ['sealed by KES on KV v2', enc.ciphertext]);
+    // KES's layout, as kesd reads it: <engine>/data/<prefix>/<name> holding {"<name>": base64(protobuf KeyVersion)}.
+    const entry = (await vault.call('GET', 'kv2/data/kes/bucket-key')).body.data.data;
+    assert.deepEqual(Object.keys(entry), ['bucket-key']);
+    assert.equal(parseKesStoredKey(Buffer.from(entry['bucket-key'])).bytes.length, 32);
+    await minio.stop();
+    await kes.stop();
+  }));
 
-test('the real KES v0.24 on KV v1 without a prefix: keys made and used with the kes CLI', () => step(async () => {
-  kes = await startKesServer(dir, 'kes-v1', kesConfig('kv', 'v1', ''));
-  for (const name of ['app-key-1', 'app-key-2']) {
-    await kesCli(kes, admin.apiKey, ['key', 'create', name]);
-    const plaintext = `sealed by KES on KV v1 with ${name}`;
-    sealedByKes.set(name, [plaintext, JSON.parse(await kesCli(kes, admin.apiKey, ['key', 'encrypt', name, plaintext])).ciphertext]);
-  }
-  assert.deepEqual(Object.keys((await vault.call('GET', 'kv/app-key-1')).body.data), ['app-key-1']);
-  await kes.stop();
-}));
+test('the real KES v0.24 on KV v1 without a prefix: keys made and used with the kes CLI', () =>
+  step(async () => {
+    kes = await startKesServer(dir, 'kes-v1', kesConfig('kv', 'v1', ''));
+    for (const name of ['app-key-1', 'app-key-2']) {
+      await kesCli(kes, admin.apiKey, ['key', 'create', name]);
+      const plaintext = `sealed by KES on KV v1 with ${name}`;
+      sealedByKes.set(name, [
+        plaintext,
+        JSON.parse(await kesCli(kes, admin.apiKey, ['key', 'encrypt', name, plaintext])).ciphertext,
+      ]);
+    }
+    assert.deepEqual(Object.keys((await vault.call('GET', 'kv/app-key-1')).body.data), ['app-key-1']);
+    await kes.stop();
+  }));
 
-test('kesd import vault takes every key of both layouts with the same bytes; MinIO on kesd reads every object, its IAM, and writes new ones', () => step(async () => {
-  const sysadmin = await makeIdentity(dir, 'sysadmin');
-  const enclaveAdmin = await makeIdentity(dir, 'admin');
-  const env = { ...process.env, KESD_UNSEAL_KEY: randomBytes(32).toString('base64') };
-  const data = join(dir, 'kesd-data');
-  await initDataDir(data, {
-    version: 'v1', address: '127.0.0.1:0', sysadmin: sysadmin.identity, unsealEnv: 'KESD_UNSEAL_KEY',
-    tls: { key: tlsId.keyFile, cert: tlsId.certFile, password: '', verifyCert: false, proxy: { identities: [], header: '' } },
-    enclaves: [
-      { name: 'default', admin: enclaveAdmin.identity, policies: [{ name: 'minio', allow: MINIO_POLICY, deny: [], identities: [minioId.identity] }], keys: [] },
-      { name: 'apps', admin: enclaveAdmin.identity, policies: [], keys: [] },
-    ],
-  }, { env });
+test('kesd import vault takes every key of both layouts with the same bytes; MinIO on kesd reads every object, its IAM, and writes new ones', () =>
+  step(async () => {
+    const sysadmin = await makeIdentity(dir, 'sysadmin');
+    const enclaveAdmin = await makeIdentity(dir, 'admin');
+    const env = { ...process.env, KESD_UNSEAL_KEY: randomBytes(32).toString('base64') };
+    const data = join(dir, 'kesd-data');
+    await initDataDir(
+      data,
+      {
+        version: 'v1',
+        address: '127.0.0.1:0',
+        sysadmin: sysadmin.identity,
+        unsealEnv: 'KESD_UNSEAL_KEY',
+        tls: {
+          key: tlsId.keyFile,
+          cert: tlsId.certFile,
+          password: '',
+          verifyCert: false,
+          proxy: { identities: [], header: '' },
+        },
+        enclaves: [
+          {
+            name: 'default',
+            admin: enclaveAdmin.identity,
+            policies: [{ name: 'minio', allow: MINIO_POLICY, deny: [], identities: [minioId.identity] }],
+            keys: [],
+          },
+          { name: 'apps', admin: enclaveAdmin.identity, policies: [], keys: [] },
+        ],
+      },
+      { env },
+    );
 
-  const v2 = await kesd(['import', 'vault', '--kes-config', join(dir, 'kes-v2.yml'), data], { env });
-  assert.equal(v2.code, 0, v2.stdout + v2.stderr);
-  assert.match(v2.stdout, /imported 2, already present 0, conflicts 0, failed 0/, 'the default key and bucket-key');
-  const v1 = await kesd(['import', 'vault', '--kes-config', join(dir, 'kes-v1.yml'), '--enclave', 'apps', data], { env });
-  assert.equal(v1.code, 0, v1.stdout + v1.stderr);
-  assert.match(v1.stdout, /imported 2,/);
-  const again = await kesd(['import', 'vault', '--kes-config', join(dir, 'kes-v2.yml'), data], { env });
-  assert.match(again.stdout, /imported 0, already present 2, conflicts 0, failed 0/, 'a second import changes nothing');
+    const v2 = await kesd(['import', 'vault', '--kes-config', join(dir, 'kes-v2.yml'), data], { env });
+    assert.equal(v2.code, 0, v2.stdout + v2.stderr);
+    assert.match(v2.stdout, /imported 2, already present 0, conflicts 0, failed 0/, 'the default key and bucket-key');
+    const v1 = await kesd(['import', 'vault', '--kes-config', join(dir, 'kes-v1.yml'), '--enclave', 'apps', data], {
+      env,
+    });
+    assert.equal(v1.code, 0, v1.stdout + v1.stderr);
+    assert.match(v1.stdout, /imported 2,/);
+    const again = await kesd(['import', 'vault', '--kes-config', join(dir, 'kes-v2.yml'), data], { env });
+    assert.match(
+      again.stdout,
+      /imported 0, already present 2, conflicts 0, failed 0/,
+      'a second import changes nothing',
+    );
 
-  // Wrong credentials, or no Vault section: a clear error, exit 1, nothing imported.
-  const badSecret = await kesd(['import', 'vault', '--kes-config', join(dir, 'kes-v2.yml'), '--enclave', 'apps', data], { env: { ...env, KES_VAULT_SECRET_ID: 'not-the-secret' } });
-  assert.equal(badSecret.code, 1);
-  assert.match(badSecret.stderr, /AppRole login at auth\/approle: invalid role or secret ID/);
-  await writeFile(join(dir, 'kes-fs.yml'), 'keystore:\n  fs:\n    path: /tmp/x\n');
-  const noVault = await kesd(['import', 'vault', '--kes-config', join(dir, 'kes-fs.yml'), data], { env });
-  assert.equal(noVault.code, 1);
-  assert.match(noVault.stderr, /no 'keystore.vault' section/);
+    // Wrong credentials, or no Vault section: a clear error, exit 1, nothing imported.
+    const badSecret = await kesd(
+      ['import', 'vault', '--kes-config', join(dir, 'kes-v2.yml'), '--enclave', 'apps', data],
+      { env: { ...env, KES_VAULT_SECRET_ID: 'not-the-secret' } },
+    );
+    assert.equal(badSecret.code, 1);
+    assert.match(badSecret.stderr, /AppRole login at auth\/approle: invalid role or secret ID/);
+    await writeFile(join(dir, 'kes-fs.yml'), 'keystore:\n  fs:\n    path: /tmp/x\n');
+    const noVault = await kesd(['import', 'vault', '--kes-config', join(dir, 'kes-fs.yml'), data], { env });
+    assert.equal(noVault.code, 1);
+    assert.match(noVault.stderr, /no 'keystore.vault' section/);
 
-  kesdServer = await startServer([data, '--addr', '127.0.0.1:0', '--audit-log', 'off'], env);
-  // Ciphertexts the real KES made decrypt with kesd: the same key bytes, in both layouts.
-  const agent = new https.Agent({ rejectUnauthorized: false, cert: enclaveAdmin.cert, key: enclaveAdmin.key });
-  for (const [name, [plaintext, ciphertext]] of sealedByKes) {
-    const enclave = name === 'bucket-key' ? 'default' : 'apps';
-    const reply = await request(agent, kesdServer.port, 'POST', `/v1/key/decrypt/${name}?enclave=${enclave}`, { ciphertext });
-    assert.equal(reply.status, 200, `${name}: ${reply.text}`);
-    assert.equal(Buffer.from(reply.json().plaintext, 'base64').toString(), plaintext);
-  }
-  agent.destroy();
-  minio.kms = { ...minio.kms, endpoint: `https://127.0.0.1:${kesdServer.port}` };
-  await minio.start();
-  for (const [path, hash] of objects) assert.equal(await readBack(path), hash, path);
-  const [bob] = await mc.json(['admin', 'user', 'info', 'local', 'bob']);
-  assert.equal(bob.accessKey, 'bob');
-  const fresh = randomBytes(32 * 1024);
-  await writeFile(join(dir, 'fresh'), fresh);
-  await mc.run(['cp', join(dir, 'fresh'), 'local/kms-bucket/fresh']);
-  assert.equal(await readBack('local/kms-bucket/fresh'), sha256(fresh));
-}));
+    kesdServer = await startServer([data, '--addr', '127.0.0.1:0', '--audit-log', 'off'], env);
+    // Ciphertexts the real KES made decrypt with kesd: the same key bytes, in both layouts.
+    const agent = new https.Agent({ rejectUnauthorized: false, cert: enclaveAdmin.cert, key: enclaveAdmin.key });
+    for (const [name, [plaintext, ciphertext]] of sealedByKes) {
+      const enclave = name === 'bucket-key' ? 'default' : 'apps';
+      const reply = await request(agent, kesdServer.port, 'POST', `/v1/key/decrypt/${name}?enclave=${enclave}`, {
+        ciphertext,
+      });
+      assert.equal(reply.status, 200, `${name}: ${reply.text}`);
+      assert.equal(Buffer.from(reply.json().plaintext, 'base64').toString(), plaintext);
+    }
+    agent.destroy();
+    minio.kms = { ...minio.kms, endpoint: `https://127.0.0.1:${kesdServer.port}` };
+    await minio.start();
+    for (const [path, hash] of objects) assert.equal(await readBack(path), hash, path);
+    const [bob] = await mc.json(['admin', 'user', 'info', 'local', 'bob']);
+    assert.equal(bob.accessKey, 'bob');
+    const fresh = randomBytes(32 * 1024);
+    await writeFile(join(dir, 'fresh'), fresh);
+    await mc.run(['cp', join(dir, 'fresh'), 'local/kms-bucket/fresh']);
+    assert.equal(await readBack('local/kms-bucket/fresh'), sha256(fresh));
+  }));

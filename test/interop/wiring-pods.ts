@@ -34,12 +34,18 @@ export function podHostname(sts: any, i: number, clusterDomain = 'cluster.local'
 
 /** A container path under the pod root, in an arg that is a path or a `--flag=path`. */
 export function remapArgPath(arg: string, root: string): string {
-  return arg.replace(/^(--[a-z-]+=)?(\/.*)$/, (_, flag: string | undefined, path: string) => `${flag ?? ''}${join(root, path)}`);
+  return arg.replace(
+    /^(--[a-z-]+=)?(\/.*)$/,
+    (_, flag: string | undefined, path: string) => `${flag ?? ''}${join(root, path)}`,
+  );
 }
 
 /** init.yml names container paths (TLS files at any depth, the unseal key file): point them into the laid-out pod. */
 export function remapInitPaths(content: string, root: string): string {
-  return content.replace(/(^\s*(?:key|cert|ca|path): )(\/\S+)$/gm, (_, prefix: string, path: string) => `${prefix}${join(root, path)}`);
+  return content.replace(
+    /(^\s*(?:key|cert|ca|path): )(\/\S+)$/gm,
+    (_, prefix: string, path: string) => `${prefix}${join(root, path)}`,
+  );
 }
 
 /**
@@ -47,19 +53,29 @@ export function remapInitPaths(content: string, root: string): string {
  * path, mode) if listed, else every key; with the volume's defaultMode (else 0644, as the kubelet). `rewrite` may
  * change a file's content (e.g. remap the paths init.yml names).
  */
-export async function layOutVolumes(r: Rendered, sts: any, root: string, rewrite: (content: string) => string = (c) => c): Promise<void> {
+export async function layOutVolumes(
+  r: Rendered,
+  sts: any,
+  root: string,
+  rewrite: (content: string) => string = (c) => c,
+): Promise<void> {
   const pod = sts.spec.template.spec;
   const volumes = new Map<string, any>(pod.volumes.map((v: any) => [v.name, v]));
   for (const mount of pod.containers[0].volumeMounts) {
     const target = join(root, mount.mountPath);
     const volume = volumes.get(mount.name);
-    const files: Record<string, string> | undefined = volume?.secret ? r.secret(volume.secret.secretName) : volume?.configMap ? r.configMap(volume.configMap.name) : undefined;
+    const files: Record<string, string> | undefined = volume?.secret
+      ? r.secret(volume.secret.secretName)
+      : volume?.configMap
+        ? r.configMap(volume.configMap.name)
+        : undefined;
     if (files === undefined) {
       await mkdir(target, { recursive: true }); // a volumeClaimTemplate or an emptyDir
       continue;
     }
     const source = volume.secret ?? volume.configMap;
-    const items: { key: string; path: string; mode?: number }[] = source.items ?? Object.keys(files).map((key) => ({ key, path: key }));
+    const items: { key: string; path: string; mode?: number }[] =
+      source.items ?? Object.keys(files).map((key) => ({ key, path: key }));
     for (const { key, path, mode } of items) {
       const content = files[key];
       if (content === undefined) throw new Error(`volume ${mount.name}: no key ${key}`);
@@ -77,7 +93,8 @@ export function containerEnv(r: Rendered, container: any, podName: string): Reco
   const env: Record<string, string> = {};
   for (const e of container.env ?? []) {
     if (e.value !== undefined) env[e.name] = e.value;
-    else if (e.valueFrom?.secretKeyRef) env[e.name] = r.secret(e.valueFrom.secretKeyRef.name)[e.valueFrom.secretKeyRef.key]!;
+    else if (e.valueFrom?.secretKeyRef)
+      env[e.name] = r.secret(e.valueFrom.secretKeyRef.name)[e.valueFrom.secretKeyRef.key]!;
     else if (e.valueFrom?.fieldRef?.fieldPath === 'metadata.name') env[e.name] = podName;
     else throw new Error(`env ${e.name}: no local equivalent for ${JSON.stringify(e.valueFrom)}`);
   }
@@ -91,7 +108,10 @@ export function expandVars(arg: string, env: Record<string, string>): string {
 
 /** Writes a hosts file (the machine's entries plus `entries`) and returns the launcher that makes a process see it. */
 export async function privateHosts(file: string, entries: [ip: string, host: string][]): Promise<string[]> {
-  await writeFile(file, `${await readFile('/etc/hosts', 'utf8')}\n${entries.map(([ip, host]) => `${ip} ${host}`).join('\n')}\n`);
+  await writeFile(
+    file,
+    `${await readFile('/etc/hosts', 'utf8')}\n${entries.map(([ip, host]) => `${ip} ${host}`).join('\n')}\n`,
+  );
   return ['unshare', '-m', 'sh', '-c', `mount --bind ${file} /etc/hosts && exec "$0" "$@"`];
 }
 
@@ -107,7 +127,11 @@ export class PodProcess {
   private readonly child: ChildProcess;
   private readonly exited: Promise<void>;
 
-  constructor(readonly name: string, command: string[], env: NodeJS.ProcessEnv) {
+  constructor(
+    readonly name: string,
+    command: string[],
+    env: NodeJS.ProcessEnv,
+  ) {
     const [bin, ...args] = command;
     this.child = spawn(bin!, args, { env, detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
     this.child.stdout!.on('data', (d) => (this.stdout += d));
@@ -145,7 +169,12 @@ export class PodProcess {
 }
 
 /** Polls `check` every 200 ms until it is true; throws `what` (plus `explain()`) after `ms`. */
-export async function until(what: string, ms: number, check: () => Promise<boolean>, explain: () => string = () => ''): Promise<void> {
+export async function until(
+  what: string,
+  ms: number,
+  check: () => Promise<boolean>,
+  explain: () => string = () => '',
+): Promise<void> {
   const deadline = Date.now() + ms;
   while (!(await check().catch(() => false))) {
     if (Date.now() > deadline) throw new Error(`${what} within ${ms} ms\n${explain()}`);
@@ -157,7 +186,12 @@ export async function until(what: string, ms: number, check: () => Promise<boole
  * The real MinIO with the rendered Tenant's env and root credentials, and the files the operator would mount from its
  * KES cert Secrets. `kmsEndpoint` replaces the rendered MINIO_KMS_KES_ENDPOINT (only when the test must remap a port).
  */
-export async function tenantMinio(r: Rendered, dir: string, launcher: string[], kmsEndpoint?: string): Promise<{ minio: Minio; tenantEnv: Record<string, string> }> {
+export async function tenantMinio(
+  r: Rendered,
+  dir: string,
+  launcher: string[],
+  kmsEndpoint?: string,
+): Promise<{ minio: Minio; tenantEnv: Record<string, string> }> {
   const tenant = r.find('Tenant');
   const certs = join(dir, 'minio-certs');
   const client = r.secret(tenant.spec.externalClientCertSecrets[0].name);
@@ -171,16 +205,31 @@ export async function tenantMinio(r: Rendered, dir: string, launcher: string[], 
     await mkdir(dirname(join(certs, path)), { recursive: true });
     await writeFile(join(certs, path), content, { mode: 0o600 });
   }
-  const tenantEnv: Record<string, string> = Object.fromEntries((tenant.spec.env as { name: string; value: string }[]).map((e) => [e.name, e.value]));
-  const rootEnv = Object.fromEntries([...r.secret(tenant.spec.configuration.name)['config.env']!.matchAll(/^export (\w+)="(.*)"$/gm)].map((m) => [m[1]!, m[2]!]));
+  const tenantEnv: Record<string, string> = Object.fromEntries(
+    (tenant.spec.env as { name: string; value: string }[]).map((e) => [e.name, e.value]),
+  );
+  const rootEnv = Object.fromEntries(
+    [...r.secret(tenant.spec.configuration.name)['config.env']!.matchAll(/^export (\w+)="(.*)"$/gm)].map((m) => [
+      m[1]!,
+      m[2]!,
+    ]),
+  );
   const env: NodeJS.ProcessEnv = {
     ...process.env,
     ...rootEnv,
-    ...Object.fromEntries(Object.entries(tenantEnv).map(([k, v]) => [k, v.startsWith('/tmp/certs/') ? join(certs, v) : v])),
+    ...Object.fromEntries(
+      Object.entries(tenantEnv).map(([k, v]) => [k, v.startsWith('/tmp/certs/') ? join(certs, v) : v]),
+    ),
     ...(kmsEndpoint !== undefined ? { MINIO_KMS_KES_ENDPOINT: kmsEndpoint } : {}),
     MINIO_BROWSER: 'off',
   };
-  const minio = new Minio(dir, await freePort(), await freePort(), { endpoint: '', certFile: '', keyFile: '', caFile: '', defaultKey: '' }, { env, launcher });
+  const minio = new Minio(
+    dir,
+    await freePort(),
+    await freePort(),
+    { endpoint: '', certFile: '', keyFile: '', caFile: '', defaultKey: '' },
+    { env, launcher },
+  );
   minio.user = rootEnv.MINIO_ROOT_USER!;
   minio.password = rootEnv.MINIO_ROOT_PASSWORD!;
   return { minio, tenantEnv };

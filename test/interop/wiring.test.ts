@@ -12,7 +12,17 @@ import { join } from 'node:path';
 import { KESD_BIN } from '../kesd/cli-process.js';
 import { renderStack } from '../../harness/stack-render.ts';
 import { freePort, Mc, tail, type Minio } from '../../harness/minio-stack.js';
-import { containerEnv, layOutVolumes, PodProcess, privateHosts, remapArgPath, remapInitPaths, Rendered, tenantMinio, until } from './wiring-pods.ts';
+import {
+  containerEnv,
+  layOutVolumes,
+  PodProcess,
+  privateHosts,
+  remapArgPath,
+  remapInitPaths,
+  Rendered,
+  tenantMinio,
+  until,
+} from './wiring-pods.ts';
 
 let dir: string;
 let kesd: PodProcess | undefined;
@@ -28,7 +38,9 @@ after(async () => {
   await rm(dir, { recursive: true, force: true });
 });
 
-test('the rendered kesd and Tenant fit together: MinIO starts and an SSE-KMS put/get works', { timeout: 180_000 }, async () => {
+test('the rendered kesd and Tenant fit together: MinIO starts and an SSE-KMS put/get works', {
+  timeout: 180_000,
+}, async () => {
   const r = new Rendered((await renderStack({ stack: 'dev' })).manifests);
   const sts = r.find('StatefulSet');
   const podRoot = join(dir, 'kesd-pod');
@@ -37,13 +49,25 @@ test('the rendered kesd and Tenant fit together: MinIO starts and an SSE-KMS put
   await layOutVolumes(r, sts, podRoot, (content) => remapInitPaths(content, podRoot));
   const container = sts.spec.template.spec.containers[0];
   const kesdPort = await freePort();
-  const args = (container.args as string[]).map((a) => remapArgPath(a, podRoot).replace(/^0\.0\.0\.0:\d+$/, `127.0.0.1:${kesdPort}`));
-  kesd = new PodProcess('kesd', [process.execPath, KESD_BIN, ...args], { ...process.env, ...containerEnv(r, container, `${sts.metadata.name}-0`) });
-  await until('kesd did not start', 10_000, async () => /listening/.test(kesd!.stderr), () => kesd!.tail());
+  const args = (container.args as string[]).map((a) =>
+    remapArgPath(a, podRoot).replace(/^0\.0\.0\.0:\d+$/, `127.0.0.1:${kesdPort}`),
+  );
+  kesd = new PodProcess('kesd', [process.execPath, KESD_BIN, ...args], {
+    ...process.env,
+    ...containerEnv(r, container, `${sts.metadata.name}-0`),
+  });
+  await until(
+    'kesd did not start',
+    10_000,
+    async () => /listening/.test(kesd!.stderr),
+    () => kesd!.tail(),
+  );
 
   // 2. MinIO with the Tenant's env and the files the operator would mount from its cert Secrets; the endpoint keeps
   // the rendered Service hostname, on kesd's remapped port.
-  const rendered = new URL(r.find('Tenant').spec.env.find((e: { name: string }) => e.name === 'MINIO_KMS_KES_ENDPOINT').value);
+  const rendered = new URL(
+    r.find('Tenant').spec.env.find((e: { name: string }) => e.name === 'MINIO_KMS_KES_ENDPOINT').value,
+  );
   const launcher = await privateHosts(join(dir, 'hosts'), [['127.0.0.1', rendered.hostname]]);
   const started = await tenantMinio(r, dir, launcher, `https://${rendered.hostname}:${kesdPort}`);
   minio = started.minio;

@@ -17,8 +17,13 @@ after(async () => {
 let counter = 0;
 const fresh = (prefix = 'k') => `${prefix}-${++counter}`;
 const b64 = (data: string) => Buffer.from(data).toString('base64');
-const ndjson = (text: string) => text.split('\n').filter((l) => l !== '').map((l) => JSON.parse(l));
-const as = (who: TestIdentity | undefined, method: string, path: string, body?: unknown) => request(s.agent(who), s.port, method, path, body);
+const ndjson = (text: string) =>
+  text
+    .split('\n')
+    .filter((l) => l !== '')
+    .map((l) => JSON.parse(l));
+const as = (who: TestIdentity | undefined, method: string, path: string, body?: unknown) =>
+  request(s.agent(who), s.port, method, path, body);
 
 const NOT_ALLOWED = 'not authorized: insufficient permissions';
 
@@ -126,7 +131,11 @@ test('the sysadmin is allowed on /v1/status, /v1/metrics, /v1/api and the enclav
 
 test('only the sysadmin may create, describe or delete enclaves', async () => {
   for (const who of [s.admin, s.user, stranger]) {
-    assertError(await as(who, 'POST', `/v1/enclave/create/${fresh('enc')}`, { admin: stranger.identity }), 403, NOT_ALLOWED);
+    assertError(
+      await as(who, 'POST', `/v1/enclave/create/${fresh('enc')}`, { admin: stranger.identity }),
+      403,
+      NOT_ALLOWED,
+    );
     assertError(await as(who, 'GET', '/v1/enclave/describe/default'), 403, NOT_ALLOWED);
     assertError(await as(who, 'DELETE', '/v1/enclave/delete/default'), 403, NOT_ALLOWED);
   }
@@ -135,9 +144,21 @@ test('only the sysadmin may create, describe or delete enclaves', async () => {
 
 // Finding 6 (docs/security.md): only the system admin learns that an enclave does not exist.
 test('?enclave=<unknown> is 403 for anyone but the system admin, as for an enclave that exists', async () => {
-  assertError(await as(s.admin, 'GET', '/v1/key/describe/minio-default?enclave=unknown'), 403, 'not authorized: insufficient permissions');
-  assertError(await as(s.user, 'POST', '/v1/key/generate/minio-default?enclave=unknown', {}), 403, 'not authorized: insufficient permissions');
-  assertError(await as(s.sysadmin, 'GET', '/v1/key/describe/minio-default?enclave=unknown'), 404, 'enclave does not exist');
+  assertError(
+    await as(s.admin, 'GET', '/v1/key/describe/minio-default?enclave=unknown'),
+    403,
+    'not authorized: insufficient permissions',
+  );
+  assertError(
+    await as(s.user, 'POST', '/v1/key/generate/minio-default?enclave=unknown', {}),
+    403,
+    'not authorized: insufficient permissions',
+  );
+  assertError(
+    await as(s.sysadmin, 'GET', '/v1/key/describe/minio-default?enclave=unknown'),
+    404,
+    'enclave does not exist',
+  );
 });
 
 test('an identity of one enclave cannot reach the keys of another', async () => {
@@ -167,7 +188,12 @@ test('the enclave admin writes, reads, describes, lists, assigns and deletes a p
   const keyName = fresh();
   await ok(as(s.admin, 'POST', `/v1/key/create/${keyName}`));
 
-  await ok(as(s.admin, 'POST', `/v1/policy/write/${policy}`, { allow: ['/v1/key/describe/*'], deny: ['/v1/key/describe/secret-*'] }));
+  await ok(
+    as(s.admin, 'POST', `/v1/policy/write/${policy}`, {
+      allow: ['/v1/key/describe/*'],
+      deny: ['/v1/key/describe/secret-*'],
+    }),
+  );
   const read = (await ok(as(s.admin, 'GET', `/v1/policy/read/${policy}`))).json();
   assert.deepEqual(read.allow, { '/v1/key/describe/*': {} });
   assert.deepEqual(read.deny, { '/v1/key/describe/secret-*': {} });
@@ -181,7 +207,10 @@ test('the enclave admin writes, reads, describes, lists, assigns and deletes a p
   assert.equal(list.headers['content-type'], 'application/x-ndjson');
   const names = ndjson(list.text).map((l) => l.name);
   assert.ok(names.includes(policy) && names.includes('app'), String(names));
-  assert.deepEqual(ndjson((await ok(as(s.admin, 'GET', `/v1/policy/list/${policy}`))).text).map((l) => l.name), [policy]);
+  assert.deepEqual(
+    ndjson((await ok(as(s.admin, 'GET', `/v1/policy/list/${policy}`))).text).map((l) => l.name),
+    [policy],
+  );
 
   await ok(as(s.admin, 'POST', `/v1/policy/assign/${policy}`, { identity: member.identity }));
   assert.equal((await ok(as(s.admin, 'GET', `/v1/identity/describe/${member.identity}`))).json().policy, policy);
@@ -196,7 +225,13 @@ test('the enclave admin writes, reads, describes, lists, assigns and deletes a p
 
 test('policy write accepts the v0.22 client body {"Allow","Deny"} (case-insensitive keys)', async () => {
   const policy = fresh('pol');
-  await ok(as(s.admin, 'POST', `/v1/policy/write/${policy}`, { Allow: ['/v1/key/list/*'], Deny: ['/v1/key/delete/*'], Info: {} }));
+  await ok(
+    as(s.admin, 'POST', `/v1/policy/write/${policy}`, {
+      Allow: ['/v1/key/list/*'],
+      Deny: ['/v1/key/delete/*'],
+      Info: {},
+    }),
+  );
   const read = (await ok(as(s.admin, 'GET', `/v1/policy/read/${policy}`))).json();
   assert.deepEqual(read.allow, { '/v1/key/list/*': {} });
   assert.deepEqual(read.deny, { '/v1/key/delete/*': {} });
@@ -215,19 +250,31 @@ test('policy write replaces an existing policy and its assignments follow the ne
 
 test('an identity cannot assign a policy to itself: 403', async () => {
   const delegate = await identityWithPolicy(fresh('delegate'), ['/v1/policy/*']);
-  assertError(await as(delegate, 'POST', '/v1/policy/assign/app', { identity: delegate.identity }), 403, 'identity cannot assign policy to itself');
+  assertError(
+    await as(delegate, 'POST', '/v1/policy/assign/app', { identity: delegate.identity }),
+    403,
+    'identity cannot assign policy to itself',
+  );
   // It may assign others.
   const other = await makeIdentity(s.dir, fresh('other'));
   await ok(as(delegate, 'POST', '/v1/policy/assign/app', { identity: other.identity }));
 });
 
 test('assigning a policy to the system admin is 400', async () => {
-  assertError(await as(s.admin, 'POST', '/v1/policy/assign/app', { identity: s.sysadmin.identity }), 400, 'cannot assign policy to system admin');
+  assertError(
+    await as(s.admin, 'POST', '/v1/policy/assign/app', { identity: s.sysadmin.identity }),
+    400,
+    'cannot assign policy to system admin',
+  );
 });
 
 test('assigning a policy to the enclave admin is 400', async () => {
   const delegate = await identityWithPolicy(fresh('delegate'), ['/v1/policy/*']);
-  assertError(await as(delegate, 'POST', '/v1/policy/assign/app', { identity: s.admin.identity }), 400, 'cannot assign policy to admin');
+  assertError(
+    await as(delegate, 'POST', '/v1/policy/assign/app', { identity: s.admin.identity }),
+    400,
+    'cannot assign policy to admin',
+  );
   assert.equal((await ok(as(s.admin, 'GET', `/v1/identity/describe/${s.admin.identity}`))).json().admin, true);
 });
 
@@ -242,7 +289,11 @@ test('the enclave admin identity cannot be deleted: 400 cannot delete admin', as
 });
 
 test('the system admin identity cannot be deleted: 400 cannot delete system admin', async () => {
-  assertError(await as(s.admin, 'DELETE', `/v1/identity/delete/${s.sysadmin.identity}`), 400, 'cannot delete system admin');
+  assertError(
+    await as(s.admin, 'DELETE', `/v1/identity/delete/${s.sysadmin.identity}`),
+    400,
+    'cannot delete system admin',
+  );
 });
 
 test('deleting an assigned identity revokes its access', async () => {
@@ -332,9 +383,25 @@ test('sealing stops key routes with 403 system is sealed until a restart', async
   await ok(as(s.sysadmin, 'GET', '/v1/enclave/describe/tenant2'));
 });
 
-test('a malformed percent-escape in a route argument is a 400 naming that route\'s argument', async () => {
-  assertError(await as(s.admin, 'GET', '/v1/key/describe/a%ZZ'), 400, "key name 'a%ZZ' is empty, too long or contains invalid characters");
-  assertError(await as(s.admin, 'GET', '/v1/policy/describe/p%ZZ'), 400, "policy name 'p%ZZ' is empty, too long or contains invalid characters");
-  assertError(await as(s.admin, 'GET', '/v1/secret/read/s%ZZ'), 400, "secret name 's%ZZ' is empty, too long or contains invalid characters");
-  assertError(await as(s.admin, 'GET', '/v1/key/list/k%ZZ'), 400, "listing pattern 'k%ZZ' is empty, too long or is invalid");
+test("a malformed percent-escape in a route argument is a 400 naming that route's argument", async () => {
+  assertError(
+    await as(s.admin, 'GET', '/v1/key/describe/a%ZZ'),
+    400,
+    "key name 'a%ZZ' is empty, too long or contains invalid characters",
+  );
+  assertError(
+    await as(s.admin, 'GET', '/v1/policy/describe/p%ZZ'),
+    400,
+    "policy name 'p%ZZ' is empty, too long or contains invalid characters",
+  );
+  assertError(
+    await as(s.admin, 'GET', '/v1/secret/read/s%ZZ'),
+    400,
+    "secret name 's%ZZ' is empty, too long or contains invalid characters",
+  );
+  assertError(
+    await as(s.admin, 'GET', '/v1/key/list/k%ZZ'),
+    400,
+    "listing pattern 'k%ZZ' is empty, too long or is invalid",
+  );
 });

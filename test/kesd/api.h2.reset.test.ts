@@ -33,7 +33,10 @@ function watch(session: http2.ClientHttp2Session): { goaway: number[]; closed: (
   return { goaway, closed: () => closed };
 }
 
-function generate(session: http2.ClientHttp2Session, context: string): Promise<{ plaintext: string; ciphertext: string }> {
+function generate(
+  session: http2.ClientHttp2Session,
+  context: string,
+): Promise<{ plaintext: string; ciphertext: string }> {
   return new Promise((resolve, reject) => {
     const stream = session.request({ ':method': 'POST', ':path': '/v1/key/generate/minio-default' });
     let text = '';
@@ -51,9 +54,16 @@ function generate(session: http2.ClientHttp2Session, context: string): Promise<{
  * its bytes, so the check runs once Node's client has handled the rest of that frame (setImmediate). Resolves with
  * the plaintext and whether a reset was sent.
  */
-function decryptLikeGo(session: http2.ClientHttp2Session, body: string): Promise<{ plaintext: string; reset: boolean }> {
+function decryptLikeGo(
+  session: http2.ClientHttp2Session,
+  body: string,
+): Promise<{ plaintext: string; reset: boolean }> {
   return new Promise((resolve, reject) => {
-    const stream = session.request({ ':method': 'POST', ':path': '/v1/key/decrypt/minio-default', 'content-type': 'application/json' });
+    const stream = session.request({
+      ':method': 'POST',
+      ':path': '/v1/key/decrypt/minio-default',
+      'content-type': 'application/json',
+    });
     let text = '';
     let done = false;
     stream.setEncoding('utf8');
@@ -106,7 +116,10 @@ test('over h2: a client that closes each answer once decoded (as Go does) has no
     );
     // END_STREAM comes with the body, so Go's client never resets (with Node's compatibility layer nearly every
     // stream was reset: END_STREAM came in an empty DATA frame of its own).
-    assert.deepEqual({ resets, failures: failures.slice(0, 3), goaway: seen.goaway, closed: seen.closed() }, { resets: 0, failures: [], goaway: [], closed: false });
+    assert.deepEqual(
+      { resets, failures: failures.slice(0, 3), goaway: seen.goaway, closed: seen.closed() },
+      { resets: 0, failures: [], goaway: [], closed: false },
+    );
   } finally {
     session.close();
   }
@@ -114,7 +127,9 @@ test('over h2: a client that closes each answer once decoded (as Go does) has no
 
 /** HPACK literal header fields without indexing, new names (RFC 7541 6.2.2); every string here is < 127 bytes. */
 function hpack(headers: [string, string][]): Buffer {
-  return Buffer.concat(headers.flatMap(([n, v]) => [Buffer.from([0, n.length]), Buffer.from(n), Buffer.from([v.length]), Buffer.from(v)]));
+  return Buffer.concat(
+    headers.flatMap(([n, v]) => [Buffer.from([0, n.length]), Buffer.from(n), Buffer.from([v.length]), Buffer.from(v)]),
+  );
 }
 
 function frame(type: number, flags: number, streamId: number, payload: Buffer): Buffer {
@@ -127,17 +142,48 @@ function frame(type: number, flags: number, streamId: number, payload: Buffer): 
 }
 
 test('over h2: a small answer is one HEADERS frame and one DATA frame that ends the stream', async () => {
-  const socket = tls.connect({ host: '127.0.0.1', port: s.port, ca: s.server.cert, cert: s.user.cert, key: s.user.key, servername: 'localhost', ALPNProtocols: ['h2'] });
+  const socket = tls.connect({
+    host: '127.0.0.1',
+    port: s.port,
+    ca: s.server.cert,
+    cert: s.user.cert,
+    key: s.user.key,
+    servername: 'localhost',
+    ALPNProtocols: ['h2'],
+  });
   await once(socket, 'secureConnect');
-  const block = hpack([[':method', 'POST'], [':scheme', 'https'], [':path', '/v1/key/generate/minio-default'], [':authority', 'localhost']]);
-  socket.write(Buffer.concat([Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n'), frame(0x4, 0, 0, Buffer.alloc(0)), frame(0x1, 0x5, 1, block)]));
+  const block = hpack([
+    [':method', 'POST'],
+    [':scheme', 'https'],
+    [':path', '/v1/key/generate/minio-default'],
+    [':authority', 'localhost'],
+  ]);
+  socket.write(
+    Buffer.concat([
+      Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n'),
+      frame(0x4, 0, 0, Buffer.alloc(0)),
+      frame(0x1, 0x5, 1, block),
+    ]),
+  );
   const frames: string[] = [];
   let received = Buffer.alloc(0);
   for await (const chunk of socket) {
     received = Buffer.concat([received, chunk as Buffer]);
     while (received.length >= 9 && received.length >= 9 + received.readUIntBE(0, 3)) {
-      const [length, type, flags, stream] = [received.readUIntBE(0, 3), received[3]!, received[4]!, received.readUInt32BE(5)];
-      if (stream === 1) frames.push(type === 0x1 ? 'HEADERS' : type === 0x0 ? `DATA${length > 0 ? '+body' : ''}${flags & 1 ? '+END_STREAM' : ''}` : `type ${type}`);
+      const [length, type, flags, stream] = [
+        received.readUIntBE(0, 3),
+        received[3]!,
+        received[4]!,
+        received.readUInt32BE(5),
+      ];
+      if (stream === 1)
+        frames.push(
+          type === 0x1
+            ? 'HEADERS'
+            : type === 0x0
+              ? `DATA${length > 0 ? '+body' : ''}${flags & 1 ? '+END_STREAM' : ''}`
+              : `type ${type}`,
+        );
       received = received.subarray(9 + length);
     }
     if (frames.some((f) => f.includes('END_STREAM'))) break;
@@ -148,14 +194,28 @@ test('over h2: a small answer is one HEADERS frame and one DATA frame that ends 
 
 test('over h2: a client that resets streams before they are answered (Rapid Reset) gets GOAWAY ENHANCE_YOUR_CALM', async () => {
   // Raw frames: Node's client ends a request body before resetting it, and then kesd has answered already.
-  const socket = tls.connect({ host: '127.0.0.1', port: s.port, ca: s.server.cert, cert: s.user.cert, key: s.user.key, servername: 'localhost', ALPNProtocols: ['h2'] });
+  const socket = tls.connect({
+    host: '127.0.0.1',
+    port: s.port,
+    ca: s.server.cert,
+    cert: s.user.cert,
+    key: s.user.key,
+    servername: 'localhost',
+    ALPNProtocols: ['h2'],
+  });
   await once(socket, 'secureConnect');
-  const block = hpack([[':method', 'POST'], [':scheme', 'https'], [':path', '/v1/key/decrypt/minio-default'], [':authority', 'localhost']]);
+  const block = hpack([
+    [':method', 'POST'],
+    [':scheme', 'https'],
+    [':path', '/v1/key/decrypt/minio-default'],
+    [':authority', 'localhost'],
+  ]);
   const cancel = Buffer.alloc(4);
   cancel.writeUInt32BE(NGHTTP2_CANCEL);
   const frames = [Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n'), frame(0x4, 0, 0, Buffer.alloc(0))];
   // HEADERS (END_HEADERS, not END_STREAM: a decrypt whose body kesd then waits for), then RST_STREAM.
-  for (let i = 0; i < H2_RESET_BURST + 200; i++) frames.push(frame(0x1, 0x4, 2 * i + 1, block), frame(0x3, 0, 2 * i + 1, cancel));
+  for (let i = 0; i < H2_RESET_BURST + 200; i++)
+    frames.push(frame(0x1, 0x4, 2 * i + 1, block), frame(0x3, 0, 2 * i + 1, cancel));
   socket.end(Buffer.concat(frames));
   // The server's frames, until GOAWAY or the end of the connection.
   let received = Buffer.alloc(0);

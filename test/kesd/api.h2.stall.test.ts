@@ -30,7 +30,15 @@ function within(ms: number, emitter: NodeJS.EventEmitter, event: string): Promis
 
 describe('stalled h2 connections are cut', { concurrency: true }, () => {
   test('TLS with h2 chosen, then not even the connection preface', async () => {
-    const socket = tls.connect({ host: '127.0.0.1', port: s.port, ca: s.server.cert, cert: s.user.cert, key: s.user.key, servername: 'localhost', ALPNProtocols: ['h2'] });
+    const socket = tls.connect({
+      host: '127.0.0.1',
+      port: s.port,
+      ca: s.server.cert,
+      cert: s.user.cert,
+      key: s.user.key,
+      servername: 'localhost',
+      ALPNProtocols: ['h2'],
+    });
     socket.on('error', () => {});
     socket.resume();
     await once(socket, 'secureConnect');
@@ -44,7 +52,12 @@ describe('stalled h2 connections are cut', { concurrency: true }, () => {
   });
 
   test('a preface and then only PINGs, never a stream', async () => {
-    const session = http2.connect(s.url, { ca: s.server.cert, cert: s.user.cert, key: s.user.key, servername: 'localhost' });
+    const session = http2.connect(s.url, {
+      ca: s.server.cert,
+      cert: s.user.cert,
+      key: s.user.key,
+      servername: 'localhost',
+    });
     session.on('error', () => {});
     await once(session, 'connect');
     // PINGs are traffic: an inactivity timeout alone would never fire.
@@ -63,10 +76,19 @@ describe('stalled h2 connections are cut', { concurrency: true }, () => {
   });
 
   test('a stream whose request body never arrives is reset; the connection serves other streams meanwhile', async () => {
-    const session = http2.connect(s.url, { ca: s.server.cert, cert: s.user.cert, key: s.user.key, servername: 'localhost' });
+    const session = http2.connect(s.url, {
+      ca: s.server.cert,
+      cert: s.user.cert,
+      key: s.user.key,
+      servername: 'localhost',
+    });
     session.on('error', () => {});
     try {
-      const stalled = session.request({ ':method': 'POST', ':path': '/v1/key/generate/minio-default', 'content-type': 'application/json' });
+      const stalled = session.request({
+        ':method': 'POST',
+        ':path': '/v1/key/generate/minio-default',
+        'content-type': 'application/json',
+      });
       stalled.on('error', () => {});
       stalled.write('{"context":"'); // and nothing more, END_STREAM never comes
       let status: unknown;
@@ -77,7 +99,11 @@ describe('stalled h2 connections are cut', { concurrency: true }, () => {
       const [headers] = (await once(other, 'response')) as [http2.IncomingHttpHeaders];
       other.resume();
       assert.equal(headers[':status'], 200);
-      assert.equal(await within(H2_REQUEST_MS + SLACK_MS, stalled, 'close'), true, 'the server kept the stalled stream open');
+      assert.equal(
+        await within(H2_REQUEST_MS + SLACK_MS, stalled, 'close'),
+        true,
+        'the server kept the stalled stream open',
+      );
       // The route timeout (15 s) answered before the request timeout reset the stream; NO_ERROR: "stop sending".
       assert.equal(status, 503);
       assert.equal(stalled.rstCode, http2.constants.NGHTTP2_NO_ERROR);

@@ -19,11 +19,19 @@ function connect(who: TestIdentity | undefined): http2.ClientHttp2Session {
   return http2.connect(s.url, { ca: s.server.cert, cert: who?.cert, key: who?.key, servername: 'localhost' });
 }
 
-interface H2Reply { status: number; headers: http2.IncomingHttpHeaders; text: string }
+interface H2Reply {
+  status: number;
+  headers: http2.IncomingHttpHeaders;
+  text: string;
+}
 
 function call(session: http2.ClientHttp2Session, method: string, path: string, body?: unknown): Promise<H2Reply> {
   return new Promise((resolve, reject) => {
-    const stream = session.request({ ':method': method, ':path': path, ...(body !== undefined ? { 'content-type': 'application/json' } : {}) });
+    const stream = session.request({
+      ':method': method,
+      ':path': path,
+      ...(body !== undefined ? { 'content-type': 'application/json' } : {}),
+    });
     let headers: http2.IncomingHttpHeaders = {};
     let text = '';
     stream.setEncoding('utf8');
@@ -62,10 +70,16 @@ test('over h2: generate and decrypt, as many streams in flight as the server all
     assert.equal(h2.remoteSettings.maxConcurrentStreams, H2_STREAMS_PER_CONNECTION);
     assert.ok(H2_STREAMS_PER_CONNECTION >= 100);
     const context = Buffer.from('bucket/object').toString('base64');
-    const generated = await Promise.all(Array.from({ length: H2_STREAMS_PER_CONNECTION }, () => call(h2, 'POST', '/v1/key/generate/minio-default', { context })));
+    const generated = await Promise.all(
+      Array.from({ length: H2_STREAMS_PER_CONNECTION }, () =>
+        call(h2, 'POST', '/v1/key/generate/minio-default', { context }),
+      ),
+    );
     for (const g of generated) assert.equal(g.status, 200, g.text);
     const decrypted = await Promise.all(
-      generated.map((g) => call(h2, 'POST', '/v1/key/decrypt/minio-default', { ciphertext: JSON.parse(g.text).ciphertext, context })),
+      generated.map((g) =>
+        call(h2, 'POST', '/v1/key/decrypt/minio-default', { ciphertext: JSON.parse(g.text).ciphertext, context }),
+      ),
     );
     decrypted.forEach((d, i) => {
       assert.equal(d.status, 200, d.text);
@@ -77,22 +91,41 @@ test('over h2: generate and decrypt, as many streams in flight as the server all
   }
 });
 
-test('over h2: the identity is the connection\'s; policy, errors and the body limit are the same as on HTTP/1.1', async () => {
+test("over h2: the identity is the connection's; policy, errors and the body limit are the same as on HTTP/1.1", async () => {
   const user = connect(s.user);
   const admin = connect(s.admin);
   const nobody = connect(undefined);
   try {
     // The user's policy denies delete; the admin passes everything.
-    assert.deepEqual(await call(user, 'DELETE', '/v1/key/delete/minio-default').then((r) => [r.status, r.text.trim()]), [403, '{"message":"not authorized: insufficient permissions"}']);
+    assert.deepEqual(
+      await call(user, 'DELETE', '/v1/key/delete/minio-default').then((r) => [r.status, r.text.trim()]),
+      [403, '{"message":"not authorized: insufficient permissions"}'],
+    );
     assert.equal((await call(admin, 'GET', '/v1/key/describe/minio-default')).status, 200);
     assert.equal((await call(user, 'GET', '/v1/key/describe/minio-default')).status, 200);
-    assert.deepEqual(await call(nobody, 'GET', '/v1/key/describe/minio-default').then((r) => [r.status, r.text.trim()]), [400, '{"message":"tls: client certificate is required"}']);
-    assert.deepEqual(await call(user, 'GET', '/v1/key/describe/missing').then((r) => [r.status, r.text.trim()]), [404, '{"message":"key does not exist"}']);
+    assert.deepEqual(
+      await call(nobody, 'GET', '/v1/key/describe/minio-default').then((r) => [r.status, r.text.trim()]),
+      [400, '{"message":"tls: client certificate is required"}'],
+    );
+    assert.deepEqual(await call(user, 'GET', '/v1/key/describe/missing').then((r) => [r.status, r.text.trim()]), [
+      404,
+      '{"message":"key does not exist"}',
+    ]);
     // No content-length (Node's client sends none): the limit holds while the body streams in.
-    assert.deepEqual(await call(user, 'POST', '/v1/key/decrypt/minio-default', { ciphertext: 'A'.repeat(2 << 20) }).then((r) => [r.status, r.text.trim()]), [413, '{"message":"request body too large"}']);
+    assert.deepEqual(
+      await call(user, 'POST', '/v1/key/decrypt/minio-default', { ciphertext: 'A'.repeat(2 << 20) }).then((r) => [
+        r.status,
+        r.text.trim(),
+      ]),
+      [413, '{"message":"request body too large"}'],
+    );
     // A body without content-length is read, not ignored.
     const g = JSON.parse((await call(user, 'POST', '/v1/key/generate/minio-default', {})).text);
-    assert.equal(JSON.parse((await call(user, 'POST', '/v1/key/decrypt/minio-default', { ciphertext: g.ciphertext })).text).plaintext, g.plaintext);
+    assert.equal(
+      JSON.parse((await call(user, 'POST', '/v1/key/decrypt/minio-default', { ciphertext: g.ciphertext })).text)
+        .plaintext,
+      g.plaintext,
+    );
     const whoami = JSON.parse((await call(user, 'GET', '/v1/identity/self/describe')).text);
     assert.equal(whoami.identity, s.user.identity);
   } finally {
@@ -108,7 +141,13 @@ test('over h2: a list streams as NDJSON', async () => {
     const r = await call(h2, 'GET', '/v1/key/list/*');
     assert.equal(r.status, 200);
     assert.equal(r.headers['content-type'], 'application/x-ndjson');
-    assert.deepEqual(r.text.trim().split('\n').map((l) => JSON.parse(l).name), ['minio-default']);
+    assert.deepEqual(
+      r.text
+        .trim()
+        .split('\n')
+        .map((l) => JSON.parse(l).name),
+      ['minio-default'],
+    );
   } finally {
     h2.close();
   }
@@ -123,7 +162,13 @@ test('with KESD_HTTP2=off, ALPN offers HTTP/1.1 only: a client that offers both 
     delete process.env.KESD_HTTP2;
   }
   try {
-    const socket = tls.connect({ host: '127.0.0.1', port: off.port, ca: off.server.cert, servername: 'localhost', ALPNProtocols: ['h2', 'http/1.1'] });
+    const socket = tls.connect({
+      host: '127.0.0.1',
+      port: off.port,
+      ca: off.server.cert,
+      servername: 'localhost',
+      ALPNProtocols: ['h2', 'http/1.1'],
+    });
     await once(socket, 'secureConnect');
     assert.equal(socket.alpnProtocol, 'http/1.1');
     socket.destroy();
@@ -135,7 +180,12 @@ test('with KESD_HTTP2=off, ALPN offers HTTP/1.1 only: a client that offers both 
 
 test('a stop over h2: GOAWAY, the stream in flight is still answered, then the connection closes', async () => {
   const srv = await startTestServer();
-  const session = http2.connect(srv.url, { ca: srv.server.cert, cert: srv.user.cert, key: srv.user.key, servername: 'localhost' });
+  const session = http2.connect(srv.url, {
+    ca: srv.server.cert,
+    cert: srv.user.cert,
+    key: srv.user.key,
+    servername: 'localhost',
+  });
   session.on('error', () => {});
   let stopped: Promise<void> | undefined;
   try {
@@ -143,7 +193,11 @@ test('a stop over h2: GOAWAY, the stream in flight is still answered, then the c
     const goaway = once(session, 'goaway');
     const closed = once(session, 'close');
     // A generate whose body is only half sent when the stop begins.
-    const stream = session.request({ ':method': 'POST', ':path': '/v1/key/generate/minio-default', 'content-type': 'application/json' });
+    const stream = session.request({
+      ':method': 'POST',
+      ':path': '/v1/key/generate/minio-default',
+      'content-type': 'application/json',
+    });
     let text = '';
     let status: unknown;
     stream.setEncoding('utf8');

@@ -8,7 +8,9 @@ import { startTestServer, type Reply, type TestServer } from './harness.js';
 let s: TestServer;
 before(async () => {
   // The user may rotate only keys named 'rot-*', and delete no version.
-  s = await startTestServer({ userPolicy: { allow: ['/v1/key/generate/*', '/v1/key/decrypt/*', '/v1/key/rotate/rot-*'], deny: [] } });
+  s = await startTestServer({
+    userPolicy: { allow: ['/v1/key/generate/*', '/v1/key/decrypt/*', '/v1/key/rotate/rot-*'], deny: [] },
+  });
 });
 after(async () => {
   await s.stop();
@@ -31,8 +33,13 @@ function assertError(r: Reply, status: number, message: string): void {
   assert.equal(r.json().message, message);
 }
 
-async function generate(name: string, context?: string): Promise<{ plaintext: string; ciphertext: string; version: string }> {
-  return (await ok(admin('POST', `/v1/key/generate/${name}`, context === undefined ? {} : { context: b64(context) }))).json();
+async function generate(
+  name: string,
+  context?: string,
+): Promise<{ plaintext: string; ciphertext: string; version: string }> {
+  return (
+    await ok(admin('POST', `/v1/key/generate/${name}`, context === undefined ? {} : { context: b64(context) }))
+  ).json();
 }
 
 const decrypt = (name: string, body: Record<string, unknown>) => admin('POST', `/v1/key/decrypt/${name}`, body);
@@ -62,9 +69,13 @@ test('rotate adds versions: generate uses the newest, every older ciphertext sti
 
   const info = (await ok(admin('GET', `/v1/key/describe/${name}`))).json();
   // What KES clients read stays version 1's: the key's id, algorithm and dates do not change with a rotation.
-  for (const field of ['name', 'id', 'algorithm', 'created_at', 'created_by']) assert.equal(info[field], before[field], field);
+  for (const field of ['name', 'id', 'algorithm', 'created_at', 'created_by'])
+    assert.equal(info[field], before[field], field);
   assert.equal(info.version, '3');
-  assert.deepEqual(info.versions.map((v: { version: string }) => v.version), ['3', '2', '1']);
+  assert.deepEqual(
+    info.versions.map((v: { version: string }) => v.version),
+    ['3', '2', '1'],
+  );
   assert.equal(info.versions[2].id, before.id);
   assert.equal(new Set(info.versions.map((v: { id: string }) => v.id)).size, 3, 'each version has its own key');
   for (const v of info.versions) {
@@ -89,8 +100,16 @@ test('a `version` field is honoured: that version only; one the key does not hav
 
   assert.equal((await ok(decrypt(name, { ciphertext: v1.ciphertext, version: '1' }))).json().plaintext, v1.plaintext);
   assert.equal((await ok(decrypt(name, { ciphertext: v2.ciphertext, version: '2' }))).json().plaintext, v2.plaintext);
-  assert.equal((await ok(decrypt(name, { ciphertext: v2.ciphertext, version: 2 }))).json().plaintext, v2.plaintext, 'a JSON number');
-  assert.equal((await ok(decrypt(name, { ciphertext: v1.ciphertext, version: '' }))).json().plaintext, v1.plaintext, 'empty: not given (kms-go omitempty)');
+  assert.equal(
+    (await ok(decrypt(name, { ciphertext: v2.ciphertext, version: 2 }))).json().plaintext,
+    v2.plaintext,
+    'a JSON number',
+  );
+  assert.equal(
+    (await ok(decrypt(name, { ciphertext: v1.ciphertext, version: '' }))).json().plaintext,
+    v1.plaintext,
+    'empty: not given (kms-go omitempty)',
+  );
   // The wrong version is not tried further: the named version is what the client says sealed it.
   assertError(await decrypt(name, { ciphertext: v1.ciphertext, version: '2' }), 400, DECRYPT_ERROR);
   assertError(await decrypt(name, { ciphertext: v2.ciphertext, version: '1' }), 400, DECRYPT_ERROR);
@@ -99,15 +118,28 @@ test('a `version` field is honoured: that version only; one the key does not hav
     assertError(await decrypt(name, { ciphertext: v1.ciphertext, version: bad }), 400, 'invalid request body');
   }
   // bulk decrypt: per item.
-  const bulk = await ok(admin('POST', `/v1/key/bulk/decrypt/${name}`, [{ ciphertext: v1.ciphertext }, { ciphertext: v2.ciphertext, version: '2' }]));
+  const bulk = await ok(
+    admin('POST', `/v1/key/bulk/decrypt/${name}`, [
+      { ciphertext: v1.ciphertext },
+      { ciphertext: v2.ciphertext, version: '2' },
+    ]),
+  );
   assert.deepEqual(bulk.json(), [{ plaintext: v1.plaintext }, { plaintext: v2.plaintext }]);
-  assertError(await admin('POST', `/v1/key/bulk/decrypt/${name}`, [{ ciphertext: v1.ciphertext }, { ciphertext: v2.ciphertext, version: '1' }]), 400, DECRYPT_ERROR);
+  assertError(
+    await admin('POST', `/v1/key/bulk/decrypt/${name}`, [
+      { ciphertext: v1.ciphertext },
+      { ciphertext: v2.ciphertext, version: '1' },
+    ]),
+    400,
+    DECRYPT_ERROR,
+  );
 });
 
 test('HMACs do not change with a rotation (MinIO derives its root credentials from them)', async () => {
   const name = fresh();
   await ok(admin('POST', `/v1/key/create/${name}`));
-  const mac = async () => (await ok(admin('PUT', `/v1/key/hmac/${name}`, { message: b64('root access key') }))).json().hmac;
+  const mac = async () =>
+    (await ok(admin('PUT', `/v1/key/hmac/${name}`, { message: b64('root access key') }))).json().hmac;
   const before = await mac();
   await ok(admin('POST', `/v1/key/rotate/${name}`));
   assert.equal(await mac(), before);
@@ -127,22 +159,48 @@ test('deleting a version: its ciphertexts fail with the KES decrypt error, the o
   assertError(await decrypt(name, { ciphertext: v2.ciphertext, version: '2' }), 400, DECRYPT_ERROR);
   assert.equal((await ok(decrypt(name, { ciphertext: v1.ciphertext }))).json().plaintext, v1.plaintext);
   assert.equal((await ok(decrypt(name, { ciphertext: v3.ciphertext }))).json().plaintext, v3.plaintext);
-  assert.deepEqual((await ok(admin('GET', `/v1/key/describe/${name}`))).json().versions.map((v: { version: string }) => v.version), ['3', '1']);
+  assert.deepEqual(
+    (await ok(admin('GET', `/v1/key/describe/${name}`))).json().versions.map((v: { version: string }) => v.version),
+    ['3', '1'],
+  );
 
   assertError(await admin('DELETE', `/v1/key/version/delete/${name}/2`), 404, 'key version does not exist');
-  assertError(await admin('DELETE', `/v1/key/version/delete/${name}/3`), 400, 'cannot delete the newest key version: it encrypts; rotate first');
-  assertError(await admin('DELETE', `/v1/key/version/delete/${name}/1`), 400, 'cannot delete key version 1: it is the key record itself; delete the key instead');
+  assertError(
+    await admin('DELETE', `/v1/key/version/delete/${name}/3`),
+    400,
+    'cannot delete the newest key version: it encrypts; rotate first',
+  );
+  assertError(
+    await admin('DELETE', `/v1/key/version/delete/${name}/1`),
+    400,
+    'cannot delete key version 1: it is the key record itself; delete the key instead',
+  );
   assertError(await admin('DELETE', `/v1/key/version/delete/no-such-key/2`), 404, 'key does not exist');
-  assertError(await admin('DELETE', `/v1/key/version/delete/${name}/x`), 400, "key version 'x' is empty, too long or contains invalid characters");
-  assertError(await admin('DELETE', `/v1/key/version/delete/${name}`), 400, "key version '' is empty, too long or contains invalid characters");
+  assertError(
+    await admin('DELETE', `/v1/key/version/delete/${name}/x`),
+    400,
+    "key version 'x' is empty, too long or contains invalid characters",
+  );
+  assertError(
+    await admin('DELETE', `/v1/key/version/delete/${name}`),
+    400,
+    "key version '' is empty, too long or contains invalid characters",
+  );
   assertError(await admin('POST', `/v1/key/rotate/no-such-key`), 404, 'key does not exist');
-  assertError(await admin('POST', `/v1/key/rotate/bad.name`), 400, "key name 'bad.name' is empty, too long or contains invalid characters");
+  assertError(
+    await admin('POST', `/v1/key/rotate/bad.name`),
+    400,
+    "key name 'bad.name' is empty, too long or contains invalid characters",
+  );
 
   // Versions never come back with a key re-created under the same name.
   await ok(admin('DELETE', `/v1/key/delete/${name}`));
   await ok(admin('POST', `/v1/key/create/${name}`));
   const info = (await ok(admin('GET', `/v1/key/describe/${name}`))).json();
-  assert.deepEqual(info.versions.map((v: { version: string }) => v.version), ['1']);
+  assert.deepEqual(
+    info.versions.map((v: { version: string }) => v.version),
+    ['1'],
+  );
   for (const dek of [v1, v3]) assertError(await decrypt(name, { ciphertext: dek.ciphertext }), 400, DECRYPT_ERROR);
 });
 
@@ -152,8 +210,11 @@ test('legacy ciphertexts under a rotated key: the version their key id names dec
   await ok(admin('POST', `/v1/key/import/${name}`, { key: b64(Buffer.alloc(32)), cipher: 'AES256' }));
   await ok(admin('POST', `/v1/key/rotate/${name}`));
   await ok(admin('POST', `/v1/key/rotate/${name}`));
-  const msgpack = 'lbFBRVMyNTYtR0NNX1NIQTI1NtkgNjY2ODdhYWRmODYyYmQ3NzZjOGZjMThiOGU5ZjhlMjDEEExv7LAd4oz0SaHZrX5LBufEDEKME1ow1CDfUFrqv8QgJuy7Sw+jVqz99TK1HV851LT3K4mwwDv46TB2ngWkAJQ=';
-  const json = b64('{"aead":"AES-256-GCM-HMAC-SHA-256","iv":"xLxIN3tSCkg2xMafuvwUwg==","nonce":"gu0mGwUkwcvMEoi5","bytes":"WVgRjeIJm3w50C/l+y7y2i6mbNg5NCAqN1zvOYWZKmc="}');
+  const msgpack =
+    'lbFBRVMyNTYtR0NNX1NIQTI1NtkgNjY2ODdhYWRmODYyYmQ3NzZjOGZjMThiOGU5ZjhlMjDEEExv7LAd4oz0SaHZrX5LBufEDEKME1ow1CDfUFrqv8QgJuy7Sw+jVqz99TK1HV851LT3K4mwwDv46TB2ngWkAJQ=';
+  const json = b64(
+    '{"aead":"AES-256-GCM-HMAC-SHA-256","iv":"xLxIN3tSCkg2xMafuvwUwg==","nonce":"gu0mGwUkwcvMEoi5","bytes":"WVgRjeIJm3w50C/l+y7y2i6mbNg5NCAqN1zvOYWZKmc="}',
+  );
   for (const ciphertext of [msgpack, json]) {
     assert.equal((await ok(decrypt(name, { ciphertext }))).json().plaintext, b64(Buffer.alloc(16)));
   }
@@ -164,15 +225,30 @@ test('rotation has its own policy path; concurrent rotations each get a version 
   const denied = fresh('other');
   const allowed = fresh('rot');
   for (const name of [denied, allowed]) await ok(admin('POST', `/v1/key/create/${name}`));
-  assertError(await s.request(s.user, 'POST', `/v1/key/rotate/${denied}`), 403, 'not authorized: insufficient permissions');
-  assertError(await s.request(s.user, 'DELETE', `/v1/key/version/delete/${allowed}/2`), 403, 'not authorized: insufficient permissions');
+  assertError(
+    await s.request(s.user, 'POST', `/v1/key/rotate/${denied}`),
+    403,
+    'not authorized: insufficient permissions',
+  );
+  assertError(
+    await s.request(s.user, 'DELETE', `/v1/key/version/delete/${allowed}/2`),
+    403,
+    'not authorized: insufficient permissions',
+  );
 
-  const rotations = await Promise.all(Array.from({ length: 8 }, () => ok(s.request(s.user, 'POST', `/v1/key/rotate/${allowed}`))));
-  assert.deepEqual(rotations.map((r) => Number(r.json().version)).sort((a, b) => a - b), [2, 3, 4, 5, 6, 7, 8, 9]);
+  const rotations = await Promise.all(
+    Array.from({ length: 8 }, () => ok(s.request(s.user, 'POST', `/v1/key/rotate/${allowed}`))),
+  );
+  assert.deepEqual(
+    rotations.map((r) => Number(r.json().version)).sort((a, b) => a - b),
+    [2, 3, 4, 5, 6, 7, 8, 9],
+  );
   const dek = (await ok(s.request(s.user, 'POST', `/v1/key/generate/${allowed}`, {}))).json();
   assert.equal(dek.version, '9');
 
-  const routes = (await ok(admin('GET', '/v1/api'))).json().map((r: { method: string; path: string }) => `${r.method} ${r.path}`);
+  const routes = (await ok(admin('GET', '/v1/api')))
+    .json()
+    .map((r: { method: string; path: string }) => `${r.method} ${r.path}`);
   assert.ok(routes.includes('POST /v1/key/rotate/'), routes.join(', '));
   assert.ok(routes.includes('DELETE /v1/key/version/delete/'), routes.join(', '));
 });

@@ -18,7 +18,11 @@ let counter = 0;
 const fresh = (prefix = 'k') => `${prefix}-${++counter}`;
 const b64 = (data: string | Uint8Array) => Buffer.from(data).toString('base64');
 const ZERO_KEY = Buffer.alloc(32);
-const ndjson = (text: string) => text.split('\n').filter((l) => l !== '').map((l) => JSON.parse(l));
+const ndjson = (text: string) =>
+  text
+    .split('\n')
+    .filter((l) => l !== '')
+    .map((l) => JSON.parse(l));
 const admin = (method: string, path: string, body?: unknown) => s.request(s.admin, method, path, body);
 
 function assertError(r: Reply, status: number, message: string): void {
@@ -49,11 +53,25 @@ function openRawAes(key: Buffer, ciphertext: Buffer, aad: Buffer = Buffer.alloc(
 }
 
 /** A request with full control of headers and body framing (the harness always sends Content-Length). */
-function send(method: string, path: string, opts: { headers?: Record<string, string | number>; chunks?: Buffer[]; agent?: https.Agent } = {}): Promise<Reply> {
+function send(
+  method: string,
+  path: string,
+  opts: { headers?: Record<string, string | number>; chunks?: Buffer[]; agent?: https.Agent } = {},
+): Promise<Reply> {
   return new Promise((resolve, reject) => {
-    const req = https.request({ host: '127.0.0.1', port: s.port, method, path, agent: opts.agent ?? s.agent(s.admin), headers: opts.headers ?? {} }, (res) => {
-      readReply(res).then(resolve, reject);
-    });
+    const req = https.request(
+      {
+        host: '127.0.0.1',
+        port: s.port,
+        method,
+        path,
+        agent: opts.agent ?? s.agent(s.admin),
+        headers: opts.headers ?? {},
+      },
+      (res) => {
+        readReply(res).then(resolve, reject);
+      },
+    );
     req.on('error', reject);
     for (const c of opts.chunks ?? []) req.write(c);
     req.end();
@@ -81,7 +99,11 @@ test('creating or importing an existing key is 400 key already exists', async ()
   const before = (await ok(admin('GET', `/v1/key/describe/${name}`))).json();
   assertError(await admin('POST', `/v1/key/create/${name}`), 400, 'key already exists');
   assertError(await admin('PUT', `/v1/key/create/${name}`), 400, 'key already exists');
-  assertError(await admin('POST', `/v1/key/import/${name}`, { key: b64(ZERO_KEY), cipher: 'AES256' }), 400, 'key already exists');
+  assertError(
+    await admin('POST', `/v1/key/import/${name}`, { key: b64(ZERO_KEY), cipher: 'AES256' }),
+    400,
+    'key already exists',
+  );
   // The original key is untouched (KES v0.22's overwrite quirk is not copied).
   assert.deepEqual((await ok(admin('GET', `/v1/key/describe/${name}`))).json(), before);
 });
@@ -112,20 +134,36 @@ test('import accepts the v0.22 body {"bytes","algorithm":"XCHACHA20-POLY1305"} a
   await ok(admin('POST', `/v1/key/import/${name}`, { bytes: b64(ZERO_KEY), algorithm: 'XCHACHA20-POLY1305' }));
   assert.equal((await ok(admin('GET', `/v1/key/describe/${name}`))).json().algorithm, 'XCHACHA20-POLY1305');
   // kes-protocol §8.4 msgpack/ChaCha vector under the all-zero key → 16 zero bytes.
-  const ciphertext = 'lbJYQ0hBQ0hBMjAtUE9MWTEzMDXZIDY2Njg3YWFkZjg2MmJkNzc2YzhmYzE4YjhlOWY4ZTIwxBBAr+aptD4x2+qfOhiErbnkxAxYs8RmNC1JJXD1hiHEIJ2KqM0jjkME7ndx8nyVseesN83Np0rM5ejVUun+fNFu';
-  assert.equal((await ok(admin('POST', `/v1/key/decrypt/${name}`, { ciphertext }))).json().plaintext, b64(Buffer.alloc(16)));
+  const ciphertext =
+    'lbJYQ0hBQ0hBMjAtUE9MWTEzMDXZIDY2Njg3YWFkZjg2MmJkNzc2YzhmYzE4YjhlOWY4ZTIwxBBAr+aptD4x2+qfOhiErbnkxAxYs8RmNC1JJXD1hiHEIJ2KqM0jjkME7ndx8nyVseesN83Np0rM5ejVUun+fNFu';
+  assert.equal(
+    (await ok(admin('POST', `/v1/key/decrypt/${name}`, { ciphertext }))).json().plaintext,
+    b64(Buffer.alloc(16)),
+  );
 });
 
 test('import with an unsupported cipher is 406', async () => {
   const name = fresh();
-  assertError(await admin('POST', `/v1/key/import/${name}`, { key: b64(ZERO_KEY), cipher: 'AES128' }), 406, "algorithm 'AES128' is not supported");
+  assertError(
+    await admin('POST', `/v1/key/import/${name}`, { key: b64(ZERO_KEY), cipher: 'AES128' }),
+    406,
+    "algorithm 'AES128' is not supported",
+  );
   assertError(await admin('GET', `/v1/key/describe/${name}`), 404, 'key does not exist');
 });
 
 test('import of a key that is not 32 bytes is 406', async () => {
   const name = fresh();
-  assertError(await admin('POST', `/v1/key/import/${name}`, { key: b64(Buffer.alloc(16)), cipher: 'AES256' }), 406, "invalid key size for 'AES256'");
-  assertError(await admin('POST', `/v1/key/import/${name}`, { key: b64(Buffer.alloc(33)), cipher: 'AES256' }), 406, "invalid key size for 'AES256'");
+  assertError(
+    await admin('POST', `/v1/key/import/${name}`, { key: b64(Buffer.alloc(16)), cipher: 'AES256' }),
+    406,
+    "invalid key size for 'AES256'",
+  );
+  assertError(
+    await admin('POST', `/v1/key/import/${name}`, { key: b64(Buffer.alloc(33)), cipher: 'AES256' }),
+    406,
+    "invalid key size for 'AES256'",
+  );
   assertError(await admin('GET', `/v1/key/describe/${name}`), 404, 'key does not exist');
 });
 
@@ -134,20 +172,34 @@ test('import with a malformed body is 400', async () => {
   for (const body of ['{"key":', '[]', '"x"', '']) {
     assertError(await admin('POST', `/v1/key/import/${name}`, body), 400, 'invalid import key request body');
   }
-  assertError(await admin('POST', `/v1/key/import/${name}`, { key: 'not base64!', cipher: 'AES256' }), 400, 'invalid import key request body');
+  assertError(
+    await admin('POST', `/v1/key/import/${name}`, { key: 'not base64!', cipher: 'AES256' }),
+    400,
+    'invalid import key request body',
+  );
 });
 
 // ---- describe, delete -----------------------------------------------------------------------------
 
-test('describe returns name, id, algorithm, created_at and created_by (and kesd\'s version, versions)', async () => {
+test("describe returns name, id, algorithm, created_at and created_by (and kesd's version, versions)", async () => {
   const name = fresh();
   const t0 = Date.now();
   await ok(admin('POST', `/v1/key/create/${name}`));
   const r = await ok(admin('GET', `/v1/key/describe/${name}`));
   assert.match(String(r.headers['content-type']), /^application\/json/);
   const d = r.json();
-  assert.deepEqual(Object.keys(d).sort(), ['algorithm', 'created_at', 'created_by', 'id', 'name', 'version', 'versions']);
-  assert.deepEqual(d.versions, [{ version: '1', id: d.id, algorithm: d.algorithm, created_at: d.created_at, created_by: d.created_by }]);
+  assert.deepEqual(Object.keys(d).sort(), [
+    'algorithm',
+    'created_at',
+    'created_by',
+    'id',
+    'name',
+    'version',
+    'versions',
+  ]);
+  assert.deepEqual(d.versions, [
+    { version: '1', id: d.id, algorithm: d.algorithm, created_at: d.created_at, created_by: d.created_by },
+  ]);
   assert.equal(d.name, name);
   assert.match(d.id, /^[0-9a-f]{32}$/);
   assert.ok(['AES256-GCM_SHA256', 'XCHACHA20-POLY1305'].includes(d.algorithm), d.algorithm);
@@ -172,7 +224,11 @@ test('delete removes a key: afterwards every key route is 404 key does not exist
   assertError(await admin('DELETE', `/v1/key/delete/${name}`), 404, 'key does not exist');
   // The name is free again, and the new key is a different key.
   await ok(admin('POST', `/v1/key/create/${name}`));
-  assertError(await admin('POST', `/v1/key/decrypt/${name}`, { ciphertext }), 400, 'decryption failed: ciphertext is not authentic');
+  assertError(
+    await admin('POST', `/v1/key/decrypt/${name}`, { ciphertext }),
+    400,
+    'decryption failed: ciphertext is not authentic',
+  );
 });
 
 // ---- generate, encrypt, decrypt -------------------------------------------------------------------
@@ -207,8 +263,14 @@ test('generate with a context binds the ciphertext to that context', async () =>
   await importKey(name, key);
   const context = b64('{"bucket":"b","object":"o"}');
   const { plaintext, ciphertext } = (await ok(admin('POST', `/v1/key/generate/${name}`, { context }))).json();
-  assert.deepEqual(openRawAes(key, Buffer.from(ciphertext, 'base64'), Buffer.from(context, 'base64')), Buffer.from(plaintext, 'base64'));
-  assert.equal((await ok(admin('POST', `/v1/key/decrypt/${name}`, { ciphertext, context }))).json().plaintext, plaintext);
+  assert.deepEqual(
+    openRawAes(key, Buffer.from(ciphertext, 'base64'), Buffer.from(context, 'base64')),
+    Buffer.from(plaintext, 'base64'),
+  );
+  assert.equal(
+    (await ok(admin('POST', `/v1/key/decrypt/${name}`, { ciphertext, context }))).json().plaintext,
+    plaintext,
+  );
 });
 
 test('decrypt with the wrong context, no context or another key is 400 decryption failed', async () => {
@@ -223,7 +285,11 @@ test('decrypt with the wrong context, no context or another key is 400 decryptio
   assertError(await admin('POST', `/v1/key/decrypt/${other}`, { ciphertext, context: b64('right') }), 400, failed);
   const tampered = Buffer.from(ciphertext, 'base64');
   tampered[0]! ^= 1;
-  assertError(await admin('POST', `/v1/key/decrypt/${name}`, { ciphertext: b64(tampered), context: b64('right') }), 400, failed);
+  assertError(
+    await admin('POST', `/v1/key/decrypt/${name}`, { ciphertext: b64(tampered), context: b64('right') }),
+    400,
+    failed,
+  );
   assertError(await admin('POST', `/v1/key/decrypt/${name}`, { ciphertext: b64(Buffer.alloc(10)) }), 400, failed);
 });
 
@@ -235,8 +301,14 @@ test('encrypt then decrypt returns the plaintext (POST and PUT)', async () => {
   const r = await ok(admin('PUT', `/v1/key/encrypt/${name}`, { plaintext, context }));
   const { ciphertext } = r.json();
   assert.equal(Buffer.from(ciphertext, 'base64').length, 100 + 44);
-  assert.equal((await ok(admin('PUT', `/v1/key/decrypt/${name}`, { ciphertext, context }))).json().plaintext, plaintext);
-  assert.equal((await ok(admin('POST', `/v1/key/decrypt/${name}`, { ciphertext, context }))).json().plaintext, plaintext);
+  assert.equal(
+    (await ok(admin('PUT', `/v1/key/decrypt/${name}`, { ciphertext, context }))).json().plaintext,
+    plaintext,
+  );
+  assert.equal(
+    (await ok(admin('POST', `/v1/key/decrypt/${name}`, { ciphertext, context }))).json().plaintext,
+    plaintext,
+  );
 });
 
 test('bulk decrypt returns the plaintexts in request order', async () => {
@@ -245,24 +317,56 @@ test('bulk decrypt returns the plaintexts in request order', async () => {
   const items = [];
   for (const word of ['one', 'two', 'three', 'four']) {
     const context = b64(`ctx-${word}`);
-    const { ciphertext } = (await ok(admin('POST', `/v1/key/encrypt/${name}`, { plaintext: b64(word), context }))).json();
+    const { ciphertext } = (
+      await ok(admin('POST', `/v1/key/encrypt/${name}`, { plaintext: b64(word), context }))
+    ).json();
     items.push({ word, ciphertext, context });
   }
   items.reverse();
-  const r = await ok(admin('POST', `/v1/key/bulk/decrypt/${name}`, items.map(({ ciphertext, context }) => ({ ciphertext, context }))));
-  assert.deepEqual(r.json(), items.map(({ word }) => ({ plaintext: b64(word) })));
+  const r = await ok(
+    admin(
+      'POST',
+      `/v1/key/bulk/decrypt/${name}`,
+      items.map(({ ciphertext, context }) => ({ ciphertext, context })),
+    ),
+  );
+  assert.deepEqual(
+    r.json(),
+    items.map(({ word }) => ({ plaintext: b64(word) })),
+  );
   // One ciphertext that does not decrypt fails the whole call.
-  const bad = [...items.map(({ ciphertext, context }) => ({ ciphertext, context })), { ciphertext: items[0]!.ciphertext }];
-  assertError(await admin('POST', `/v1/key/bulk/decrypt/${name}`, bad), 400, 'decryption failed: ciphertext is not authentic');
+  const bad = [
+    ...items.map(({ ciphertext, context }) => ({ ciphertext, context })),
+    { ciphertext: items[0]!.ciphertext },
+  ];
+  assertError(
+    await admin('POST', `/v1/key/bulk/decrypt/${name}`, bad),
+    400,
+    'decryption failed: ciphertext is not authentic',
+  );
 });
 
 test('bulk decrypt of more than 1000 ciphertexts is 400 too many ciphertexts', async () => {
   const name = fresh();
   await ok(admin('POST', `/v1/key/create/${name}`));
   const { ciphertext } = (await ok(admin('POST', `/v1/key/encrypt/${name}`, { plaintext: b64('x') }))).json();
-  const r = await ok(admin('POST', `/v1/key/bulk/decrypt/${name}`, Array.from({ length: 1000 }, () => ({ ciphertext }))));
+  const r = await ok(
+    admin(
+      'POST',
+      `/v1/key/bulk/decrypt/${name}`,
+      Array.from({ length: 1000 }, () => ({ ciphertext })),
+    ),
+  );
   assert.equal(r.json().length, 1000);
-  assertError(await admin('POST', `/v1/key/bulk/decrypt/${name}`, Array.from({ length: 1001 }, () => ({ ciphertext }))), 400, 'too many ciphertexts');
+  assertError(
+    await admin(
+      'POST',
+      `/v1/key/bulk/decrypt/${name}`,
+      Array.from({ length: 1001 }, () => ({ ciphertext })),
+    ),
+    400,
+    'too many ciphertexts',
+  );
 });
 
 // ---- hmac -----------------------------------------------------------------------------------------
@@ -282,7 +386,8 @@ test('hmac differs per key and per message', async () => {
   const k2 = fresh();
   await ok(admin('POST', `/v1/key/create/${k1}`));
   await ok(admin('POST', `/v1/key/create/${k2}`));
-  const mac = async (k: string, m: string) => (await ok(admin('PUT', `/v1/key/hmac/${k}`, { message: b64(m) }))).json().hmac as string;
+  const mac = async (k: string, m: string) =>
+    (await ok(admin('PUT', `/v1/key/hmac/${k}`, { message: b64(m) }))).json().hmac as string;
   const m1k1 = await mac(k1, 'm1');
   assert.notEqual(m1k1, await mac(k2, 'm1'));
   assert.notEqual(m1k1, await mac(k1, 'm2'));
@@ -293,7 +398,9 @@ test('hmac differs per key and per message', async () => {
 async function listNames(path: string): Promise<string[]> {
   const r = await ok(admin('GET', path));
   assert.equal(r.headers['content-type'], 'application/x-ndjson');
-  return ndjson(r.text).map((line) => line.name as string).sort();
+  return ndjson(r.text)
+    .map((line) => line.name as string)
+    .sort();
 }
 
 async function makeKeys(...names: string[]): Promise<void> {
@@ -347,7 +454,11 @@ test('list with no match is 200 with an empty body and still application/x-ndjso
 
 test('list with an invalid pattern is 400', async () => {
   for (const pattern of ['a*b', '_', 'a.b']) {
-    assertError(await admin('GET', `/v1/key/list/${pattern}`), 400, `listing pattern '${pattern}' is empty, too long or is invalid`);
+    assertError(
+      await admin('GET', `/v1/key/list/${pattern}`),
+      400,
+      `listing pattern '${pattern}' is empty, too long or is invalid`,
+    );
   }
 });
 
@@ -377,7 +488,9 @@ test('a percent-escaped key name is decoded', async () => {
 
 test('concurrent creates of one key name: exactly one succeeds', async () => {
   const name = fresh('race');
-  const replies = await Promise.all(Array.from({ length: 8 }, (_, i) => admin(i % 2 ? 'PUT' : 'POST', `/v1/key/create/${name}`)));
+  const replies = await Promise.all(
+    Array.from({ length: 8 }, (_, i) => admin(i % 2 ? 'PUT' : 'POST', `/v1/key/create/${name}`)),
+  );
   assert.equal(replies.filter((r) => r.status === 200).length, 1, replies.map((r) => r.text).join(' | '));
   for (const r of replies.filter((r) => r.status !== 200)) assertError(r, 400, 'key already exists');
   await ok(admin('POST', `/v1/key/generate/${name}`, {}));
@@ -392,11 +505,20 @@ test('JSON field names match case-insensitively', async () => {
   const name = fresh();
   await ok(admin('POST', `/v1/key/create/${name}`));
   const context = b64('ctx');
-  const { Plaintext, plaintext, ciphertext } = (await ok(admin('POST', `/v1/key/generate/${name}`, { Context: context }))).json();
+  const { Plaintext, plaintext, ciphertext } = (
+    await ok(admin('POST', `/v1/key/generate/${name}`, { Context: context }))
+  ).json();
   assert.equal(Plaintext, undefined);
   // The capitalised "Context" was used as associated data: without it decryption fails.
-  assertError(await admin('POST', `/v1/key/decrypt/${name}`, { ciphertext }), 400, 'decryption failed: ciphertext is not authentic');
-  assert.equal((await ok(admin('POST', `/v1/key/decrypt/${name}`, { CipherText: ciphertext, CONTEXT: context }))).json().plaintext, plaintext);
+  assertError(
+    await admin('POST', `/v1/key/decrypt/${name}`, { ciphertext }),
+    400,
+    'decryption failed: ciphertext is not authentic',
+  );
+  assert.equal(
+    (await ok(admin('POST', `/v1/key/decrypt/${name}`, { CipherText: ciphertext, CONTEXT: context }))).json().plaintext,
+    plaintext,
+  );
 });
 
 test('a body needs no Content-Type header, also when sent chunked', async () => {
@@ -431,11 +553,20 @@ test('a body over 1 MiB is 413, whether declared or chunked', async () => {
   const name = fresh();
   await ok(admin('POST', `/v1/key/create/${name}`));
   const big = Buffer.alloc((1 << 20) + 1, 0x20);
-  const agent = new https.Agent({ keepAlive: false, ca: s.server.cert, cert: s.admin.cert, key: s.admin.key, servername: 'localhost' });
+  const agent = new https.Agent({
+    keepAlive: false,
+    ca: s.server.cert,
+    cert: s.admin.cert,
+    key: s.admin.key,
+    servername: 'localhost',
+  });
   try {
     const declared = await request(agent, s.port, 'POST', `/v1/key/encrypt/${name}`, big);
     assert.equal(declared.status, 413, declared.text);
-    const chunked = await send('POST', `/v1/key/encrypt/${name}`, { agent, chunks: [big.subarray(0, 1 << 19), big.subarray(1 << 19)] });
+    const chunked = await send('POST', `/v1/key/encrypt/${name}`, {
+      agent,
+      chunks: [big.subarray(0, 1 << 19), big.subarray(1 << 19)],
+    });
     assert.equal(chunked.status, 413, chunked.text);
   } finally {
     agent.destroy();
@@ -449,7 +580,8 @@ test('a body over 1 MiB is 413, whether declared or chunked', async () => {
 test('decrypts a KES v0.22 msgpack ciphertext made with an imported all-zero AES256 key', async () => {
   const name = fresh('zero');
   await importKey(name, ZERO_KEY, 'AES256');
-  const ciphertext = 'lbFBRVMyNTYtR0NNX1NIQTI1NtkgNjY2ODdhYWRmODYyYmQ3NzZjOGZjMThiOGU5ZjhlMjDEEExv7LAd4oz0SaHZrX5LBufEDEKME1ow1CDfUFrqv8QgJuy7Sw+jVqz99TK1HV851LT3K4mwwDv46TB2ngWkAJQ=';
+  const ciphertext =
+    'lbFBRVMyNTYtR0NNX1NIQTI1NtkgNjY2ODdhYWRmODYyYmQ3NzZjOGZjMThiOGU5ZjhlMjDEEExv7LAd4oz0SaHZrX5LBufEDEKME1ow1CDfUFrqv8QgJuy7Sw+jVqz99TK1HV851LT3K4mwwDv46TB2ngWkAJQ=';
   const r = await ok(admin('POST', `/v1/key/decrypt/${name}`, { ciphertext }));
   assert.equal(r.json().plaintext, b64(Buffer.alloc(16)));
 });
@@ -457,10 +589,14 @@ test('decrypts a KES v0.22 msgpack ciphertext made with an imported all-zero AES
 test('decrypts legacy JSON and newest raw ciphertexts of the all-zero key', async () => {
   const name = fresh('zero');
   await importKey(name, ZERO_KEY, 'AES256');
-  const json = '{"aead":"AES-256-GCM-HMAC-SHA-256","iv":"xLxIN3tSCkg2xMafuvwUwg==","nonce":"gu0mGwUkwcvMEoi5","bytes":"WVgRjeIJm3w50C/l+y7y2i6mbNg5NCAqN1zvOYWZKmc="}';
+  const json =
+    '{"aead":"AES-256-GCM-HMAC-SHA-256","iv":"xLxIN3tSCkg2xMafuvwUwg==","nonce":"gu0mGwUkwcvMEoi5","bytes":"WVgRjeIJm3w50C/l+y7y2i6mbNg5NCAqN1zvOYWZKmc="}';
   const raw = 'zwdDgHeRlIFRnJ7+DIhs/ka7GFK2CFSfDELqg1VCyTQzZ58o7MAdupMLk3ZjlMo2ZUDwldL2o41nAWDc';
   for (const ciphertext of [b64(json), raw]) {
-    assert.equal((await ok(admin('POST', `/v1/key/decrypt/${name}`, { ciphertext }))).json().plaintext, b64(Buffer.alloc(16)));
+    assert.equal(
+      (await ok(admin('POST', `/v1/key/decrypt/${name}`, { ciphertext }))).json().plaintext,
+      b64(Buffer.alloc(16)),
+    );
   }
 });
 
@@ -472,10 +608,15 @@ test('keys survive a restart', async () => {
   await ok(admin('POST', `/v1/key/create/${created}`));
   await importKey(imported, ZERO_KEY);
   const before = (await ok(admin('GET', `/v1/key/describe/${created}`))).json();
-  const { plaintext, ciphertext } = (await ok(admin('POST', `/v1/key/generate/${created}`, { context: b64('c') }))).json();
+  const { plaintext, ciphertext } = (
+    await ok(admin('POST', `/v1/key/generate/${created}`, { context: b64('c') }))
+  ).json();
   s = await s.restart();
   assert.deepEqual((await ok(admin('GET', `/v1/key/describe/${created}`))).json(), before);
-  assert.equal((await ok(admin('POST', `/v1/key/decrypt/${created}`, { ciphertext, context: b64('c') }))).json().plaintext, plaintext);
+  assert.equal(
+    (await ok(admin('POST', `/v1/key/decrypt/${created}`, { ciphertext, context: b64('c') }))).json().plaintext,
+    plaintext,
+  );
   assert.equal((await ok(admin('GET', `/v1/key/describe/${imported}`))).json().id, '66687aadf862bd776c8fc18b8e9f8e20');
   assert.ok((await listNames('/v1/key/list/persist*')).includes(imported));
 });

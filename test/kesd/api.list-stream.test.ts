@@ -16,7 +16,9 @@ before(async () => {
   s = await startTestServer();
   const enclave = s.kesd.system.enclaves.get('default')!;
   for (let i = 0; i < KEYS; i += 500) {
-    await Promise.all(Array.from({ length: Math.min(500, KEYS - i) }, (_, j) => enclave.createKey(name(i + j), s.admin.identity)));
+    await Promise.all(
+      Array.from({ length: Math.min(500, KEYS - i) }, (_, j) => enclave.createKey(name(i + j), s.admin.identity)),
+    );
   }
   enclave.forgetKeys(); // as after a restart: the listing must read every record from the store
   countReads(s.kesd.system.records);
@@ -59,8 +61,14 @@ test('a list of many keys has every key once, in name order, with id, algorithm 
   const res = await get('/v1/key/list/many-*');
   assert.equal(res.statusCode, 200);
   assert.equal(res.headers['content-type'], 'application/x-ndjson');
-  const lines = (await text(res)).split('\n').filter((l) => l !== '').map((l) => JSON.parse(l));
-  assert.deepEqual(lines.map((l) => l.name), Array.from({ length: KEYS }, (_, i) => name(i)));
+  const lines = (await text(res))
+    .split('\n')
+    .filter((l) => l !== '')
+    .map((l) => JSON.parse(l));
+  assert.deepEqual(
+    lines.map((l) => l.name),
+    Array.from({ length: KEYS }, (_, i) => name(i)),
+  );
   for (const l of lines) {
     assert.match(l.id, /^[0-9a-f]{32}$/);
     assert.equal(l.algorithm, 'AES256-GCM_SHA256');
@@ -80,10 +88,13 @@ test('the response starts before the store has been read to the end', async () =
   const body = await text(res);
   assert.equal(body.split('\n').filter((l) => l !== '').length, KEYS);
   assert.equal(reads.records, KEYS);
-  assert.ok(readAtFirstByte > 0 && readAtFirstByte < KEYS, `the first byte came after ${readAtFirstByte} of ${KEYS} records`);
+  assert.ok(
+    readAtFirstByte > 0 && readAtFirstByte < KEYS,
+    `the first byte came after ${readAtFirstByte} of ${KEYS} records`,
+  );
 });
 
-test('a client that leaves mid-list ends the server\'s read of the store', async () => {
+test("a client that leaves mid-list ends the server's read of the store", async () => {
   reads = { records: 0, closed: 0 };
   const res = await get('/v1/key/list/many-*');
   await new Promise((resolve) => res.once('data', resolve));
@@ -116,7 +127,13 @@ test('a record that cannot be opened ends the listing with an error line after t
   await s.kesd.system.records.store.put(paths.key(enclave.info.uid, 'bad-b'), Buffer.alloc(80, 1)); // not sealed by kesd
   const res = await get('/v1/key/list/bad-*');
   assert.equal(res.statusCode, 200);
-  const lines = (await text(res)).split('\n').filter((l) => l !== '').map((l) => JSON.parse(l));
-  assert.deepEqual(lines.map((l) => l.name ?? null), ['bad-a', null]);
+  const lines = (await text(res))
+    .split('\n')
+    .filter((l) => l !== '')
+    .map((l) => JSON.parse(l));
+  assert.deepEqual(
+    lines.map((l) => l.name ?? null),
+    ['bad-a', null],
+  );
   assert.match(lines[1].error, /decrypt/);
 });

@@ -18,8 +18,13 @@ after(async () => {
 let counter = 0;
 const fresh = (prefix = 'k') => `${prefix}-${++counter}`;
 const b64 = (data: string) => Buffer.from(data).toString('base64');
-const ndjson = (text: string) => text.split('\n').filter((l) => l !== '').map((l) => JSON.parse(l));
-const as = (who: TestIdentity | undefined, method: string, path: string, body?: unknown) => request(s.agent(who), s.port, method, path, body);
+const ndjson = (text: string) =>
+  text
+    .split('\n')
+    .filter((l) => l !== '')
+    .map((l) => JSON.parse(l));
+const as = (who: TestIdentity | undefined, method: string, path: string, body?: unknown) =>
+  request(s.agent(who), s.port, method, path, body);
 const RFC3339 = /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)$/;
 
 function assertError(r: Reply, status: number, message: string): void {
@@ -42,7 +47,13 @@ interface Stream {
 }
 
 function openStream(who: TestIdentity, path: string): Promise<Stream> {
-  const agent = new https.Agent({ keepAlive: false, ca: s.server.cert, cert: who.cert, key: who.key, servername: 'localhost' });
+  const agent = new https.Agent({
+    keepAlive: false,
+    ca: s.server.cert,
+    cert: who.cert,
+    key: who.key,
+    servername: 'localhost',
+  });
   return new Promise((resolve, reject) => {
     const req = https.request({ host: '127.0.0.1', port: s.port, method: 'GET', path, agent }, (res) => {
       const events: any[] = [];
@@ -67,7 +78,11 @@ function openStream(who: TestIdentity, path: string): Promise<Stream> {
             if (done(events)) return ok();
             const timer = setTimeout(() => {
               waiters.delete(check);
-              fail(new Error(`stream ${path}: condition not met within ${timeoutMs} ms; events: ${JSON.stringify(events)}`));
+              fail(
+                new Error(
+                  `stream ${path}: condition not met within ${timeoutMs} ms; events: ${JSON.stringify(events)}`,
+                ),
+              );
             }, timeoutMs);
             const check = () => {
               if (!done(events)) return;
@@ -108,7 +123,8 @@ test('/v1/status reports a numeric uptime and both keystore flags false', async 
   assert.equal(st.keystore_unreachable, false);
   assert.equal(st.keystore_unavailable, false);
   for (const f of ['version', 'os', 'arch']) assert.equal(typeof st[f], 'string', f);
-  for (const f of ['num_cpu', 'num_cpu_used', 'mem_heap_used', 'mem_stack_used']) assert.equal(typeof st[f], 'number', f);
+  for (const f of ['num_cpu', 'num_cpu_used', 'mem_heap_used', 'mem_stack_used'])
+    assert.equal(typeof st[f], 'number', f);
 });
 
 test('/v1/ready is 200', async () => {
@@ -148,7 +164,13 @@ test('/v1/metrics is Prometheus text with a kes_http_response_time histogram fro
   assert.match(text, /^kes_http_response_time_bucket\{le="0\.00005"\} \d+$/m);
   assert.match(text, /^kes_http_response_time_bucket\{le="\+Inf"\} \d+$/m);
   assert.match(text, /^kes_http_response_time_count \d+$/m);
-  for (const family of ['kes_http_request_active', 'kes_log_error_events', 'kes_log_audit_events', 'kes_system_up_time', 'kes_system_num_cpu']) {
+  for (const family of [
+    'kes_http_request_active',
+    'kes_log_error_events',
+    'kes_log_audit_events',
+    'kes_system_up_time',
+    'kes_system_num_cpu',
+  ]) {
     assert.match(text, new RegExp(`^# TYPE ${family} (counter|gauge)$`, 'm'), family);
   }
 });
@@ -158,7 +180,8 @@ test('/v1/metrics counts responses by status code', async () => {
   await as(s.admin, 'GET', `/v1/key/describe/${fresh('missing')}`);
   await as(s.admin, 'GET', '/v1/no/such/route');
   const text = await metricsText();
-  const sample = (name: string, code: number) => Number(new RegExp(`^${name}\\{code="${code}"\\} (\\d+)$`, 'm').exec(text)?.[1] ?? NaN);
+  const sample = (name: string, code: number) =>
+    Number(new RegExp(`^${name}\\{code="${code}"\\} (\\d+)$`, 'm').exec(text)?.[1] ?? NaN);
   assert.ok(sample('kes_http_request_success', 200) >= 1, text);
   assert.ok(sample('kes_http_request_error', 404) >= 2, text);
   assert.match(text, /^# TYPE kes_http_request_success counter$/m);
@@ -171,7 +194,10 @@ test('/v1/metrics has no family without samples', async () => {
   const families = lines.filter((l) => l.startsWith('# TYPE ')).map((l) => l.split(' ')[2]!);
   assert.ok(families.length > 5);
   for (const family of families) {
-    const samples = lines.filter((l) => !l.startsWith('#') && (l.startsWith(`${family} `) || l.startsWith(`${family}{`) || l.startsWith(`${family}_`)));
+    const samples = lines.filter(
+      (l) =>
+        !l.startsWith('#') && (l.startsWith(`${family} `) || l.startsWith(`${family}{`) || l.startsWith(`${family}_`)),
+    );
     assert.ok(samples.length > 0, `family ${family} has no samples`);
   }
   // No 5xx yet: the failure counter is labelled and must be omitted rather than emitted empty.
@@ -184,20 +210,23 @@ test('an unknown path is 404', async () => {
   for (const path of ['/v1/nope', '/v2/key/create/x', '/', '/v1/key/frobnicate/x']) {
     const r = await as(s.admin, 'GET', path);
     assert.equal(r.status, 404, `${path}: ${r.text}`);
-    assert.equal(String(r.headers['content-type']).startsWith('application/json') ? r.json().message : r.text.trim(), '404 page not found');
+    assert.equal(
+      String(r.headers['content-type']).startsWith('application/json') ? r.json().message : r.text.trim(),
+      '404 page not found',
+    );
   }
 });
 
 test('a wrong method is 405 with an Accept header and the KES message', async () => {
   const get = await as(s.admin, 'GET', '/v1/key/create/x');
   assertError(get, 405, "received method 'GET' expected 'POST'");
-  assert.match(String(get.headers['accept']), /\bPOST\b/);
+  assert.match(String(get.headers.accept), /\bPOST\b/);
   const del = await as(s.admin, 'DELETE', '/v1/key/describe/minio-default');
   assertError(del, 405, "received method 'DELETE' expected 'GET'");
-  assert.equal(del.headers['accept'], 'GET');
+  assert.equal(del.headers.accept, 'GET');
   const post = await as(s.admin, 'POST', '/v1/key/delete/minio-default');
   assertError(post, 405, "received method 'POST' expected 'DELETE'");
-  assert.equal(post.headers['accept'], 'DELETE');
+  assert.equal(post.headers.accept, 'DELETE');
   await ok(as(s.admin, 'GET', '/v1/key/describe/minio-default')); // not deleted
 });
 
@@ -220,7 +249,10 @@ test('the audit stream emits exactly one NDJSON event per request', async () => 
     await stream.waitFor((events) => mine(events).length >= calls.length);
     await new Promise((r) => setTimeout(r, 150)); // no duplicates trickle in
     const events = mine(stream.events);
-    assert.deepEqual(events.map((e) => [e.request.path, e.response.code]), calls.map(([, path, code]) => [path, code]));
+    assert.deepEqual(
+      events.map((e) => [e.request.path, e.response.code]),
+      calls.map(([, path, code]) => [path, code]),
+    );
     for (const e of events) {
       assert.match(e.time, RFC3339);
       assert.ok(Math.abs(Date.parse(e.time) - Date.now()) < 60_000);
@@ -265,7 +297,10 @@ test('secrets can be created, described, read, listed and deleted', async () => 
   assert.equal(read.type, 'generic');
   const list = await ok(as(s.admin, 'GET', `/v1/secret/list/${name}*`));
   assert.equal(list.headers['content-type'], 'application/x-ndjson');
-  assert.deepEqual(ndjson(list.text).map((l) => l.name), [name]);
+  assert.deepEqual(
+    ndjson(list.text).map((l) => l.name),
+    [name],
+  );
   await ok(as(s.admin, 'DELETE', `/v1/secret/delete/${name}`));
   assertError(await as(s.admin, 'GET', `/v1/secret/read/${name}`), 404, 'secret does not exist');
   assert.equal((await ok(as(s.admin, 'GET', `/v1/secret/list/${name}*`))).text, '');
@@ -280,7 +315,11 @@ test('a secret without a type is generic', async () => {
 test('creating an existing secret is 404 secret already exists', async () => {
   const name = fresh('secret');
   await ok(as(s.admin, 'POST', `/v1/secret/create/${name}`, { bytes: b64('one') }));
-  assertError(await as(s.admin, 'POST', `/v1/secret/create/${name}`, { bytes: b64('two') }), 404, 'secret already exists');
+  assertError(
+    await as(s.admin, 'POST', `/v1/secret/create/${name}`, { bytes: b64('two') }),
+    404,
+    'secret already exists',
+  );
   assert.equal((await ok(as(s.admin, 'GET', `/v1/secret/read/${name}`))).json().bytes, b64('one'));
 });
 
@@ -293,7 +332,11 @@ test('a missing secret is 404 secret does not exist', async () => {
 
 test('an unsupported secret type is 400', async () => {
   const name = fresh('secret');
-  assertError(await as(s.admin, 'POST', `/v1/secret/create/${name}`, { bytes: b64('x'), type: 'x509' }), 400, "unsupported secret type 'x509'");
+  assertError(
+    await as(s.admin, 'POST', `/v1/secret/create/${name}`, { bytes: b64('x'), type: 'x509' }),
+    400,
+    "unsupported secret type 'x509'",
+  );
   assertError(await as(s.admin, 'GET', `/v1/secret/describe/${name}`), 404, 'secret does not exist');
 });
 
@@ -314,13 +357,21 @@ test('the sysadmin creates, describes and deletes an enclave', async () => {
 });
 
 test('creating an existing enclave is 400 enclave already exists', async () => {
-  assertError(await as(s.sysadmin, 'POST', '/v1/enclave/create/default', { admin: s.user.identity }), 400, 'enclave already exists');
+  assertError(
+    await as(s.sysadmin, 'POST', '/v1/enclave/create/default', { admin: s.user.identity }),
+    400,
+    'enclave already exists',
+  );
   await ok(as(s.admin, 'GET', '/v1/key/describe/minio-default')); // default's admin unchanged
 });
 
 test('an enclave whose admin is the sysadmin is 400', async () => {
   const name = fresh('enc');
-  assertError(await as(s.sysadmin, 'POST', `/v1/enclave/create/${name}`, { admin: s.sysadmin.identity }), 400, 'admin identity cannot system admin');
+  assertError(
+    await as(s.sysadmin, 'POST', `/v1/enclave/create/${name}`, { admin: s.sysadmin.identity }),
+    400,
+    'admin identity cannot system admin',
+  );
   assertError(await as(s.sysadmin, 'POST', `/v1/enclave/create/${name}`, { admin: '' }), 400, 'identity is unknown');
   assertError(await as(s.sysadmin, 'GET', `/v1/enclave/describe/${name}`), 404, 'enclave does not exist');
 });
@@ -334,15 +385,31 @@ test('deleting an enclave makes its keys unreachable and recreating it does not 
   await ok(as(admin2, 'POST', `/v1/secret/create/old?enclave=${name}`, { bytes: b64('x') }));
 
   await ok(as(s.sysadmin, 'DELETE', `/v1/enclave/delete/${name}`));
-  assertError(await as(admin2, 'GET', `/v1/key/describe/old?enclave=${name}`), 403, 'not authorized: insufficient permissions');
-  assertError(await as(admin2, 'POST', `/v1/key/decrypt/old?enclave=${name}`, { ciphertext }), 403, 'not authorized: insufficient permissions');
+  assertError(
+    await as(admin2, 'GET', `/v1/key/describe/old?enclave=${name}`),
+    403,
+    'not authorized: insufficient permissions',
+  );
+  assertError(
+    await as(admin2, 'POST', `/v1/key/decrypt/old?enclave=${name}`, { ciphertext }),
+    403,
+    'not authorized: insufficient permissions',
+  );
 
   await ok(as(s.sysadmin, 'POST', `/v1/enclave/create/${name}`, { admin: admin2.identity }));
   assertError(await as(admin2, 'GET', `/v1/key/describe/old?enclave=${name}`), 404, 'key does not exist');
-  assertError(await as(admin2, 'POST', `/v1/key/decrypt/old?enclave=${name}`, { ciphertext }), 404, 'key does not exist');
+  assertError(
+    await as(admin2, 'POST', `/v1/key/decrypt/old?enclave=${name}`, { ciphertext }),
+    404,
+    'key does not exist',
+  );
   assertError(await as(admin2, 'GET', `/v1/secret/read/old?enclave=${name}`), 404, 'secret does not exist');
   assert.equal((await ok(as(admin2, 'GET', `/v1/key/list/*?enclave=${name}`))).text, '');
   // A new key of the same name is a new key.
   await ok(as(admin2, 'POST', `/v1/key/create/old?enclave=${name}`));
-  assertError(await as(admin2, 'POST', `/v1/key/decrypt/old?enclave=${name}`, { ciphertext }), 400, 'decryption failed: ciphertext is not authentic');
+  assertError(
+    await as(admin2, 'POST', `/v1/key/decrypt/old?enclave=${name}`, { ciphertext }),
+    400,
+    'decryption failed: ciphertext is not authentic',
+  );
 });

@@ -25,7 +25,8 @@ after(async () => {
 
 let counter = 0;
 const fresh = (prefix = 'id') => `${prefix}-${++counter}`;
-const as = (who: TestIdentity | undefined, method: string, path: string, body?: unknown) => request(s.agent(who), s.port, method, path, body);
+const as = (who: TestIdentity | undefined, method: string, path: string, body?: unknown) =>
+  request(s.agent(who), s.port, method, path, body);
 
 async function ok(r: Promise<Reply>): Promise<Reply> {
   const reply = await r;
@@ -41,7 +42,12 @@ function identityOfPem(pem: string): string {
 
 const DAY = 24 * 3600 * 1000;
 
-async function writeIdentity(dir: string, name: string, cert: x509.X509Certificate, keyPem: string): Promise<TestIdentity> {
+async function writeIdentity(
+  dir: string,
+  name: string,
+  cert: x509.X509Certificate,
+  keyPem: string,
+): Promise<TestIdentity> {
   const certPem = cert.toString('pem') + '\n';
   const certFile = join(dir, `${name}.crt`);
   const keyFile = join(dir, `${name}.key`);
@@ -55,8 +61,16 @@ async function rsaIdentity(dir: string, name: string): Promise<TestIdentity> {
   const { privateKey, publicKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
   const alg = { name: 'RSASSA-PKCS1-v1_5', hash: 'SHA-256' };
   const keys = {
-    privateKey: await webcrypto.subtle.importKey('pkcs8', privateKey.export({ type: 'pkcs8', format: 'der' }), alg, true, ['sign']),
-    publicKey: await webcrypto.subtle.importKey('spki', publicKey.export({ type: 'spki', format: 'der' }), alg, true, ['verify']),
+    privateKey: await webcrypto.subtle.importKey(
+      'pkcs8',
+      privateKey.export({ type: 'pkcs8', format: 'der' }),
+      alg,
+      true,
+      ['sign'],
+    ),
+    publicKey: await webcrypto.subtle.importKey('spki', publicKey.export({ type: 'spki', format: 'der' }), alg, true, [
+      'verify',
+    ]),
   };
   const cert = await x509.X509CertificateGenerator.createSelfSigned({
     serialNumber: '01',
@@ -136,14 +150,22 @@ function rawTlsGet(port: number, path: string, options: tls.ConnectionOptions): 
     socket.on('session', (sess: Buffer) => {
       session = sess;
     });
-    socket.on('secureConnect', () => socket.write(`GET ${path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n`));
+    socket.on('secureConnect', () =>
+      socket.write(`GET ${path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n`),
+    );
     socket.on('data', (chunk: string) => {
       data += chunk;
     });
     socket.on('error', reject);
     socket.on('end', () => {
       const [head = '', body = ''] = data.split('\r\n\r\n');
-      resolve({ status: Number(head.split(' ')[1]), body, reused: socket.isSessionReused(), protocol: socket.getProtocol(), session });
+      resolve({
+        status: Number(head.split(' ')[1]),
+        body,
+        reused: socket.isSessionReused(),
+        protocol: socket.getProtocol(),
+        session,
+      });
     });
   });
 }
@@ -164,7 +186,14 @@ function handshake(port: number, options: tls.ConnectionOptions): Promise<string
 
 test('TLS 1.1 is refused by the server', async () => {
   await assert.rejects(
-    handshake(s.port, { minVersion: 'TLSv1', maxVersion: 'TLSv1.1', ciphers: 'DEFAULT:@SECLEVEL=0', ca: s.server.cert, cert: s.user.cert, key: s.user.key }),
+    handshake(s.port, {
+      minVersion: 'TLSv1',
+      maxVersion: 'TLSv1.1',
+      ciphers: 'DEFAULT:@SECLEVEL=0',
+      ca: s.server.cert,
+      cert: s.user.cert,
+      key: s.user.key,
+    }),
     (err: NodeJS.ErrnoException) => {
       // The server answers with a protocol_version alert; the client did offer TLS 1.1.
       assert.match(`${err.code} ${err.message}`, /PROTOCOL_VERSION|protocol version/i);
@@ -175,7 +204,13 @@ test('TLS 1.1 is refused by the server', async () => {
 
 test('TLS 1.2 and TLS 1.3 are accepted, also with an Ed25519 client certificate', async () => {
   for (const version of ['TLSv1.2', 'TLSv1.3'] as const) {
-    const r = await rawTlsGet(s.port, '/v1/identity/self/describe', { minVersion: version, maxVersion: version, ca: s.server.cert, cert: s.admin.cert, key: s.admin.key });
+    const r = await rawTlsGet(s.port, '/v1/identity/self/describe', {
+      minVersion: version,
+      maxVersion: version,
+      ca: s.server.cert,
+      cert: s.admin.cert,
+      key: s.admin.key,
+    });
     assert.equal(r.protocol, version);
     assert.equal(r.status, 200, r.body);
     assert.equal(JSON.parse(r.body).identity, s.admin.identity);
@@ -283,11 +318,19 @@ test('verify_cert with tls.ca accepts a client certificate signed by that CA and
 
 // ---- certificate reload (last: it replaces the shared server's certificate) -------------------------
 
-function getOn(agent: https.Agent, path: string): Promise<{ status: number; reused: boolean; localPort: number | undefined; fingerprint: string }> {
+function getOn(
+  agent: https.Agent,
+  path: string,
+): Promise<{ status: number; reused: boolean; localPort: number | undefined; fingerprint: string }> {
   return new Promise((resolve, reject) => {
     const req = https.request({ host: '127.0.0.1', port: s.port, method: 'GET', path, agent }, (res) => {
       const socket = res.socket as tls.TLSSocket;
-      const info = { status: res.statusCode ?? 0, reused: req.reusedSocket, localPort: socket.localPort, fingerprint: socket.getPeerCertificate().fingerprint256 };
+      const info = {
+        status: res.statusCode ?? 0,
+        reused: req.reusedSocket,
+        localPort: socket.localPort,
+        fingerprint: socket.getPeerCertificate().fingerprint256,
+      };
       res.resume();
       res.on('end', () => resolve(info));
       res.on('error', reject);
@@ -298,11 +341,24 @@ function getOn(agent: https.Agent, path: string): Promise<{ status: number; reus
 }
 
 test('reloadTls (SIGHUP) keeps keep-alive connections working and new connections get the new certificate', async () => {
-  const oldAgent = new https.Agent({ keepAlive: true, maxSockets: 1, ca: s.server.cert, cert: s.admin.cert, key: s.admin.key, servername: 'localhost' });
+  const oldAgent = new https.Agent({
+    keepAlive: true,
+    maxSockets: 1,
+    ca: s.server.cert,
+    cert: s.admin.cert,
+    key: s.admin.key,
+    servername: 'localhost',
+  });
   const dir = join(s.dir, 'reload');
   await mkdir(dir);
   const next = await makeIdentity(dir, 'server', 'p256', { ips: ['127.0.0.1'], dnsNames: ['localhost'] });
-  const newAgent = new https.Agent({ keepAlive: false, ca: next.cert, cert: s.admin.cert, key: s.admin.key, servername: 'localhost' });
+  const newAgent = new https.Agent({
+    keepAlive: false,
+    ca: next.cert,
+    cert: s.admin.cert,
+    key: s.admin.key,
+    servername: 'localhost',
+  });
   try {
     const before = await getOn(oldAgent, '/v1/key/describe/minio-default');
     assert.equal(before.status, 200);

@@ -20,7 +20,8 @@ import { kesd } from './cli-process.js';
 import { makeIdentity } from './harness.js';
 
 const ETCDCTL = spawnSync('sh', ['-c', 'command -v etcdctl'], { encoding: 'utf8' }).stdout.trim() || undefined;
-const SKIP = ETCD_SKIP ?? (ETCDCTL === undefined ? 'etcdctl is not installed (apt-get install etcd-client)' : undefined);
+const SKIP =
+  ETCD_SKIP ?? (ETCDCTL === undefined ? 'etcdctl is not installed (apt-get install etcd-client)' : undefined);
 const ENV = 'KESD_ETCD_DRILL_KEY';
 const env = { ...process.env, [ENV]: randomBytes(32).toString('base64'), ETCDCTL_API: '3' };
 
@@ -57,11 +58,20 @@ async function withSystem<T>(dir: string, use: (system: System) => Promise<T>): 
   }
 }
 
-test('etcd snapshot save, snapshot restore into a new member: kesd check passes, old data keys decrypt, later keys are gone', { skip: SKIP, timeout: 180_000 }, async () => {
+test('etcd snapshot save, snapshot restore into a new member: kesd check passes, old data keys decrypt, later keys are gone', {
+  skip: SKIP,
+  timeout: 180_000,
+}, async () => {
   etcd = await startEtcd(1);
-  const ids = { server: await makeIdentity(tmp, 'server', 'p256', { ips: ['127.0.0.1'] }), sysadmin: await makeIdentity(tmp, 'sysadmin'), admin: await makeIdentity(tmp, 'admin') };
+  const ids = {
+    server: await makeIdentity(tmp, 'server', 'p256', { ips: ['127.0.0.1'] }),
+    sysadmin: await makeIdentity(tmp, 'sysadmin'),
+    admin: await makeIdentity(tmp, 'admin'),
+  };
   const dir = join(tmp, 'data');
-  await initDataDir(dir, parseInitConfig(etcdInitYml(etcd, { ...ids, unsealEnv: ENV, keys: ['k1', 'k2'] }), env), { env: { ...env } });
+  await initDataDir(dir, parseInitConfig(etcdInitYml(etcd, { ...ids, unsealEnv: ENV, keys: ['k1', 'k2'] }), env), {
+    env: { ...env },
+  });
   const dek = await withSystem(dir, async (s) => {
     const e = s.enclaves.get('default')!;
     await e.keys.rotate('k1', ids.admin.identity);
@@ -77,8 +87,35 @@ test('etcd snapshot save, snapshot restore into a new member: kesd check passes,
   const peerUrl = `http://127.0.0.1:${peer}`;
   const clientUrl = `http://127.0.0.1:${client}`;
   const data = join(tmp, 'restored-etcd');
-  etcdctl(['snapshot', 'restore', snapshot, '--name', 'r0', '--data-dir', data, '--initial-cluster', `r0=${peerUrl}`, '--initial-advertise-peer-urls', peerUrl]);
-  restored = spawn(ETCD_BIN!, ['--name', 'r0', '--data-dir', data, '--listen-client-urls', clientUrl, '--advertise-client-urls', clientUrl, '--listen-peer-urls', peerUrl], { stdio: 'ignore' });
+  etcdctl([
+    'snapshot',
+    'restore',
+    snapshot,
+    '--name',
+    'r0',
+    '--data-dir',
+    data,
+    '--initial-cluster',
+    `r0=${peerUrl}`,
+    '--initial-advertise-peer-urls',
+    peerUrl,
+  ]);
+  restored = spawn(
+    ETCD_BIN!,
+    [
+      '--name',
+      'r0',
+      '--data-dir',
+      data,
+      '--listen-client-urls',
+      clientUrl,
+      '--advertise-client-urls',
+      clientUrl,
+      '--listen-peer-urls',
+      peerUrl,
+    ],
+    { stdio: 'ignore' },
+  );
   for (let i = 0; ; i++) {
     if (spawnSync(ETCDCTL!, ['--endpoints', clientUrl, 'endpoint', 'health'], { env }).status === 0) break;
     assert.ok(i < 200, 'the restored etcd member became healthy');
@@ -88,7 +125,11 @@ test('etcd snapshot save, snapshot restore into a new member: kesd check passes,
   // A kesd data dir on the restored member: its .init names the new endpoint (on etcd the dir holds nothing else).
   const moved = join(tmp, 'moved');
   await mkdir(moved, { mode: 0o700 });
-  await writeFile(join(moved, '.init'), (await readFile(join(dir, '.init'), 'utf8')).replace(etcd.endpoints[0]!, clientUrl), { mode: 0o600 });
+  await writeFile(
+    join(moved, '.init'),
+    (await readFile(join(dir, '.init'), 'utf8')).replace(etcd.endpoints[0]!, clientUrl),
+    { mode: 0o600 },
+  );
   const check = await kesd(['check', moved], { env });
   assert.equal(check.code, 0, check.stderr);
   assert.match(check.stdout, /opens: 1 enclaves, 2 keys \(3 key versions\)/);

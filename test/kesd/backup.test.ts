@@ -23,8 +23,12 @@ before(async () => {
   fx = await makeFixture({ keys: ['minio-default'] });
   server = await startKesd(fx.dataDir, fx.env, ['--workers', '2', '--audit-log', 'off']);
   const a = admin();
-  assert.equal((await call(a, server.port, 'POST', '/v1/key/import/known', { key: KNOWN_KEY.toString('base64') })).status, 200);
-  for (let i = 0; i < 200; i++) assert.equal((await call(a, server.port, 'POST', `/v1/key/create/before-${i}`)).status, 200);
+  assert.equal(
+    (await call(a, server.port, 'POST', '/v1/key/import/known', { key: KNOWN_KEY.toString('base64') })).status,
+    200,
+  );
+  for (let i = 0; i < 200; i++)
+    assert.equal((await call(a, server.port, 'POST', `/v1/key/create/before-${i}`)).status, 200);
   assert.equal((await call(a, server.port, 'POST', '/v1/key/rotate/before-0')).status, 200);
   a.destroy();
 });
@@ -44,7 +48,9 @@ async function generate(port: number, key: string): Promise<{ plaintext: string;
   }
 }
 
-test('a backup of a serving data dir under load: a sealed tar of .init, .unseal and a store snapshot; restored, everything acknowledged before it is there', { timeout: 180_000 }, async () => {
+test('a backup of a serving data dir under load: a sealed tar of .init, .unseal and a store snapshot; restored, everything acknowledged before it is there', {
+  timeout: 180_000,
+}, async () => {
   const out = join(fx.dir, 'backups');
   await mkdir(out);
   const dek = await generate(server.port, 'before-0');
@@ -73,11 +79,19 @@ test('a backup of a serving data dir under load: a sealed tar of .init, .unseal 
   assert.equal((await stat(file)).mode & 0o777, 0o600);
 
   // The format: a plain tar, manifest first.
-  assert.deepEqual(execFileSync('tar', ['-tf', file], { encoding: 'utf8' }).trim().split('\n'), ['kesd-backup.json', '.init', '.unseal', 'db']);
+  assert.deepEqual(execFileSync('tar', ['-tf', file], { encoding: 'utf8' }).trim().split('\n'), [
+    'kesd-backup.json',
+    '.init',
+    '.unseal',
+    'db',
+  ]);
   const manifest = JSON.parse(execFileSync('tar', ['-xOf', file, 'kesd-backup.json'], { encoding: 'utf8' }));
   assert.equal(manifest.format, 'kesd-backup');
   assert.equal(manifest.version, 1);
-  assert.deepEqual(manifest.files.map((f: { name: string }) => f.name), ['.init', '.unseal', 'db']);
+  assert.deepEqual(
+    manifest.files.map((f: { name: string }) => f.name),
+    ['.init', '.unseal', 'db'],
+  );
   for (const f of manifest.files) assert.match(f.sha256, /^[0-9a-f]{64}$/);
   // Sealed: neither a key nor the unseal key is in it, raw or as base64.
   const bytes = await readFile(file);
@@ -98,7 +112,8 @@ test('a backup of a serving data dir under load: a sealed tar of .init, .unseal 
   const second = await startKesd(restored, fx.env, ['--workers', '1', '--audit-log', 'off']);
   try {
     const a2 = admin();
-    for (const k of ['known', 'before-199', ...created.slice(0, ackedBefore)]) assert.equal((await call(a2, second.port, 'GET', `/v1/key/describe/${k}`)).status, 200, k);
+    for (const k of ['known', 'before-199', ...created.slice(0, ackedBefore)])
+      assert.equal((await call(a2, second.port, 'GET', `/v1/key/describe/${k}`)).status, 200, k);
     const opened = await call(a2, second.port, 'POST', '/v1/key/decrypt/before-0', { ciphertext: dek.ciphertext });
     assert.equal(opened.json().plaintext, dek.plaintext, 'a data key of the rotated key decrypts');
     // What a restore loses: keys created after the backup are gone.
@@ -111,7 +126,9 @@ test('a backup of a serving data dir under load: a sealed tar of .init, .unseal 
   }
 });
 
-test('kesd backup --server: the system admin streams a backup (GET /v1/sys/backup); anyone else gets 403 and no file', { timeout: 120_000 }, async () => {
+test('kesd backup --server: the system admin streams a backup (GET /v1/sys/backup); anyone else gets 403 and no file', {
+  timeout: 120_000,
+}, async () => {
   const out = join(fx.dir, 'remote');
   await mkdir(out);
   const url = `https://127.0.0.1:${server.port}`;
@@ -127,15 +144,22 @@ test('kesd backup --server: the system admin streams a backup (GET /v1/sys/backu
   const check = await kesd(['check', restored], { env: fx.env });
   assert.equal(check.code, 0, check.stderr);
 
-  const denied = await kesd(['backup', '--server', url, '-k', join(out, 'denied.tar')], { env: { ...fx.env, KES_CLIENT_CERT: fx.admin.certFile, KES_CLIENT_KEY: fx.admin.keyFile } });
+  const denied = await kesd(['backup', '--server', url, '-k', join(out, 'denied.tar')], {
+    env: { ...fx.env, KES_CLIENT_CERT: fx.admin.certFile, KES_CLIENT_KEY: fx.admin.keyFile },
+  });
   assert.equal(denied.code, 1);
   assert.match(denied.stderr, /not authorized: insufficient permissions/);
   assert.deepEqual((await readdir(out)).sort(), files, 'nothing written for a refused backup');
   // The server staged nothing that stays.
-  assert.deepEqual((await readdir(fx.dataDir)).filter((n) => n.startsWith('.backup-')), []);
+  assert.deepEqual(
+    (await readdir(fx.dataDir)).filter((n) => n.startsWith('.backup-')),
+    [],
+  );
 });
 
-test('restore checks the whole file first and never half-writes; a non-empty dir needs --force', { timeout: 120_000 }, async () => {
+test('restore checks the whole file first and never half-writes; a non-empty dir needs --force', {
+  timeout: 120_000,
+}, async () => {
   const file = join(fx.dir, 'one.tar');
   assert.equal((await kesd(['backup', fx.dataDir, file], { env: fx.env })).code, 0);
   const good = await readFile(file);
@@ -159,7 +183,11 @@ test('restore checks the whole file first and never half-writes; a non-empty dir
     assert.match(r.stderr, message, what);
     assert.deepEqual(await fingerprint(target), before, `${what}: the target is untouched`);
   }
-  assert.deepEqual((await readdir(fx.dir)).filter((n) => n.includes('.restore-')), [], 'no staging left');
+  assert.deepEqual(
+    (await readdir(fx.dir)).filter((n) => n.includes('.restore-')),
+    [],
+    'no staging left',
+  );
 
   const refused = await kesd(['restore', file, target], { env: fx.env });
   assert.equal(refused.code, 1);
@@ -180,7 +208,9 @@ test('restore checks the whole file first and never half-writes; a non-empty dir
   assert.deepEqual(await fingerprint(target), snapshot);
 });
 
-test('a backup killed with SIGKILL at any moment leaves no backup file, or a complete one', { timeout: 180_000 }, async () => {
+test('a backup killed with SIGKILL at any moment leaves no backup file, or a complete one', {
+  timeout: 180_000,
+}, async () => {
   const out = join(fx.dir, 'killed');
   await mkdir(out);
   const outcomes = { absent: 0, complete: 0 };
@@ -192,7 +222,12 @@ test('a backup killed with SIGKILL at any moment leaves no backup file, or a com
     child.kill('SIGKILL');
     await exited;
     const present = (await readdir(out)).includes(`b-${i}.tar`);
-    if (present) assert.equal((await kesd(['restore', file, join(out, `r-${i}`)], { env: fx.env })).code, 0, `b-${i}.tar is complete`);
+    if (present)
+      assert.equal(
+        (await kesd(['restore', file, join(out, `r-${i}`)], { env: fx.env })).code,
+        0,
+        `b-${i}.tar is complete`,
+      );
     outcomes[present ? 'complete' : 'absent']++;
   }
   console.log(`backup killed: ${outcomes.absent} left no file, ${outcomes.complete} a complete one`);
@@ -202,17 +237,24 @@ test('a backup killed with SIGKILL at any moment leaves no backup file, or a com
 test('backups of data dirs whose keys are in etcd are refused with the way to do it', async () => {
   const dir = join(fx.dir, 'etcd-dir');
   await mkdir(dir);
-  await writeFile(join(dir, '.init'), `version: "1"\naddress: 127.0.0.1:0\ntls: { key: /k, cert: /c, client: { verify_cert: false } }\nunseal: { environment: { name: X } }\nstore: { etcd: { endpoints: [http://127.0.0.1:1] } }\n`);
+  await writeFile(
+    join(dir, '.init'),
+    `version: "1"\naddress: 127.0.0.1:0\ntls: { key: /k, cert: /c, client: { verify_cert: false } }\nunseal: { environment: { name: X } }\nstore: { etcd: { endpoints: [http://127.0.0.1:1] } }\n`,
+  );
   const r = await kesd(['backup', dir, join(fx.dir, 'x.tar')], { env: fx.env });
   assert.equal(r.code, 1);
   assert.match(r.stderr, /keeps its keys in etcd: back up etcd with an etcd snapshot/);
 });
 
-test('system.backup.identities: a backup job\'s identity may take backups and do nothing else', { timeout: 120_000 }, async () => {
+test("system.backup.identities: a backup job's identity may take backups and do nothing else", {
+  timeout: 120_000,
+}, async () => {
   const job = await makeIdentity(fx.dir, 'backup-job');
   const dir = join(fx.dir, 'with-job');
   const yml = join(fx.dir, 'with-job.yml');
-  await writeFile(yml, `version: v1
+  await writeFile(
+    yml,
+    `version: v1
 address: 127.0.0.1:0
 system:
   admin: { identity: ${fx.sysadmin.identity} }
@@ -223,16 +265,29 @@ enclave:
   default:
     admin: { identity: ${fx.admin.identity} }
     keys: [{ name: k }]
-`);
+`,
+  );
   const started = await startKesd(dir, fx.env, ['--init', yml, '--workers', '1', '--audit-log', 'off']);
   try {
     const out = join(fx.dir, 'job.tar');
-    const r = await kesd(['backup', '--server', `https://127.0.0.1:${started.port}`, '-k', out], { env: { ...fx.env, KES_CLIENT_CERT: job.certFile, KES_CLIENT_KEY: job.keyFile } });
+    const r = await kesd(['backup', '--server', `https://127.0.0.1:${started.port}`, '-k', out], {
+      env: { ...fx.env, KES_CLIENT_CERT: job.certFile, KES_CLIENT_KEY: job.keyFile },
+    });
     assert.equal(r.code, 0, r.stderr);
     assert.equal((await kesd(['restore', out, join(fx.dir, 'job-restored')], { env: fx.env })).code, 0);
     const a = agentFor(job);
-    for (const [method, path] of [['GET', '/v1/key/list/*'], ['POST', '/v1/key/generate/k'], ['GET', '/v1/enclave/describe/default'], ['POST', '/v1/sys/seal'], ['GET', '/v1/status']]) {
-      assert.equal((await call(a, started.port, method!, path!, method === 'POST' ? {} : undefined)).status, 403, `${method} ${path}`);
+    for (const [method, path] of [
+      ['GET', '/v1/key/list/*'],
+      ['POST', '/v1/key/generate/k'],
+      ['GET', '/v1/enclave/describe/default'],
+      ['POST', '/v1/sys/seal'],
+      ['GET', '/v1/status'],
+    ]) {
+      assert.equal(
+        (await call(a, started.port, method!, path!, method === 'POST' ? {} : undefined)).status,
+        403,
+        `${method} ${path}`,
+      );
     }
     a.destroy();
   } finally {

@@ -14,7 +14,11 @@ export interface Run {
 
 export function kesd(args: string[], opts: { env?: NodeJS.ProcessEnv; cwd?: string } = {}): Promise<Run> {
   return new Promise((res, rej) => {
-    const child = spawn(process.execPath, [KESD_BIN, ...args], { env: opts.env ?? process.env, cwd: opts.cwd, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [KESD_BIN, ...args], {
+      env: opts.env ?? process.env,
+      cwd: opts.cwd,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (d) => (stdout += d));
@@ -62,7 +66,11 @@ export async function fingerprint(dir: string): Promise<string[]> {
   for (const entry of await readdir(dir, { recursive: true, withFileTypes: true })) {
     const path = join(entry.parentPath, entry.name);
     const s = await stat(path);
-    const hash = entry.isFile() ? createHash('sha256').update(await readFile(path)).digest('hex') : 'dir';
+    const hash = entry.isFile()
+      ? createHash('sha256')
+          .update(await readFile(path))
+          .digest('hex')
+      : 'dir';
     out.push(`${path} ${s.size} ${s.mode} ${s.mtimeMs} ${hash}`);
   }
   return out.sort();

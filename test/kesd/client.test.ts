@@ -9,7 +9,14 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { TLSSocket } from 'node:tls';
 import {
-  clientFromEnv, isEnclaveScoped, KesApiError, KesClient, parseErrorResponse, parseListResponse, parseNdjson, pathEscape,
+  clientFromEnv,
+  isEnclaveScoped,
+  KesApiError,
+  KesClient,
+  parseErrorResponse,
+  parseListResponse,
+  parseNdjson,
+  pathEscape,
 } from '../../kesd/src/client/client.js';
 import { newIdentity } from '../../kesd/src/identity/certificate.js';
 import { main } from '../../kesd/src/cli.js';
@@ -24,7 +31,7 @@ describe('client: pure parts', () => {
       ['my-key*', 'my-key%2A'],
       ['a b/c', 'a%20b%2Fc'],
       ['$&+:=@', '$&+:=@'],
-      ['?#%,;!\'()', '%3F%23%25%2C%3B%21%27%28%29'],
+      ["?#%,;!'()", '%3F%23%25%2C%3B%21%27%28%29'],
       ['ü', '%C3%BC'],
       ['', ''],
     ];
@@ -32,8 +39,18 @@ describe('client: pure parts', () => {
   });
 
   test('only key, secret, policy and identity routes are enclave-scoped', () => {
-    for (const p of ['/v1/key/create/a', '/v1/secret/list/*', '/v1/policy/read/p', '/v1/identity/self/describe']) assert.ok(isEnclaveScoped(p), p);
-    for (const p of ['/v1/enclave/create/a', '/v1/status', '/v1/metrics', '/v1/api', '/version', '/v1/log/audit', '/v1/sys/seal']) assert.ok(!isEnclaveScoped(p), p);
+    for (const p of ['/v1/key/create/a', '/v1/secret/list/*', '/v1/policy/read/p', '/v1/identity/self/describe'])
+      assert.ok(isEnclaveScoped(p), p);
+    for (const p of [
+      '/v1/enclave/create/a',
+      '/v1/status',
+      '/v1/metrics',
+      '/v1/api',
+      '/version',
+      '/v1/log/audit',
+      '/v1/sys/seal',
+    ])
+      assert.ok(!isEnclaveScoped(p), p);
   });
 
   test('parseNdjson reads one object per line and skips blank lines', () => {
@@ -42,15 +59,26 @@ describe('client: pure parts', () => {
   });
 
   test('parseNdjson throws the message of an error line', () => {
-    assert.throws(() => parseNdjson('{"name":"a"}\n{"error":"failed to list keys"}\n'), { message: 'failed to list keys' });
+    assert.throws(() => parseNdjson('{"name":"a"}\n{"error":"failed to list keys"}\n'), {
+      message: 'failed to list keys',
+    });
   });
 
   test('parseListResponse understands NDJSON, a bare empty reply and the newest {names} object', () => {
-    const reply = (contentType: string | undefined, text: string) => ({ status: 200, headers: contentType ? { 'content-type': contentType } : {}, body: Buffer.from(text) });
+    const reply = (contentType: string | undefined, text: string) => ({
+      status: 200,
+      headers: contentType ? { 'content-type': contentType } : {},
+      body: Buffer.from(text),
+    });
     assert.deepEqual(parseListResponse(reply('application/x-ndjson', '{"name":"k1"}\n'), 'name'), [{ name: 'k1' }]);
     assert.deepEqual(parseListResponse(reply(undefined, ''), 'name'), []);
-    assert.deepEqual(parseListResponse(reply('application/json', '{"names":["a","b"],"continue_at":""}'), 'name'), [{ name: 'a' }, { name: 'b' }]);
-    assert.deepEqual(parseListResponse(reply('application/json', '{"identities":["ab"]}'), 'identity'), [{ identity: 'ab' }]);
+    assert.deepEqual(parseListResponse(reply('application/json', '{"names":["a","b"],"continue_at":""}'), 'name'), [
+      { name: 'a' },
+      { name: 'b' },
+    ]);
+    assert.deepEqual(parseListResponse(reply('application/json', '{"identities":["ab"]}'), 'identity'), [
+      { identity: 'ab' },
+    ]);
   });
 
   test('parseErrorResponse: JSON message, JSON error first, raw text otherwise', () => {
@@ -60,7 +88,11 @@ describe('client: pure parts', () => {
     assert.equal(e1.status, 404);
     assert.equal(e1.message, 'key does not exist');
     assert.equal(parseErrorResponse(400, json, Buffer.from('{"message":"m","error":"e"}')).message, 'e');
-    assert.equal(parseErrorResponse(503, { 'content-type': 'text/plain' }, Buffer.from('{"message":"request timeout exceeded"}')).message, '{"message":"request timeout exceeded"}');
+    assert.equal(
+      parseErrorResponse(503, { 'content-type': 'text/plain' }, Buffer.from('{"message":"request timeout exceeded"}'))
+        .message,
+      '{"message":"request timeout exceeded"}',
+    );
     assert.equal(parseErrorResponse(404, {}, Buffer.from('404 page not found\n')).message, '404 page not found');
     assert.equal(parseErrorResponse(500, json, Buffer.from('not json')).message, 'not json');
     assert.equal(parseErrorResponse(501, {}, Buffer.alloc(0)).message, 'HTTP 501');
@@ -69,8 +101,30 @@ describe('client: pure parts', () => {
   test('client command names are unique, cover the kes aliases and leave identity new/of alone', () => {
     const names = clientCommands.map((c) => c.name);
     assert.equal(new Set(names).size, names.length);
-    for (const n of ['key create', 'key import', 'key info', 'key ls', 'key rm', 'key dek', 'key encrypt', 'key decrypt', 'policy create', 'policy assign',
-      'policy show', 'policy info', 'policy ls', 'policy rm', 'identity info', 'identity ls', 'identity rm', 'enclave create', 'enclave rm', 'status', 'log', 'metric']) {
+    for (const n of [
+      'key create',
+      'key import',
+      'key info',
+      'key ls',
+      'key rm',
+      'key dek',
+      'key encrypt',
+      'key decrypt',
+      'policy create',
+      'policy assign',
+      'policy show',
+      'policy info',
+      'policy ls',
+      'policy rm',
+      'identity info',
+      'identity ls',
+      'identity rm',
+      'enclave create',
+      'enclave rm',
+      'status',
+      'log',
+      'metric',
+    ]) {
       assert.ok(names.includes(n), n);
     }
     assert.ok(!names.includes('identity new') && !names.includes('identity of'));
@@ -81,7 +135,10 @@ describe('client: pure parts', () => {
     assert.equal(c1.endpoint.origin, 'https://127.0.0.1:7373');
     assert.equal(c1.enclave, undefined);
     c1.close();
-    const c2 = clientFromEnv({ enclave: 'tenant-1' }, { KES_SERVER: 'kes.example:7000,other:1', KES_ENCLAVE: 'default' });
+    const c2 = clientFromEnv(
+      { enclave: 'tenant-1' },
+      { KES_SERVER: 'kes.example:7000,other:1', KES_ENCLAVE: 'default' },
+    );
     assert.equal(c2.endpoint.origin, 'https://kes.example:7000');
     assert.equal(c2.enclave, 'tenant-1');
     c2.close();
@@ -92,7 +149,13 @@ describe('client: pure parts', () => {
 });
 
 describe('client: against a local https server', () => {
-  interface Seen { method: string; url: string; contentType?: string; body: string; peer: boolean }
+  interface Seen {
+    method: string;
+    url: string;
+    contentType?: string;
+    body: string;
+    peer: boolean;
+  }
   const seen: Seen[] = [];
   let handler: (req: IncomingMessage, res: ServerResponse, body: string) => void = () => {};
   let server: https.Server;
@@ -107,20 +170,27 @@ describe('client: against a local https server', () => {
     await writeFile(join(dir, 'ca.crt'), srv.certPem);
     await writeFile(join(dir, 'client.crt'), cli.certPem);
     await writeFile(join(dir, 'client.key'), cli.keyPem);
-    server = https.createServer({ cert: srv.certPem, key: srv.keyPem, requestCert: true, rejectUnauthorized: false }, (req, res) => {
-      const chunks: Buffer[] = [];
-      req.on('data', (c: Buffer) => chunks.push(c));
-      req.on('end', () => {
-        const body = Buffer.concat(chunks).toString('utf8');
-        const peer = (req.socket as TLSSocket).getPeerCertificate().raw !== undefined;
-        seen.push({ method: req.method!, url: req.url!, contentType: req.headers['content-type'], body, peer });
-        handler(req, res, body);
-      });
-    });
+    server = https.createServer(
+      { cert: srv.certPem, key: srv.keyPem, requestCert: true, rejectUnauthorized: false },
+      (req, res) => {
+        const chunks: Buffer[] = [];
+        req.on('data', (c: Buffer) => chunks.push(c));
+        req.on('end', () => {
+          const body = Buffer.concat(chunks).toString('utf8');
+          const peer = (req.socket as TLSSocket).getPeerCertificate().raw !== undefined;
+          seen.push({ method: req.method!, url: req.url!, contentType: req.headers['content-type'], body, peer });
+          handler(req, res, body);
+        });
+      },
+    );
     await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
     const port = (server.address() as AddressInfo).port;
     client = new KesClient({
-      endpoint: `https://127.0.0.1:${port}`, certFile: join(dir, 'client.crt'), keyFile: join(dir, 'client.key'), caFile: join(dir, 'ca.crt'), enclave: 'tenant-1',
+      endpoint: `https://127.0.0.1:${port}`,
+      certFile: join(dir, 'client.crt'),
+      keyFile: join(dir, 'client.key'),
+      caFile: join(dir, 'ca.crt'),
+      enclave: 'tenant-1',
     });
   });
 
@@ -143,7 +213,12 @@ describe('client: against a local https server', () => {
   };
 
   test('escapes the argument, adds ?enclave= to key routes, sends JSON and a client certificate', async () => {
-    reset((_req, res) => reply(res, 200, { plaintext: Buffer.alloc(32, 1).toString('base64'), ciphertext: Buffer.from('ct').toString('base64') }));
+    reset((_req, res) =>
+      reply(res, 200, {
+        plaintext: Buffer.alloc(32, 1).toString('base64'),
+        ciphertext: Buffer.from('ct').toString('base64'),
+      }),
+    );
     const dek = await client.generateKey('my key*', Buffer.from('ctx'));
     assert.deepEqual(dek.plaintext, Buffer.alloc(32, 1));
     assert.equal(dek.ciphertext.toString(), 'ct');
@@ -158,19 +233,30 @@ describe('client: against a local https server', () => {
     reset((_req, res) => reply(res, 200, { version: 'v', uptime: 1 }));
     await client.status();
     await client.describeEnclave('tenant-1');
-    assert.deepEqual(seen.map((s) => s.url), ['/v1/status', '/v1/enclave/describe/tenant-1']);
+    assert.deepEqual(
+      seen.map((s) => s.url),
+      ['/v1/status', '/v1/enclave/describe/tenant-1'],
+    );
   });
 
   test('an error reply throws KesApiError with the exact status and message', async () => {
     reset((_req, res) => reply(res, 404, { message: 'key does not exist' }));
-    await assert.rejects(client.describeKey('missing'), (err: unknown) => err instanceof KesApiError && err.status === 404 && err.message === 'key does not exist');
+    await assert.rejects(
+      client.describeKey('missing'),
+      (err: unknown) => err instanceof KesApiError && err.status === 404 && err.message === 'key does not exist',
+    );
     reset((_req, res) => reply(res, 501, 'not implemented', 'text/plain'));
     await assert.rejects(client.deletePolicy('p'), { status: 501, message: 'not implemented' });
   });
 
   test('listKeys parses NDJSON and fails on an error line', async () => {
-    reset((_req, res) => reply(res, 200, '{"name":"a","algorithm":"AES256-GCM_SHA256"}\n{"name":"b"}\n', 'application/x-ndjson'));
-    assert.deepEqual((await client.listKeys()).map((k) => k.name), ['a', 'b']);
+    reset((_req, res) =>
+      reply(res, 200, '{"name":"a","algorithm":"AES256-GCM_SHA256"}\n{"name":"b"}\n', 'application/x-ndjson'),
+    );
+    assert.deepEqual(
+      (await client.listKeys()).map((k) => k.name),
+      ['a', 'b'],
+    );
     assert.equal(seen[0]!.url, '/v1/key/list/%2A?enclave=tenant-1');
     reset((_req, res) => reply(res, 200, '{"name":"a"}\n{"error":"failed to list keys"}\n', 'application/x-ndjson'));
     await assert.rejects(client.listKeys('a*'), { message: 'failed to list keys' });
@@ -180,7 +266,11 @@ describe('client: against a local https server', () => {
     reset((_req, res) => reply(res, 200, ''));
     const key = Buffer.alloc(32, 9);
     await client.importKey('k', key);
-    assert.deepEqual(JSON.parse(seen[0]!.body), { key: key.toString('base64'), cipher: 'AES256', bytes: key.toString('base64') });
+    assert.deepEqual(JSON.parse(seen[0]!.body), {
+      key: key.toString('base64'),
+      cipher: 'AES256',
+      bytes: key.toString('base64'),
+    });
   });
 
   test('streamLog delivers lines until aborted', async () => {
@@ -214,7 +304,9 @@ describe('client: against a local https server', () => {
     reset((_req, res) => reply(res, 200, { version: 'v0' }));
     const port = (server.address() as AddressInfo).port;
     const strict = new KesClient({ endpoint: `https://127.0.0.1:${port}` });
-    await assert.rejects(strict.version(), (err: Error & { code?: string }) => /self[- ]signed|unable to verify/i.test(err.message));
+    await assert.rejects(strict.version(), (err: Error & { code?: string }) =>
+      /self[- ]signed|unable to verify/i.test(err.message),
+    );
     strict.close();
     const insecure = new KesClient({ endpoint: `https://127.0.0.1:${port}`, insecure: true });
     assert.equal((await insecure.version()).version, 'v0');
@@ -236,9 +328,22 @@ describe('kesd CLI against a test server', () => {
   });
 
   /** Runs `kesd <argv>` in-process as `who`, capturing stdout and stderr. */
-  async function kesd(who: TestIdentity, argv: string[], env: Record<string, string> = {}, onStdout?: (chunk: string) => void): Promise<{ code: number; stdout: string; stderr: string }> {
-    const vars: Record<string, string> = { KES_SERVER: kes.url, KES_CLIENT_CERT: who.certFile, KES_CLIENT_KEY: who.keyFile, KES_CA: kes.caFile, ...env };
-    const saved = Object.fromEntries(['KES_SERVER', 'KES_CLIENT_CERT', 'KES_CLIENT_KEY', 'KES_CA', 'KES_ENCLAVE'].map((k) => [k, process.env[k]]));
+  async function kesd(
+    who: TestIdentity,
+    argv: string[],
+    env: Record<string, string> = {},
+    onStdout?: (chunk: string) => void,
+  ): Promise<{ code: number; stdout: string; stderr: string }> {
+    const vars: Record<string, string> = {
+      KES_SERVER: kes.url,
+      KES_CLIENT_CERT: who.certFile,
+      KES_CLIENT_KEY: who.keyFile,
+      KES_CA: kes.caFile,
+      ...env,
+    };
+    const saved = Object.fromEntries(
+      ['KES_SERVER', 'KES_CLIENT_CERT', 'KES_CLIENT_KEY', 'KES_CA', 'KES_ENCLAVE'].map((k) => [k, process.env[k]]),
+    );
     // Command output goes through `output`; process.stdout carries the test runner's own reports.
     const writes = { stdout: output.write, stderr: process.stderr.write };
     let stdout = '';
@@ -249,7 +354,9 @@ describe('kesd CLI against a test server', () => {
       stdout += text;
       onStdout?.(text);
     };
-    process.stderr.write = ((chunk: string | Uint8Array) => ((stderr += chunk.toString()), true)) as typeof process.stderr.write;
+    process.stderr.write = ((chunk: string | Uint8Array) => (
+      (stderr += chunk.toString()), true
+    )) as typeof process.stderr.write;
     try {
       const code = await main(argv);
       return { code, stdout, stderr };
@@ -275,7 +382,10 @@ describe('kesd CLI against a test server', () => {
     assert.match(ls, /cli-key-1\n/);
     assert.match(ls, /cli-key-2\n/);
     assert.doesNotMatch(ls, /minio-default/);
-    const lsJson = (await ok(kes.admin, ['key', 'list', '--json'])).trim().split('\n').map((l) => JSON.parse(l) as { name: string });
+    const lsJson = (await ok(kes.admin, ['key', 'list', '--json']))
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as { name: string });
     assert.ok(lsJson.some((k) => k.name === 'minio-default'));
 
     const info = await ok(kes.admin, ['key', 'info', 'cli-key-1']);
@@ -285,7 +395,10 @@ describe('kesd CLI against a test server', () => {
     assert.equal(infoJson.name, 'cli-key-1');
 
     const context = Buffer.from('{"bucket":"obj"}').toString('base64');
-    const dek = JSON.parse(await ok(kes.admin, ['key', 'dek', 'cli-key-1', context])) as { plaintext: string; ciphertext: string };
+    const dek = JSON.parse(await ok(kes.admin, ['key', 'dek', 'cli-key-1', context])) as {
+      plaintext: string;
+      ciphertext: string;
+    };
     assert.equal(Buffer.from(dek.plaintext, 'base64').length, 32);
     const dec = JSON.parse(await ok(kes.admin, ['key', 'decrypt', 'cli-key-1', dek.ciphertext, context]));
     assert.equal(dec.plaintext, dek.plaintext);
@@ -323,7 +436,13 @@ describe('kesd CLI against a test server', () => {
 
   test('policy create from a file, assign, show, info, ls; the user is then bound by it', async () => {
     const file = join(dir, 'policy.json');
-    await writeFile(file, JSON.stringify({ allow: ['/v1/key/create/cli-*', '/v1/key/describe/cli-*', '/v1/status'], deny: ['/v1/key/delete/*'] }));
+    await writeFile(
+      file,
+      JSON.stringify({
+        allow: ['/v1/key/create/cli-*', '/v1/key/describe/cli-*', '/v1/status'],
+        deny: ['/v1/key/delete/*'],
+      }),
+    );
     const user2 = await makeIdentity(dir, 'user2');
     await ok(kes.admin, ['policy', 'add', 'cli-policy', file]);
     await ok(kes.admin, ['policy', 'assign', 'cli-policy', user2.identity]);
@@ -333,7 +452,10 @@ describe('kesd CLI against a test server', () => {
     assert.match(show, /^Deny\n {2}· \/v1\/key\/delete\/\*$/m);
     const read = JSON.parse(await ok(kes.admin, ['policy', 'read', '--json', 'cli-policy']));
     assert.ok('/v1/status' in read.allow || (Array.isArray(read.allow) && read.allow.includes('/v1/status')));
-    assert.match(await ok(kes.admin, ['policy', 'info', 'cli-policy']), new RegExp(`^Owner\\s+${kes.admin.identity}$`, 'm'));
+    assert.match(
+      await ok(kes.admin, ['policy', 'info', 'cli-policy']),
+      new RegExp(`^Owner\\s+${kes.admin.identity}$`, 'm'),
+    );
     assert.match(await ok(kes.admin, ['policy', 'ls']), /^cli-policy$/m);
 
     const self = await ok(user2, ['identity', 'self']);
@@ -418,8 +540,14 @@ describe('kesd CLI against a test server', () => {
     process.emit('SIGINT');
     const r = await running;
     assert.equal(r.code, 0, r.stderr);
-    const events = r.stdout.trim().split('\n').map((l) => JSON.parse(l));
-    assert.ok(events.some((e) => e.request?.path === '/v1/key/describe/minio-default' && e.response?.code === 200), r.stdout);
+    const events = r.stdout
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l));
+    assert.ok(
+      events.some((e) => e.request?.path === '/v1/key/describe/minio-default' && e.response?.code === 200),
+      r.stdout,
+    );
   });
 
   test('an untrusted server certificate fails with a hint, and -k skips verification', async () => {

@@ -33,11 +33,31 @@ before(async () => {
   user = await makeIdentity(dir, 'user');
   env = { ...process.env, KESD_UNSEAL: Buffer.alloc(32, 5).toString('base64') };
   data = join(dir, 'data');
-  await initDataDir(data, {
-    version: 'v1', address: '127.0.0.1:0', sysadmin: sysadmin.identity, unsealEnv: 'KESD_UNSEAL',
-    tls: { key: tls.keyFile, cert: tls.certFile, password: '', verifyCert: false, proxy: { identities: [], header: '' } },
-    enclaves: [{ name: 'default', admin: admin.identity, policies: [{ name: 'app', allow: ['/v1/key/generate/*'], deny: [], identities: [user.identity] }], keys: ['k1'] }],
-  }, { env });
+  await initDataDir(
+    data,
+    {
+      version: 'v1',
+      address: '127.0.0.1:0',
+      sysadmin: sysadmin.identity,
+      unsealEnv: 'KESD_UNSEAL',
+      tls: {
+        key: tls.keyFile,
+        cert: tls.certFile,
+        password: '',
+        verifyCert: false,
+        proxy: { identities: [], header: '' },
+      },
+      enclaves: [
+        {
+          name: 'default',
+          admin: admin.identity,
+          policies: [{ name: 'app', allow: ['/v1/key/generate/*'], deny: [], identities: [user.identity] }],
+          keys: ['k1'],
+        },
+      ],
+    },
+    { env },
+  );
   server = await start();
 });
 
@@ -46,7 +66,8 @@ after(async () => {
   await rm(dir, { recursive: true, force: true });
 });
 
-const agentFor = (who: TestIdentity, keepAlive: boolean) => new https.Agent({ keepAlive, maxSockets: 1, cert: who.cert, key: who.key, rejectUnauthorized: false });
+const agentFor = (who: TestIdentity, keepAlive: boolean) =>
+  new https.Agent({ keepAlive, maxSockets: 1, cert: who.cert, key: who.key, rejectUnauthorized: false });
 
 /** One request on a new connection. */
 async function fresh(who: TestIdentity, method: string, path: string, body?: unknown): Promise<Reply> {
@@ -74,7 +95,9 @@ async function statuses(n: number, who: TestIdentity, method: string, path: stri
 async function perWorker(): Promise<Map<string, number>> {
   const reply = await fresh(sysadmin, 'GET', '/v1/metrics');
   assert.equal(reply.status, 200);
-  return new Map([...reply.text.matchAll(/^kesd_worker_requests\{worker="(\d+)"\} (\d+)$/gm)].map((m) => [m[1]!, Number(m[2])]));
+  return new Map(
+    [...reply.text.matchAll(/^kesd_worker_requests\{worker="(\d+)"\} (\d+)$/gm)].map((m) => [m[1]!, Number(m[2])]),
+  );
 }
 
 function workerPids(): number[] {
@@ -103,14 +126,19 @@ const until = async (what: string, check: () => boolean | Promise<boolean>, time
 test('requests over separate connections are served by both workers, and /v1/metrics counts them all', async () => {
   assert.equal(workerPids().length, 2);
   const before = await perWorker();
-  const success = async () => Number(/^kes_http_request_success\{code="200"\} (\d+)$/m.exec((await fresh(sysadmin, 'GET', '/v1/metrics')).text)?.[1] ?? 0);
+  const success = async () =>
+    Number(
+      /^kes_http_request_success\{code="200"\} (\d+)$/m.exec((await fresh(sysadmin, 'GET', '/v1/metrics')).text)?.[1] ??
+        0,
+    );
   const ok0 = await success();
   assert.deepEqual(await statuses(20, admin, 'POST', '/v1/key/generate/k1', {}), Array(20).fill(200));
   const ok1 = await success();
   assert.ok(ok1 - ok0 >= 21, `the sum over workers counts all 20 generates and a metrics call: ${ok0} → ${ok1}`);
   const after = await perWorker();
   assert.deepEqual([...after.keys()].sort(), ['1', '2']);
-  for (const [worker, n] of after) assert.ok(n - (before.get(worker) ?? 0) >= 5, `worker ${worker} served ${n - (before.get(worker) ?? 0)} of 20+`);
+  for (const [worker, n] of after)
+    assert.ok(n - (before.get(worker) ?? 0) >= 5, `worker ${worker} served ${n - (before.get(worker) ?? 0)} of 20+`);
   const status = (await fresh(sysadmin, 'GET', '/v1/status')).json();
   assert.equal(status.num_cpu_used, 2);
   assert.match((await fresh(sysadmin, 'GET', '/v1/metrics')).text, /^kes_system_num_cpu_used 2$/m);
@@ -123,12 +151,23 @@ test('a key deleted through one connection is 404 on every other connection righ
     for (let round = 0; round < ROUNDS; round++) {
       const name = `doomed-${round}`;
       assert.equal((await fresh(admin, 'POST', `/v1/key/create/${name}`)).status, 200);
-      for (const agent of pinned) assert.equal((await request(agent, server.port, 'POST', `/v1/key/generate/${name}`, {})).status, 200);
+      for (const agent of pinned)
+        assert.equal((await request(agent, server.port, 'POST', `/v1/key/generate/${name}`, {})).status, 200);
       assert.deepEqual(await statuses(4, admin, 'POST', `/v1/key/generate/${name}`, {}), [200, 200, 200, 200]);
       assert.equal((await fresh(admin, 'DELETE', `/v1/key/delete/${name}`)).status, 200);
-      const pinnedAfter = await Promise.all(pinned.map((agent) => request(agent, server.port, 'POST', `/v1/key/generate/${name}`, {})));
-      assert.deepEqual(pinnedAfter.map((r) => r.status), [404, 404, 404, 404], `round ${round}`);
-      assert.deepEqual(await statuses(4, admin, 'POST', `/v1/key/generate/${name}`, {}), [404, 404, 404, 404], `round ${round}`);
+      const pinnedAfter = await Promise.all(
+        pinned.map((agent) => request(agent, server.port, 'POST', `/v1/key/generate/${name}`, {})),
+      );
+      assert.deepEqual(
+        pinnedAfter.map((r) => r.status),
+        [404, 404, 404, 404],
+        `round ${round}`,
+      );
+      assert.deepEqual(
+        await statuses(4, admin, 'POST', `/v1/key/generate/${name}`, {}),
+        [404, 404, 404, 404],
+        `round ${round}`,
+      );
       // Created again (fresh material), it is found everywhere at once: no worker cached its absence.
       assert.equal((await fresh(admin, 'POST', `/v1/key/create/${name}`)).status, 200);
       assert.deepEqual(await statuses(4, admin, 'POST', `/v1/key/generate/${name}`, {}), [200, 200, 200, 200]);
@@ -140,7 +179,8 @@ test('a key deleted through one connection is 404 on every other connection righ
 
 test('a key rotated through one connection: every worker generates with the new version right after the 200', async () => {
   const pinned = Array.from({ length: 4 }, () => agentFor(admin, true));
-  const version = async (agent: https.Agent) => (await request(agent, server.port, 'POST', '/v1/key/generate/turning', {})).json().version;
+  const version = async (agent: https.Agent) =>
+    (await request(agent, server.port, 'POST', '/v1/key/generate/turning', {})).json().version;
   try {
     assert.equal((await fresh(admin, 'POST', '/v1/key/create/turning')).status, 200);
     for (let round = 0; round < ROUNDS; round++) {
@@ -159,9 +199,15 @@ test('a policy change, an identity deletion and an enclave deletion apply on eve
   const generate = () => statuses(4, user, 'POST', '/v1/key/generate/k1', {});
   for (let round = 0; round < 3; round++) {
     assert.deepEqual(await generate(), [200, 200, 200, 200]);
-    assert.equal((await fresh(admin, 'POST', '/v1/policy/write/app', { allow: ['/v1/key/decrypt/*'], deny: [] })).status, 200);
+    assert.equal(
+      (await fresh(admin, 'POST', '/v1/policy/write/app', { allow: ['/v1/key/decrypt/*'], deny: [] })).status,
+      200,
+    );
     assert.deepEqual(await generate(), [403, 403, 403, 403], `round ${round}: the narrowed policy`);
-    assert.equal((await fresh(admin, 'POST', '/v1/policy/write/app', { allow: ['/v1/key/generate/*'], deny: [] })).status, 200);
+    assert.equal(
+      (await fresh(admin, 'POST', '/v1/policy/write/app', { allow: ['/v1/key/generate/*'], deny: [] })).status,
+      200,
+    );
     assert.deepEqual(await generate(), [200, 200, 200, 200], `round ${round}: the widened policy`);
     assert.equal((await fresh(admin, 'DELETE', `/v1/identity/delete/${user.identity}`)).status, 200);
     assert.deepEqual(await generate(), [403, 403, 403, 403], `round ${round}: the deleted identity`);
@@ -170,10 +216,19 @@ test('a policy change, an identity deletion and an enclave deletion apply on eve
   for (let round = 0; round < 3; round++) {
     const name = `tenant-${round}`;
     assert.equal((await fresh(sysadmin, 'POST', `/v1/enclave/create/${name}`, { admin: admin.identity })).status, 200);
-    assert.deepEqual(await statuses(4, admin, 'POST', `/v1/key/create/k-${round}?enclave=${name}`).then((s) => s.slice(0, 1)), [200]);
-    assert.deepEqual(await statuses(4, admin, 'POST', `/v1/key/generate/k-${round}?enclave=${name}`, {}), [200, 200, 200, 200]);
+    assert.deepEqual(
+      await statuses(4, admin, 'POST', `/v1/key/create/k-${round}?enclave=${name}`).then((s) => s.slice(0, 1)),
+      [200],
+    );
+    assert.deepEqual(
+      await statuses(4, admin, 'POST', `/v1/key/generate/k-${round}?enclave=${name}`, {}),
+      [200, 200, 200, 200],
+    );
     assert.equal((await fresh(sysadmin, 'DELETE', `/v1/enclave/delete/${name}`)).status, 200);
-    assert.deepEqual(await statuses(4, admin, 'POST', `/v1/key/generate/k-${round}?enclave=${name}`, {}), [403, 403, 403, 403]); // the enclave is gone: 403 to all but the sysadmin (finding 6)
+    assert.deepEqual(
+      await statuses(4, admin, 'POST', `/v1/key/generate/k-${round}?enclave=${name}`, {}),
+      [403, 403, 403, 403],
+    ); // the enclave is gone: 403 to all but the sysadmin (finding 6)
   }
 });
 
@@ -186,20 +241,22 @@ interface Stream {
 function subscribe(path: string): Promise<Stream> {
   const agent = agentFor(sysadmin, false);
   return new Promise((resolve, reject) => {
-    https.get({ host: '127.0.0.1', port: server.port, path, agent }, (res) => {
-      assert.equal(res.statusCode, 200);
-      const lines: any[] = [];
-      let buffered = '';
-      res.setEncoding('utf8');
-      res.on('data', (chunk: string) => {
-        buffered += chunk;
-        const parts = buffered.split('\n');
-        buffered = parts.pop()!;
-        for (const line of parts) lines.push(JSON.parse(line));
-      });
-      res.on('error', () => undefined);
-      resolve({ lines, close: () => agent.destroy() });
-    }).on('error', reject);
+    https
+      .get({ host: '127.0.0.1', port: server.port, path, agent }, (res) => {
+        assert.equal(res.statusCode, 200);
+        const lines: any[] = [];
+        let buffered = '';
+        res.setEncoding('utf8');
+        res.on('data', (chunk: string) => {
+          buffered += chunk;
+          const parts = buffered.split('\n');
+          buffered = parts.pop()!;
+          for (const line of parts) lines.push(JSON.parse(line));
+        });
+        res.on('error', () => undefined);
+        resolve({ lines, close: () => agent.destroy() });
+      })
+      .on('error', reject);
   });
 }
 
@@ -210,11 +267,17 @@ test('the audit stream on one worker sees every request of both workers, exactly
     const paths = Array.from({ length: 20 }, (_, i) => `/v1/key/describe/probe-${i}`);
     for (const path of paths) assert.equal((await fresh(admin, 'GET', path)).status, 404);
     const after = await perWorker();
-    for (const [worker, n] of after) assert.ok(n - (before.get(worker) ?? 0) >= 5, `worker ${worker} served some probes`);
+    for (const [worker, n] of after)
+      assert.ok(n - (before.get(worker) ?? 0) >= 5, `worker ${worker} served some probes`);
     const probes = () => stream.lines.filter((e) => e.request.path.startsWith('/v1/key/describe/probe-'));
     await until('every probe in the audit stream', () => probes().length >= paths.length);
     await new Promise((r) => setTimeout(r, 300)); // no duplicates trickle in
-    assert.deepEqual(probes().map((e) => e.request.path).sort(), [...paths].sort());
+    assert.deepEqual(
+      probes()
+        .map((e) => e.request.path)
+        .sort(),
+      [...paths].sort(),
+    );
     for (const e of probes()) assert.equal(e.response.code, 404);
   } finally {
     stream.close();
@@ -225,7 +288,10 @@ test('stdout carries every audit line whole, from both workers', async () => {
   const paths = Array.from({ length: 40 }, (_, i) => `/v1/key/describe/stdout-${i}`);
   await Promise.all(paths.map((path) => fresh(admin, 'GET', path)));
   await until('the audit lines on stdout', () => paths.every((p) => server.stdout().includes(`"path":"${p}"`)));
-  const lines = server.stdout().split('\n').filter((l) => l !== '');
+  const lines = server
+    .stdout()
+    .split('\n')
+    .filter((l) => l !== '');
   for (const line of lines) JSON.parse(line); // throws on a line that another one cut
   assert.equal(lines.filter((l) => /"path":"\/v1\/key\/describe\/stdout-/.test(l)).length, paths.length);
 });
@@ -239,11 +305,16 @@ test('SIGHUP reloads the certificate in every worker', async () => {
   const expected = new X509Certificate(next.certPem).fingerprint256;
   for (let i = 0; i < 6; i++) {
     const seen = await new Promise<string>((resolve, reject) => {
-      https.get({ host: '127.0.0.1', port: server.port, path: '/version', agent: false, rejectUnauthorized: false }, (res) => {
-        const fp = (res.socket as TLSSocket).getPeerX509Certificate()!.fingerprint256;
-        res.resume();
-        res.on('end', () => resolve(fp));
-      }).on('error', reject);
+      https
+        .get(
+          { host: '127.0.0.1', port: server.port, path: '/version', agent: false, rejectUnauthorized: false },
+          (res) => {
+            const fp = (res.socket as TLSSocket).getPeerX509Certificate()!.fingerprint256;
+            res.resume();
+            res.on('end', () => resolve(fp));
+          },
+        )
+        .on('error', reject);
     });
     assert.equal(seen, expected, `connection ${i}`);
   }
@@ -299,7 +370,9 @@ test('SIGTERM stops both workers and the primary with code 0', async () => {
 
 test('a wrong unseal key with --workers 2 exits non-zero and leaves the data dir byte-identical', async () => {
   const before = await fingerprint(data);
-  const run = await kesd(['server', data, '--workers', '2', '--addr', '127.0.0.1:0'], { env: { ...env, KESD_UNSEAL: Buffer.alloc(32, 6).toString('base64') } });
+  const run = await kesd(['server', data, '--workers', '2', '--addr', '127.0.0.1:0'], {
+    env: { ...env, KESD_UNSEAL: Buffer.alloc(32, 6).toString('base64') },
+  });
   assert.notEqual(run.code, 0);
   assert.doesNotMatch(run.stderr, /listening on/);
   assert.deepEqual(await fingerprint(data), before);

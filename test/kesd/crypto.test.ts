@@ -174,7 +174,13 @@ test('msgpack: trailing byte, wrong arity, or wrong iv size fail', () => {
   assert.deepEqual(good.subarray(53, 55), Buffer.from([0xc4, 16]));
   const iv15 = Buffer.concat([good.subarray(0, 54), Buffer.from([15]), good.subarray(55, 70), good.subarray(71)]);
   assertDecryptFails(key, iv15);
-  const iv17 = Buffer.concat([good.subarray(0, 54), Buffer.from([17]), good.subarray(55, 71), Buffer.from([0]), good.subarray(71)]);
+  const iv17 = Buffer.concat([
+    good.subarray(0, 54),
+    Buffer.from([17]),
+    good.subarray(55, 71),
+    Buffer.from([0]),
+    good.subarray(71),
+  ]);
   assertDecryptFails(key, iv17);
   // bin field where a str is expected
   const binAlg = Buffer.from(good);
@@ -232,7 +238,9 @@ test('AES per-message key is HMAC-SHA256(key, iv): a hand-built raw ciphertext o
   const iv = randomBytes(16);
   const nonce = randomBytes(12);
   const pt = utf8('independent construction');
-  const c = createCipheriv('aes-256-gcm', createHmac('sha256', key.bytes).update(iv).digest(), nonce, { authTagLength: 16 });
+  const c = createCipheriv('aes-256-gcm', createHmac('sha256', key.bytes).update(iv).digest(), nonce, {
+    authTagLength: 16,
+  });
   c.setAAD(utf8('ad'));
   const raw = Buffer.concat([c.update(pt), c.final(), c.getAuthTag(), iv, nonce]);
   assert.deepEqual(open(key, raw, utf8('ad')), pt);
@@ -243,7 +251,17 @@ test('parseAlgorithm accepts exact names and rejects everything else', () => {
   assert.equal(parseAlgorithm('AES256-GCM_SHA256'), 'AES256');
   assert.equal(parseAlgorithm('ChaCha20'), 'ChaCha20');
   assert.equal(parseAlgorithm('XCHACHA20-POLY1305'), 'ChaCha20');
-  for (const bad of ['', 'undefined', 'aes256', 'AES256-GCM', 'CHACHA20', 'chacha20', 'XChaCha20-Poly1305', ' AES256', 'AES256 ']) {
+  for (const bad of [
+    '',
+    'undefined',
+    'aes256',
+    'AES256-GCM',
+    'CHACHA20',
+    'chacha20',
+    'XChaCha20-Poly1305',
+    ' AES256',
+    'AES256 ',
+  ]) {
     assert.equal(parseAlgorithm(bad), undefined, bad);
   }
   assert.equal(legacyAlgorithmName('AES256'), 'AES256-GCM_SHA256');

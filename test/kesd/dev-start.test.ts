@@ -38,8 +38,13 @@ test('npm start prints a curl example that returns 200', { timeout: 60_000 }, as
     });
     const line = /^\s*(curl .*)$/m.exec(out)![1]!;
     assert.match(line, /--cert \.kesd-dev\/admin\.crt/);
-    const args = line.split(/\s+/).slice(1).map((a) => a.replace(/^'(.*)'$/, '$1'));
-    const { stdout } = await promisify(execFile)('curl', ['-sS', '-o', '/dev/null', '-w', '%{http_code}', ...args], { cwd: dir });
+    const args = line
+      .split(/\s+/)
+      .slice(1)
+      .map((a) => a.replace(/^'(.*)'$/, '$1'));
+    const { stdout } = await promisify(execFile)('curl', ['-sS', '-o', '/dev/null', '-w', '%{http_code}', ...args], {
+      cwd: dir,
+    });
     assert.equal(stdout, '200');
   } finally {
     child.kill('SIGTERM');

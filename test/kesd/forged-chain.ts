@@ -24,7 +24,9 @@ function algorithmOf(victim: X509Certificate): webcrypto.EcKeyGenParams | webcry
 }
 
 function pem(type: string, der: ArrayBuffer | Buffer): string {
-  return `-----BEGIN ${type}-----\n${Buffer.from(der as ArrayBuffer).toString('base64').replace(/.{1,64}/g, '$&\n')}-----END ${type}-----\n`;
+  return `-----BEGIN ${type}-----\n${Buffer.from(der as ArrayBuffer)
+    .toString('base64')
+    .replace(/.{1,64}/g, '$&\n')}-----END ${type}-----\n`;
 }
 
 /**
@@ -36,7 +38,13 @@ export async function forgedChain(victimCertPem: string, firstIsCa: boolean): Pr
   const victim = new X509Certificate(victimCertPem);
   const alg = algorithmOf(victim);
   const attacker = (await webcrypto.subtle.generateKey(alg, true, ['sign', 'verify'])) as webcrypto.CryptoKeyPair;
-  const victimKey = await webcrypto.subtle.importKey('spki', victim.publicKey.export({ type: 'spki', format: 'der' }), alg, true, ['verify']);
+  const victimKey = await webcrypto.subtle.importKey(
+    'spki',
+    victim.publicKey.export({ type: 'spki', format: 'der' }),
+    alg,
+    true,
+    ['verify'],
+  );
   const notBefore = new Date(Date.now() - 60_000);
   const notAfter = new Date(Date.now() + DAY);
   // No key usage on the forgery: OpenSSL would not take a certificate without keyCertSign as an issuer.

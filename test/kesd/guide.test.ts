@@ -51,9 +51,25 @@ test('the original guide works with kesd in place of kes', { timeout: 120_000 },
   let server: Awaited<ReturnType<typeof startServer>> | undefined;
   try {
     // 1. Four identities: the server, the system admin, the enclave admin and MinIO.
-    await run(['identity', 'new', '--key', 'private.key', '--cert', 'public.crt', '--ip', '127.0.0.1', '--dns', 'localhost', 'localhost']);
-    const sysAdmin = identityIn(await run(['identity', 'new', '--key', 'sys-admin.key', '--cert', 'sys-admin.crt', 'sys-admin']));
-    const tenantAdmin = identityIn(await run(['identity', 'new', '--key', 'tenant-1-admin.key', '--cert', 'tenant-1-admin.crt', 'tenant-1-admin']));
+    await run([
+      'identity',
+      'new',
+      '--key',
+      'private.key',
+      '--cert',
+      'public.crt',
+      '--ip',
+      '127.0.0.1',
+      '--dns',
+      'localhost',
+      'localhost',
+    ]);
+    const sysAdmin = identityIn(
+      await run(['identity', 'new', '--key', 'sys-admin.key', '--cert', 'sys-admin.crt', 'sys-admin']),
+    );
+    const tenantAdmin = identityIn(
+      await run(['identity', 'new', '--key', 'tenant-1-admin.key', '--cert', 'tenant-1-admin.crt', 'tenant-1-admin']),
+    );
     const minio = identityIn(await run(['identity', 'new', '--key', 'minio.key', '--cert', 'minio.crt', 'MinIO']));
     assert.equal((await run(['identity', 'of', 'minio.crt'])).trim(), minio);
 
@@ -85,7 +101,10 @@ test('the original guide works with kesd in place of kes', { timeout: 120_000 },
 
     // 6. Restart with the same unseal key: keys and policies are still there.
     await stopServer(server.child);
-    server = await startServer([join(dir, 'kes-data'), '--addr', `127.0.0.1:${server.port}`, '--audit-log', 'off'], env);
+    server = await startServer(
+      [join(dir, 'kes-data'), '--addr', `127.0.0.1:${server.port}`, '--audit-log', 'off'],
+      env,
+    );
     assert.match(await run(['key', 'ls', '-k'], as('minio')), /minio-key/);
     const again = JSON.parse(await run(['key', 'decrypt', '-k', 'minio-key', dek.ciphertext], as('minio')));
     assert.equal(again.plaintext, dek.plaintext);
@@ -95,7 +114,10 @@ test('the original guide works with kesd in place of kes', { timeout: 120_000 },
 
     // 7. Restart with a different unseal key: refused, and the data dir is byte-identical.
     const before = await fingerprint(join(dir, 'kes-data'));
-    const wrong = await kesd(['server', join(dir, 'kes-data')], { env: { ...env, KES_UNSEAL_KEY: Buffer.alloc(32, 2).toString('base64') }, cwd: dir });
+    const wrong = await kesd(['server', join(dir, 'kes-data')], {
+      env: { ...env, KES_UNSEAL_KEY: Buffer.alloc(32, 2).toString('base64') },
+      cwd: dir,
+    });
     assert.notEqual(wrong.code, 0);
     assert.match(wrong.stderr, /unseal key is wrong/);
     assert.deepEqual(await fingerprint(join(dir, 'kes-data')), before);

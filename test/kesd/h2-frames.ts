@@ -8,7 +8,9 @@ export const FLAG = { END_STREAM: 0x1, ACK: 0x1, END_HEADERS: 0x4 } as const;
 
 /** HPACK literal header fields without indexing, new names (RFC 7541 6.2.2); every string here is < 127 bytes. */
 export function hpack(headers: [string, string][]): Buffer {
-  return Buffer.concat(headers.flatMap(([n, v]) => [Buffer.from([0, n.length]), Buffer.from(n), Buffer.from([v.length]), Buffer.from(v)]));
+  return Buffer.concat(
+    headers.flatMap(([n, v]) => [Buffer.from([0, n.length]), Buffer.from(n), Buffer.from([v.length]), Buffer.from(v)]),
+  );
 }
 
 export function frame(type: number, flags: number, streamId: number, payload: Buffer): Buffer {
@@ -48,7 +50,8 @@ export async function rawH2(options: tls.ConnectionOptions): Promise<RawH2> {
     while (received.length >= 9 && received.length >= 9 + received.readUIntBE(0, 3)) {
       const length = received.readUIntBE(0, 3);
       const [type, flags] = [received[3], received[4]!];
-      if (type === FRAME.SETTINGS && !(flags & FLAG.ACK)) socket.write(frame(FRAME.SETTINGS, FLAG.ACK, 0, Buffer.alloc(0)));
+      if (type === FRAME.SETTINGS && !(flags & FLAG.ACK))
+        socket.write(frame(FRAME.SETTINGS, FLAG.ACK, 0, Buffer.alloc(0)));
       if (type === FRAME.GOAWAY) goaway = received.readUInt32BE(9 + 4);
       if (type === FRAME.PING && flags & FLAG.ACK) pong?.(true);
       received = received.subarray(9 + length);

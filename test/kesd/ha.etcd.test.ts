@@ -41,7 +41,8 @@ describe('kesd replicas on one etcd cluster', { skip: ETCD_SKIP, timeout: 180_00
     agents.push(a);
     return a;
   };
-  const as = (r: Replica, who: 'admin' | 'user', method: string, path: string, body?: unknown) => call(r[who], r.proc.port, method, path, body);
+  const as = (r: Replica, who: 'admin' | 'user', method: string, path: string, body?: unknown) =>
+    call(r[who], r.proc.port, method, path, body);
 
   /** Polls `check` on replica r until it holds; resolves with the ms it took from `since`. */
   async function until(r: Replica, what: string, since: number, check: () => Promise<boolean>): Promise<number> {
@@ -60,16 +61,28 @@ describe('kesd replicas on one etcd cluster', { skip: ETCD_SKIP, timeout: 180_00
     admin = await makeIdentity(dir, 'admin');
     user = await makeIdentity(dir, 'user');
     initYml = join(dir, 'init.yml');
-    await writeFile(initYml, etcdInitYml(etcd, {
-      server, sysadmin, admin, unsealEnv: UNSEAL_ENV, prefix: PREFIX,
-      policies: { app: { allow: ['/v1/key/*'], identities: [user.identity] } },
-      keys: ['minio-default'],
-    }));
+    await writeFile(
+      initYml,
+      etcdInitYml(etcd, {
+        server,
+        sysadmin,
+        admin,
+        unsealEnv: UNSEAL_ENV,
+        prefix: PREFIX,
+        policies: { app: { allow: ['/v1/key/*'], identities: [user.identity] } },
+        keys: ['minio-default'],
+      }),
+    );
     env = { ...process.env, [UNSEAL_ENV]: Buffer.alloc(32, 0x3c).toString('base64') };
     // All three at once, each on an empty data dir: they race to create the root key and the declarations.
     const procs = await Promise.all(
       NAMES.map((name) =>
-        startKesd(join(dir, `data-${name}`), env, ['--init', initYml, '--audit-log', 'off', '--workers', name === 'C' ? '2' : '1'], { startMs: 60_000 }),
+        startKesd(
+          join(dir, `data-${name}`),
+          env,
+          ['--init', initYml, '--audit-log', 'off', '--workers', name === 'C' ? '2' : '1'],
+          { startMs: 60_000 },
+        ),
       ),
     );
     NAMES.forEach((name, i) => {
@@ -92,12 +105,15 @@ describe('kesd replicas on one etcd cluster', { skip: ETCD_SKIP, timeout: 180_00
       const gen = await as(from, 'admin', 'POST', '/v1/key/generate/minio-default', {});
       assert.equal(gen.status, 200, `${from.name}: ${gen.text}`);
       for (const to of replicas) {
-        const dec = await as(to, 'admin', 'POST', '/v1/key/decrypt/minio-default', { ciphertext: gen.json().ciphertext });
+        const dec = await as(to, 'admin', 'POST', '/v1/key/decrypt/minio-default', {
+          ciphertext: gen.json().ciphertext,
+        });
         assert.equal(dec.status, 200, `${from.name} → ${to.name}: ${dec.text}`);
         assert.equal(dec.json().plaintext, gen.json().plaintext);
       }
     }
-    for (const r of replicas) assert.doesNotMatch(r.proc.output(), /error|failed/i, `replica ${r.name} logged: ${r.proc.output()}`);
+    for (const r of replicas)
+      assert.doesNotMatch(r.proc.output(), /error|failed/i, `replica ${r.name} logged: ${r.proc.output()}`);
   });
 
   test('a key created via A is usable via B and C at once; a second create of it fails everywhere', async () => {
@@ -115,32 +131,44 @@ describe('kesd replicas on one etcd cluster', { skip: ETCD_SKIP, timeout: 180_00
   test('a key deleted via A stops working on B and C (which had it cached)', async (t) => {
     const [a, ...others] = replicas;
     assert.equal((await as(a!, 'admin', 'POST', '/v1/key/create/short-lived')).status, 200);
-    for (const r of others) for (let i = 0; i < 3; i++) assert.equal((await as(r, 'admin', 'POST', '/v1/key/generate/short-lived', {})).status, 200);
+    for (const r of others)
+      for (let i = 0; i < 3; i++)
+        assert.equal((await as(r, 'admin', 'POST', '/v1/key/generate/short-lived', {})).status, 200);
     const deleted = await as(a!, 'admin', 'DELETE', '/v1/key/delete/short-lived');
     assert.equal(deleted.status, 200, deleted.text);
     const since = Date.now();
-    await Promise.all(others.map(async (r) => {
-      const ms = await until(r, 'the delete', since, async () => {
-        for (let i = 0; i < 3; i++) if ((await as(r, 'admin', 'POST', '/v1/key/generate/short-lived', {})).status !== 404) return false;
-        return true;
-      });
-      t.diagnostic(`key delete via A reached ${r.name} after ${ms} ms`);
-    }));
+    await Promise.all(
+      others.map(async (r) => {
+        const ms = await until(r, 'the delete', since, async () => {
+          for (let i = 0; i < 3; i++)
+            if ((await as(r, 'admin', 'POST', '/v1/key/generate/short-lived', {})).status !== 404) return false;
+          return true;
+        });
+        t.diagnostic(`key delete via A reached ${r.name} after ${ms} ms`);
+      }),
+    );
   });
 
   test('a policy change via A takes effect on B and C', async (t) => {
     const [a, ...others] = replicas;
-    for (const r of others) assert.equal((await as(r, 'user', 'POST', '/v1/key/generate/minio-default', {})).status, 200);
-    const write = await as(a!, 'admin', 'POST', '/v1/policy/write/app', { allow: ['/v1/key/*'], deny: ['/v1/key/generate/*'] });
+    for (const r of others)
+      assert.equal((await as(r, 'user', 'POST', '/v1/key/generate/minio-default', {})).status, 200);
+    const write = await as(a!, 'admin', 'POST', '/v1/policy/write/app', {
+      allow: ['/v1/key/*'],
+      deny: ['/v1/key/generate/*'],
+    });
     assert.equal(write.status, 200, write.text);
     const since = Date.now();
-    await Promise.all(others.map(async (r) => {
-      const ms = await until(r, 'the policy change', since, async () => {
-        for (let i = 0; i < 3; i++) if ((await as(r, 'user', 'POST', '/v1/key/generate/minio-default', {})).status !== 403) return false;
-        return true;
-      });
-      t.diagnostic(`policy change via A reached ${r.name} after ${ms} ms`);
-    }));
+    await Promise.all(
+      others.map(async (r) => {
+        const ms = await until(r, 'the policy change', since, async () => {
+          for (let i = 0; i < 3; i++)
+            if ((await as(r, 'user', 'POST', '/v1/key/generate/minio-default', {})).status !== 403) return false;
+          return true;
+        });
+        t.diagnostic(`policy change via A reached ${r.name} after ${ms} ms`);
+      }),
+    );
     // The rest of the policy still applies everywhere.
     for (const r of replicas) assert.equal((await as(r, 'user', 'GET', '/v1/key/describe/minio-default')).status, 200);
   });
@@ -163,14 +191,24 @@ describe('kesd replicas on one etcd cluster', { skip: ETCD_SKIP, timeout: 180_00
       const revision = await store.revision();
       const existing = join(dir, 'data-B');
       const before = await fingerprint(existing);
-      for (const args of [['server', existing], ['server', '--init', initYml, join(dir, 'data-new')], ['init', '--config', initYml, join(dir, 'data-new')]]) {
-        const run = await runKesd([...args, ...(args[0] === 'server' ? ['--audit-log', 'off', '--workers', '1'] : [])], wrong);
+      for (const args of [
+        ['server', existing],
+        ['server', '--init', initYml, join(dir, 'data-new')],
+        ['init', '--config', initYml, join(dir, 'data-new')],
+      ]) {
+        const run = await runKesd(
+          [...args, ...(args[0] === 'server' ? ['--audit-log', 'off', '--workers', '1'] : [])],
+          wrong,
+        );
         assert.equal(run.timedOut, false, `${args.join(' ')}: kept running`);
         assert.equal(run.code, 1, `${args.join(' ')}: ${run.stderr}`);
         assert.match(run.stderr, /^kesd: unseal key is wrong: the root key is not authentic$/m, args.join(' '));
       }
       assert.deepEqual(await fingerprint(existing), before);
-      assert.deepEqual((await readdir(dir)).filter((f) => f.includes('data-new')), []);
+      assert.deepEqual(
+        (await readdir(dir)).filter((f) => f.includes('data-new')),
+        [],
+      );
       assert.equal(await store.revision(), revision, 'etcd was written');
     } finally {
       await store.close();
@@ -195,35 +233,41 @@ describe('kesd replicas on one etcd cluster', { skip: ETCD_SKIP, timeout: 180_00
     let lost = Date.now();
     try {
       // Every replica at once, and the slow parts (each waits for the store's deadline) at once too.
-      await Promise.all(replicas.map(async (r) => {
-        const started = Date.now();
-        const timed = async (what: string, method: string, path: string) => {
-          const reply = await as(r, 'admin', method, path, method === 'POST' ? {} : undefined);
-          t.diagnostic(`replica ${r.name}: ${what} without quorum → ${reply.status} ${reply.text.trim()} after ${Date.now() - started} ms`);
-          return reply;
-        };
-        const [create, miss, status, ready] = await Promise.all([
-          timed('create', 'POST', `/v1/key/create/during-outage-${r.name}`),
-          timed('generate with an uncached key', 'POST', '/v1/key/generate/never-cached'),
-          timed('status', 'GET', '/v1/status'),
-          timed('ready', 'GET', '/v1/ready'),
-        ]);
-        assert.equal(create.status, 502, `${r.name}: ${create.text}`);
-        assert.equal(create.json().message, 'failed to create key');
-        assert.equal(miss.status, 502, `${r.name}: a cache miss: ${miss.text}`);
-        assert.equal(status.status, 200, status.text);
-        assert.equal(status.json().keystore_unreachable, true);
-        assert.equal(status.json().keystore_unavailable, true);
-        assert.equal(ready.status, 504, ready.text);
+      await Promise.all(
+        replicas.map(async (r) => {
+          const started = Date.now();
+          const timed = async (what: string, method: string, path: string) => {
+            const reply = await as(r, 'admin', method, path, method === 'POST' ? {} : undefined);
+            t.diagnostic(
+              `replica ${r.name}: ${what} without quorum → ${reply.status} ${reply.text.trim()} after ${Date.now() - started} ms`,
+            );
+            return reply;
+          };
+          const [create, miss, status, ready] = await Promise.all([
+            timed('create', 'POST', `/v1/key/create/during-outage-${r.name}`),
+            timed('generate with an uncached key', 'POST', '/v1/key/generate/never-cached'),
+            timed('status', 'GET', '/v1/status'),
+            timed('ready', 'GET', '/v1/ready'),
+          ]);
+          assert.equal(create.status, 502, `${r.name}: ${create.text}`);
+          assert.equal(create.json().message, 'failed to create key');
+          assert.equal(miss.status, 502, `${r.name}: a cache miss: ${miss.text}`);
+          assert.equal(status.status, 200, status.text);
+          assert.equal(status.json().keystore_unreachable, true);
+          assert.equal(status.json().keystore_unavailable, true);
+          assert.equal(ready.status, 504, ready.text);
 
-        for (let i = 0; i < 2; i++) {
-          const gen = await as(r, 'admin', 'POST', '/v1/key/generate/cached', {});
-          assert.equal(gen.status, 200, `${r.name}: generate of a cached key: ${gen.text}`);
-          const dec = await as(r, 'admin', 'POST', '/v1/key/decrypt/cached', { ciphertext: ciphertexts.get(r.name)!.ciphertext });
-          assert.equal(dec.status, 200, `${r.name}: decrypt with a cached key: ${dec.text}`);
-          assert.equal(dec.json().plaintext, ciphertexts.get(r.name)!.plaintext);
-        }
-      }));
+          for (let i = 0; i < 2; i++) {
+            const gen = await as(r, 'admin', 'POST', '/v1/key/generate/cached', {});
+            assert.equal(gen.status, 200, `${r.name}: generate of a cached key: ${gen.text}`);
+            const dec = await as(r, 'admin', 'POST', '/v1/key/decrypt/cached', {
+              ciphertext: ciphertexts.get(r.name)!.ciphertext,
+            });
+            assert.equal(dec.status, 200, `${r.name}: decrypt with a cached key: ${dec.text}`);
+            assert.equal(dec.json().plaintext, ciphertexts.get(r.name)!.plaintext);
+          }
+        }),
+      );
       t.diagnostic(`all checks without quorum took ${Date.now() - lost} ms`);
     } finally {
       await etcd.restart(1);
@@ -231,7 +275,12 @@ describe('kesd replicas on one etcd cluster', { skip: ETCD_SKIP, timeout: 180_00
       lost = Date.now();
     }
     for (const r of replicas) {
-      const ms = await until(r, 'a create after the quorum came back', lost, async () => (await as(r, 'admin', 'POST', `/v1/key/create/after-outage-${r.name}`)).status === 200);
+      const ms = await until(
+        r,
+        'a create after the quorum came back',
+        lost,
+        async () => (await as(r, 'admin', 'POST', `/v1/key/create/after-outage-${r.name}`)).status === 200,
+      );
       t.diagnostic(`replica ${r.name}: creates work again ${ms} ms after the members were restarted`);
       // A member that just restarted may not know the leader yet: status and ready follow within moments.
       await until(r, 'status reporting the store reachable', Date.now(), async () => {
@@ -243,12 +292,15 @@ describe('kesd replicas on one etcd cluster', { skip: ETCD_SKIP, timeout: 180_00
     // The replicas kept following: a delete after the outage still reaches the others.
     assert.equal((await as(a!, 'admin', 'DELETE', '/v1/key/delete/cached')).status, 200);
     const since = Date.now();
-    await Promise.all(replicas.slice(1).map(async (r) => {
-      const ms = await until(r, 'the delete after the outage', since, async () => {
-        for (let i = 0; i < 3; i++) if ((await as(r, 'admin', 'POST', '/v1/key/generate/cached', {})).status !== 404) return false;
-        return true;
-      });
-      t.diagnostic(`key delete via A after the outage reached ${r.name} after ${ms} ms`);
-    }));
+    await Promise.all(
+      replicas.slice(1).map(async (r) => {
+        const ms = await until(r, 'the delete after the outage', since, async () => {
+          for (let i = 0; i < 3; i++)
+            if ((await as(r, 'admin', 'POST', '/v1/key/generate/cached', {})).status !== 404) return false;
+          return true;
+        });
+        t.diagnostic(`key delete via A after the outage reached ${r.name} after ${ms} ms`);
+      }),
+    );
   });
 });

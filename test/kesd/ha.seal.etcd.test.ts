@@ -42,7 +42,12 @@ describe('a seal on one etcd-backed replica seals them all', { skip: ETCD_SKIP, 
     return call(agent, r.proc.port, method, path, body);
   };
   const start = (name: string, workers: number, init: boolean) =>
-    startKesd(join(dir, `data-${name}`), env, [...(init ? ['--init', initYml] : []), '--audit-log', 'off', '--workers', String(workers)], { startMs: 60_000 });
+    startKesd(
+      join(dir, `data-${name}`),
+      env,
+      [...(init ? ['--init', initYml] : []), '--audit-log', 'off', '--workers', String(workers)],
+      { startMs: 60_000 },
+    );
 
   /** Whether `count` requests on fresh connections (so every worker) all got 403 system is sealed. */
   async function sealedOn(r: Replica, count: number): Promise<boolean> {
@@ -79,9 +84,16 @@ describe('a seal on one etcd-backed replica seals them all', { skip: ETCD_SKIP, 
     sysadmin = await makeIdentity(dir, 'sysadmin');
     admin = await makeIdentity(dir, 'admin');
     initYml = join(dir, 'init.yml');
-    await writeFile(initYml, etcdInitYml(etcd, { server, sysadmin, admin, unsealEnv: UNSEAL_ENV, prefix: PREFIX, keys: ['minio-default'] }));
+    await writeFile(
+      initYml,
+      etcdInitYml(etcd, { server, sysadmin, admin, unsealEnv: UNSEAL_ENV, prefix: PREFIX, keys: ['minio-default'] }),
+    );
     env = { ...process.env, [UNSEAL_ENV]: Buffer.alloc(32, 0x4d).toString('base64') };
-    const layout = [['A', 1], ['B', 1], ['C', 2]] as const;
+    const layout = [
+      ['A', 1],
+      ['B', 1],
+      ['C', 2],
+    ] as const;
     const procs = await Promise.all(layout.map(([name, workers]) => start(name, workers, true)));
     layout.forEach(([name, workers], i) => replicas.push({ name, workers, proc: procs[i]! }));
   });
@@ -105,12 +117,19 @@ describe('a seal on one etcd-backed replica seals them all', { skip: ETCD_SKIP, 
 
     const since = await seal(a);
     assert.ok(await sealedOn(a, 2), 'A itself');
-    await Promise.all([b, c].map(async (r) => {
-      const ms = await until(`the seal to reach ${r.name}`, since, () => sealedOn(r, 4));
-      t.diagnostic(`seal via A reached ${r.name} (${r.workers} worker${r.workers > 1 ? 's' : ''}) ${ms} ms after A's 200`);
-    }));
+    await Promise.all(
+      [b, c].map(async (r) => {
+        const ms = await until(`the seal to reach ${r.name}`, since, () => sealedOn(r, 4));
+        t.diagnostic(
+          `seal via A reached ${r.name} (${r.workers} worker${r.workers > 1 ? 's' : ''}) ${ms} ms after A's 200`,
+        );
+      }),
+    );
     for (const r of [b, c]) {
-      for (const [method, path, body] of [['GET', '/v1/key/describe/minio-default', undefined], ['POST', '/v1/key/create/after-seal', undefined]] as const) {
+      for (const [method, path, body] of [
+        ['GET', '/v1/key/describe/minio-default', undefined],
+        ['POST', '/v1/key/create/after-seal', undefined],
+      ] as const) {
         for (let i = 0; i < 2; i++) {
           const reply = await fresh(admin, r, method, path, body);
           assert.equal(reply.status, 403, `${r.name}: ${method} ${path}: ${reply.text}`);
@@ -137,7 +156,9 @@ describe('a seal on one etcd-backed replica seals them all', { skip: ETCD_SKIP, 
     await until(`C's new worker ${slot} to serve (sealed)`, Date.now(), async () => {
       assert.ok(await sealedOn(c, 1), 'a request to C after its worker restarted');
       const metrics = await fresh(sysadmin, c, 'GET', '/v1/metrics');
-      return Number(new RegExp(`^kesd_worker_requests\\{worker="${slot}"\\} (\\d+)$`, 'm').exec(metrics.text)?.[1] ?? 0) > 0;
+      return (
+        Number(new RegExp(`^kesd_worker_requests\\{worker="${slot}"\\} (\\d+)$`, 'm').exec(metrics.text)?.[1] ?? 0) > 0
+      );
     });
     assert.ok(await sealedOn(c, 6), 'C after its worker restarted');
   });
@@ -147,7 +168,7 @@ describe('a seal on one etcd-backed replica seals them all', { skip: ETCD_SKIP, 
     await b.proc.stop();
     b.proc = await start('B', 1, false);
     assert.equal(await sealedOn(b, 3), false, 'B after its restart');
-    assert.ok(await sealedOn(a, 2) && (await sealedOn(c, 4)), 'A and C stay sealed');
+    assert.ok((await sealedOn(a, 2)) && (await sealedOn(c, 4)), 'A and C stay sealed');
 
     await a.proc.stop();
     a.proc = await start('A', 1, false);

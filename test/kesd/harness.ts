@@ -20,7 +20,12 @@ export interface TestIdentity {
 
 export const UNSEAL_ENV = 'KESD_TEST_UNSEAL_KEY';
 
-export async function makeIdentity(dir: string, name: string, keyType: KeyType = 'ed25519', san: { ips?: string[]; dnsNames?: string[] } = {}): Promise<TestIdentity> {
+export async function makeIdentity(
+  dir: string,
+  name: string,
+  keyType: KeyType = 'ed25519',
+  san: { ips?: string[]; dnsNames?: string[] } = {},
+): Promise<TestIdentity> {
   const id = await newIdentity({ subject: name, keyType, ...san });
   const certFile = join(dir, `${name}.crt`);
   const keyFile = join(dir, `${name}.key`);
@@ -75,13 +80,25 @@ export async function startTestServer(opts: TestServerOptions = {}): Promise<Tes
     version: 'v1',
     address: '127.0.0.1:0',
     sysadmin: sysadmin.identity,
-    tls: { key: server.keyFile, cert: server.certFile, password: '', verifyCert: opts.verifyCert ?? false, proxy: { identities: [], header: '' } },
+    tls: {
+      key: server.keyFile,
+      cert: server.certFile,
+      password: '',
+      verifyCert: opts.verifyCert ?? false,
+      proxy: { identities: [], header: '' },
+    },
     unsealEnv: UNSEAL_ENV,
     enclaves: [
       {
         name: 'default',
         admin: opts.adminIdentity ?? admin.identity,
-        policies: [{ name: 'app', ...(opts.userPolicy ?? { allow: ['/v1/key/*', '/v1/status'], deny: ['/v1/key/delete/*'] }), identities: [user.identity] }],
+        policies: [
+          {
+            name: 'app',
+            ...(opts.userPolicy ?? { allow: ['/v1/key/*', '/v1/status'], deny: ['/v1/key/delete/*'] }),
+            identities: [user.identity],
+          },
+        ],
         keys: opts.keys ?? ['minio-default'],
       },
     ],
@@ -91,7 +108,10 @@ export async function startTestServer(opts: TestServerOptions = {}): Promise<Tes
   return boot({ dir, dataDir, env, server, sysadmin, admin, user, caFile: server.certFile });
 }
 
-async function boot(base: Pick<TestServer, 'dir' | 'dataDir' | 'env' | 'server' | 'sysadmin' | 'admin' | 'user' | 'caFile'>, port = 0): Promise<TestServer> {
+async function boot(
+  base: Pick<TestServer, 'dir' | 'dataDir' | 'env' | 'server' | 'sysadmin' | 'admin' | 'user' | 'caFile'>,
+  port = 0,
+): Promise<TestServer> {
   const config = await readServerConfig(base.dataDir, base.env);
   const { root } = await openSealedRootKey(base.dataDir, base.env);
   const kesd = await startKesd({ dir: base.dataDir, config, root, address: `127.0.0.1:${port}`, auditStdout: false });
@@ -99,7 +119,13 @@ async function boot(base: Pick<TestServer, 'dir' | 'dataDir' | 'env' | 'server' 
   const agent = (who?: TestIdentity) => {
     let a = agents.get(who);
     if (a === undefined) {
-      a = new https.Agent({ keepAlive: true, ca: base.server.cert, cert: who?.cert, key: who?.key, servername: 'localhost' });
+      a = new https.Agent({
+        keepAlive: true,
+        ca: base.server.cert,
+        cert: who?.cert,
+        key: who?.key,
+        servername: 'localhost',
+      });
       agents.set(who, a);
     }
     return a;
@@ -127,12 +153,28 @@ async function boot(base: Pick<TestServer, 'dir' | 'dataDir' | 'env' | 'server' 
   return self;
 }
 
-export function request(agent: https.Agent, port: number, method: string, path: string, body?: unknown): Promise<Reply> {
+export function request(
+  agent: https.Agent,
+  port: number,
+  method: string,
+  path: string,
+  body?: unknown,
+): Promise<Reply> {
   return new Promise((resolve, reject) => {
-    const payload = body === undefined ? undefined : Buffer.isBuffer(body) ? body : typeof body === 'string' ? Buffer.from(body) : Buffer.from(JSON.stringify(body));
-    const req = https.request({ host: '127.0.0.1', port, method, path, agent, headers: payload ? { 'content-length': payload.length } : {} }, (res) => {
-      readReply(res).then(resolve, reject);
-    });
+    const payload =
+      body === undefined
+        ? undefined
+        : Buffer.isBuffer(body)
+          ? body
+          : typeof body === 'string'
+            ? Buffer.from(body)
+            : Buffer.from(JSON.stringify(body));
+    const req = https.request(
+      { host: '127.0.0.1', port, method, path, agent, headers: payload ? { 'content-length': payload.length } : {} },
+      (res) => {
+        readReply(res).then(resolve, reject);
+      },
+    );
     req.on('error', reject);
     req.end(payload);
   });

@@ -30,9 +30,18 @@ async function certWith(gen: webcrypto.RsaHashedKeyGenParams | webcrypto.EcKeyGe
 
 test('API key vectors of kes-protocol §2.3 give the listed identities', () => {
   const vectors: [string, string][] = [
-    ['kes:v1:ACQpoGqx3rHHjT938Hfu5hVVQJHZWSqVI2Xp1KlYxFVw', '0426fa9a04bc2756b92fbe8a97e1a1e07b53ecf04ed33da22c33e5c9faeb8cbb'],
-    ['kes:v1:AMxvd2uV1l5dDSRwuKZxSjuM5BDemlr+685+JAHA1TuJ', 'ab785e3b95d80d72cc9c27cb9fde886a0bf9068a69d40e3bd08a54e68c3f2bf7'],
-    ['kes:v1:AGaV6VXHasF0FnaB60WdCOeTZ8eTIDikL4zlN16c8NAs', 'ea9826089311fe44d7590408ede9150f7c637b6cab0a91ee6fe1aa5d9fb366f6'],
+    [
+      'kes:v1:ACQpoGqx3rHHjT938Hfu5hVVQJHZWSqVI2Xp1KlYxFVw',
+      '0426fa9a04bc2756b92fbe8a97e1a1e07b53ecf04ed33da22c33e5c9faeb8cbb',
+    ],
+    [
+      'kes:v1:AMxvd2uV1l5dDSRwuKZxSjuM5BDemlr+685+JAHA1TuJ',
+      'ab785e3b95d80d72cc9c27cb9fde886a0bf9068a69d40e3bd08a54e68c3f2bf7',
+    ],
+    [
+      'kes:v1:AGaV6VXHasF0FnaB60WdCOeTZ8eTIDikL4zlN16c8NAs',
+      'ea9826089311fe44d7590408ede9150f7c637b6cab0a91ee6fe1aa5d9fb366f6',
+    ],
   ];
   for (const [key, identity] of vectors) {
     assert.equal(identityOfApiKey(key), identity);
@@ -49,7 +58,12 @@ test('malformed API keys are rejected', () => {
 });
 
 test('certificate identity equals the hash of the re-exported SPKI for Ed25519, P-256 and RSA-2048', async () => {
-  const rsa = { name: 'RSASSA-PKCS1-v1_5', modulusLength: 2048, publicExponent: new Uint8Array([1, 0, 1]), hash: 'SHA-256' };
+  const rsa = {
+    name: 'RSASSA-PKCS1-v1_5',
+    modulusLength: 2048,
+    publicExponent: new Uint8Array([1, 0, 1]),
+    hash: 'SHA-256',
+  };
   for (const gen of [{ name: 'Ed25519' }, { name: 'ECDSA', namedCurve: 'P-256' }, rsa]) {
     const der = await certWith(gen);
     assert.equal(identityOfCertificate(der), reexportedIdentity(der), gen.name);
@@ -89,7 +103,12 @@ test('identityOfPem skips a leading PRIVATE KEY block and takes the first CERTIF
 
 test('newIdentity certificates carry SANs, both EKUs, CA=false and a positive 16-byte serial', async () => {
   for (const keyType of ['ed25519', 'p256'] as const) {
-    const id = await newIdentity({ subject: 'kesd', keyType, ips: ['127.0.0.1', '::1'], dnsNames: ['localhost', 'kes.local'] });
+    const id = await newIdentity({
+      subject: 'kesd',
+      keyType,
+      ips: ['127.0.0.1', '::1'],
+      dnsNames: ['localhost', 'kes.local'],
+    });
     const cert = new X509Certificate(id.certPem);
     assert.equal(cert.subject, 'CN=kesd');
     assert.equal(cert.ca, false);
@@ -117,8 +136,17 @@ test('newIdentity honours expiry and rejects bad input', async () => {
 
 test('parseDuration accepts Go durations and rejects the rest', () => {
   const ok: [string, number][] = [
-    ['8760h', 8760 * 3_600_000], ['30m', 1_800_000], ['90s', 90_000], ['1h30m', 5_400_000],
-    ['1.5h', 5_400_000], ['500ms', 500], ['0', 0], ['-2m', -120_000], ['+1s', 1000], ['1500us', 1.5], ['2h0m0s', 7_200_000],
+    ['8760h', 8760 * 3_600_000],
+    ['30m', 1_800_000],
+    ['90s', 90_000],
+    ['1h30m', 5_400_000],
+    ['1.5h', 5_400_000],
+    ['500ms', 500],
+    ['0', 0],
+    ['-2m', -120_000],
+    ['+1s', 1000],
+    ['1500us', 1.5],
+    ['2h0m0s', 7_200_000],
   ];
   for (const [text, ms] of ok) assert.equal(parseDuration(text), ms, text);
   for (const bad of ['', '10', 'h', '1d', '1h 30m', '.', '-', '1.2.3s', 'abc']) {
@@ -146,25 +174,34 @@ test('mTLS: server computes the client identity on fresh and resumed TLS 1.3 ses
 
   // Each call uses a fresh agent, so resumption happens only through the explicit `session`.
   const call = (session?: Buffer) =>
-    new Promise<{ body: { identity: string; reused: boolean; protocol: string }; session?: Buffer }>((resolve, reject) => {
-      const agent = new https.Agent({ keepAlive: false });
-      let ticket: Buffer | undefined;
-      // `session` reaches tls.connect through the agent, though https.RequestOptions does not declare it.
-      const options: https.RequestOptions & ConnectionOptions = {
-        host: '127.0.0.1', port, path: '/', ca: server.certPem, cert: client.certPem, key: client.keyPem, agent, session,
-      };
-      const req = https.request(options, (res) => {
-        let data = '';
-        res.on('data', (chunk) => (data += chunk));
-        res.on('end', () => {
-          agent.destroy();
-          resolve({ body: JSON.parse(data), session: ticket });
+    new Promise<{ body: { identity: string; reused: boolean; protocol: string }; session?: Buffer }>(
+      (resolve, reject) => {
+        const agent = new https.Agent({ keepAlive: false });
+        let ticket: Buffer | undefined;
+        // `session` reaches tls.connect through the agent, though https.RequestOptions does not declare it.
+        const options: https.RequestOptions & ConnectionOptions = {
+          host: '127.0.0.1',
+          port,
+          path: '/',
+          ca: server.certPem,
+          cert: client.certPem,
+          key: client.keyPem,
+          agent,
+          session,
+        };
+        const req = https.request(options, (res) => {
+          let data = '';
+          res.on('data', (chunk) => (data += chunk));
+          res.on('end', () => {
+            agent.destroy();
+            resolve({ body: JSON.parse(data), session: ticket });
+          });
         });
-      });
-      req.on('socket', (socket) => socket.on('session', (s: Buffer) => (ticket = s)));
-      req.on('error', reject);
-      req.end();
-    });
+        req.on('socket', (socket) => socket.on('session', (s: Buffer) => (ticket = s)));
+        req.on('error', reject);
+        req.end();
+      },
+    );
 
   const first = await call();
   assert.equal(first.body.protocol, 'TLSv1.3');
@@ -176,4 +213,3 @@ test('mTLS: server computes the client identity on fresh and resumed TLS 1.3 ses
   assert.equal(second.body.reused, true);
   assert.equal(second.body.identity, client.identity);
 });
-

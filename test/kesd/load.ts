@@ -135,15 +135,35 @@ export async function makeFixture(opts: FixtureOptions = {}): Promise<Fixture> {
     policies: (opts.policies ?? []).map((p) => ({ ...p, identities: p.identities.map((n) => ids[n]!.identity) })),
   };
   const dataDir = opts.dataDir ?? join(dir, 'data');
-  await initDataDir(dataDir, {
-    version: 'v1',
-    address: '127.0.0.1:0',
-    sysadmin: sysadmin.identity,
-    tls: { key: server.keyFile, cert: server.certFile, password: '', verifyCert: false, proxy: { identities: [], header: '' } },
-    unsealEnv: UNSEAL_ENV,
-    enclaves: [enclave],
-  }, { env, force: true });
-  return { dir, dataDir, env, unsealKey, server, sysadmin, admin, ids, remove: () => rm(dir, { recursive: true, force: true }) };
+  await initDataDir(
+    dataDir,
+    {
+      version: 'v1',
+      address: '127.0.0.1:0',
+      sysadmin: sysadmin.identity,
+      tls: {
+        key: server.keyFile,
+        cert: server.certFile,
+        password: '',
+        verifyCert: false,
+        proxy: { identities: [], header: '' },
+      },
+      unsealEnv: UNSEAL_ENV,
+      enclaves: [enclave],
+    },
+    { env, force: true },
+  );
+  return {
+    dir,
+    dataDir,
+    env,
+    unsealKey,
+    server,
+    sysadmin,
+    admin,
+    ids,
+    remove: () => rm(dir, { recursive: true, force: true }),
+  };
 }
 
 export interface KesdProcess {
@@ -182,7 +202,12 @@ process.once('exit', () => {
  * `kesd server <dataDir> [args]` as its own process group (detached), so a kill -9 also takes any workers it
  * forked. Resolves once it logs "listening on"; rejects (and kills it) if it exits first or after startMs.
  */
-export function startKesd(dataDir: string, env: NodeJS.ProcessEnv, args: string[] = [], opts: { startMs?: number; stdout?: 'ignore' | 'pipe'; stdoutFile?: string } = {}): Promise<KesdProcess> {
+export function startKesd(
+  dataDir: string,
+  env: NodeJS.ProcessEnv,
+  args: string[] = [],
+  opts: { startMs?: number; stdout?: 'ignore' | 'pipe'; stdoutFile?: string } = {},
+): Promise<KesdProcess> {
   // stdoutFile: kesd appends to the file itself (its audit lines), so nothing is lost when it is killed.
   const stdoutFd = opts.stdoutFile === undefined ? undefined : openSync(opts.stdoutFile, 'a');
   const child = spawn(process.execPath, [KESD_BIN, 'server', dataDir, ...args], {
@@ -192,7 +217,9 @@ export function startKesd(dataDir: string, env: NodeJS.ProcessEnv, args: string[
   });
   if (stdoutFd !== undefined) closeSync(stdoutFd); // the child has its own copy
   let stderr = '';
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((r) => child.once('exit', (code, signal) => r({ code, signal })));
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((r) =>
+    child.once('exit', (code, signal) => r({ code, signal })),
+  );
   const groupKill = (sig: NodeJS.Signals) => {
     try {
       process.kill(-child.pid!, sig);
@@ -240,7 +267,12 @@ export function startKesd(dataDir: string, env: NodeJS.ProcessEnv, args: string[
             }
             if (left.length > 0 && process.env.KESD_ORPHAN_DEBUG) {
               const { execSync } = await import('node:child_process');
-              for (const p of left) console.error(execSync(`grep -E 'State|PPid|SigBlk|SigCgt' /proc/${p}/status; cat /proc/${p}/wchan; echo; cat /proc/${p}/stack 2>/dev/null; ls -l /proc/${p}/fd; cat /proc/${p}/task/*/stat | cut -d' ' -f1-3`).toString());
+              for (const p of left)
+                console.error(
+                  execSync(
+                    `grep -E 'State|PPid|SigBlk|SigCgt' /proc/${p}/status; cat /proc/${p}/wchan; echo; cat /proc/${p}/stack 2>/dev/null; ls -l /proc/${p}/fd; cat /proc/${p}/task/*/stat | cut -d' ' -f1-3`,
+                  ).toString(),
+                );
             }
             if (left.length > 0) groupKill('SIGKILL');
             live.delete(proc);
@@ -282,9 +314,23 @@ export interface CallOptions {
 }
 
 /** One request with a deadline (the request is destroyed when it passes, so nothing waits forever). */
-export function call(agent: https.Agent, port: number, method: string, path: string, body?: unknown, opts: CallOptions = {}): Promise<Reply> {
+export function call(
+  agent: https.Agent,
+  port: number,
+  method: string,
+  path: string,
+  body?: unknown,
+  opts: CallOptions = {},
+): Promise<Reply> {
   return new Promise((resolve, reject) => {
-    const payload = body === undefined ? undefined : Buffer.isBuffer(body) ? body : typeof body === 'string' ? Buffer.from(body) : Buffer.from(JSON.stringify(body));
+    const payload =
+      body === undefined
+        ? undefined
+        : Buffer.isBuffer(body)
+          ? body
+          : typeof body === 'string'
+            ? Buffer.from(body)
+            : Buffer.from(JSON.stringify(body));
     const headers: Record<string, string | number> = { ...(opts.headers ?? {}) };
     if (payload) headers['content-length'] = payload.length;
     const req = https.request({ host: opts.host ?? '127.0.0.1', port, method, path, agent, headers }, (res) => {
@@ -297,7 +343,11 @@ export function call(agent: https.Agent, port: number, method: string, path: str
 }
 
 /** Runs `count` tasks with at most `width` in flight. */
-export async function pool<T>(items: readonly T[], width: number, task: (item: T, index: number) => Promise<void>): Promise<void> {
+export async function pool<T>(
+  items: readonly T[],
+  width: number,
+  task: (item: T, index: number) => Promise<void>,
+): Promise<void> {
   let next = 0;
   const worker = async () => {
     while (next < items.length) {
@@ -360,7 +410,11 @@ export interface Exit {
 /** Runs `kesd <args>` to its exit, killing its process group after timeoutMs (a server that should not have started). */
 export function runKesd(args: string[], env: NodeJS.ProcessEnv, timeoutMs = 20_000): Promise<Exit> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [KESD_BIN, ...args], { env, detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [KESD_BIN, ...args], {
+      env,
+      detached: true,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     let stdout = '';
     let stderr = '';
     let timedOut = false;

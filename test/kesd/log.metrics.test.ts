@@ -12,7 +12,14 @@ const errors = { events: 0, suppressed: 0, stream: { dropped: 0 } } as unknown a
 
 function served(): Metrics {
   const m = new Metrics(Date.now(), audit, errors);
-  for (const [status, seconds] of [[200, 0.00004], [404, 0.0003], [200, 0.00005], [500, 0.02], [499, 12], [201, 1.5]] as const) {
+  for (const [status, seconds] of [
+    [200, 0.00004],
+    [404, 0.0003],
+    [200, 0.00005],
+    [500, 0.02],
+    [499, 12],
+    [201, 1.5],
+  ] as const) {
     m.active.inc();
     m.observe(status, seconds);
     m.active.dec();
@@ -25,7 +32,10 @@ const lines = (text: string) => text.split('\n').filter((l) => l.startsWith('kes
 
 test('request counters by code, in the order first seen; a histogram with cumulative buckets, +Inf, _sum, _count', async () => {
   const got = lines(await served().exposition());
-  const buckets = LATENCY_BUCKETS.map((le) => `kes_http_response_time_bucket{le="${le}"} ${[0.00004, 0.0003, 0.00005, 0.02, 12, 1.5].filter((s) => s <= le).length}`);
+  const buckets = LATENCY_BUCKETS.map(
+    (le) =>
+      `kes_http_response_time_bucket{le="${le}"} ${[0.00004, 0.0003, 0.00005, 0.02, 12, 1.5].filter((s) => s <= le).length}`,
+  );
   assert.deepEqual(got, [
     'kes_http_request_success{code="200"} 2',
     'kes_http_request_success{code="201"} 1',

@@ -25,11 +25,20 @@ const ENV = 'KESD_REKEY_TEST_KEY';
 const OLD = randomBytes(32).toString('base64');
 const NEW = randomBytes(32).toString('base64');
 
-interface Run { code: number | null; signal: NodeJS.Signals | null; steps: string[]; outcome?: string; stderr: string }
+interface Run {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  steps: string[];
+  outcome?: string;
+  stderr: string;
+}
 
 function rekeyChild(dir: string, crashAt: string, newKeyFile: string): Promise<Run> {
   return new Promise((res, rej) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', CHILD, dir, crashAt, newKeyFile], { env: { ...process.env, [ENV]: OLD }, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, ['--import', 'tsx', CHILD, dir, crashAt, newKeyFile], {
+      env: { ...process.env, [ENV]: OLD },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     let out = '';
     let stderr = '';
     child.stdout.on('data', (d) => (out += d));
@@ -38,7 +47,9 @@ function rekeyChild(dir: string, crashAt: string, newKeyFile: string): Promise<R
     child.on('close', (code, signal) => {
       const lines = out.split('\n');
       res({
-        code, signal, stderr,
+        code,
+        signal,
+        stderr,
         steps: lines.filter((l) => l.startsWith('step ')).map((l) => l.slice(5)),
         outcome: lines.find((l) => l.startsWith('outcome '))?.slice(8),
       });
@@ -62,7 +73,11 @@ async function opensWith(dir: string, keyFiles: { old: string; new: string }): P
 }
 
 /** Every key of the store opens under the root key `file` unseals, and the sample ciphertext decrypts. */
-async function assertRecordsOpen(dir: string, file: string, sample: { ciphertext: Buffer; plaintext: Buffer }): Promise<void> {
+async function assertRecordsOpen(
+  dir: string,
+  file: string,
+  sample: { ciphertext: Buffer; plaintext: Buffer },
+): Promise<void> {
   const config = await readServerConfig(dir, {});
   const root = await openRootKey(dir, config.store, {}, { file });
   const store = await openStore(dir, config);
@@ -79,7 +94,10 @@ async function assertRecordsOpen(dir: string, file: string, sample: { ciphertext
   }
 }
 
-async function sampleCiphertext(dir: string, source?: { file: string }): Promise<{ ciphertext: Buffer; plaintext: Buffer }> {
+async function sampleCiphertext(
+  dir: string,
+  source?: { file: string },
+): Promise<{ ciphertext: Buffer; plaintext: Buffer }> {
   const config = await readServerConfig(dir, {});
   const root = await openRootKey(dir, config.store, { [ENV]: OLD }, source);
   const store = await openStore(dir, config);
@@ -99,7 +117,11 @@ let ids: { server: TestIdentity; sysadmin: TestIdentity; admin: TestIdentity };
 let keyFiles: { old: string; new: string };
 before(async () => {
   tmp = await mkdtemp(join(tmpdir(), 'kesd-rekey-'));
-  ids = { server: await makeIdentity(tmp, 'server', 'p256', { ips: ['127.0.0.1'] }), sysadmin: await makeIdentity(tmp, 'sysadmin'), admin: await makeIdentity(tmp, 'admin') };
+  ids = {
+    server: await makeIdentity(tmp, 'server', 'p256', { ips: ['127.0.0.1'] }),
+    sysadmin: await makeIdentity(tmp, 'sysadmin'),
+    admin: await makeIdentity(tmp, 'admin'),
+  };
   keyFiles = { old: join(tmp, 'old.key'), new: join(tmp, 'new.key') };
   await writeFile(keyFiles.old, OLD, { mode: 0o600 });
   await writeFile(keyFiles.new, NEW, { mode: 0o600 });
@@ -109,7 +131,11 @@ after(async () => {
 });
 
 /** The crash test for one store: `fresh()` makes a data dir sealed under OLD, `steps` are what a rekey passes. */
-async function everyCrashPoint(fresh: () => Promise<string>, steps: readonly string[], swappedAt: string): Promise<void> {
+async function everyCrashPoint(
+  fresh: () => Promise<string>,
+  steps: readonly string[],
+  swappedAt: string,
+): Promise<void> {
   // A run without a crash passes exactly these points.
   const dir0 = await fresh();
   const full = await rekeyChild(dir0, 'none', keyFiles.new);
@@ -125,7 +151,11 @@ async function everyCrashPoint(fresh: () => Promise<string>, steps: readonly str
     assert.equal(crashed.signal, 'SIGKILL', `killed at ${step}: ${crashed.stderr}`);
     assert.deepEqual(crashed.steps, steps.slice(0, i + 1));
     const expected = i >= steps.indexOf(swappedAt) ? 'new' : 'old';
-    assert.deepEqual(await opensWith(dir, keyFiles), [expected], `killed at ${step}: exactly one key opens it, the ${expected} one`);
+    assert.deepEqual(
+      await opensWith(dir, keyFiles),
+      [expected],
+      `killed at ${step}: exactly one key opens it, the ${expected} one`,
+    );
     await assertRecordsOpen(dir, keyFiles[expected], sample);
     // A rerun finishes the rekey (or finds it done), and leaves no temp file behind.
     const rerun = await rekeyChild(dir, 'none', keyFiles.new);
@@ -133,19 +163,29 @@ async function everyCrashPoint(fresh: () => Promise<string>, steps: readonly str
     assert.equal(rerun.outcome, expected === 'new' ? 'already' : 'rekeyed', `rerun after ${step}`);
     assert.deepEqual(await opensWith(dir, keyFiles), ['new']);
     await assertRecordsOpen(dir, keyFiles.new, sample);
-    assert.deepEqual((await readdir(dir)).filter((f) => f.endsWith('.tmp')), [], `after ${step}: no temp file left`);
+    assert.deepEqual(
+      (await readdir(dir)).filter((f) => f.endsWith('.tmp')),
+      [],
+      `after ${step}: no temp file left`,
+    );
   }
 }
 
-test('embedded store: a kill -9 at every point of a rekey leaves .unseal opening with exactly one of the two keys', { timeout: 300_000 }, async () => {
+test('embedded store: a kill -9 at every point of a rekey leaves .unseal opening with exactly one of the two keys', {
+  timeout: 300_000,
+}, async () => {
   const pristine = join(tmp, 'pristine');
   await initDataDir(pristine, parseInitConfig(initYml(), {}), { env: { [ENV]: OLD } });
   let n = 0;
-  await everyCrashPoint(async () => {
-    const dir = join(tmp, `lmdb-${n++}`);
-    await cp(pristine, dir, { recursive: true });
-    return dir;
-  }, LMDB_REKEY_STEPS, 'renamed');
+  await everyCrashPoint(
+    async () => {
+      const dir = join(tmp, `lmdb-${n++}`);
+      await cp(pristine, dir, { recursive: true });
+      return dir;
+    },
+    LMDB_REKEY_STEPS,
+    'renamed',
+  );
 });
 
 describe('etcd store', { skip: ETCD_SKIP }, () => {
@@ -157,25 +197,54 @@ describe('etcd store', { skip: ETCD_SKIP }, () => {
     await etcd?.stop();
   });
 
-  test('a kill -9 at every point of a rekey leaves the root key in etcd opening with exactly one of the two keys', { timeout: 300_000 }, async () => {
+  test('a kill -9 at every point of a rekey leaves the root key in etcd opening with exactly one of the two keys', {
+    timeout: 300_000,
+  }, async () => {
     let n = 0;
-    await everyCrashPoint(async () => {
-      const dir = join(tmp, `etcd-${n}`);
-      const yml = etcdInitYml(etcd, { server: ids.server, sysadmin: ids.sysadmin, admin: ids.admin, unsealEnv: ENV, prefix: `rekey-${n++}/`, keys: ['k1', 'k2'] });
-      await initDataDir(dir, parseInitConfig(yml, {}), { env: { [ENV]: OLD } });
-      return dir;
-    }, ETCD_REKEY_STEPS, 'swapped');
+    await everyCrashPoint(
+      async () => {
+        const dir = join(tmp, `etcd-${n}`);
+        const yml = etcdInitYml(etcd, {
+          server: ids.server,
+          sysadmin: ids.sysadmin,
+          admin: ids.admin,
+          unsealEnv: ENV,
+          prefix: `rekey-${n++}/`,
+          keys: ['k1', 'k2'],
+        });
+        await initDataDir(dir, parseInitConfig(yml, {}), { env: { [ENV]: OLD } });
+        return dir;
+      },
+      ETCD_REKEY_STEPS,
+      'swapped',
+    );
   });
 
-  test('replicas starting at once with unseal.previous: one swaps the root key, every one starts with the new key', { timeout: 120_000 }, async () => {
-    const yml = (unseal: string) => etcdInitYml(etcd, { server: ids.server, sysadmin: ids.sysadmin, admin: ids.admin, unsealEnv: ENV, prefix: 'replicas/', keys: ['k1', 'k2'] })
-      .replace(/unseal:\n  environment:\n    name: \S+\n/, `unseal: ${unseal}\n`);
+  test('replicas starting at once with unseal.previous: one swaps the root key, every one starts with the new key', {
+    timeout: 120_000,
+  }, async () => {
+    const yml = (unseal: string) =>
+      etcdInitYml(etcd, {
+        server: ids.server,
+        sysadmin: ids.sysadmin,
+        admin: ids.admin,
+        unsealEnv: ENV,
+        prefix: 'replicas/',
+        keys: ['k1', 'k2'],
+      }).replace(/unseal:\n {2}environment:\n {4}name: \S+\n/, `unseal: ${unseal}\n`);
     const first = join(tmp, 'replica-first');
     await initDataDir(first, parseInitConfig(yml(`{ file: { path: ${keyFiles.old} } }`), {}), {});
     const sample = await sampleCiphertext(first, { file: keyFiles.old });
-    const rotating = parseInitConfig(yml(`{ file: { path: ${keyFiles.new} }, previous: { file: { path: ${keyFiles.old} } } }`), {});
+    const rotating = parseInitConfig(
+      yml(`{ file: { path: ${keyFiles.new} }, previous: { file: { path: ${keyFiles.old} } } }`),
+      {},
+    );
     const logs: string[] = [];
-    const starts = await Promise.all([0, 1, 2, 3].map((i) => prepareServerStart(join(tmp, `replica-${i}`), rotating, 'init.yml', {}, (line) => logs.push(line))));
+    const starts = await Promise.all(
+      [0, 1, 2, 3].map((i) =>
+        prepareServerStart(join(tmp, `replica-${i}`), rotating, 'init.yml', {}, (line) => logs.push(line)),
+      ),
+    );
     for (const s of starts) s.root.key.fill(0);
     assert.equal(logs.filter((l) => /kesd: re-sealed the root key/.test(l)).length, 1, logs.join('\n'));
     assert.deepEqual(await opensWith(first, keyFiles), ['new']);

@@ -22,7 +22,11 @@ const keyFile = async (name: string, key = randomBytes(32).toString('base64')) =
 
 before(async () => {
   dir = await mkdtemp(join(tmpdir(), 'kesd-rekeycli-'));
-  ids = { sysadmin: await makeIdentity(dir, 'sysadmin'), admin: await makeIdentity(dir, 'admin'), server: await makeIdentity(dir, 'server', 'p256', { ips: ['127.0.0.1'] }) };
+  ids = {
+    sysadmin: await makeIdentity(dir, 'sysadmin'),
+    admin: await makeIdentity(dir, 'admin'),
+    server: await makeIdentity(dir, 'server', 'p256', { ips: ['127.0.0.1'] }),
+  };
 });
 after(async () => {
   await rm(dir, { recursive: true, force: true });
@@ -53,7 +57,9 @@ async function decrypts(port: number, dek: { plaintext: string; ciphertext: stri
   assert.equal(r.json().plaintext, dek.plaintext);
 }
 
-test('kesd rekey: the new key opens the data dir, the old one no longer does; a rerun changes nothing', { timeout: 120_000 }, async () => {
+test('kesd rekey: the new key opens the data dir, the old one no longer does; a rerun changes nothing', {
+  timeout: 120_000,
+}, async () => {
   const data = join(dir, 'cli-data');
   const oldKey = randomBytes(32).toString('base64');
   const env = { ...process.env, KESD_OLD: oldKey };
@@ -74,9 +80,14 @@ test('kesd rekey: the new key opens the data dir, the old one no longer does; a 
     assert.equal(r.code, 2, r.stderr);
     assert.match(r.stderr, message);
   }
-  const wrong = await kesd(['rekey', '--new-file', newFile, '--current-env', 'KESD_OTHER', data], { env: { ...env, KESD_OTHER: randomBytes(32).toString('base64') } });
+  const wrong = await kesd(['rekey', '--new-file', newFile, '--current-env', 'KESD_OTHER', data], {
+    env: { ...env, KESD_OTHER: randomBytes(32).toString('base64') },
+  });
   assert.equal(wrong.code, 1);
-  assert.match(wrong.stderr, /neither the current unseal key \(environment variable KESD_OTHER\) nor the new one \(file .*cli-new\.key\) opens the root key/);
+  assert.match(
+    wrong.stderr,
+    /neither the current unseal key \(environment variable KESD_OTHER\) nor the new one \(file .*cli-new\.key\) opens the root key/,
+  );
   const loose = await keyFile('cli-loose.key');
   await import('node:fs/promises').then((fs) => fs.chmod(loose, 0o644));
   assert.match((await kesd(['rekey', '--new-file', loose, data], { env })).stderr, /accessible by other users/);
@@ -84,8 +95,15 @@ test('kesd rekey: the new key opens the data dir, the old one no longer does; a 
 
   const done = await kesd(['rekey', '--new-file', newFile, data], { env });
   assert.equal(done.code, 0, done.stderr);
-  assert.match(done.stdout, /is sealed under the unseal key from the file .*cli-new\.key now; the old key no longer opens it/);
-  assert.doesNotMatch(done.stdout + done.stderr, new RegExp(oldKey.slice(0, 12).replace(/[+/]/g, '.')), 'no key in the output');
+  assert.match(
+    done.stdout,
+    /is sealed under the unseal key from the file .*cli-new\.key now; the old key no longer opens it/,
+  );
+  assert.doesNotMatch(
+    done.stdout + done.stderr,
+    new RegExp(oldKey.slice(0, 12).replace(/[+/]/g, '.')),
+    'no key in the output',
+  );
   assert.match(await readFile(join(data, '.unseal'), 'utf8'), /"version":2,"file":".*cli-new\.key"/);
 
   // The recorded source is the new file now: the server starts without the variable.
@@ -104,7 +122,9 @@ test('kesd rekey: the new key opens the data dir, the old one no longer does; a 
   assert.match(again.stdout, /already; nothing changed/);
 });
 
-test('server --init with unseal.previous re-seals under the configured key at start; neither key: refused, nothing written', { timeout: 120_000 }, async () => {
+test('server --init with unseal.previous re-seals under the configured key at start; neither key: refused, nothing written', {
+  timeout: 120_000,
+}, async () => {
   const data = join(dir, 'prev-data');
   const keyA = await keyFile('a.key');
   const keyB = await keyFile('b.key');
@@ -120,16 +140,28 @@ test('server --init with unseal.previous re-seals under the configured key at st
   const before = await fingerprint(data);
   const refused = await kesd(['server', data, '--init', yml], { env: process.env });
   assert.notEqual(refused.code, 0);
-  assert.match(refused.stderr, /unseal key is wrong: the key from the file .*b\.key does not open the root key, and the previous key \(unseal\.previous, file .*c\.key\) does not open it either/);
+  assert.match(
+    refused.stderr,
+    /unseal key is wrong: the key from the file .*b\.key does not open the root key, and the previous key \(unseal\.previous, file .*c\.key\) does not open it either/,
+  );
   assert.deepEqual(await fingerprint(data), before);
-  await writeFile(yml, initYml(`{ file: { path: ${keyB} }, previous: { file: { path: ${join(dir, 'missing.key')} } } }`));
-  assert.match((await kesd(['server', data, '--init', yml], { env: process.env })).stderr, /previous key \(unseal\.previous, file .*missing\.key\) cannot be used: unseal key: file .* does not exist/);
+  await writeFile(
+    yml,
+    initYml(`{ file: { path: ${keyB} }, previous: { file: { path: ${join(dir, 'missing.key')} } } }`),
+  );
+  assert.match(
+    (await kesd(['server', data, '--init', yml], { env: process.env })).stderr,
+    /previous key \(unseal\.previous, file .*missing\.key\) cannot be used: unseal key: file .* does not exist/,
+  );
   assert.deepEqual(await fingerprint(data), before);
 
   // The rotation: B configured, A previous.
   await writeFile(yml, initYml(`{ file: { path: ${keyB} }, previous: { file: { path: ${keyA} } } }`));
   server = await startServer([data, '--init', yml, '--audit-log', 'off'], process.env);
-  assert.match(server.output(), /re-sealed the root key under the unseal key from the file .*b\.key \(it was sealed under the previous one, from the file .*a\.key\)/);
+  assert.match(
+    server.output(),
+    /re-sealed the root key under the unseal key from the file .*b\.key \(it was sealed under the previous one, from the file .*a\.key\)/,
+  );
   await decrypts(server.port, dek);
   await stopServer(server.child);
   assert.match(await readFile(join(data, '.unseal'), 'utf8'), /b\.key/);
@@ -146,21 +178,41 @@ test('init.yml unseal.previous: the same shapes as unseal, not the same source, 
   const base = (unseal: string) => initYml(unseal);
   const parsed = parseInitConfig(base('{ file: { path: /k/new }, previous: { environment: { name: OLD_KEY } } }'), {});
   assert.deepEqual(parsed.unsealPrevious, { env: 'OLD_KEY' });
-  assert.deepEqual(parseInitConfig(base('{ environment: { name: K }, previous: { file: { path: rel/old } } }'), {}, '/cwd').unsealPrevious, { file: '/cwd/rel/old' });
+  assert.deepEqual(
+    parseInitConfig(base('{ environment: { name: K }, previous: { file: { path: rel/old } } }'), {}, '/cwd')
+      .unsealPrevious,
+    { file: '/cwd/rel/old' },
+  );
   assert.equal(parseInitConfig(base('{ file: { path: /k/new } }'), {}).unsealPrevious, undefined);
   for (const [unseal, message] of [
-    ['{ file: { path: /k/a }, previous: { file: { path: /k/a } } }', /'unseal.previous' names the same key source as 'unseal'/],
-    ['{ file: { path: /k/a }, previous: { file: { path: /k/b }, environment: { name: X } } }', /'unseal.previous': set either 'environment'/],
+    [
+      '{ file: { path: /k/a }, previous: { file: { path: /k/a } } }',
+      /'unseal.previous' names the same key source as 'unseal'/,
+    ],
+    [
+      '{ file: { path: /k/a }, previous: { file: { path: /k/b }, environment: { name: X } } }',
+      /'unseal.previous': set either 'environment'/,
+    ],
     ['{ file: { path: /k/a }, previous: { other: {} } }', /unknown field 'unseal.previous.other'/],
-    ['{ file: { path: /k/a }, previous: { environment: { name: 1X } } }', /'unseal.previous.environment.name': '1X' is not a valid/],
+    [
+      '{ file: { path: /k/a }, previous: { environment: { name: 1X } } }',
+      /'unseal.previous.environment.name': '1X' is not a valid/,
+    ],
   ] as const) {
-    assert.throws(() => parseInitConfig(base(unseal), {}), (err: Error) => err instanceof ConfigError && message.test(err.message), unseal);
+    assert.throws(
+      () => parseInitConfig(base(unseal), {}),
+      (err: Error) => err instanceof ConfigError && message.test(err.message),
+      unseal,
+    );
   }
 });
 
-test('.init has no unseal.previous: it is init.yml\'s, for the start that rotates', async () => {
+test(".init has no unseal.previous: it is init.yml's, for the start that rotates", async () => {
   const d = join(dir, 'dotinit');
   await import('node:fs/promises').then((fs) => fs.mkdir(d));
-  await writeFile(join(d, '.init'), `version: "1"\naddress: 127.0.0.1:0\ntls: { key: /k, cert: /c, client: { verify_cert: false } }\nunseal: { file: { path: /k/a }, previous: { file: { path: /k/b } } }\n`);
+  await writeFile(
+    join(d, '.init'),
+    `version: "1"\naddress: 127.0.0.1:0\ntls: { key: /k, cert: /c, client: { verify_cert: false } }\nunseal: { file: { path: /k/a }, previous: { file: { path: /k/b } } }\n`,
+  );
   await assert.rejects(readServerConfig(d, {}), /unknown field 'unseal.previous'/);
 });

@@ -17,7 +17,18 @@ import https from 'node:https';
 import tls from 'node:tls';
 import type { IncomingMessage } from 'node:http';
 import {
-  agentFor, call, deadline, envInt, groupRss, makeFixture, MiB, pool, sleep, startKesd, type Fixture, type KesdProcess,
+  agentFor,
+  call,
+  deadline,
+  envInt,
+  groupRss,
+  makeFixture,
+  MiB,
+  pool,
+  sleep,
+  startKesd,
+  type Fixture,
+  type KesdProcess,
 } from './load.js';
 import { startTestServer, type Reply, type TestIdentity } from './harness.js';
 
@@ -139,13 +150,17 @@ const until = async (what: string, check: () => boolean | Promise<boolean>, time
 /** Waits until a reader has received nothing new for quietMs (what the server held for it has arrived). */
 async function settled(reader: Lines, quietMs = 500): Promise<void> {
   let last = -1;
-  await until('the reader to settle', async () => {
-    const now = reader.bytes();
-    if (now === last) return true;
-    last = now;
-    await sleep(quietMs);
-    return false;
-  }, 60_000);
+  await until(
+    'the reader to settle',
+    async () => {
+      const now = reader.bytes();
+      if (now === last) return true;
+      last = now;
+      await sleep(quietMs);
+      return false;
+    },
+    60_000,
+  );
 }
 
 // ---- metrics -------------------------------------------------------------------------------------------------
@@ -162,7 +177,9 @@ async function metric(port: number, pattern: RegExp): Promise<number[]> {
 }
 
 const dropped = async (port: number, sink: 'stream' | 'stdout') =>
-  (await metric(port, new RegExp(`^kesd_log_audit${sink === 'stdout' ? '_stdout' : ''}_dropped_events (\\d+)$`, 'gm')))[0] ?? 0;
+  (
+    await metric(port, new RegExp(`^kesd_log_audit${sink === 'stdout' ? '_stdout' : ''}_dropped_events (\\d+)$`, 'gm'))
+  )[0] ?? 0;
 
 // ---- the requests --------------------------------------------------------------------------------------------
 
@@ -182,10 +199,21 @@ function multiset(keys: Iterable<string>): Map<string, number> {
  * Requests refused before the identity is read (unknown route, wrong method) and routes without authentication
  * carry no identity; anonymous ones neither.
  */
-async function mixed(port: number, agents: Record<'admin' | 'user' | 'sysadmin' | 'anonymous', https.Agent>, i: number): Promise<Expected[]> {
+async function mixed(
+  port: number,
+  agents: Record<'admin' | 'user' | 'sysadmin' | 'anonymous', https.Agent>,
+  i: number,
+): Promise<Expected[]> {
   const id = (who: TestIdentity) => who.identity;
   const out: Expected[] = [];
-  const send = async (agent: https.Agent, method: string, path: string, body: unknown, status: number, identity: string | undefined): Promise<Reply> => {
+  const send = async (
+    agent: https.Agent,
+    method: string,
+    path: string,
+    body: unknown,
+    status: number,
+    identity: string | undefined,
+  ): Promise<Reply> => {
     const reply = await call(agent, port, method, path, body);
     assert.equal(reply.status, status, `${method} ${path}: ${reply.text}`);
     out.push([path, identity, reply.status]);
@@ -202,20 +230,47 @@ async function mixed(port: number, agents: Record<'admin' | 'user' | 'sysadmin' 
       await send(admin, 'POST', '/v1/key/decrypt/minio-default', { ciphertext: dek.ciphertext }, 200, id(fx.admin));
       break;
     }
-    case 2: await send(user, 'POST', '/v1/key/generate/minio-default', {}, 200, id(fx.ids.user!)); break;
-    case 3: await send(user, 'POST', `/v1/key/create/aud-u-${i}`, undefined, 403, id(fx.ids.user!)); break;
-    case 4: await send(admin, 'GET', `/v1/key/describe/missing-${i}`, undefined, 404, id(fx.admin)); break;
-    case 5: await send(admin, 'GET', `/v1/key/create/wrong-method-${i}`, undefined, 405, undefined); break;
-    case 6: await send(admin, 'GET', `/v1/key/describe/-bad-${i}`, undefined, 400, id(fx.admin)); break;
-    case 7: await send(anonymous, 'GET', '/version', undefined, 200, undefined); break;
-    case 8: await send(anonymous, 'POST', '/v1/key/generate/minio-default', {}, 400, undefined); break;
-    case 9: await send(sysadmin, 'GET', '/v1/status', undefined, 200, id(fx.sysadmin)); break;
-    case 10: await send(admin, 'GET', `/v1/no-such-route/${i}`, undefined, 404, undefined); break;
+    case 2:
+      await send(user, 'POST', '/v1/key/generate/minio-default', {}, 200, id(fx.ids.user!));
+      break;
+    case 3:
+      await send(user, 'POST', `/v1/key/create/aud-u-${i}`, undefined, 403, id(fx.ids.user!));
+      break;
+    case 4:
+      await send(admin, 'GET', `/v1/key/describe/missing-${i}`, undefined, 404, id(fx.admin));
+      break;
+    case 5:
+      await send(admin, 'GET', `/v1/key/create/wrong-method-${i}`, undefined, 405, undefined);
+      break;
+    case 6:
+      await send(admin, 'GET', `/v1/key/describe/-bad-${i}`, undefined, 400, id(fx.admin));
+      break;
+    case 7:
+      await send(anonymous, 'GET', '/version', undefined, 200, undefined);
+      break;
+    case 8:
+      await send(anonymous, 'POST', '/v1/key/generate/minio-default', {}, 400, undefined);
+      break;
+    case 9:
+      await send(sysadmin, 'GET', '/v1/status', undefined, 200, id(fx.sysadmin));
+      break;
+    case 10:
+      await send(admin, 'GET', `/v1/no-such-route/${i}`, undefined, 404, undefined);
+      break;
     case 11:
-      await send(admin, 'POST', `/v1/policy/write/aud-${i}`, { allow: ['/v1/key/describe/*'], deny: [] }, 200, id(fx.admin));
+      await send(
+        admin,
+        'POST',
+        `/v1/policy/write/aud-${i}`,
+        { allow: ['/v1/key/describe/*'], deny: [] },
+        200,
+        id(fx.admin),
+      );
       await send(admin, 'GET', `/v1/policy/describe/aud-${i}`, undefined, 200, id(fx.admin));
       break;
-    case 12: await send(admin, 'GET', '/v1/key/list/*', undefined, 200, id(fx.admin)); break;
+    case 12:
+      await send(admin, 'GET', '/v1/key/list/*', undefined, 200, id(fx.admin));
+      break;
   }
   return out;
 }
@@ -243,7 +298,8 @@ async function flood(port: number, tag: string): Promise<void> {
     agent.destroy();
   }
 }
-const tagged = (events: readonly AuditEvent[], tag: string) => events.filter((e) => e.request.path.startsWith(`/v1/key/describe/${tag}`)).length;
+const tagged = (events: readonly AuditEvent[], tag: string) =>
+  events.filter((e) => e.request.path.startsWith(`/v1/key/describe/${tag}`)).length;
 
 /** Sends a marker request and waits until every reader has its event: whatever was published before has arrived. */
 async function mark(port: number, readers: Lines[], name: string): Promise<void> {
@@ -252,7 +308,9 @@ async function mark(port: number, readers: Lines[], name: string): Promise<void>
   agent.destroy();
   const seen = (r: Lines) => r.events.some((e) => e.request.path === `/v1/key/describe/${name}`);
   await until(`the marker ${name}`, () => readers.every(seen)).catch((err: Error) => {
-    throw new Error(`${err.message}; readers: ${readers.map((r) => `${r.events.length} events, ${r.bytes()} B, marker ${seen(r)}`).join('; ')}`);
+    throw new Error(
+      `${err.message}; readers: ${readers.map((r) => `${r.events.length} events, ${r.bytes()} B, marker ${seen(r)}`).join('; ')}`,
+    );
   });
 }
 
@@ -264,7 +322,11 @@ test(`every request appears exactly once in the audit stream and on stdout, with
   const { agents, destroy } = agentsFor();
   const expected: Expected[] = [];
   try {
-    await pool(Array.from({ length: REQUESTS }), CONCURRENCY, async (_, i) => void expected.push(...(await mixed(proc.port, agents, i))));
+    await pool(
+      Array.from({ length: REQUESTS }),
+      CONCURRENCY,
+      async (_, i) => void expected.push(...(await mixed(proc.port, agents, i))),
+    );
   } finally {
     destroy();
   }
@@ -281,9 +343,12 @@ test(`every request appears exactly once in the audit stream and on stdout, with
     assert.ok(Number.isInteger(e.response.time) && e.response.time > 0, `response.time ${e.response.time}`);
   }
   const served = await metric(proc.port, /^kesd_worker_requests\{worker="\d+"\} (\d+)$/gm);
-  if (WORKERS !== '1') assert.ok(served.length === Number(WORKERS) && served.every((n) => n > 0), `requests per worker: ${served}`);
-  t.diagnostic(`${REQUESTS} tasks, ${expected.length} requests (${[...multiset(expected.map(([, , code]) => String(code)))].map(([c, n]) => `${n}×${c}`).join(', ')}), ` +
-    `each once in the stream and on stdout; per worker: ${served.join(', ')}`);
+  if (WORKERS !== '1')
+    assert.ok(served.length === Number(WORKERS) && served.every((n) => n > 0), `requests per worker: ${served}`);
+  t.diagnostic(
+    `${REQUESTS} tasks, ${expected.length} requests (${[...multiset(expected.map(([, , code]) => String(code)))].map(([c, n]) => `${n}×${c}`).join(', ')}), ` +
+      `each once in the stream and on stdout; per worker: ${served.join(', ')}`,
+  );
   await proc.stop();
 });
 
@@ -323,13 +388,22 @@ test(`a stuck and a slow audit subscriber block no request and hold bounded memo
   stuck.close();
   slow.close();
 
-  t.diagnostic(`flood: ${FLOOD} requests with ${BIG_NAME + 300} B audit lines (${(FLOOD * (BIG_NAME + 300) / MiB).toFixed(1)} MiB per subscriber); ` +
-    `received: stuck ${received.stuck} (${(stuck.bytes() / MiB).toFixed(1)} MiB in all), slow ${received.slow}; ` +
-    `dropped (metric): ${droppedTotal}; RSS ${(rss0 / MiB).toFixed(1)} → ${(rss1 / MiB).toFixed(1)} MiB; flood ${floodMs} ms, catching up ${Date.now() - t0 - floodMs} ms`);
+  t.diagnostic(
+    `flood: ${FLOOD} requests with ${BIG_NAME + 300} B audit lines (${((FLOOD * (BIG_NAME + 300)) / MiB).toFixed(1)} MiB per subscriber); ` +
+      `received: stuck ${received.stuck} (${(stuck.bytes() / MiB).toFixed(1)} MiB in all), slow ${received.slow}; ` +
+      `dropped (metric): ${droppedTotal}; RSS ${(rss0 / MiB).toFixed(1)} → ${(rss1 / MiB).toFixed(1)} MiB; flood ${floodMs} ms, catching up ${Date.now() - t0 - floodMs} ms`,
+  );
   assert.ok(droppedTotal > 0, 'events were dropped for the stuck subscriber, and counted in /v1/metrics');
   assert.ok(received.stuck < FLOOD, 'the stuck subscriber missed events');
-  assert.equal(received.stuck + received.slow + droppedTotal, 2 * FLOOD, 'every event was delivered or counted as dropped, per subscriber');
-  assert.ok(rss1 - rss0 < RSS_BOUND, `RSS grew ${((rss1 - rss0) / MiB).toFixed(1)} MiB while the flood went to a stuck subscriber`);
+  assert.equal(
+    received.stuck + received.slow + droppedTotal,
+    2 * FLOOD,
+    'every event was delivered or counted as dropped, per subscriber',
+  );
+  assert.ok(
+    rss1 - rss0 < RSS_BOUND,
+    `RSS grew ${((rss1 - rss0) / MiB).toFixed(1)} MiB while the flood went to a stuck subscriber`,
+  );
   await proc.stop();
 });
 
@@ -358,8 +432,10 @@ test('stdout that nobody reads blocks no request and holds bounded memory; drops
   const stopMs = Date.now() - stopping;
   stdout.resume();
 
-  t.diagnostic(`flood: ${FLOOD} × ${BIG_NAME + 300} B lines to an unread stdout: received ${received}, dropped (metric) ${droppedTotal}; ` +
-    `RSS ${(rss0 / MiB).toFixed(1)} → ${(rss1 / MiB).toFixed(1)} MiB; SIGTERM while stuck: exit ${exit.code ?? exit.signal} after ${stopMs} ms`);
+  t.diagnostic(
+    `flood: ${FLOOD} × ${BIG_NAME + 300} B lines to an unread stdout: received ${received}, dropped (metric) ${droppedTotal}; ` +
+      `RSS ${(rss0 / MiB).toFixed(1)} → ${(rss1 / MiB).toFixed(1)} MiB; SIGTERM while stuck: exit ${exit.code ?? exit.signal} after ${stopMs} ms`,
+  );
   assert.ok(droppedTotal > 0, 'lines were dropped, and counted in /v1/metrics');
   assert.equal(received + droppedTotal, FLOOD, 'every line was written or counted as dropped');
   assert.ok(rss1 - rss0 < RSS_BOUND, `RSS grew ${((rss1 - rss0) / MiB).toFixed(1)} MiB while stdout was not read`);
@@ -373,10 +449,19 @@ test('a request its client abandons is not audited as 200', async () => {
   const s = await startTestServer();
   try {
     const stream = await new Promise<Lines>((resolve, reject) => {
-      https.get({ host: '127.0.0.1', port: s.port, path: '/v1/log/audit', agent: s.agent(s.sysadmin) }, (res) => resolve(lines(res)))
+      https
+        .get({ host: '127.0.0.1', port: s.port, path: '/v1/log/audit', agent: s.agent(s.sysadmin) }, (res) =>
+          resolve(lines(res)),
+        )
         .on('error', reject);
     });
-    const socket = tls.connect({ host: '127.0.0.1', port: s.port, rejectUnauthorized: false, cert: s.admin.cert, key: s.admin.key });
+    const socket = tls.connect({
+      host: '127.0.0.1',
+      port: s.port,
+      rejectUnauthorized: false,
+      cert: s.admin.cert,
+      key: s.admin.key,
+    });
     await new Promise((resolve, reject) => socket.once('secureConnect', resolve).once('error', reject));
     socket.write('POST /v1/key/generate/minio-default HTTP/1.1\r\nhost: kesd\r\ncontent-length: 100\r\n\r\n{"con');
     await sleep(200);

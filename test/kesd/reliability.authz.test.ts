@@ -14,7 +14,15 @@ import https from 'node:https';
 import { randomBytes } from 'node:crypto';
 import { routes } from '../../kesd/src/api/routes.js';
 import type { Authenticator } from '../../kesd/src/api/auth.js';
-import { makeIdentity, readReply, request, startTestServer, type Reply, type TestIdentity, type TestServer } from './harness.js';
+import {
+  makeIdentity,
+  readReply,
+  request,
+  startTestServer,
+  type Reply,
+  type TestIdentity,
+  type TestServer,
+} from './harness.js';
 
 let s: TestServer;
 const ids: Record<string, TestIdentity> = {};
@@ -25,7 +33,8 @@ const NOT_ALLOWED = 'not authorized: insufficient permissions';
 const NO_CERT = 'tls: client certificate is required';
 const b64 = (data: string | Buffer) => Buffer.from(data).toString('base64');
 const hex = () => randomBytes(32).toString('hex');
-const as = (who: TestIdentity | undefined, method: string, path: string, body?: unknown) => request(s.agent(who), s.port, method, path, body);
+const as = (who: TestIdentity | undefined, method: string, path: string, body?: unknown) =>
+  request(s.agent(who), s.port, method, path, body);
 
 async function ok(r: Promise<Reply>): Promise<Reply> {
   const reply = await r;
@@ -43,7 +52,18 @@ const EVERY_ROUTE = [...new Set(routes.map((r) => (r.path.endsWith('/') ? `${r.p
 
 before(async () => {
   s = await startTestServer({ keys: ['minio-default'] });
-  for (const name of ['allowed', 'denied', 'override', 'stranger', 'otherAdmin', 'otherMember', 'dangling', 'delegate', 'deleter', 'star']) {
+  for (const name of [
+    'allowed',
+    'denied',
+    'override',
+    'stranger',
+    'otherAdmin',
+    'otherMember',
+    'dangling',
+    'delegate',
+    'deleter',
+    'star',
+  ]) {
     ids[name] = await makeIdentity(s.dir, name);
   }
   const policies: [string, { allow: string[]; deny: string[] }, string][] = [
@@ -51,7 +71,14 @@ before(async () => {
     ['matrix-deny', { allow: ['/v1/nothing'], deny: [] }, 'denied'],
     ['matrix-override', { allow: EVERY_ROUTE, deny: EVERY_ROUTE }, 'override'],
     ['matrix-dangling', { allow: EVERY_ROUTE, deny: [] }, 'dangling'],
-    ['delegate', { allow: ['/v1/policy/assign/*', '/v1/policy/describe/*', '/v1/identity/self/describe', '/v1/key/describe/*'], deny: [] }, 'delegate'],
+    [
+      'delegate',
+      {
+        allow: ['/v1/policy/assign/*', '/v1/policy/describe/*', '/v1/identity/self/describe', '/v1/key/describe/*'],
+        deny: [],
+      },
+      'delegate',
+    ],
     ['deleter', { allow: ['/v1/identity/delete/*', '/v1/identity/describe/*'], deny: [] }, 'deleter'],
     ['star', { allow: ['*'], deny: [] }, 'star'],
   ];
@@ -70,7 +97,9 @@ before(async () => {
   await ok(as(ids.otherAdmin, 'POST', '/v1/policy/assign/all?enclave=other', { identity: ids.otherMember!.identity }));
   await ok(as(ids.otherAdmin, 'POST', '/v1/key/create/minio-default?enclave=other'));
   await ok(as(ids.otherAdmin, 'POST', '/v1/key/create/other-only?enclave=other'));
-  ({ ciphertext: otherCiphertext } = (await ok(as(ids.otherAdmin, 'POST', '/v1/key/generate/other-only?enclave=other', {}))).json());
+  ({ ciphertext: otherCiphertext } = (
+    await ok(as(ids.otherAdmin, 'POST', '/v1/key/generate/other-only?enclave=other', {}))
+  ).json());
 });
 after(async () => {
   await s?.stop();
@@ -78,21 +107,43 @@ after(async () => {
 
 // ---- the matrix -----------------------------------------------------------------------------------------
 
-type Caller = 'no cert' | 'unknown identity' | 'allowed by policy' | 'denied by policy' | 'deny overrides allow' | 'dangling policy' | 'enclave admin' | 'system admin' | 'other enclave admin' | 'other enclave member';
-const CALLERS: readonly Caller[] = ['no cert', 'unknown identity', 'allowed by policy', 'denied by policy', 'deny overrides allow', 'dangling policy', 'enclave admin', 'system admin', 'other enclave admin', 'other enclave member'];
+type Caller =
+  | 'no cert'
+  | 'unknown identity'
+  | 'allowed by policy'
+  | 'denied by policy'
+  | 'deny overrides allow'
+  | 'dangling policy'
+  | 'enclave admin'
+  | 'system admin'
+  | 'other enclave admin'
+  | 'other enclave member';
+const CALLERS: readonly Caller[] = [
+  'no cert',
+  'unknown identity',
+  'allowed by policy',
+  'denied by policy',
+  'deny overrides allow',
+  'dangling policy',
+  'enclave admin',
+  'system admin',
+  'other enclave admin',
+  'other enclave member',
+];
 
-const identityOf = (c: Caller): TestIdentity | undefined => ({
-  'no cert': undefined,
-  'unknown identity': ids.stranger,
-  'allowed by policy': ids.allowed,
-  'denied by policy': ids.denied,
-  'deny overrides allow': ids.override,
-  'dangling policy': ids.dangling,
-  'enclave admin': s.admin,
-  'system admin': s.sysadmin,
-  'other enclave admin': ids.otherAdmin,
-  'other enclave member': ids.otherMember,
-})[c];
+const identityOf = (c: Caller): TestIdentity | undefined =>
+  ({
+    'no cert': undefined,
+    'unknown identity': ids.stranger,
+    'allowed by policy': ids.allowed,
+    'denied by policy': ids.denied,
+    'deny overrides allow': ids.override,
+    'dangling policy': ids.dangling,
+    'enclave admin': s.admin,
+    'system admin': s.sysadmin,
+    'other enclave admin': ids.otherAdmin,
+    'other enclave member': ids.otherMember,
+  })[c];
 
 type Expected = 'pass' | 'no cert' | 'denied';
 
@@ -158,31 +209,52 @@ const CALLS: Record<string, () => { arg?: string; body?: unknown }> = {
 };
 
 /** Status and message of one call; a streaming answer (the log routes) is cut after its head. */
-function statusOf(who: TestIdentity | undefined, method: string, path: string, body?: unknown): Promise<{ status: number; message: string }> {
+function statusOf(
+  who: TestIdentity | undefined,
+  method: string,
+  path: string,
+  body?: unknown,
+): Promise<{ status: number; message: string }> {
   const payload = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
-  const agent = new https.Agent({ keepAlive: false, ca: s.server.cert, cert: who?.cert, key: who?.key, servername: 'localhost' });
+  const agent = new https.Agent({
+    keepAlive: false,
+    ca: s.server.cert,
+    cert: who?.cert,
+    key: who?.key,
+    servername: 'localhost',
+  });
   return new Promise((resolve, reject) => {
-    const req = https.request({ host: '127.0.0.1', port: s.port, method, path, agent, headers: payload ? { 'content-length': payload.length } : {} }, (res) => {
-      const status = res.statusCode ?? 0;
-      if (String(res.headers['content-type']).startsWith('application/x-ndjson') && path.startsWith('/v1/log/')) {
-        res.destroy();
-        agent.destroy();
-        return resolve({ status, message: '(stream)' });
-      }
-      const chunks: Buffer[] = [];
-      res.on('data', (c: Buffer) => chunks.push(c));
-      res.on('end', () => {
-        agent.destroy();
-        const text = Buffer.concat(chunks).toString();
-        let message = text.slice(0, 100);
-        try {
-          message = JSON.parse(text).message ?? message;
-        } catch {
-          // not JSON (metrics, NDJSON lists)
+    const req = https.request(
+      {
+        host: '127.0.0.1',
+        port: s.port,
+        method,
+        path,
+        agent,
+        headers: payload ? { 'content-length': payload.length } : {},
+      },
+      (res) => {
+        const status = res.statusCode ?? 0;
+        if (String(res.headers['content-type']).startsWith('application/x-ndjson') && path.startsWith('/v1/log/')) {
+          res.destroy();
+          agent.destroy();
+          return resolve({ status, message: '(stream)' });
         }
-        resolve({ status, message });
-      });
-    });
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('end', () => {
+          agent.destroy();
+          const text = Buffer.concat(chunks).toString();
+          let message = text.slice(0, 100);
+          try {
+            message = JSON.parse(text).message ?? message;
+          } catch {
+            // not JSON (metrics, NDJSON lists)
+          }
+          resolve({ status, message });
+        });
+      },
+    );
     req.setTimeout(10_000, () => req.destroy(new Error(`timeout: ${method} ${path}`)));
     req.on('error', reject);
     req.end(payload);
@@ -220,12 +292,24 @@ test(`authorisation matrix: ${routes.length} routes × ${CALLERS.length} callers
       cells++;
       row.push(String(status));
       if (got !== want || (want === 'denied' && !(status === 403 && message === NOT_ALLOWED))) {
-        mismatches.push(`${route.methods[0]} ${path} as ${caller} (auth ${route.auth.name}): expected ${want}, got ${status} ${message}`);
+        mismatches.push(
+          `${route.methods[0]} ${path} as ${caller} (auth ${route.auth.name}): expected ${want}, got ${status} ${message}`,
+        );
       }
     }
-    rows.push(`${route.auth.name.padEnd(8)} ${route.methods[0]!.padEnd(6)} ${route.path.padEnd(28)} ${row.map((c) => c.padStart(6)).join(' ')}`);
+    rows.push(
+      `${route.auth.name.padEnd(8)} ${route.methods[0]!.padEnd(6)} ${route.path.padEnd(28)} ${row.map((c) => c.padStart(6)).join(' ')}`,
+    );
   }
-  t.diagnostic(`${''.padEnd(45)}${CALLERS.map((c) => c.split(' ').map((w) => w[0]).join('').padStart(7)).join('')}  (${CALLERS.join(', ')})`);
+  t.diagnostic(
+    `${''.padEnd(45)}${CALLERS.map((c) =>
+      c
+        .split(' ')
+        .map((w) => w[0])
+        .join('')
+        .padStart(7),
+    ).join('')}  (${CALLERS.join(', ')})`,
+  );
   for (const row of rows) t.diagnostic(row);
   t.diagnostic(`${cells} cells checked`);
   assert.deepEqual(mismatches, []);
@@ -235,26 +319,62 @@ test(`authorisation matrix: ${routes.length} routes × ${CALLERS.length} callers
 
 test('assigning a policy to oneself fails and changes nothing', async () => {
   const delegate = ids.delegate!;
-  assertError(await as(delegate, 'POST', '/v1/policy/assign/matrix-allow', { identity: delegate.identity }), 403, 'identity cannot assign policy to itself');
-  assertError(await as(delegate, 'POST', '/v1/policy/assign/star', { Identity: delegate.identity }), 403, 'identity cannot assign policy to itself');
+  assertError(
+    await as(delegate, 'POST', '/v1/policy/assign/matrix-allow', { identity: delegate.identity }),
+    403,
+    'identity cannot assign policy to itself',
+  );
+  assertError(
+    await as(delegate, 'POST', '/v1/policy/assign/star', { Identity: delegate.identity }),
+    403,
+    'identity cannot assign policy to itself',
+  );
   assert.equal((await ok(as(delegate, 'GET', '/v1/identity/self/describe'))).json().policy, 'delegate');
   assertError(await as(delegate, 'POST', '/v1/key/create/escalated'), 403, NOT_ALLOWED);
   // Nor via another enclave where it holds no policy.
-  assertError(await as(delegate, 'POST', '/v1/policy/assign/all?enclave=other', { identity: delegate.identity }), 403, NOT_ALLOWED);
+  assertError(
+    await as(delegate, 'POST', '/v1/policy/assign/all?enclave=other', { identity: delegate.identity }),
+    403,
+    NOT_ALLOWED,
+  );
   // The enclave admin cannot turn itself into a policy holder either.
-  assertError(await as(s.admin, 'POST', '/v1/policy/assign/matrix-deny', { identity: s.admin.identity }), 403, 'identity cannot assign policy to itself');
+  assertError(
+    await as(s.admin, 'POST', '/v1/policy/assign/matrix-deny', { identity: s.admin.identity }),
+    403,
+    'identity cannot assign policy to itself',
+  );
   assert.equal((await ok(as(s.admin, 'GET', `/v1/identity/describe/${s.admin.identity}`))).json().admin, true);
 });
 
 test('re-assigning or deleting an admin fails, and the admins keep their powers', async () => {
-  assertError(await as(ids.delegate, 'POST', '/v1/policy/assign/matrix-deny', { identity: s.admin.identity }), 400, 'cannot assign policy to admin');
-  assertError(await as(ids.delegate, 'POST', '/v1/policy/assign/matrix-allow', { identity: s.sysadmin.identity }), 400, 'cannot assign policy to system admin');
+  assertError(
+    await as(ids.delegate, 'POST', '/v1/policy/assign/matrix-deny', { identity: s.admin.identity }),
+    400,
+    'cannot assign policy to admin',
+  );
+  assertError(
+    await as(ids.delegate, 'POST', '/v1/policy/assign/matrix-allow', { identity: s.sysadmin.identity }),
+    400,
+    'cannot assign policy to system admin',
+  );
   assertError(await as(ids.deleter, 'DELETE', `/v1/identity/delete/${s.admin.identity}`), 400, 'cannot delete admin');
-  assertError(await as(ids.deleter, 'DELETE', `/v1/identity/delete/${s.sysadmin.identity}`), 400, 'cannot delete system admin');
+  assertError(
+    await as(ids.deleter, 'DELETE', `/v1/identity/delete/${s.sysadmin.identity}`),
+    400,
+    'cannot delete system admin',
+  );
   assertError(await as(s.admin, 'DELETE', `/v1/identity/delete/${s.admin.identity}`), 400, 'cannot delete admin');
   // Another enclave's admin, via ?enclave=: the target enclave decides, and there it is a stranger.
-  assertError(await as(ids.otherAdmin, 'DELETE', `/v1/identity/delete/${s.admin.identity}?enclave=default`), 403, NOT_ALLOWED);
-  assertError(await as(ids.otherAdmin, 'POST', `/v1/policy/assign/matrix-deny?enclave=default`, { identity: s.admin.identity }), 403, NOT_ALLOWED);
+  assertError(
+    await as(ids.otherAdmin, 'DELETE', `/v1/identity/delete/${s.admin.identity}?enclave=default`),
+    403,
+    NOT_ALLOWED,
+  );
+  assertError(
+    await as(ids.otherAdmin, 'POST', `/v1/policy/assign/matrix-deny?enclave=default`, { identity: s.admin.identity }),
+    403,
+    NOT_ALLOWED,
+  );
   // Still the admin of 'default' (an admin-only route), still no enclave access for the sysadmin.
   assert.equal((await ok(as(s.admin, 'GET', `/v1/identity/describe/${s.admin.identity}`))).json().admin, true);
   await ok(as(s.admin, 'GET', '/v1/policy/list/*'));
@@ -287,15 +407,30 @@ test("another enclave's keys are out of reach: ?enclave=, Kes-Enclave, duplicate
       '/v1/key/list/*?enclave=other',
       '/v1/key/describe/other-only?enclave=other&enclave=default',
       '/v1/key/describe/other-only?foo=1&enclave=other',
-    ]) assertError(await as(who, 'GET', path), 403, NOT_ALLOWED);
+    ])
+      assertError(await as(who, 'GET', path), 403, NOT_ALLOWED);
     assertError(await as(who, 'POST', '/v1/key/generate/other-only?enclave=other', {}), 403, NOT_ALLOWED);
-    assertError(await as(who, 'POST', '/v1/key/decrypt/other-only?enclave=other', { ciphertext: otherCiphertext }), 403, NOT_ALLOWED);
+    assertError(
+      await as(who, 'POST', '/v1/key/decrypt/other-only?enclave=other', { ciphertext: otherCiphertext }),
+      403,
+      NOT_ALLOWED,
+    );
     assertError(await as(who, 'DELETE', '/v1/key/delete/other-only?enclave=other'), 403, NOT_ALLOWED);
     assertError(await as(who, 'POST', '/v1/policy/write/mine?enclave=other', { allow: ['*'] }), 403, NOT_ALLOWED);
     const viaHeader = await new Promise<Reply>((resolve, reject) => {
-      const req = https.request({ host: '127.0.0.1', port: s.port, method: 'GET', path: '/v1/key/describe/other-only', agent: s.agent(who), headers: { 'kes-enclave': 'other' } }, (res) => {
-        readReply(res).then(resolve, reject);
-      });
+      const req = https.request(
+        {
+          host: '127.0.0.1',
+          port: s.port,
+          method: 'GET',
+          path: '/v1/key/describe/other-only',
+          agent: s.agent(who),
+          headers: { 'kes-enclave': 'other' },
+        },
+        (res) => {
+          readReply(res).then(resolve, reject);
+        },
+      );
       req.on('error', reject);
       req.end();
     });
@@ -308,14 +443,28 @@ test("another enclave's keys are out of reach: ?enclave=, Kes-Enclave, duplicate
     assert.notEqual(r.status, 200);
   }
   // The first ?enclave= wins; 'default' first means the default enclave, where the key does not exist.
-  assertError(await as(s.admin, 'GET', '/v1/key/describe/other-only?enclave=default&enclave=other'), 404, 'key does not exist');
+  assertError(
+    await as(s.admin, 'GET', '/v1/key/describe/other-only?enclave=default&enclave=other'),
+    404,
+    'key does not exist',
+  );
   // Same key name in two enclaves, different material: a ciphertext of one does not open with the other.
-  const { ciphertext: fromOther } = (await ok(as(ids.otherAdmin, 'POST', '/v1/key/generate/minio-default?enclave=other', {}))).json();
-  assertError(await as(s.admin, 'POST', '/v1/key/decrypt/minio-default', { ciphertext: fromOther }), 400, 'decryption failed: ciphertext is not authentic');
+  const { ciphertext: fromOther } = (
+    await ok(as(ids.otherAdmin, 'POST', '/v1/key/generate/minio-default?enclave=other', {}))
+  ).json();
+  assertError(
+    await as(s.admin, 'POST', '/v1/key/decrypt/minio-default', { ciphertext: fromOther }),
+    400,
+    'decryption failed: ciphertext is not authentic',
+  );
   // And the other way round: the other enclave's admin and members are strangers in 'default'.
   for (const who of [ids.otherAdmin!, ids.otherMember!]) {
     assertError(await as(who, 'GET', '/v1/key/describe/minio-default'), 403, NOT_ALLOWED);
-    assertError(await as(who, 'POST', '/v1/key/decrypt/minio-default?enclave=default', { ciphertext }), 403, NOT_ALLOWED);
+    assertError(
+      await as(who, 'POST', '/v1/key/decrypt/minio-default?enclave=default', { ciphertext }),
+      403,
+      NOT_ALLOWED,
+    );
   }
 });
 

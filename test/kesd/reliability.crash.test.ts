@@ -25,7 +25,20 @@ import { connect } from 'node:net';
 import type https from 'node:https';
 import type { TestIdentity } from './harness.js';
 import {
-  agentFor, b64, call, deadline, envInt, makeFixture, pool, rng, seedFrom, sleep, startKesd, type Fixture, type KesdProcess, type Rng,
+  agentFor,
+  b64,
+  call,
+  deadline,
+  envInt,
+  makeFixture,
+  pool,
+  rng,
+  seedFrom,
+  sleep,
+  startKesd,
+  type Fixture,
+  type KesdProcess,
+  type Rng,
 } from './load.js';
 
 const CYCLES = envInt('KESD_RELIABILITY_CYCLES', 20);
@@ -66,13 +79,34 @@ interface KeyModel {
   pending?: 'create' | 'delete';
 }
 
-interface Rules { allow: string[]; deny: string[] }
-interface PolicyModel { acked?: Rules; pending?: Rules; busy: boolean }
-interface AssignModel { acked?: string; pending?: string; busy: boolean }
-interface EnclaveModel { state: 'present' | 'unknown' | 'absent'; usable?: boolean }
-interface Ciphertext { key: string; context?: string; plaintext: string; ciphertext: string }
+interface Rules {
+  allow: string[];
+  deny: string[];
+}
+interface PolicyModel {
+  acked?: Rules;
+  pending?: Rules;
+  busy: boolean;
+}
+interface AssignModel {
+  acked?: string;
+  pending?: string;
+  busy: boolean;
+}
+interface EnclaveModel {
+  state: 'present' | 'unknown' | 'absent';
+  usable?: boolean;
+}
+interface Ciphertext {
+  key: string;
+  context?: string;
+  plaintext: string;
+  ciphertext: string;
+}
 
-const keys = new Map<string, KeyModel>([['minio-default', { state: 'present', keeper: true, busy: false, touched: true }]]);
+const keys = new Map<string, KeyModel>([
+  ['minio-default', { state: 'present', keeper: true, busy: false, touched: true }],
+]);
 const policies = new Map<string, PolicyModel>(POLICIES.map((p) => [p, { busy: false }]));
 const assignments = new Map<string, AssignModel>(MEMBERS.map((m) => [m, { busy: false }]));
 const enclaves = new Map<string, EnclaveModel>();
@@ -104,7 +138,11 @@ function clientsFor(proc: KesdProcess): Clients {
   const eadmin = agentFor(fx.ids.eadmin);
   const members = new Map(MEMBERS.map((m) => [m, agentFor(fx.ids[m])]));
   return {
-    port: proc.port, admin, sysadmin, eadmin, members,
+    port: proc.port,
+    admin,
+    sysadmin,
+    eadmin,
+    members,
     destroy() {
       for (const a of [admin, sysadmin, eadmin, ...members.values()]) a.destroy();
     },
@@ -112,7 +150,10 @@ function clientsFor(proc: KesdProcess): Clients {
 }
 
 const randomRules = (r: Rng, name: string): Rules => ({
-  allow: [`/v1/policy/describe/${name}`, ...Array.from({ length: r.range(0, 3) }, () => `/v1/key/generate/x${r.int(1e6)}*`)].sort(),
+  allow: [
+    `/v1/policy/describe/${name}`,
+    ...Array.from({ length: r.range(0, 3) }, () => `/v1/key/generate/x${r.int(1e6)}*`),
+  ].sort(),
   deny: Array.from({ length: r.range(0, 2) }, () => `/v1/key/delete/y${r.int(1e6)}`).sort(),
 });
 
@@ -173,18 +214,23 @@ async function operate(r: Rng, c: Clients, cycle: number): Promise<void> {
     const a = assignments.get(member)!;
     a.busy = true;
     a.pending = policy;
-    const reply = await call(c.admin, c.port, 'POST', `/v1/policy/assign/${policy}`, { identity: fx.ids[member]!.identity }).catch(() => undefined);
+    const reply = await call(c.admin, c.port, 'POST', `/v1/policy/assign/${policy}`, {
+      identity: fx.ids[member]!.identity,
+    }).catch(() => undefined);
     a.busy = false;
     if (reply === undefined) return void inflightAtKill.total++;
     a.pending = undefined;
-    if (reply.status !== 200) return void anomalies.push(`assign ${policy} to ${member}: ${reply.status} ${reply.text}`);
+    if (reply.status !== 200)
+      return void anomalies.push(`assign ${policy} to ${member}: ${reply.status} ${reply.text}`);
     a.acked = policy;
     acked.assign++;
   } else if (roll < 0.69) {
     const name = `e-${cycle}-${++serial}`;
     const e: EnclaveModel = { state: 'unknown' };
     enclaves.set(name, e);
-    const reply = await call(c.sysadmin, c.port, 'POST', `/v1/enclave/create/${name}`, { admin: fx.ids.eadmin!.identity }).catch(() => undefined);
+    const reply = await call(c.sysadmin, c.port, 'POST', `/v1/enclave/create/${name}`, {
+      admin: fx.ids.eadmin!.identity,
+    }).catch(() => undefined);
     if (reply === undefined) return void inflightAtKill.total++;
     if (reply.status !== 200) return void anomalies.push(`enclave create ${name}: ${reply.status} ${reply.text}`);
     e.state = 'present';
@@ -193,7 +239,13 @@ async function operate(r: Rng, c: Clients, cycle: number): Promise<void> {
     const candidates = [...keys].filter(([, k]) => k.keeper && k.state === 'present');
     const [name] = r.pick(candidates);
     const context = r.chance(0.5) ? b64(r.bytes(r.range(1, 32))) : undefined;
-    const reply = await call(c.admin, c.port, 'POST', `/v1/key/generate/${name}`, context === undefined ? {} : { context }).catch(() => undefined);
+    const reply = await call(
+      c.admin,
+      c.port,
+      'POST',
+      `/v1/key/generate/${name}`,
+      context === undefined ? {} : { context },
+    ).catch(() => undefined);
     if (reply === undefined) return void inflightAtKill.total++;
     if (reply.status !== 200) return void anomalies.push(`generate ${name}: ${reply.status} ${reply.text}`);
     const { plaintext, ciphertext } = reply.json();
@@ -208,7 +260,10 @@ function runLoad(r: Rng, c: Clients, cycle: number): { stop(): void; done: Promi
   const loop = async () => {
     for (let i = 0; i < 100_000 && !stopped; i++) await operate(r, c, cycle);
   };
-  return { stop: () => void (stopped = true), done: Promise.all(Array.from({ length: CONCURRENCY }, loop)).then(() => undefined) };
+  return {
+    stop: () => void (stopped = true),
+    done: Promise.all(Array.from({ length: CONCURRENCY }, loop)).then(() => undefined),
+  };
 }
 
 // ---- checks after a restart --------------------------------------------------------------------------------
@@ -220,7 +275,11 @@ async function probeKey(c: Clients, name: string): Promise<KeyProbe> {
   const describe = await call(c.admin, c.port, 'GET', `/v1/key/describe/${name}`);
   const generate = await call(c.admin, c.port, 'POST', `/v1/key/generate/${name}`, {});
   if (describe.status === 404 && generate.status === 404) return 'absent';
-  assert.equal(describe.status, 200, `key ${name}: describe ${describe.status} ${describe.text} (generate ${generate.status})`);
+  assert.equal(
+    describe.status,
+    200,
+    `key ${name}: describe ${describe.status} ${describe.text} (generate ${generate.status})`,
+  );
   assert.equal(describe.json().name, name);
   assert.equal(generate.status, 200, `key ${name}: describe 200 but generate ${generate.status} ${generate.text}`);
   const { plaintext, ciphertext } = generate.json();
@@ -249,7 +308,11 @@ async function checkKeys(c: Clients, r: Rng, final: boolean): Promise<void> {
   // In flight at the kill: all or nothing, and the listing agrees with what the key does.
   await pool(unknown, 8, async ([name, k]) => {
     const seen = await probeKey(c, name);
-    assert.equal(listed.has(name), seen === 'present', `key ${name} (in flight at the kill) is ${seen} but ${listed.has(name) ? '' : 'not '}listed`);
+    assert.equal(
+      listed.has(name),
+      seen === 'present',
+      `key ${name} (in flight at the kill) is ${seen} but ${listed.has(name) ? '' : 'not '}listed`,
+    );
     resolved(seen === (k.pending === 'create' ? 'present' : 'absent'));
     k.pending = undefined;
     k.state = seen;
@@ -258,9 +321,15 @@ async function checkKeys(c: Clients, r: Rng, final: boolean): Promise<void> {
   });
   for (const [name, k] of keys) {
     if (k.state === 'absent') {
-      assert.ok(!listed.has(name), `key ${name} is listed although its delete was acknowledged (or it was seen absent)`);
+      assert.ok(
+        !listed.has(name),
+        `key ${name} is listed although its delete was acknowledged (or it was seen absent)`,
+      );
     } else {
-      assert.ok(listed.has(name), `key ${name} (${k.ackedAs === 'create' ? 'create acknowledged' : 'seen present'}) is missing after the restart`);
+      assert.ok(
+        listed.has(name),
+        `key ${name} (${k.ackedAs === 'create' ? 'create acknowledged' : 'seen present'}) is missing after the restart`,
+      );
       if (k.id === undefined) k.id = listed.get(name);
       else assert.equal(listed.get(name), k.id, `key ${name}: key id changed from ${k.id} to ${listed.get(name)}`);
     }
@@ -286,16 +355,29 @@ async function checkCiphertexts(c: Clients): Promise<void> {
   for (const [key, list] of byKey) {
     for (let i = 0; i < list.length; i += 1000) {
       const chunk = list.slice(i, i + 1000);
-      const reply = await call(c.admin, c.port, 'POST', `/v1/key/bulk/decrypt/${key}`, chunk.map(({ ciphertext, context }) => ({ ciphertext, context })));
+      const reply = await call(
+        c.admin,
+        c.port,
+        'POST',
+        `/v1/key/bulk/decrypt/${key}`,
+        chunk.map(({ ciphertext, context }) => ({ ciphertext, context })),
+      );
       if (reply.status !== 200) {
         for (const ct of chunk) {
-          const one = await call(c.admin, c.port, 'POST', `/v1/key/decrypt/${key}`, { ciphertext: ct.ciphertext, context: ct.context });
+          const one = await call(c.admin, c.port, 'POST', `/v1/key/decrypt/${key}`, {
+            ciphertext: ct.ciphertext,
+            context: ct.context,
+          });
           assert.equal(one.status, 200, `ciphertext of ${key} no longer decrypts: ${one.status} ${one.text}`);
         }
         assert.fail(`bulk decrypt of ${key}: ${reply.status} ${reply.text}`);
       }
       const plaintexts = reply.json().map((p: { plaintext: string }) => p.plaintext);
-      assert.deepEqual(plaintexts, chunk.map((ct) => ct.plaintext), `ciphertexts of ${key} decrypt to other plaintexts`);
+      assert.deepEqual(
+        plaintexts,
+        chunk.map((ct) => ct.plaintext),
+        `ciphertexts of ${key} decrypt to other plaintexts`,
+      );
       checked.ciphertexts += chunk.length;
     }
   }
@@ -317,7 +399,10 @@ async function checkPolicies(c: Clients): Promise<void> {
     const got = reply.json();
     const rules = { allow: sortedKeys(got.allow), deny: sortedKeys(got.deny) };
     const match = options.find((o) => JSON.stringify(o) === JSON.stringify(rules));
-    assert.ok(match, `policy ${name}: read ${JSON.stringify(rules)}, expected ${options.map((o) => JSON.stringify(o)).join(' or ') || '404'}`);
+    assert.ok(
+      match,
+      `policy ${name}: read ${JSON.stringify(rules)}, expected ${options.map((o) => JSON.stringify(o)).join(' or ') || '404'}`,
+    );
     if (p.pending !== undefined) {
       checked.inflightResolved++;
       resolved(match === p.pending);
@@ -334,7 +419,11 @@ async function checkAssignments(c: Clients): Promise<void> {
     const options = [a.acked, a.pending].filter((x): x is string => x !== undefined);
     let now: string | undefined;
     if (reply.status === 404) {
-      assert.equal(a.acked, undefined, `identity ${member}: assigned to ${a.acked} (acknowledged) but 404 after the restart`);
+      assert.equal(
+        a.acked,
+        undefined,
+        `identity ${member}: assigned to ${a.acked} (acknowledged) but 404 after the restart`,
+      );
     } else {
       assert.equal(reply.status, 200, `identity ${member}: ${reply.status} ${reply.text}`);
       now = reply.json().policy;
@@ -358,19 +447,29 @@ async function checkInEffect(c: Clients, member: string, _id: TestIdentity, poli
     if (p.acked === undefined) continue;
     const reply = await call(agent, c.port, 'GET', `/v1/policy/describe/${name}`);
     const want = name === policy ? 200 : 403;
-    assert.equal(reply.status, want, `${member} (assigned ${policy ?? 'nothing'}) describing policy ${name}: ${reply.status} ${reply.text}`);
+    assert.equal(
+      reply.status,
+      want,
+      `${member} (assigned ${policy ?? 'nothing'}) describing policy ${name}: ${reply.status} ${reply.text}`,
+    );
   }
 }
 
 /** New and in-flight enclaves in full, a sample of the older ones; after the last cycle, all of them. */
 async function checkEnclaves(c: Clients, r: Rng, final: boolean): Promise<void> {
-  const fresh = [...enclaves].filter(([, e]) => e.state === 'unknown' || (e.state === 'present' && (!e.usable || final)));
+  const fresh = [...enclaves].filter(
+    ([, e]) => e.state === 'unknown' || (e.state === 'present' && (!e.usable || final)),
+  );
   const old = final ? [] : [...enclaves].filter(([, e]) => e.state === 'present' && e.usable);
   const sample = Array.from({ length: Math.min(SAMPLE, old.length) }, () => old[r.int(old.length)]!);
   await pool([...fresh, ...sample], 8, async ([name, e]) => {
     const reply = await call(c.sysadmin, c.port, 'GET', `/v1/enclave/describe/${name}`);
     if (reply.status === 404) {
-      assert.notEqual(e.state, 'present', `enclave ${name}: its create was acknowledged but it is 404 after the restart`);
+      assert.notEqual(
+        e.state,
+        'present',
+        `enclave ${name}: its create was acknowledged but it is 404 after the restart`,
+      );
       e.state = 'absent';
       checked.inflightResolved++;
       resolved(false);
@@ -380,7 +479,11 @@ async function checkEnclaves(c: Clients, r: Rng, final: boolean): Promise<void> 
     assert.equal(reply.json().name, name);
     // Its admin gets in: the enclave record is complete.
     const list = await call(c.eadmin, c.port, 'GET', `/v1/key/list/*?enclave=${name}`);
-    assert.equal(list.status, 200, `enclave ${name} describes but its admin cannot list its keys: ${list.status} ${list.text}`);
+    assert.equal(
+      list.status,
+      200,
+      `enclave ${name} describes but its admin cannot list its keys: ${list.status} ${list.text}`,
+    );
     if (e.state === 'unknown') {
       checked.inflightResolved++;
       resolved(true);
@@ -392,9 +495,13 @@ async function checkEnclaves(c: Clients, r: Rng, final: boolean): Promise<void> 
 
 // ---- the test -------------------------------------------------------------------------------------------
 
-test(`kill -9 at random moments under load: nothing acknowledged is lost (${CYCLES} cycles, seed ${SEED})`, { timeout: 60_000 + CYCLES * (LOAD_MS + 15_000) }, async (t) => {
+test(`kill -9 at random moments under load: nothing acknowledged is lost (${CYCLES} cycles, seed ${SEED})`, {
+  timeout: 60_000 + CYCLES * (LOAD_MS + 15_000),
+}, async (t) => {
   const r = rng(SEED);
-  t.diagnostic(`seed ${SEED} (replay: KESD_RELIABILITY_SEED=${SEED}); ${CYCLES} cycles, load ≤ ${LOAD_MS} ms, ${CONCURRENCY} connections`);
+  t.diagnostic(
+    `seed ${SEED} (replay: KESD_RELIABILITY_SEED=${SEED}); ${CYCLES} cycles, load ≤ ${LOAD_MS} ms, ${CONCURRENCY} connections`,
+  );
   let proc = await startKesd(fx.dataDir, fx.env, ['--audit-log', 'off', ...WORKERS]);
   let clients = clientsFor(proc);
   const started = Date.now();
@@ -433,7 +540,9 @@ test(`kill -9 at random moments under load: nothing acknowledged is lost (${CYCL
       await checkAssignments(clients);
       await checkEnclaves(clients, r, cycle === CYCLES);
       if (process.env.KESD_RELIABILITY_VERBOSE) {
-        console.error(`cycle ${cycle}: start ${t1 - t0} ms, keys ${t2 - t1} ms, rest ${Date.now() - t2} ms; acked ${JSON.stringify(acked)} in flight ${inflightAtKill.total} checked ${JSON.stringify(checked)}`);
+        console.error(
+          `cycle ${cycle}: start ${t1 - t0} ms, keys ${t2 - t1} ms, rest ${Date.now() - t2} ms; acked ${JSON.stringify(acked)} in flight ${inflightAtKill.total} checked ${JSON.stringify(checked)}`,
+        );
       }
     }
   } finally {
@@ -443,8 +552,12 @@ test(`kill -9 at random moments under load: nothing acknowledged is lost (${CYCL
   const totalAcked = Object.values(acked).reduce((x, y) => x + y, 0);
   const totalChecked = Object.values(checked).reduce((x, y) => x + y, 0);
   t.diagnostic(`kills: ${kills.group} of the process group, ${kills.leader} of the kesd server process alone`);
-  t.diagnostic(`acknowledged: ${JSON.stringify(acked)} = ${totalAcked}; in flight at a kill: ${inflightAtKill.total} (writes among them found committed ${inflight.committed}, not committed ${inflight.notCommitted}; the rest were generates)`);
-  t.diagnostic(`checked after restarts: ${JSON.stringify(checked)} = ${totalChecked} (in ${((Date.now() - started) / 1000).toFixed(1)} s)`);
+  t.diagnostic(
+    `acknowledged: ${JSON.stringify(acked)} = ${totalAcked}; in flight at a kill: ${inflightAtKill.total} (writes among them found committed ${inflight.committed}, not committed ${inflight.notCommitted}; the rest were generates)`,
+  );
+  t.diagnostic(
+    `checked after restarts: ${JSON.stringify(checked)} = ${totalChecked} (in ${((Date.now() - started) / 1000).toFixed(1)} s)`,
+  );
   // The load must really have exercised every kind of write, and kills must have hit requests in flight.
   for (const [kind, n] of Object.entries(acked)) assert.ok(n > 0, `no acknowledged ${kind} in ${CYCLES} cycles`);
   assert.ok(inflightAtKill.total > 0, 'no request was in flight at any kill');

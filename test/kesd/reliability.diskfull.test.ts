@@ -13,7 +13,15 @@ import type https from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
-  agentFor, call, envInt, groupPids, makeFixture, pool, startKesd, type Fixture, type KesdProcess,
+  agentFor,
+  call,
+  envInt,
+  groupPids,
+  makeFixture,
+  pool,
+  startKesd,
+  type Fixture,
+  type KesdProcess,
 } from './load.js';
 
 const TMPFS_MIB = envInt('KESD_DISKFULL_TMPFS_MIB', 8);
@@ -28,7 +36,9 @@ async function tmpfs(t: TestContext, mib: number): Promise<string | undefined> {
     execFileSync('mount', ['-t', 'tmpfs', '-o', `size=${mib}m,mode=0700`, 'tmpfs', dir], { stdio: 'pipe' });
   } catch (err) {
     await rm(dir, { recursive: true, force: true });
-    t.skip(`cannot mount a tmpfs (needs root / CAP_SYS_ADMIN): ${(err as { stderr?: Buffer }).stderr?.toString().trim() || (err as Error).message}`);
+    t.skip(
+      `cannot mount a tmpfs (needs root / CAP_SYS_ADMIN): ${(err as { stderr?: Buffer }).stderr?.toString().trim() || (err as Error).message}`,
+    );
     return undefined;
   }
   t.after(async () => {
@@ -51,14 +61,31 @@ async function freeBytes(dir: string): Promise<number> {
   return s.bavail * s.bsize;
 }
 
-interface Ciphertext { key: string; plaintext: string; ciphertext: string }
+interface Ciphertext {
+  key: string;
+  plaintext: string;
+  ciphertext: string;
+}
 
 /** Everything acknowledged is there: the listing has exactly `present`, none of `absent`; ciphertexts decrypt. */
-async function assertAcknowledged(agent: https.Agent, port: number, present: Set<string>, absent: Set<string>, ciphertexts: Ciphertext[]): Promise<void> {
+async function assertAcknowledged(
+  agent: https.Agent,
+  port: number,
+  present: Set<string>,
+  absent: Set<string>,
+  ciphertexts: Ciphertext[],
+): Promise<void> {
   const list = await call(agent, port, 'GET', '/v1/key/list/*', undefined, { timeoutMs: 60_000 });
   assert.equal(list.status, 200, list.text);
-  const lines = list.text.split('\n').filter((l) => l !== '').map((l) => JSON.parse(l));
-  assert.deepEqual(lines.filter((l) => l.error !== undefined), [], 'the listing failed part way');
+  const lines = list.text
+    .split('\n')
+    .filter((l) => l !== '')
+    .map((l) => JSON.parse(l));
+  assert.deepEqual(
+    lines.filter((l) => l.error !== undefined),
+    [],
+    'the listing failed part way',
+  );
   const listed = new Set(lines.map((l) => l.name as string));
   const missing = [...present].filter((k) => !listed.has(k));
   assert.deepEqual(missing.slice(0, 20), [], `${missing.length} acknowledged keys are missing`);
@@ -95,7 +122,9 @@ async function fullDisk(t: TestContext, width: number): Promise<void> {
     const filler = join(mnt, 'filler');
     const fillerSize = Math.max(0, (await freeBytes(mnt)) - FREE_KIB * 1024);
     await writeFile(filler, Buffer.alloc(fillerSize, 0xaa));
-    t.diagnostic(`tmpfs ${TMPFS_MIB} MiB, filler ${(fillerSize / 2 ** 20).toFixed(2)} MiB, ${Math.round((await freeBytes(mnt)) / 1024)} KiB left for the store; ${width} create(s) in flight`);
+    t.diagnostic(
+      `tmpfs ${TMPFS_MIB} MiB, filler ${(fillerSize / 2 ** 20).toFixed(2)} MiB, ${Math.round((await freeBytes(mnt)) / 1024)} KiB left for the store; ${width} create(s) in flight`,
+    );
 
     proc = await startKesd(fx.dataDir, fx.env, ['--audit-log', 'off']);
     const pids = await groupPids(proc.pid);
@@ -120,7 +149,12 @@ async function fullDisk(t: TestContext, width: number): Promise<void> {
     let failed = 0;
     const started = Date.now();
     await pool(Array.from({ length: width }), width, async () => {
-      while (failed < 40 && next < MAX_CREATES && Date.now() - started < FILL_DEADLINE_MS && connectionErrors.length < 5) {
+      while (
+        failed < 40 &&
+        next < MAX_CREATES &&
+        Date.now() - started < FILL_DEADLINE_MS &&
+        connectionErrors.length < 5
+      ) {
         const name = `fill-${next++}`;
         let status: number;
         let message: string;
@@ -140,11 +174,28 @@ async function fullDisk(t: TestContext, width: number): Promise<void> {
       }
     });
     const fillMs = Date.now() - started;
-    t.diagnostic(`${present.size - 6} fill keys acknowledged in ${fillMs} ms, then ${failed} failed creates: ${JSON.stringify(Object.fromEntries(failures))}`);
-    const said = () => proc!.output().split(/(?<=\n)|(?=Write error)/).filter((l) => l.trim() !== '' && !l.startsWith('Write error') && !/^\s+at /.test(l)).slice(-8).join('').trim();
-    assert.deepEqual(connectionErrors, [], `a create got no HTTP answer (the server or a worker died); kesd said:\n${said()}`);
+    t.diagnostic(
+      `${present.size - 6} fill keys acknowledged in ${fillMs} ms, then ${failed} failed creates: ${JSON.stringify(Object.fromEntries(failures))}`,
+    );
+    const said = () =>
+      proc!
+        .output()
+        .split(/(?<=\n)|(?=Write error)/)
+        .filter((l) => l.trim() !== '' && !l.startsWith('Write error') && !/^\s+at /.test(l))
+        .slice(-8)
+        .join('')
+        .trim();
+    assert.deepEqual(
+      connectionErrors,
+      [],
+      `a create got no HTTP answer (the server or a worker died); kesd said:\n${said()}`,
+    );
     assert.ok(failed > 0, `the disk never filled up (${present.size} keys in ${fillMs} ms)`);
-    assert.deepEqual([...failures.keys()], ['502 {"message":"failed to create key"}'], 'every failed create is 502 failed to create key');
+    assert.deepEqual(
+      [...failures.keys()],
+      ['502 {"message":"failed to create key"}'],
+      'every failed create is 502 failed to create key',
+    );
 
     // Still the same processes: nothing crashed and was restarted behind our back.
     assert.ok(proc.alive(), `kesd exited: ${proc.output()}`);
@@ -163,7 +214,10 @@ async function fullDisk(t: TestContext, width: number): Promise<void> {
     ] as const) {
       const r = await call(agent, port, method, path, body);
       t.diagnostic(`${method} ${path} on the full disk: ${r.status} ${r.text.trim()}`);
-      assert.ok(r.status === 200 || (r.status === 502 && r.json().message === `failed to ${what}`), `${method} ${path} on a full disk: ${r.status} ${r.text}`);
+      assert.ok(
+        r.status === 200 || (r.status === 502 && r.json().message === `failed to ${what}`),
+        `${method} ${path} on a full disk: ${r.status} ${r.text}`,
+      );
       if (path === '/v1/policy/write/full' && r.status === 200) policyWritten = true;
       if (path === '/v1/key/delete/fill-1' && r.status === 200) {
         present.delete('fill-1');
@@ -180,7 +234,12 @@ async function fullDisk(t: TestContext, width: number): Promise<void> {
     agent = agentFor(fx.admin, { maxSockets: width });
     await assertAcknowledged(agent, proc.port, present, absent, ciphertexts);
     await assertWorks(agent, proc.port, 'before-1');
-    if (policyWritten) assert.equal((await call(agent, proc.port, 'GET', '/v1/policy/read/full')).status, 200, 'the policy written on the full disk is lost');
+    if (policyWritten)
+      assert.equal(
+        (await call(agent, proc.port, 'GET', '/v1/policy/read/full')).status,
+        200,
+        'the policy written on the full disk is lost',
+      );
 
     // Space freed: creates work again, and survive a restart.
     await unlink(filler);
@@ -203,8 +262,16 @@ async function fullDisk(t: TestContext, width: number): Promise<void> {
   }
 }
 
-test('a full disk, one create at a time: 502 failed to create key, still serving, nothing lost, recovers', { timeout: 240_000 }, (t) => fullDisk(t, 1));
+test(
+  'a full disk, one create at a time: 502 failed to create key, still serving, nothing lost, recovers',
+  { timeout: 240_000 },
+  (t) => fullDisk(t, 1),
+);
 
 // Was a crash (lmdb-js heap corruption on a failed batched commit); kesd/src/store/lmdb.ts now writes one at a time
 // near a full disk. store.lmdb.test.ts pins the same at the store level.
-test('a full disk, 8 creates in flight: 502 failed to create key, still serving, nothing lost, recovers', { timeout: 240_000 }, (t) => fullDisk(t, 8));
+test(
+  'a full disk, 8 creates in flight: 502 failed to create key, still serving, nothing lost, recovers',
+  { timeout: 240_000 },
+  (t) => fullDisk(t, 8),
+);

@@ -33,8 +33,24 @@ import vm from 'node:vm';
 import { routes } from '../../kesd/src/api/routes.js';
 import { makeIdentity, request as httpsRequest, startTestServer, type TestIdentity } from './harness.js';
 import {
-  agentFor, b64, call, deadline, envInt, groupPids, groupRss, makeFixture, MiB, percentile, pool, rng, seedFrom, sleep, startKesd,
-  type Fixture, type KesdProcess, type Rng,
+  agentFor,
+  b64,
+  call,
+  deadline,
+  envInt,
+  groupPids,
+  groupRss,
+  makeFixture,
+  MiB,
+  percentile,
+  pool,
+  rng,
+  seedFrom,
+  sleep,
+  startKesd,
+  type Fixture,
+  type KesdProcess,
+  type Rng,
 } from './load.js';
 
 const REQUESTS = envInt('KESD_FUZZ_REQUESTS', 1500);
@@ -84,7 +100,12 @@ interface Outcome {
 }
 
 /** Sends raw bytes over a fresh TLS connection and reads the first final response head (or the close). */
-function exchange(port: number, who: TestIdentity | undefined, payload: readonly (string | Buffer)[], opts: { end?: boolean; timeoutMs?: number } = {}): Promise<Outcome> {
+function exchange(
+  port: number,
+  who: TestIdentity | undefined,
+  payload: readonly (string | Buffer)[],
+  opts: { end?: boolean; timeoutMs?: number } = {},
+): Promise<Outcome> {
   const start = performance.now();
   return new Promise((resolve) => {
     const socket = tls.connect({ host: '127.0.0.1', port, rejectUnauthorized: false, cert: who?.cert, key: who?.key });
@@ -252,7 +273,7 @@ function randomBody(r: Rng): { body?: Buffer; chunked?: boolean; large?: boolean
 
 function chunkedEncoding(body: Buffer, r: Rng): Buffer[] {
   const parts: Buffer[] = [];
-  for (let i = 0; i < body.length;) {
+  for (let i = 0; i < body.length; ) {
     const n = Math.min(body.length - i, r.range(1, 64 * 1024));
     parts.push(Buffer.from(n.toString(16) + '\r\n'), body.subarray(i, i + n), Buffer.from('\r\n'));
     i += n;
@@ -265,17 +286,20 @@ function randomHeaders(r: Rng): string[] {
   const headers: string[] = [];
   const n = r.range(0, 3);
   for (let i = 0; i < n; i++) {
-    headers.push(r.pick<() => string>([
-      () => `Content-Type: ${r.pick(['application/json', 'text/plain', 'multipart/form-data; boundary=x', '\t'])}`,
-      () => `Kes-Enclave: ${r.pick(['default', 'nope', '..', 'x'.repeat(90), '%00'])}`,
-      () => 'Kes-Enclave: default\r\nKes-Enclave: nope',
-      () => `X-Tls-Client-Cert: ${encodeURIComponent('-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----')}`,
-      () => `X-Big: ${'b'.repeat(r.range(1000, 8000))}`,
-      () => `X-Forwarded-For: ${r.pick(['127.0.0.1', '::1', 'x'.repeat(300)])}`,
-      () => 'Accept-Encoding: gzip, deflate, br, zstd',
-      () => `Authorization: Bearer ${randomName(r)}`,
-      () => 'Expect: 100-continue',
-    ])());
+    headers.push(
+      r.pick<() => string>([
+        () => `Content-Type: ${r.pick(['application/json', 'text/plain', 'multipart/form-data; boundary=x', '\t'])}`,
+        () => `Kes-Enclave: ${r.pick(['default', 'nope', '..', 'x'.repeat(90), '%00'])}`,
+        () => 'Kes-Enclave: default\r\nKes-Enclave: nope',
+        () =>
+          `X-Tls-Client-Cert: ${encodeURIComponent('-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----')}`,
+        () => `X-Big: ${'b'.repeat(r.range(1000, 8000))}`,
+        () => `X-Forwarded-For: ${r.pick(['127.0.0.1', '::1', 'x'.repeat(300)])}`,
+        () => 'Accept-Encoding: gzip, deflate, br, zstd',
+        () => `Authorization: Bearer ${randomName(r)}`,
+        () => 'Expect: 100-continue',
+      ])(),
+    );
   }
   return headers;
 }
@@ -283,15 +307,27 @@ function randomHeaders(r: Rng): string[] {
 /** The identities that may get a 2xx on a raw path (before '?'). A 2xx elsewhere is a hole. */
 function mayPass(who: Who, rawPath: string): boolean {
   if (rawPath === '/version') return true;
-  const serverRoute = ['/v1/status', '/v1/metrics', '/v1/api', '/v1/ready', '/v1/log/error', '/v1/log/audit'].includes(rawPath);
-  const sysadminRoute = rawPath.startsWith('/v1/enclave/') || rawPath === '/v1/enclave' || rawPath === '/v1/sys/seal' || rawPath === '/v1/sys/backup';
+  const serverRoute = ['/v1/status', '/v1/metrics', '/v1/api', '/v1/ready', '/v1/log/error', '/v1/log/audit'].includes(
+    rawPath,
+  );
+  const sysadminRoute =
+    rawPath.startsWith('/v1/enclave/') ||
+    rawPath === '/v1/enclave' ||
+    rawPath === '/v1/sys/seal' ||
+    rawPath === '/v1/sys/backup';
   const self = rawPath === '/v1/identity/self/describe';
   switch (who) {
     case 'none':
     case 'stranger':
       return false;
     case 'user':
-      return self || rawPath === '/v1/status' || ((rawPath.startsWith('/v1/key/') || rawPath === '/v1/key/list') && !rawPath.startsWith('/v1/key/delete/') && rawPath !== '/v1/key/delete');
+      return (
+        self ||
+        rawPath === '/v1/status' ||
+        ((rawPath.startsWith('/v1/key/') || rawPath === '/v1/key/list') &&
+          !rawPath.startsWith('/v1/key/delete/') &&
+          rawPath !== '/v1/key/delete')
+      );
     case 'admin':
       return !sysadminRoute;
     case 'sysadmin':
@@ -307,12 +343,27 @@ function randomRequest(r: Rng, who: Who): Input {
   if (r.chance(0.9)) {
     const prefix = r.pick(PREFIXES);
     if (r.chance(0.75)) method = r.pick(METHODS_OF.get(prefix)!); // mostly past the method check, into the handlers
-    rawPath = prefix.endsWith('/') ? prefix + (r.chance(0.1) ? randomArg(r) + '/' + randomArg(r) : randomArg(r)) : prefix + (r.chance(0.1) ? '/' + randomArg(r) : '');
+    rawPath = prefix.endsWith('/')
+      ? prefix + (r.chance(0.1) ? randomArg(r) + '/' + randomArg(r) : randomArg(r))
+      : prefix + (r.chance(0.1) ? '/' + randomArg(r) : '');
     if (r.chance(0.05)) rawPath = rawPath.replace(/^\//, '//');
     if (r.chance(0.05)) rawPath = rawPath.replaceAll('/', '//');
     if (r.chance(0.03) && prefix.endsWith('/')) rawPath = prefix.slice(0, -1);
   } else {
-    rawPath = r.pick(['/', '/v1', '/v1/', '/v2/key/create/x', '/V1/KEY/LIST/*', '/v1/key', '/v1/key/', '*', '/version/', '/versions', '/.well-known/x', '/v1/%6Bey/list/*']);
+    rawPath = r.pick([
+      '/',
+      '/v1',
+      '/v1/',
+      '/v2/key/create/x',
+      '/V1/KEY/LIST/*',
+      '/v1/key',
+      '/v1/key/',
+      '*',
+      '/version/',
+      '/versions',
+      '/.well-known/x',
+      '/v1/%6Bey/list/*',
+    ]);
   }
   // Never seal the shared server or delete its enclave: the properties are checked on a live one afterwards.
   let decodedPath = '';
@@ -321,7 +372,11 @@ function randomRequest(r: Rng, who: Who): Input {
   } catch {
     // not decodable: the server answers 400
   }
-  if (who === 'sysadmin' && (/^\/+v1\/+sys\/+seal/.test(rawPath) || /^\/+v1\/+enclave\/+delete\/+default\/*$/.test(decodedPath))) method = 'GET';
+  if (
+    who === 'sysadmin' &&
+    (/^\/+v1\/+sys\/+seal/.test(rawPath) || /^\/+v1\/+enclave\/+delete\/+default\/*$/.test(decodedPath))
+  )
+    method = 'GET';
   const target = rawPath + randomQuery(r);
   const { body, chunked, large } = (method === 'GET' || method === 'HEAD') && r.chance(0.7) ? {} : randomBody(r);
   const headers = ['Host: 127.0.0.1', 'Connection: close', ...randomHeaders(r)];
@@ -336,17 +391,44 @@ function randomRequest(r: Rng, who: Who): Input {
   }
   const bytes = payload.reduce((n, p) => n + p.length, 0);
   const kind: Kind = large || bytes > 16 * 1024 ? 'lenient' : 'http';
-  return { kind, who, rawPath, payload, label: `${who} ${method} ${target.slice(0, 120)}${target.length > 120 ? '…' : ''} (${bytes} bytes)` };
+  return {
+    kind,
+    who,
+    rawPath,
+    payload,
+    label: `${who} ${method} ${target.slice(0, 120)}${target.length > 120 ? '…' : ''} (${bytes} bytes)`,
+  };
 }
 
 function garbage(r: Rng, who: Who): Input {
   const line = (s: string) => `${s}\r\nHost: 127.0.0.1\r\nConnection: close\r\n`;
   const [label, payload] = r.pick<() => [string, (string | Buffer)[]]>([
-    () => ['duplicate content-length', [line('POST /version HTTP/1.1') + 'Content-Length: 5\r\nContent-Length: 6\r\n\r\nhello!']],
-    () => ['bogus transfer-encoding', [line('POST /v1/key/generate/canary HTTP/1.1') + 'Transfer-Encoding: bogus\r\n\r\n{}']],
-    () => ['transfer-encoding and content-length', [line('POST /v1/key/generate/canary HTTP/1.1') + 'Transfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n0\r\n\r\n']],
-    () => ['chunked, identity', [line('POST /v1/key/generate/canary HTTP/1.1') + 'Transfer-Encoding: chunked, identity\r\n\r\n2\r\n{}\r\n0\r\n\r\n']],
-    () => ['bad chunk size', [line('POST /v1/key/generate/canary HTTP/1.1') + 'Transfer-Encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n']],
+    () => [
+      'duplicate content-length',
+      [line('POST /version HTTP/1.1') + 'Content-Length: 5\r\nContent-Length: 6\r\n\r\nhello!'],
+    ],
+    () => [
+      'bogus transfer-encoding',
+      [line('POST /v1/key/generate/canary HTTP/1.1') + 'Transfer-Encoding: bogus\r\n\r\n{}'],
+    ],
+    () => [
+      'transfer-encoding and content-length',
+      [
+        line('POST /v1/key/generate/canary HTTP/1.1') +
+          'Transfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n0\r\n\r\n',
+      ],
+    ],
+    () => [
+      'chunked, identity',
+      [
+        line('POST /v1/key/generate/canary HTTP/1.1') +
+          'Transfer-Encoding: chunked, identity\r\n\r\n2\r\n{}\r\n0\r\n\r\n',
+      ],
+    ],
+    () => [
+      'bad chunk size',
+      [line('POST /v1/key/generate/canary HTTP/1.1') + 'Transfer-Encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n'],
+    ],
     () => ['random bytes', [r.bytes(r.range(1, 4096))]],
     () => ['HTTP/9.9', [line('GET /version HTTP/9.9') + '\r\n']],
     () => ['lowercase method', [line('get /version HTTP/1.1') + '\r\n']],
@@ -355,15 +437,24 @@ function garbage(r: Rng, who: Who): Input {
     () => ['space before colon', [line('GET /version HTTP/1.1') + 'X-A : b\r\n\r\n']],
     () => ['NUL in header value', [line('GET /version HTTP/1.1') + 'X-A: a\u0000b\r\n\r\n']],
     () => ['obsolete line folding', [line('GET /version HTTP/1.1') + 'X-A: a\r\n  folded\r\n\r\n']],
-    () => ['header > 16 KiB', [line('GET /version HTTP/1.1') + `X-Huge: ${'h'.repeat(r.range(17, 64) * 1024)}\r\n\r\n`]],
-    () => ['3000 headers', [line('GET /version HTTP/1.1') + Array.from({ length: 3000 }, (_, i) => `X-${i}: v`).join('\r\n') + '\r\n\r\n']],
+    () => [
+      'header > 16 KiB',
+      [line('GET /version HTTP/1.1') + `X-Huge: ${'h'.repeat(r.range(17, 64) * 1024)}\r\n\r\n`],
+    ],
+    () => [
+      '3000 headers',
+      [line('GET /version HTTP/1.1') + Array.from({ length: 3000 }, (_, i) => `X-${i}: v`).join('\r\n') + '\r\n\r\n'],
+    ],
     () => ['path > 16 KiB', [line(`GET /v1/key/describe/${'p'.repeat(r.range(17, 64) * 1024)} HTTP/1.1`) + '\r\n']],
     () => ['HTTP/2 preface', ['PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n']],
     () => ['bare CRLFs', ['\r\n\r\n\r\n']],
     () => ['truncated request line', ['GET /ver']],
     () => ['truncated headers', [line('GET /version HTTP/1.1') + 'X-A: b']],
     () => ['negative content-length', [line('POST /version HTTP/1.1') + 'Content-Length: -1\r\n\r\n']],
-    () => ['huge content-length', [line('POST /v1/key/generate/canary HTTP/1.1') + 'Content-Length: 99999999999999999999\r\n\r\n{}']],
+    () => [
+      'huge content-length',
+      [line('POST /v1/key/generate/canary HTTP/1.1') + 'Content-Length: 99999999999999999999\r\n\r\n{}'],
+    ],
     () => ['raw unicode in the path', [line('GET /v1/key/describe/ключ HTTP/1.1') + '\r\n']],
     () => ['control characters in the path', [line('GET /v1/key/describe/a\u0001b HTTP/1.1') + '\r\n']],
   ])();
@@ -373,7 +464,14 @@ function garbage(r: Rng, who: Who): Input {
 /** A request line without a version: Node's parser takes it as HTTP/0.9-style and may answer it. */
 function http09(r: Rng, who: Who): Input {
   const rawPath = r.pick(['/version', '/v1/status', '/v1/key/list/*', '/v1/enclave/describe/default']);
-  return { kind: 'lenient', who, rawPath, payload: [`GET ${rawPath}\r\n\r\n`], end: true, label: `${who} HTTP/0.9-style GET ${rawPath}` };
+  return {
+    kind: 'lenient',
+    who,
+    rawPath,
+    payload: [`GET ${rawPath}\r\n\r\n`],
+    end: true,
+    label: `${who} HTTP/0.9-style GET ${rawPath}`,
+  };
 }
 
 // ---- the fuzz -----------------------------------------------------------------------------------------------
@@ -396,38 +494,49 @@ async function fuzz(port: number, r: Rng, count: number): Promise<FuzzResult> {
   const byKind = new Map<string, Map<string, number>>();
   const failures: string[] = [];
   const started = Date.now();
-  await pool(Array.from({ length: count }, () => 0), 4, async () => {
-    const input = randomInput(r);
-    const out = await exchange(port, target.ids[input.who], input.payload, { end: input.end });
-    const outcome = out.timedOut ? 'timeout' : out.status === undefined ? 'closed' : String(out.status);
-    const dist = byKind.get(input.kind) ?? new Map<string, number>();
-    byKind.set(input.kind, dist.set(outcome, (dist.get(outcome) ?? 0) + 1));
-    const fail = (why: string): void => void (failures.length < 50 && failures.push(`${why}: ${input.label}`));
-    if (out.timedOut) return fail('no answer within 15 s');
-    if (out.status !== undefined && out.status >= 500) return fail(`${out.status}`);
-    if (input.kind === 'protocol') {
-      if (out.status !== undefined && out.status < 400) fail(`protocol garbage accepted with ${out.status}`);
-      return;
-    }
-    if (out.status === undefined) {
-      if (input.kind === 'http') fail('closed without an answer');
-      return;
-    }
-    if (out.status >= 200 && out.status < 300 && !mayPass(input.who, input.rawPath)) return fail(`${out.status} without access`);
-  });
+  await pool(
+    Array.from({ length: count }, () => 0),
+    4,
+    async () => {
+      const input = randomInput(r);
+      const out = await exchange(port, target.ids[input.who], input.payload, { end: input.end });
+      const outcome = out.timedOut ? 'timeout' : out.status === undefined ? 'closed' : String(out.status);
+      const dist = byKind.get(input.kind) ?? new Map<string, number>();
+      byKind.set(input.kind, dist.set(outcome, (dist.get(outcome) ?? 0) + 1));
+      const fail = (why: string): void => void (failures.length < 50 && failures.push(`${why}: ${input.label}`));
+      if (out.timedOut) return fail('no answer within 15 s');
+      if (out.status !== undefined && out.status >= 500) return fail(`${out.status}`);
+      if (input.kind === 'protocol') {
+        if (out.status !== undefined && out.status < 400) fail(`protocol garbage accepted with ${out.status}`);
+        return;
+      }
+      if (out.status === undefined) {
+        if (input.kind === 'http') fail('closed without an answer');
+        return;
+      }
+      if (out.status >= 200 && out.status < 300 && !mayPass(input.who, input.rawPath))
+        return fail(`${out.status} without access`);
+    },
+  );
   return { failures, byKind, ms: Date.now() - started };
 }
 
 function report(t: TestContext, result: FuzzResult): void {
   for (const [kind, dist] of [...result.byKind].sort(([a], [b]) => (a < b ? -1 : 1))) {
     const sorted = [...dist].sort(([a], [b]) => (a < b ? -1 : 1));
-    t.diagnostic(`${kind}: ${sorted.reduce((n, [, c]) => n + c, 0)} inputs → ${sorted.map(([st, c]) => `${st}×${c}`).join(' ')}`);
+    t.diagnostic(
+      `${kind}: ${sorted.reduce((n, [, c]) => n + c, 0)} inputs → ${sorted.map(([st, c]) => `${st}×${c}`).join(' ')}`,
+    );
   }
 }
 
 async function serverStillServes(): Promise<void> {
   assert.ok(proc.alive(), `kesd exited: ${proc.output().slice(-3000)}`);
-  assert.deepEqual(await groupPids(proc.pid), pids, `kesd processes changed (a crash and a restart?): ${proc.output().slice(-3000)}`);
+  assert.deepEqual(
+    await groupPids(proc.pid),
+    pids,
+    `kesd processes changed (a crash and a restart?): ${proc.output().slice(-3000)}`,
+  );
   const anonymous = agentFor(undefined);
   const admin = agentFor(fx.admin);
   try {
@@ -436,7 +545,10 @@ async function serverStillServes(): Promise<void> {
     assert.equal(g.status, 200, g.text);
     const d = await call(admin, proc.port, 'POST', '/v1/key/decrypt/canary', { ciphertext: g.json().ciphertext });
     assert.equal(d.json().plaintext, g.json().plaintext);
-    const old = await call(admin, proc.port, 'POST', '/v1/key/decrypt/canary', { ciphertext: canary.ciphertext, context: b64('ctx') });
+    const old = await call(admin, proc.port, 'POST', '/v1/key/decrypt/canary', {
+      ciphertext: canary.ciphertext,
+      context: b64('ctx'),
+    });
     assert.equal(old.status, 200, old.text);
     assert.equal(old.json().plaintext, canary.plaintext);
   } finally {
@@ -445,9 +557,14 @@ async function serverStillServes(): Promise<void> {
   }
 }
 
-test(`fuzz a kesd process: ${REQUESTS} random inputs, never a 5xx, never a crash, no 2xx without access (seed ${SEED})`, { timeout: 300_000 + REQUESTS * 100 }, async (t) => {
+test(`fuzz a kesd process: ${REQUESTS} random inputs, never a 5xx, never a crash, no 2xx without access (seed ${SEED})`, {
+  timeout: 300_000 + REQUESTS * 100,
+}, async (t) => {
   t.diagnostic(`seed ${SEED} (replay: KESD_FUZZ_SEED=${SEED})`);
-  target = { ids: { none: undefined, stranger: fx.ids.stranger, user: fx.ids.user, admin: fx.admin, sysadmin: fx.sysadmin }, canary };
+  target = {
+    ids: { none: undefined, stranger: fx.ids.stranger, user: fx.ids.user, admin: fx.admin, sysadmin: fx.sysadmin },
+    canary,
+  };
   // Warm up (TLS, JIT, buffers, a large body) so the RSS baseline is a steady state.
   const admin = agentFor(fx.admin);
   for (let i = 0; i < 100; i++) await call(admin, proc.port, 'POST', '/v1/key/generate/canary', {});
@@ -459,14 +576,18 @@ test(`fuzz a kesd process: ${REQUESTS} random inputs, never a 5xx, never a crash
   await sleep(1000);
   const rssAfter = await groupRss(proc.pid);
   report(t, result);
-  t.diagnostic(`${REQUESTS} inputs in ${(result.ms / 1000).toFixed(1)} s; server RSS ${(rssBefore / MiB).toFixed(0)} → ${(rssAfter / MiB).toFixed(0)} MiB (${pids.length} processes)`);
+  t.diagnostic(
+    `${REQUESTS} inputs in ${(result.ms / 1000).toFixed(1)} s; server RSS ${(rssBefore / MiB).toFixed(0)} → ${(rssAfter / MiB).toFixed(0)} MiB (${pids.length} processes)`,
+  );
   assert.deepEqual(result.failures, [], 'every input was answered properly');
   await serverStillServes();
   // A gross bound only (RSS includes V8 heap headroom and allocator slack); the heap test below is the precise one.
   assert.ok(rssAfter - rssBefore < RSS_BOUND, `server RSS grew by ${((rssAfter - rssBefore) / MiB).toFixed(0)} MiB`);
 });
 
-test(`fuzz an in-process kesd: its JS heap after GC stays flat over ${HEAP_REQUESTS} inputs (seed ${SEED + 1})`, { timeout: 300_000 + HEAP_REQUESTS * 100 }, async (t) => {
+test(`fuzz an in-process kesd: its JS heap after GC stays flat over ${HEAP_REQUESTS} inputs (seed ${SEED + 1})`, {
+  timeout: 300_000 + HEAP_REQUESTS * 100,
+}, async (t) => {
   v8.setFlagsFromString('--expose-gc');
   const gc = vm.runInNewContext('gc') as () => void;
   const heapAfterGc = async () => {
@@ -481,7 +602,10 @@ test(`fuzz an in-process kesd: its JS heap after GC stays flat over ${HEAP_REQUE
     const stranger = await makeIdentity(s.dir, 'stranger');
     const admin = s.agent(s.admin);
     const generated = await httpsRequest(admin, s.port, 'POST', '/v1/key/generate/canary', { context: b64('ctx') });
-    target = { ids: { none: undefined, stranger, user: s.user, admin: s.admin, sysadmin: s.sysadmin }, canary: generated.json() };
+    target = {
+      ids: { none: undefined, stranger, user: s.user, admin: s.admin, sysadmin: s.sysadmin },
+      canary: generated.json(),
+    };
     const r = rng(SEED + 1);
     const warm = await fuzz(s.port, r, Math.min(500, HEAP_REQUESTS)); // JIT, TLS and parser state
     assert.deepEqual(warm.failures, []);
@@ -490,7 +614,9 @@ test(`fuzz an in-process kesd: its JS heap after GC stays flat over ${HEAP_REQUE
     await sleep(500);
     const afterHeap = await heapAfterGc();
     report(t, result);
-    t.diagnostic(`heap after GC ${(before / MiB).toFixed(1)} → ${(afterHeap / MiB).toFixed(1)} MiB over ${HEAP_REQUESTS} inputs (${(result.ms / 1000).toFixed(1)} s)`);
+    t.diagnostic(
+      `heap after GC ${(before / MiB).toFixed(1)} → ${(afterHeap / MiB).toFixed(1)} MiB over ${HEAP_REQUESTS} inputs (${(result.ms / 1000).toFixed(1)} s)`,
+    );
     assert.deepEqual(result.failures, [], 'every input was answered properly');
     assert.equal((await httpsRequest(admin, s.port, 'POST', '/v1/key/generate/canary', {})).status, 200);
     assert.ok(afterHeap - before < HEAP_BOUND, `the heap grew by ${((afterHeap - before) / MiB).toFixed(1)} MiB`);
@@ -560,8 +686,19 @@ async function startAttacker(port: number, seconds: number): Promise<{ pid: numb
   const script = join(dir, 'attack.mjs');
   await writeFile(script, ATTACKER);
   const pem = (id: TestIdentity) => ({ cert: id.cert, key: id.key });
-  const cfg = { port, seconds, slowloris: SLOWLORIS, slowBodies: 10, idle: IDLE, stranger: pem(fx.ids.stranger!), admin: pem(fx.admin) };
-  const child = spawn(process.execPath, [script], { env: { ...process.env, KESD_ATTACK: JSON.stringify(cfg) }, stdio: ['ignore', 'pipe', 'inherit'] });
+  const cfg = {
+    port,
+    seconds,
+    slowloris: SLOWLORIS,
+    slowBodies: 10,
+    idle: IDLE,
+    stranger: pem(fx.ids.stranger!),
+    admin: pem(fx.admin),
+  };
+  const child = spawn(process.execPath, [script], {
+    env: { ...process.env, KESD_ATTACK: JSON.stringify(cfg) },
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
   let out = '';
   const done = new Promise<AttackStats>((resolve, reject) => {
     child.on('exit', (code) => {
@@ -572,16 +709,22 @@ async function startAttacker(port: number, seconds: number): Promise<{ pid: numb
     });
   });
   done.catch(() => undefined);
-  const ready = new Promise<void>((resolve) => child.stdout!.on('data', (d) => {
-    out += d;
-    if (/^ready$/m.test(out)) resolve();
-  }));
+  const ready = new Promise<void>((resolve) =>
+    child.stdout!.on('data', (d) => {
+      out += d;
+      if (/^ready$/m.test(out)) resolve();
+    }),
+  );
   await deadline(Promise.race([ready, done.then(() => undefined)]), 60_000, 'the attacker to open its connections');
   return { pid: child.pid!, done };
 }
 
 /** Sequential generate requests until `until`: keep-alive, and every 10th on a fresh connection. */
-async function normalClient(port: number, until: number, maxRequests: number): Promise<{ keepAlive: number[]; fresh: number[]; failures: string[] }> {
+async function normalClient(
+  port: number,
+  until: number,
+  maxRequests: number,
+): Promise<{ keepAlive: number[]; fresh: number[]; failures: string[] }> {
   const agent = agentFor(fx.admin, { maxSockets: 1 });
   const keepAlive: number[] = [];
   const fresh: number[] = [];
@@ -606,9 +749,12 @@ async function normalClient(port: number, until: number, maxRequests: number): P
   return { keepAlive, fresh, failures };
 }
 
-const fmt = (xs: number[]) => `p50 ${percentile(xs, 50).toFixed(1)} ms, p99 ${percentile(xs, 99).toFixed(1)} ms (n=${xs.length})`;
+const fmt = (xs: number[]) =>
+  `p50 ${percentile(xs, 50).toFixed(1)} ms, p99 ${percentile(xs, 99).toFixed(1)} ms (n=${xs.length})`;
 
-test(`slow clients: ${SLOWLORIS} slowloris, 10 slow bodies, ${IDLE} idle TLS connections for ${ATTACK_SECONDS} s; a normal client keeps working`, { timeout: 120_000 + ATTACK_SECONDS * 3000 }, async (t) => {
+test(`slow clients: ${SLOWLORIS} slowloris, 10 slow bodies, ${IDLE} idle TLS connections for ${ATTACK_SECONDS} s; a normal client keeps working`, {
+  timeout: 120_000 + ATTACK_SECONDS * 3000,
+}, async (t) => {
   const baseline = await normalClient(proc.port, Date.now() + 1500, 3000);
   assert.deepEqual(baseline.failures, []);
   const rssBefore = await groupRss(proc.pid);
@@ -625,11 +771,15 @@ test(`slow clients: ${SLOWLORIS} slowloris, 10 slow bodies, ${IDLE} idle TLS con
       process.kill(attacker.pid, 'SIGKILL');
       throw err;
     });
-    t.diagnostic(`attack: ${stats.opened} connections opened, ${stats.openAtEnd} still open at the end; closed by the server: ${JSON.stringify(stats.closedByServer)}`);
+    t.diagnostic(
+      `attack: ${stats.opened} connections opened, ${stats.openAtEnd} still open at the end; closed by the server: ${JSON.stringify(stats.closedByServer)}`,
+    );
   }
   t.diagnostic(`before the attack: keep-alive ${fmt(baseline.keepAlive)}; new connection ${fmt(baseline.fresh)}`);
   t.diagnostic(`during the attack: keep-alive ${fmt(during.keepAlive)}; new connection ${fmt(during.fresh)}`);
-  t.diagnostic(`server RSS ${(rssBefore / MiB).toFixed(0)} MiB before, ${(peak / MiB).toFixed(0)} MiB peak during the attack`);
+  t.diagnostic(
+    `server RSS ${(rssBefore / MiB).toFixed(0)} MiB before, ${(peak / MiB).toFixed(0)} MiB peak during the attack`,
+  );
   assert.ok(proc.alive(), `kesd died during the attack: ${proc.output().slice(-3000)}`);
   assert.deepEqual(during.failures, [], 'every generate request during the attack succeeded');
   // How many and how fast depend on the machine's load (the diagnostics above report them): no timing is asserted.
@@ -683,16 +833,17 @@ function openStallProbes(port: number): StallProbes {
   };
 }
 
-test(
-  `stalled connections (no request, or a partial head and then silence) are closed within ${STALL_LIMIT_S} s`,
-  {
-    timeout: (STALL_LIMIT_S + 30) * 1000,
-  },
-  async (t) => {
-    const deadlineAt = stalled.openedAt + STALL_LIMIT_S * 1000;
-    while (Date.now() < deadlineAt && Object.values(stalled.closedAfter).some((v) => v === undefined)) await sleep(250);
-    for (const [name, after] of Object.entries(stalled.closedAfter)) t.diagnostic(`${name}: ${after === undefined ? `still open after ${STALL_LIMIT_S} s` : `closed by the server after ${after.toFixed(1)} s`}`);
-    const open = Object.entries(stalled.closedAfter).filter(([, v]) => v === undefined).map(([name]) => name);
-    assert.deepEqual(open, [], `still open after ${STALL_LIMIT_S} s`);
-  },
-);
+test(`stalled connections (no request, or a partial head and then silence) are closed within ${STALL_LIMIT_S} s`, {
+  timeout: (STALL_LIMIT_S + 30) * 1000,
+}, async (t) => {
+  const deadlineAt = stalled.openedAt + STALL_LIMIT_S * 1000;
+  while (Date.now() < deadlineAt && Object.values(stalled.closedAfter).some((v) => v === undefined)) await sleep(250);
+  for (const [name, after] of Object.entries(stalled.closedAfter))
+    t.diagnostic(
+      `${name}: ${after === undefined ? `still open after ${STALL_LIMIT_S} s` : `closed by the server after ${after.toFixed(1)} s`}`,
+    );
+  const open = Object.entries(stalled.closedAfter)
+    .filter(([, v]) => v === undefined)
+    .map(([name]) => name);
+  assert.deepEqual(open, [], `still open after ${STALL_LIMIT_S} s`);
+});

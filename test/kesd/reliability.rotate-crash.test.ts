@@ -25,9 +25,17 @@ after(async () => {
   await fx?.remove();
 });
 
-interface Dek { key: string; version: string; plaintext: string; ciphertext: string; context: string }
+interface Dek {
+  key: string;
+  version: string;
+  plaintext: string;
+  ciphertext: string;
+  context: string;
+}
 
-test(`kill -9 during concurrent rotations loses no acknowledged version (seed ${SEED})`, { timeout: 600_000 }, async () => {
+test(`kill -9 during concurrent rotations loses no acknowledged version (seed ${SEED})`, {
+  timeout: 600_000,
+}, async () => {
   const r = rng(SEED);
   const acked = new Map<string, Set<number>>(KEYS.map((k) => [k, new Set([1])]));
   const deks: Dek[] = [];
@@ -49,7 +57,9 @@ test(`kill -9 during concurrent rotations loses no acknowledged version (seed ${
           if (rotated.status !== 200) return void anomalies.push(`rotate ${key}: ${rotated.status} ${rotated.text}`);
           acked.get(key)!.add(Number(rotated.json().version));
           const context = `c-${cycle}-${i}-${deks.length}`;
-          const dek = await call(agent, proc.port, 'POST', `/v1/key/generate/${key}`, { context: b64(context) }).catch(() => undefined);
+          const dek = await call(agent, proc.port, 'POST', `/v1/key/generate/${key}`, { context: b64(context) }).catch(
+            () => undefined,
+          );
           if (dek === undefined) return;
           if (dek.status !== 200) return void anomalies.push(`generate ${key}: ${dek.status} ${dek.text}`);
           deks.push({ key, context, ...dek.json() });
@@ -75,7 +85,9 @@ test(`kill -9 during concurrent rotations loses no acknowledged version (seed ${
   assert.deepEqual(anomalies, []);
   const total = [...acked.values()].reduce((n, s) => n + s.size - 1, 0);
   assert.ok(total >= CYCLES, `acknowledged rotations: ${total}`);
-  console.log(`rotate-crash: ${CYCLES} kills, ${total} acknowledged rotations, ${deks.length} data keys, ${inflightAtKill} requests in flight at a kill`);
+  console.log(
+    `rotate-crash: ${CYCLES} kills, ${total} acknowledged rotations, ${deks.length} data keys, ${inflightAtKill} requests in flight at a kill`,
+  );
 
   async function verify(agent: https.Agent, port: number, cycle: number): Promise<void> {
     for (const key of KEYS) {
@@ -83,14 +95,22 @@ test(`kill -9 during concurrent rotations loses no acknowledged version (seed ${
       assert.equal(info.status, 200, info.text);
       const versions: number[] = info.json().versions.map((v: { version: string }) => Number(v.version));
       const n = versions.length;
-      assert.deepEqual(versions, Array.from({ length: n }, (_, i) => n - i), `cycle ${cycle}: ${key}: versions 1..n, no gap, no repeat`);
-      for (const v of acked.get(key)!) assert.ok(versions.includes(v), `cycle ${cycle}: ${key}: acknowledged version ${v} lost (have ${n})`);
+      assert.deepEqual(
+        versions,
+        Array.from({ length: n }, (_, i) => n - i),
+        `cycle ${cycle}: ${key}: versions 1..n, no gap, no repeat`,
+      );
+      for (const v of acked.get(key)!)
+        assert.ok(versions.includes(v), `cycle ${cycle}: ${key}: acknowledged version ${v} lost (have ${n})`);
       for (const v of versions) acked.get(key)!.add(v); // an in-flight rotation that committed is part of the model now
       const dek = await call(agent, port, 'POST', `/v1/key/generate/${key}`, {});
       assert.equal(dek.json().version, String(n), `cycle ${cycle}: ${key}: generate uses the newest`);
     }
     for (const dek of deks) {
-      for (const body of [{ ciphertext: dek.ciphertext, context: b64(dek.context) }, { ciphertext: dek.ciphertext, context: b64(dek.context), version: dek.version }]) {
+      for (const body of [
+        { ciphertext: dek.ciphertext, context: b64(dek.context) },
+        { ciphertext: dek.ciphertext, context: b64(dek.context), version: dek.version },
+      ]) {
         const got = await call(agent, port, 'POST', `/v1/key/decrypt/${dek.key}`, body);
         assert.equal(got.status, 200, `cycle ${cycle}: ${dek.key} v${dek.version}: ${got.text}`);
         assert.equal(got.json().plaintext, dek.plaintext);

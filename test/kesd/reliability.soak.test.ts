@@ -25,8 +25,23 @@ import https from 'node:https';
 import net from 'node:net';
 import tls from 'node:tls';
 import {
-  agentFor, call, deadline, envInt, groupPids, groupRss, makeFixture, MiB, percentile, pool, rng, seedFrom, sleep, startKesd,
-  type Fixture, type KesdProcess, type Rng,
+  agentFor,
+  call,
+  deadline,
+  envInt,
+  groupPids,
+  groupRss,
+  makeFixture,
+  MiB,
+  percentile,
+  pool,
+  rng,
+  seedFrom,
+  sleep,
+  startKesd,
+  type Fixture,
+  type KesdProcess,
+  type Rng,
 } from './load.js';
 import { startTestServer, type Reply } from './harness.js';
 
@@ -106,7 +121,12 @@ function restartFailure(err: unknown): 'refused' | 'cut' | undefined {
  * One request, retried while a restart explains its failure. `cut` says an earlier attempt was cut after it may
  * have reached the server (so a write may already have happened).
  */
-async function send(agent: https.Agent, method: string, path: string, body?: unknown): Promise<{ reply: Reply; cut: boolean }> {
+async function send(
+  agent: https.Agent,
+  method: string,
+  path: string,
+  body?: unknown,
+): Promise<{ reply: Reply; cut: boolean }> {
   const end = Date.now() + RETRY_MS;
   let cut = false;
   for (;;) {
@@ -142,7 +162,10 @@ class Loop {
   rules: { allow: string[]; deny: string[] } | undefined;
   private serial = 0;
 
-  constructor(readonly id: number, private readonly r: Rng) {}
+  constructor(
+    readonly id: number,
+    private readonly r: Rng,
+  ) {}
 
   get prefix(): string {
     return `soak-${this.id}-`;
@@ -157,7 +180,18 @@ class Loop {
 
   async step(): Promise<void> {
     const roll = this.r.next();
-    const op = roll < 0.2 ? 'create' : roll < 0.27 ? 'delete' : roll < 0.55 ? 'generate' : roll < 0.8 ? 'decrypt' : roll < 0.9 ? 'list' : 'policy';
+    const op =
+      roll < 0.2
+        ? 'create'
+        : roll < 0.27
+          ? 'delete'
+          : roll < 0.55
+            ? 'generate'
+            : roll < 0.8
+              ? 'decrypt'
+              : roll < 0.9
+                ? 'list'
+                : 'policy';
     stats.byOp[op] = (stats.byOp[op] ?? 0) + 1;
     await this[op]();
   }
@@ -181,7 +215,8 @@ class Loop {
     if (appliedEarlier) stats.appliedBeforeCut++;
     this.live.delete(name);
     this.deleted.add(name);
-    for (let i = this.ciphertexts.length - 1; i >= 0; i--) if (this.ciphertexts[i]!.key === name) this.ciphertexts.splice(i, 1);
+    for (let i = this.ciphertexts.length - 1; i >= 0; i--)
+      if (this.ciphertexts[i]!.key === name) this.ciphertexts.splice(i, 1);
   }
 
   async generate(): Promise<void> {
@@ -193,7 +228,9 @@ class Loop {
     if (this.ciphertexts.length > KEEP_CIPHERTEXTS) this.ciphertexts.shift();
   }
 
-  async decrypt(c: Ciphertext | undefined = this.ciphertexts.length > 0 ? this.r.pick(this.ciphertexts) : undefined): Promise<void> {
+  async decrypt(
+    c: Ciphertext | undefined = this.ciphertexts.length > 0 ? this.r.pick(this.ciphertexts) : undefined,
+  ): Promise<void> {
     if (c === undefined) return this.generate();
     const { reply } = await send(this.agent, 'POST', `/v1/key/decrypt/${c.key}`, { ciphertext: c.ciphertext });
     if (reply.status !== 200) this.fail(`decrypt with ${c.key}`, reply);
@@ -204,13 +241,24 @@ class Loop {
   async list(): Promise<void> {
     const { reply } = await send(this.agent, 'GET', `/v1/key/list/${this.prefix}*`);
     if (reply.status !== 200) this.fail('list', reply);
-    const names = reply.text.split('\n').filter((l) => l !== '').map((l) => JSON.parse(l).name as string).sort();
-    assert.deepEqual(names, [...this.live].sort(), `loop ${this.id}: the listing differs from the keys it created and did not delete`);
+    const names = reply.text
+      .split('\n')
+      .filter((l) => l !== '')
+      .map((l) => JSON.parse(l).name as string)
+      .sort();
+    assert.deepEqual(
+      names,
+      [...this.live].sort(),
+      `loop ${this.id}: the listing differs from the keys it created and did not delete`,
+    );
   }
 
   /** Writes new rules to the loop's policy and reads them back. */
   async policy(): Promise<void> {
-    const rules = { allow: [`/v1/key/generate/${this.prefix}${this.r.int(1e6)}`], deny: [`/v1/key/delete/${this.prefix}${this.r.int(1e6)}`] };
+    const rules = {
+      allow: [`/v1/key/generate/${this.prefix}${this.r.int(1e6)}`],
+      deny: [`/v1/key/delete/${this.prefix}${this.r.int(1e6)}`],
+    };
     const { reply } = await send(this.agent, 'POST', `/v1/policy/write/${this.policyName}`, rules);
     if (reply.status !== 200) this.fail(`policy write ${this.policyName}`, reply);
     this.rules = rules;
@@ -222,7 +270,11 @@ class Loop {
     const { reply } = await send(this.agent, 'GET', `/v1/policy/read/${this.policyName}`);
     if (reply.status !== 200) this.fail(`policy read ${this.policyName}`, reply);
     const got = reply.json();
-    assert.deepEqual({ allow: Object.keys(got.allow), deny: Object.keys(got.deny) }, this.rules, `policy ${this.policyName}`);
+    assert.deepEqual(
+      { allow: Object.keys(got.allow), deny: Object.keys(got.deny) },
+      this.rules,
+      `policy ${this.policyName}`,
+    );
   }
 
   /** After the last restart: every key, ciphertext and the policy as acknowledged. */
@@ -275,7 +327,10 @@ async function heapUsed(): Promise<number> {
   }
 }
 
-async function rssParts(leader: number, pids: readonly number[]): Promise<{ anon: number; file: number; perProcess: number[] }> {
+async function rssParts(
+  leader: number,
+  pids: readonly number[],
+): Promise<{ anon: number; file: number; perProcess: number[] }> {
   let anon = 0;
   let file = 0;
   const perProcess: number[] = [];
@@ -301,7 +356,18 @@ async function sample(t0: number): Promise<Sample | undefined> {
   const store = (await stat(join(fx.dataDir, 'db')).catch(() => undefined))?.size ?? 0;
   const heap = await heapUsed();
   if (restarting || proc !== sampled) return undefined;
-  return { t: (Date.now() - t0) / 1000, leader: sampled.pid, rss, anon, file, fds, pids: pids.length, store, perProcess, heap };
+  return {
+    t: (Date.now() - t0) / 1000,
+    leader: sampled.pid,
+    rss,
+    anon,
+    file,
+    fds,
+    pids: pids.length,
+    store,
+    perProcess,
+    heap,
+  };
 }
 
 const median = (xs: readonly number[]) => percentile(xs, 50);
@@ -333,7 +399,10 @@ test(`mixed load for ${SECONDS} s with a graceful restart every ${RESTART_EVERY}
   /** The running kesd has its SAMPLES_PER_LIFETIME samples (an error if it went SAMPLE_WAIT_MS since `since` without). */
   const lifetimeSampled = (since: number) => {
     if (samples.filter((s) => s.leader === proc!.pid).length >= SAMPLES_PER_LIFETIME) return true;
-    if (Date.now() - since > SAMPLE_WAIT_MS) throw new Error(`kesd (pid ${proc!.pid}) was not sampled ${SAMPLES_PER_LIFETIME} times in ${SAMPLE_WAIT_MS / 1000} s`);
+    if (Date.now() - since > SAMPLE_WAIT_MS)
+      throw new Error(
+        `kesd (pid ${proc!.pid}) was not sampled ${SAMPLES_PER_LIFETIME} times in ${SAMPLE_WAIT_MS / 1000} s`,
+      );
     return false;
   };
   let planned = 0;
@@ -346,7 +415,9 @@ test(`mixed load for ${SECONDS} s with a graceful restart every ${RESTART_EVERY}
       while (!lifetimeSampled(due)) await sleep(50);
       restarts.push(await gracefulRestart());
     }
-  })().catch((err: Error) => errors.push(`restart: ${err.message}`)).finally(() => (restarted = true));
+  })()
+    .catch((err: Error) => errors.push(`restart: ${err.message}`))
+    .finally(() => (restarted = true));
   const loadOver = () => {
     try {
       return errors.length > 0 || (Date.now() >= end && restarted && lifetimeSampled(end));
@@ -355,13 +426,15 @@ test(`mixed load for ${SECONDS} s with a graceful restart every ${RESTART_EVERY}
       return true;
     }
   };
-  const load = Promise.all(loops.map(async (loop) => {
-    try {
-      while (!loadOver()) await loop.step();
-    } catch (err) {
-      errors.push(`loop ${loop.id}: ${(err as Error).message}`);
-    }
-  }));
+  const load = Promise.all(
+    loops.map(async (loop) => {
+      try {
+        while (!loadOver()) await loop.step();
+      } catch (err) {
+        errors.push(`loop ${loop.id}: ${(err as Error).message}`);
+      }
+    }),
+  );
   try {
     await load;
   } finally {
@@ -379,22 +452,41 @@ test(`mixed load for ${SECONDS} s with a graceful restart every ${RESTART_EVERY}
 
   const rss = thirds(samples.map((s) => s.rss));
   const fds = thirds(samples.map((s) => s.fds));
-  t.diagnostic(`${stats.requests} requests in ${(loadMs / 1000).toFixed(1)} s (${Object.entries(stats.byOp).map(([op, n]) => `${op} ${n}`).join(', ')}); ` +
-    `${restarts.length} graceful restarts (stop + start: ${restarts.map((r) => `${(r.stopMs / 1000).toFixed(1)} + ${(r.startMs / 1000).toFixed(1)}`).join(', ')} s); retried after a restart refused ${stats.refused} and cut ${stats.cut} requests ` +
-    `(${stats.appliedBeforeCut} cut writes had been applied); ` +
-    `errors: ${errors.length}; verified afterwards: ${verified} keys and ciphertexts`);
-  t.diagnostic(`RSS of the process group (MiB), per sample: ${samples.map((s) => `${s.t.toFixed(0)}s=${(s.rss / MiB).toFixed(0)}`).join(' ')}`);
-  t.diagnostic(`of which anonymous / file-backed (MiB), and the store file's size (MiB), per sample: ${samples.map((s) => `${s.t.toFixed(0)}s=${(s.anon / MiB).toFixed(0)}/${(s.file / MiB).toFixed(0)}/${(s.store / MiB).toFixed(0)}`).join(' ')}`);
-  t.diagnostic(`RSS per process (MiB; kesd server first, then its workers), per sample: ${samples.map((s) => `${s.t.toFixed(0)}s=${s.perProcess.map((b) => (b / MiB).toFixed(0)).join('/')}`).join(' ')}`);
-  t.diagnostic(`JS heap in use, all workers (MiB), per sample: ${samples.map((s) => `${s.t.toFixed(0)}s=${(s.heap / MiB).toFixed(0)}`).join(' ')}`);
-  t.diagnostic(`open FDs of the process group, per sample: ${samples.map((s) => `${s.t.toFixed(0)}s=${s.fds}`).join(' ')}`);
-  t.diagnostic(`medians, first third → last third: RSS ${(rss.first / MiB).toFixed(1)} → ${(rss.last / MiB).toFixed(1)} MiB, FDs ${fds.first} → ${fds.last}; ` +
-    `max RSS ${(Math.max(...samples.map((s) => s.rss)) / MiB).toFixed(1)} MiB, max FDs ${Math.max(...samples.map((s) => s.fds))}`);
+  t.diagnostic(
+    `${stats.requests} requests in ${(loadMs / 1000).toFixed(1)} s (${Object.entries(stats.byOp)
+      .map(([op, n]) => `${op} ${n}`)
+      .join(', ')}); ` +
+      `${restarts.length} graceful restarts (stop + start: ${restarts.map((r) => `${(r.stopMs / 1000).toFixed(1)} + ${(r.startMs / 1000).toFixed(1)}`).join(', ')} s); retried after a restart refused ${stats.refused} and cut ${stats.cut} requests ` +
+      `(${stats.appliedBeforeCut} cut writes had been applied); ` +
+      `errors: ${errors.length}; verified afterwards: ${verified} keys and ciphertexts`,
+  );
+  t.diagnostic(
+    `RSS of the process group (MiB), per sample: ${samples.map((s) => `${s.t.toFixed(0)}s=${(s.rss / MiB).toFixed(0)}`).join(' ')}`,
+  );
+  t.diagnostic(
+    `of which anonymous / file-backed (MiB), and the store file's size (MiB), per sample: ${samples.map((s) => `${s.t.toFixed(0)}s=${(s.anon / MiB).toFixed(0)}/${(s.file / MiB).toFixed(0)}/${(s.store / MiB).toFixed(0)}`).join(' ')}`,
+  );
+  t.diagnostic(
+    `RSS per process (MiB; kesd server first, then its workers), per sample: ${samples.map((s) => `${s.t.toFixed(0)}s=${s.perProcess.map((b) => (b / MiB).toFixed(0)).join('/')}`).join(' ')}`,
+  );
+  t.diagnostic(
+    `JS heap in use, all workers (MiB), per sample: ${samples.map((s) => `${s.t.toFixed(0)}s=${(s.heap / MiB).toFixed(0)}`).join(' ')}`,
+  );
+  t.diagnostic(
+    `open FDs of the process group, per sample: ${samples.map((s) => `${s.t.toFixed(0)}s=${s.fds}`).join(' ')}`,
+  );
+  t.diagnostic(
+    `medians, first third → last third: RSS ${(rss.first / MiB).toFixed(1)} → ${(rss.last / MiB).toFixed(1)} MiB, FDs ${fds.first} → ${fds.last}; ` +
+      `max RSS ${(Math.max(...samples.map((s) => s.rss)) / MiB).toFixed(1)} MiB, max FDs ${Math.max(...samples.map((s) => s.fds))}`,
+  );
 
   assert.deepEqual(errors, []);
   assert.equal(restarts.length, planned + 1, 'restarts under load, and the one before the checks');
   assert.ok(samples.length >= SAMPLES_PER_LIFETIME * (planned + 1), `${samples.length} samples`);
-  assert.ok(rss.last < 1.5 * rss.first + 64 * MiB, `RSS grew: median ${(rss.first / MiB).toFixed(1)} → ${(rss.last / MiB).toFixed(1)} MiB`);
+  assert.ok(
+    rss.last < 1.5 * rss.first + 64 * MiB,
+    `RSS grew: median ${(rss.first / MiB).toFixed(1)} → ${(rss.last / MiB).toFixed(1)} MiB`,
+  );
   assert.ok(fds.last <= fds.first + 32, `open FDs grew: median ${fds.first} → ${fds.last}`);
 });
 
@@ -404,7 +496,11 @@ test(`mixed load for ${SECONDS} s with a graceful restart every ${RESTART_EVERY}
 // closes. Those requests never reached kesd; what this pins is that no write kesd applied is cut from its answer.
 test('a graceful restart cuts no request kesd has applied', () => {
   assert.ok(stats.requests > 0, 'the soak ran');
-  assert.equal(stats.appliedBeforeCut, 0, `${stats.cut} requests were cut by graceful stops, ${stats.appliedBeforeCut} of them writes that had been applied`);
+  assert.equal(
+    stats.appliedBeforeCut,
+    0,
+    `${stats.cut} requests were cut by graceful stops, ${stats.appliedBeforeCut} of them writes that had been applied`,
+  );
 });
 
 // The same stop, in process: a connection whose TLS handshake completes after the stop began used to be served as

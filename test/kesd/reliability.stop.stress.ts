@@ -7,9 +7,20 @@
 // Settings: KESD_STRESS_RESTARTS (50), KESD_STRESS_RESTART_EVERY_MS (1500), KESD_STRESS_LOOPS (8),
 // KESD_STRESS_WORKERS (2), KESD_STRESS_PROTOCOL (h1 | h2, h1), KESD_STRESS_SEED.
 import http2 from 'node:http2';
-import https from 'node:https';
 import {
-  agentFor, call, deadline, envInt, groupPids, makeFixture, rng, seedFrom, sleep, startKesd, type Fixture, type KesdProcess, type Rng,
+  agentFor,
+  call,
+  deadline,
+  envInt,
+  groupPids,
+  makeFixture,
+  rng,
+  seedFrom,
+  sleep,
+  startKesd,
+  type Fixture,
+  type KesdProcess,
+  type Rng,
 } from './load.js';
 import type { TestIdentity } from './harness.js';
 
@@ -59,7 +70,11 @@ function h2Client(who: TestIdentity, port: () => number): Client {
   const connect = () => {
     if (session !== undefined) return session;
     const current = new Promise<http2.ClientHttp2Session>((resolve, reject) => {
-      const s = http2.connect(`https://127.0.0.1:${port()}`, { cert: who.cert, key: who.key, rejectUnauthorized: false });
+      const s = http2.connect(`https://127.0.0.1:${port()}`, {
+        cert: who.cert,
+        key: who.key,
+        rejectUnauthorized: false,
+      });
       const forget = () => {
         if (session === current) session = undefined;
       };
@@ -87,7 +102,7 @@ function h2Client(who: TestIdentity, port: () => number): Client {
         let stream: http2.ClientHttp2Stream;
         try {
           stream = s.request({ ':method': method, ':path': path }, { endStream: body === undefined });
-        } catch (err) {
+        } catch (_err) {
           session = undefined;
           // The session was closing: the request never left.
           return reject(new Unanswered('ECONNREFUSED'));
@@ -114,11 +129,23 @@ function h2Client(who: TestIdentity, port: () => number): Client {
         if (body !== undefined) stream.end(JSON.stringify(body));
       });
     },
-    close: () => void session?.then((s) => s.destroy(), () => {}),
+    close: () =>
+      void session?.then(
+        (s) => s.destroy(),
+        () => {},
+      ),
   };
 }
 
-const counts = { requests: 0, answered: 0, refused: 0, unanswered: 0, unansweredWrites: 0, appliedUnanswered: 0, restarts: 0 };
+const counts = {
+  requests: 0,
+  answered: 0,
+  refused: 0,
+  unanswered: 0,
+  unansweredWrites: 0,
+  appliedUnanswered: 0,
+  restarts: 0,
+};
 const unansweredBy: Record<string, number> = {};
 const appliedUnanswered: string[] = [];
 
@@ -133,13 +160,21 @@ class Loop {
   readonly deletedMaybe = new Set<string>();
   private serial = 0;
 
-  constructor(readonly id: number, readonly client: Client, private readonly r: Rng) {}
+  constructor(
+    readonly id: number,
+    readonly client: Client,
+    private readonly r: Rng,
+  ) {}
 
   private async send(method: string, path: string, write: boolean): Promise<Answer | undefined> {
     for (;;) {
       counts.requests++;
       try {
-        const answer = await this.client.send(method, path, method === 'POST' && path.includes('/generate/') ? {} : undefined);
+        const answer = await this.client.send(
+          method,
+          path,
+          method === 'POST' && path.includes('/generate/') ? {} : undefined,
+        );
         counts.answered++;
         return answer;
       } catch (err) {
@@ -152,7 +187,8 @@ class Loop {
         counts.unanswered++;
         if (write) counts.unansweredWrites++;
         unansweredBy[err.code] = (unansweredBy[err.code] ?? 0) + 1;
-        if (process.env.KESD_STRESS_VERBOSE) console.error(`${new Date().toISOString()} unanswered ${method} ${path}: ${err.code}`);
+        if (process.env.KESD_STRESS_VERBOSE)
+          console.error(`${new Date().toISOString()} unanswered ${method} ${path}: ${err.code}`);
         return undefined;
       }
     }
@@ -176,7 +212,8 @@ class Loop {
     } else {
       const name = this.r.pick([...this.live]);
       const answer = await this.send('POST', `/v1/key/generate/${name}`, false);
-      if (answer !== undefined && answer.status !== 200) throw new Error(`generate ${name}: ${answer.status} ${answer.text}`);
+      if (answer !== undefined && answer.status !== 200)
+        throw new Error(`generate ${name}: ${answer.status} ${answer.text}`);
     }
   }
 
@@ -205,14 +242,16 @@ async function main(): Promise<void> {
   const loops = Array.from({ length: LOOPS }, (_, i) => new Loop(i, newClient(), rng(seeds.int(2 ** 32))));
   let running = true;
   const errors: string[] = [];
-  const load = Promise.all(loops.map(async (loop) => {
-    try {
-      while (running) await loop.step();
-    } catch (err) {
-      errors.push(`loop ${loop.id}: ${(err as Error).message}`);
-      running = false;
-    }
-  }));
+  const load = Promise.all(
+    loops.map(async (loop) => {
+      try {
+        while (running) await loop.step();
+      } catch (err) {
+        errors.push(`loop ${loop.id}: ${(err as Error).message}`);
+        running = false;
+      }
+    }),
+  );
   const t0 = Date.now();
   const stops: number[] = [];
   try {
@@ -223,7 +262,8 @@ async function main(): Promise<void> {
       process.kill(old.pid, 'SIGTERM');
       const exit = await deadline(old.exited, 30_000, 'kesd to exit after SIGTERM');
       stops.push(Date.now() - stopAt);
-      if (exit.code !== 0) throw new Error(`graceful stop exited ${JSON.stringify(exit)}: ${old.output().slice(-2000)}`);
+      if (exit.code !== 0)
+        throw new Error(`graceful stop exited ${JSON.stringify(exit)}: ${old.output().slice(-2000)}`);
       if ((await groupPids(old.pid)).length > 0) throw new Error('a worker outlived the primary');
       await old.stop();
       proc = await startKesd(fx.dataDir, env, args, { stdout: 'ignore' });
@@ -241,11 +281,20 @@ async function main(): Promise<void> {
   await fx.remove();
   counts.appliedUnanswered = appliedUnanswered.length;
   const sorted = [...stops].sort((a, b) => a - b);
-  console.log(JSON.stringify({
-    protocol: PROTOCOL, workers: Number(WORKERS), loops: LOOPS, seed: SEED, seconds: Math.round((Date.now() - t0) / 1000), ...counts,
-    unansweredBy, appliedUnanswered, errors,
-    stopMs: { median: sorted[Math.floor(sorted.length / 2)], max: sorted[sorted.length - 1] },
-  }));
+  console.log(
+    JSON.stringify({
+      protocol: PROTOCOL,
+      workers: Number(WORKERS),
+      loops: LOOPS,
+      seed: SEED,
+      seconds: Math.round((Date.now() - t0) / 1000),
+      ...counts,
+      unansweredBy,
+      appliedUnanswered,
+      errors,
+      stopMs: { median: sorted[Math.floor(sorted.length / 2)], max: sorted[sorted.length - 1] },
+    }),
+  );
   if (errors.length > 0 || appliedUnanswered.length > 0) process.exitCode = 1;
 }
 

@@ -9,7 +9,6 @@ import { once } from 'node:events';
 import http2 from 'node:http2';
 import https from 'node:https';
 import { rm } from 'node:fs/promises';
-import tls from 'node:tls';
 import { readServerConfig } from '../../kesd/src/config/config.ts';
 import { openSealedRootKey } from '../../kesd/src/store/unseal.ts';
 import { startKesd } from '../../kesd/src/server/run.ts';
@@ -49,18 +48,35 @@ function holdCreate(store: Store, name: string, when: 'before commit' | 'after c
 type Outcome = { answered: Reply } | { cut: string };
 
 function createOverHttp1(s: TestServer, name: string): Promise<Outcome> {
-  const agent = new https.Agent({ keepAlive: true, ca: s.server.cert, cert: s.admin.cert, key: s.admin.key, servername: 'localhost' });
+  const agent = new https.Agent({
+    keepAlive: true,
+    ca: s.server.cert,
+    cert: s.admin.cert,
+    key: s.admin.key,
+    servername: 'localhost',
+  });
   return new Promise<Outcome>((resolve) => {
-    const req = https.request({ host: '127.0.0.1', port: s.port, method: 'POST', path: `/v1/key/create/${name}`, agent }, (res) => {
-      readReply(res).then((answered) => resolve({ answered }), (err: Error) => resolve({ cut: err.message }));
-    });
+    const req = https.request(
+      { host: '127.0.0.1', port: s.port, method: 'POST', path: `/v1/key/create/${name}`, agent },
+      (res) => {
+        readReply(res).then(
+          (answered) => resolve({ answered }),
+          (err: Error) => resolve({ cut: err.message }),
+        );
+      },
+    );
     req.on('error', (err) => resolve({ cut: err.message }));
     req.end();
   }).finally(() => agent.destroy());
 }
 
 function createOverHttp2(s: TestServer, name: string): Promise<Outcome> {
-  const session = http2.connect(s.url, { ca: s.server.cert, cert: s.admin.cert, key: s.admin.key, servername: 'localhost' });
+  const session = http2.connect(s.url, {
+    ca: s.server.cert,
+    cert: s.admin.cert,
+    key: s.admin.key,
+    servername: 'localhost',
+  });
   session.on('error', () => {});
   return new Promise<Outcome>((resolve) => {
     const stream = session.request({ ':method': 'POST', ':path': `/v1/key/create/${name}` });
@@ -69,7 +85,13 @@ function createOverHttp2(s: TestServer, name: string): Promise<Outcome> {
     stream.setEncoding('utf8');
     stream.on('response', (h) => (status = Number(h[':status'])));
     stream.on('data', (d: string) => (text += d));
-    stream.on('end', () => resolve(status === 0 ? { cut: 'the stream ended without an answer' } : { answered: { status, headers: {}, text, json: () => JSON.parse(text) } }));
+    stream.on('end', () =>
+      resolve(
+        status === 0
+          ? { cut: 'the stream ended without an answer' }
+          : { answered: { status, headers: {}, text, json: () => JSON.parse(text) } },
+      ),
+    );
     stream.on('error', (err) => resolve({ cut: err.message }));
     stream.on('close', () => resolve({ cut: `stream closed, code ${stream.rstCode}` }));
     stream.end();
@@ -84,10 +106,12 @@ async function keyExists(s: TestServer, name: string): Promise<boolean> {
   const agent = new https.Agent({ ca: s.server.cert, cert: s.admin.cert, key: s.admin.key, servername: 'localhost' });
   try {
     const status = await new Promise<number>((resolve, reject) => {
-      https.get({ host: '127.0.0.1', port: kesd.port, path: `/v1/key/describe/${name}`, agent }, (res) => {
-        res.resume();
-        resolve(res.statusCode ?? 0);
-      }).on('error', reject);
+      https
+        .get({ host: '127.0.0.1', port: kesd.port, path: `/v1/key/describe/${name}`, agent }, (res) => {
+          res.resume();
+          resolve(res.statusCode ?? 0);
+        })
+        .on('error', reject);
     });
     assert.ok(status === 200 || status === 404, `describe ${name}: ${status}`);
     return status === 200;
@@ -97,7 +121,11 @@ async function keyExists(s: TestServer, name: string): Promise<boolean> {
   }
 }
 
-async function stopWhileHeld(t: TestContext, protocol: 'HTTP/1.1' | 'h2', when: 'before commit' | 'after commit'): Promise<void> {
+async function stopWhileHeld(
+  t: TestContext,
+  protocol: 'HTTP/1.1' | 'h2',
+  when: 'before commit' | 'after commit',
+): Promise<void> {
   const s = await startTestServer();
   try {
     const name = 'held-by-the-test';
@@ -112,7 +140,10 @@ async function stopWhileHeld(t: TestContext, protocol: 'HTTP/1.1' | 'h2', when: 
     const result = await deadline(outcome, 10_000, 'the create to be answered or cut');
     await deadline(stopped, 10_000, 'the stop to end');
     const exists = await keyExists(s, name);
-    assert.ok('answered' in result, `the create was cut (${'cut' in result ? result.cut : ''}); the key ${exists ? 'was' : 'was not'} created`);
+    assert.ok(
+      'answered' in result,
+      `the create was cut (${'cut' in result ? result.cut : ''}); the key ${exists ? 'was' : 'was not'} created`,
+    );
     assert.equal(result.answered.status, 200, result.answered.text);
     assert.equal(exists, true, 'answered 200, but the key is not there');
   } finally {
@@ -142,7 +173,13 @@ test('a stop keeps the store open until the handler of a request whose client le
     const store = s.kesd.system.records.store;
     const gate = holdCreate(store, name, 'before commit');
     const agent = new https.Agent({ ca: s.server.cert, cert: s.admin.cert, key: s.admin.key, servername: 'localhost' });
-    const req = https.request({ host: '127.0.0.1', port: s.port, method: 'POST', path: `/v1/key/create/${name}`, agent });
+    const req = https.request({
+      host: '127.0.0.1',
+      port: s.port,
+      method: 'POST',
+      path: `/v1/key/create/${name}`,
+      agent,
+    });
     req.on('error', () => {});
     req.end();
     await deadline(gate.reached, 10_000, 'the create to reach the store');
@@ -155,7 +192,11 @@ test('a stop keeps the store open until the handler of a request whose client le
     await assert.doesNotReject(store.status(), 'the store was closed while a handler was still running');
     gate.release();
     await deadline(stopped, 10_000, 'the stop to end');
-    assert.equal(await keyExists(s, name), true, 'the create, held in the store when the stop began, was not carried out');
+    assert.equal(
+      await keyExists(s, name),
+      true,
+      'the create, held in the store when the stop began, was not carried out',
+    );
   } finally {
     await rm(s.dir, { recursive: true, force: true });
   }

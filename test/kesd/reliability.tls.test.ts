@@ -33,12 +33,18 @@ interface Ca {
   readonly pem: string;
 }
 
-const newKeys = async () => (await webcrypto.subtle.generateKey(P256, true, ['sign', 'verify'])) as webcrypto.CryptoKeyPair;
+const newKeys = async () =>
+  (await webcrypto.subtle.generateKey(P256, true, ['sign', 'verify'])) as webcrypto.CryptoKeyPair;
 const pkcs8Pem = async (key: webcrypto.CryptoKey) =>
-  `-----BEGIN PRIVATE KEY-----\n${Buffer.from(await webcrypto.subtle.exportKey('pkcs8', key)).toString('base64').replace(/.{1,64}/g, '$&\n')}-----END PRIVATE KEY-----\n`;
+  `-----BEGIN PRIVATE KEY-----\n${Buffer.from(await webcrypto.subtle.exportKey('pkcs8', key))
+    .toString('base64')
+    .replace(/.{1,64}/g, '$&\n')}-----END PRIVATE KEY-----\n`;
 
 /** The KES identity, computed independently of kesd: SHA-256 of the DER SubjectPublicKeyInfo. */
-const identityOfPem = (pem: string) => createHash('sha256').update(new X509Certificate(pem).publicKey.export({ type: 'spki', format: 'der' })).digest('hex');
+const identityOfPem = (pem: string) =>
+  createHash('sha256')
+    .update(new X509Certificate(pem).publicKey.export({ type: 'spki', format: 'der' }))
+    .digest('hex');
 
 async function makeCa(name: string): Promise<Ca> {
   const keys = await newKeys();
@@ -109,12 +115,25 @@ interface Attempt {
 
 type Version = 'TLSv1' | 'TLSv1.1' | 'TLSv1.2' | 'TLSv1.3';
 
-function attempt(port: number, serverCa: string | string[], who: TestIdentity | undefined, version: Version, path: string): Promise<Attempt> {
+function attempt(
+  port: number,
+  serverCa: string | string[],
+  who: TestIdentity | undefined,
+  version: Version,
+  path: string,
+): Promise<Attempt> {
   return new Promise((resolve) => {
     const legacy = version === 'TLSv1' || version === 'TLSv1.1';
     const socket = tls.connect({
-      host: '127.0.0.1', port, servername: 'localhost', ca: serverCa, cert: who?.cert, key: who?.key,
-      minVersion: version, maxVersion: version, ...(legacy ? { ciphers: 'DEFAULT:@SECLEVEL=0' } : {}),
+      host: '127.0.0.1',
+      port,
+      servername: 'localhost',
+      ca: serverCa,
+      cert: who?.cert,
+      key: who?.key,
+      minVersion: version,
+      maxVersion: version,
+      ...(legacy ? { ciphers: 'DEFAULT:@SECLEVEL=0' } : {}),
     });
     let handshake = false;
     let data = '';
@@ -165,9 +184,13 @@ before(async () => {
   const { clientAuth, serverAuth, codeSigning } = x509.ExtendedKeyUsage;
   admin = await makeLeaf(pki, 'admin', trusted, { ...valid, eku: [clientAuth] });
   client = await makeLeaf(pki, 'client', trusted, { ...valid, eku: [clientAuth] });
-  expired = await makeLeaf(pki, 'expired', trusted, { notBefore: new Date(now - DAY), notAfter: new Date(now - MINUTE), eku: [clientAuth] });
+  expired = await makeLeaf(pki, 'expired', trusted, {
+    notBefore: new Date(now - DAY),
+    notAfter: new Date(now - MINUTE),
+    eku: [clientAuth],
+  });
   good = {
-    'clientAuth': client,
+    clientAuth: client,
     'clientAuth + serverAuth': await makeLeaf(pki, 'both', trusted, { ...valid, eku: [serverAuth, clientAuth] }),
     'no EKU extension': await makeLeaf(pki, 'no-eku', trusted, { ...valid, eku: [] }),
   };
@@ -175,7 +198,11 @@ before(async () => {
     'signed by an untrusted CA': await makeLeaf(pki, 'untrusted', other, { ...valid, eku: [clientAuth] }),
     'self-signed (as MinIO API-key certificates)': await makeIdentity(pki, 'self-signed'),
     'expired a minute ago': expired,
-    'not valid for another hour': await makeLeaf(pki, 'not-yet-valid', trusted, { notBefore: new Date(now + 60 * MINUTE), notAfter: new Date(now + DAY), eku: [clientAuth] }),
+    'not valid for another hour': await makeLeaf(pki, 'not-yet-valid', trusted, {
+      notBefore: new Date(now + 60 * MINUTE),
+      notAfter: new Date(now + DAY),
+      eku: [clientAuth],
+    }),
     'EKU serverAuth only': await makeLeaf(pki, 'server-auth', trusted, { ...valid, eku: [serverAuth] }),
     'EKU codeSigning only': await makeLeaf(pki, 'code-signing', trusted, { ...valid, eku: [codeSigning] }),
   };
@@ -212,14 +239,22 @@ async function startVerifying(extra: (config: any) => void = () => {}): Promise<
 const VERSIONS = ['TLSv1.2', 'TLSv1.3'] as const;
 
 /** The server closes the connection without an HTTP response, on TLS 1.2 and 1.3; returns what the client saw. */
-async function assertRejected(port: number, serverCa: string | string[], label: string, id: TestIdentity): Promise<string[]> {
+async function assertRejected(
+  port: number,
+  serverCa: string | string[],
+  label: string,
+  id: TestIdentity,
+): Promise<string[]> {
   const seen: string[] = [];
   for (const version of VERSIONS) {
     const a = await attempt(port, serverCa, id, version, KEY_PATH);
     // Node closes a connection whose certificate fails verification right after the handshake, before any HTTP
     // byte and without an alert. (Not the client refusing the server: that would be a certificate error here.)
     assert.equal(a.status, undefined, `${label} (${version}) got an HTTP response: ${a.status} ${a.body}`);
-    assert.ok(a.handshake || a.error === undefined || /^(ECONNRESET|EPIPE)$/.test(a.error), `${label} (${version}): ${a.error}`);
+    assert.ok(
+      a.handshake || a.error === undefined || /^(ECONNRESET|EPIPE)$/.test(a.error),
+      `${label} (${version}): ${a.error}`,
+    );
     seen.push(`${version}: ${a.handshake ? 'handshake, then closed' : `handshake failed (${a.error ?? 'closed'})`}`);
   }
   return seen;
@@ -239,7 +274,14 @@ test('verify_cert on: trusted certificates get in; untrusted, self-signed, expir
     }
     for (const [label, id] of Object.entries(bad)) {
       t.diagnostic(`rejected: ${label}: ${(await assertRejected(v.port, v.server.cert, label, id)).join('; ')}`);
-      await assert.rejects(request(new https.Agent({ ca: v.server.cert, cert: id.cert, key: id.key, servername: 'localhost' }), v.port, 'GET', '/version'));
+      await assert.rejects(
+        request(
+          new https.Agent({ ca: v.server.cert, cert: id.cert, key: id.key, servername: 'localhost' }),
+          v.port,
+          'GET',
+          '/version',
+        ),
+      );
     }
     // No certificate: the handshake itself fails, with the alert KES (RequireAndVerifyClientCert) sends too.
     const tls12 = await attempt(v.port, v.server.cert, undefined, 'TLSv1.2', '/version');
@@ -297,7 +339,9 @@ test('verify_cert off: every certificate passes the handshake and the identity a
         assert.equal(a.status, 200, `${label} (${version}) after assignment: ${a.error ?? a.body}`);
       }
     }
-    t.diagnostic(`${Object.keys(everyone).length} certificates: 403 "${NOT_AUTHORIZED}" unassigned, 200 once assigned, on TLS 1.2 and 1.3`);
+    t.diagnostic(
+      `${Object.keys(everyone).length} certificates: 403 "${NOT_AUTHORIZED}" unassigned, 200 once assigned, on TLS 1.2 and 1.3`,
+    );
     const none = await attempt(s.port, s.server.cert, undefined, 'TLSv1.3', KEY_PATH);
     assert.equal(none.status, 400);
     assert.equal(JSON.parse(none.body!).message, NO_CERT);
@@ -334,7 +378,12 @@ test('a reload with a bad certificate, key or CA throws and keeps the running ce
 
     const cases: [label: string, cert: string, key: string, message: RegExp][] = [
       ['empty certificate file', '', original.key, /cannot load certificate .*no PEM certificate found/],
-      ['certificate cut in half', original.cert.slice(0, original.cert.length >> 1), original.key, /cannot load certificate .*no PEM certificate found/],
+      [
+        'certificate cut in half',
+        original.cert.slice(0, original.cert.length >> 1),
+        original.key,
+        /cannot load certificate .*no PEM certificate found/,
+      ],
       ['certificate without a DNS or IP SAN', noSan.cert, noSan.key, /does not contain any DNS or IP address as SAN/],
       ['new certificate, old key', next.cert, original.key, /private key .*does not match the certificate/],
       ['empty key file', next.cert, '', /cannot load private key/],
@@ -368,7 +417,8 @@ test('a reload with a bad certificate, key or CA throws and keeps the running ce
       assert.match(old.error ?? '', /ALERT_PROTOCOL_VERSION/, `${version}: ${old.error}`);
       t.diagnostic(`after the reload, ${version}: refused (${old.error})`);
     }
-    for (const version of VERSIONS) assert.equal((await attempt(v.port, cas, client, version, '/version')).status, 200, version);
+    for (const version of VERSIONS)
+      assert.equal((await attempt(v.port, cas, client, version, '/version')).status, 200, version);
   } finally {
     await v.stop();
   }
@@ -392,7 +442,9 @@ interface Generation {
  * The server's cert and key as Kubernetes mounts a Secret: <file> → tls/..data/<name> → tls/gen-N/<name>;
  * a rotation swaps the ..data symlink in one rename.
  */
-async function mountedCertificates(fx: Fixture): Promise<{ rotate(gen: string): Promise<void>; add(gen: string, cert: string, key: string): Promise<void> }> {
+async function mountedCertificates(
+  fx: Fixture,
+): Promise<{ rotate(gen: string): Promise<void>; add(gen: string, cert: string, key: string): Promise<void> }> {
   const tlsDir = join(fx.dir, 'tls');
   const add = async (gen: string, cert: string, key: string) => {
     await mkdir(join(tlsDir, gen), { recursive: true });
@@ -401,7 +453,10 @@ async function mountedCertificates(fx: Fixture): Promise<{ rotate(gen: string): 
   };
   await add('gen-0', fx.server.cert, fx.server.key);
   await symlink('gen-0', join(tlsDir, '..data'));
-  for (const [file, name] of [[fx.server.certFile, 'tls.crt'], [fx.server.keyFile, 'tls.key']] as const) {
+  for (const [file, name] of [
+    [fx.server.certFile, 'tls.crt'],
+    [fx.server.keyFile, 'tls.key'],
+  ] as const) {
     await unlink(file);
     await symlink(join(tlsDir, '..data', name), file);
   }
@@ -430,18 +485,32 @@ function loadRequest(agent: https.Agent, port: number, method: string, path: str
   const startedAt = performance.now();
   return new Promise((resolve) => {
     const payload = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
-    const req = https.request({ host: '127.0.0.1', port, method, path, agent, headers: payload ? { 'content-length': payload.length } : {} }, (res) => {
-      const socket = res.socket as tls.TLSSocket;
-      const fresh = !req.reusedSocket && !socket.isSessionReused();
-      const fingerprint = fresh ? socket.getPeerCertificate().fingerprint256 : undefined;
-      const resumed = !req.reusedSocket && socket.isSessionReused();
-      readReply(res).then(
-        (r) => resolve({ ok: r.status === 200, detail: `${method} ${path}: ${r.status} ${r.text.slice(0, 200)}`, startedAt, handshakeFingerprint: fingerprint, resumed, socket }),
-        (err: Error) => resolve({ ok: false, detail: `${method} ${path}: ${err.message}`, startedAt, resumed, socket }),
-      );
-    });
+    const req = https.request(
+      { host: '127.0.0.1', port, method, path, agent, headers: payload ? { 'content-length': payload.length } : {} },
+      (res) => {
+        const socket = res.socket as tls.TLSSocket;
+        const fresh = !req.reusedSocket && !socket.isSessionReused();
+        const fingerprint = fresh ? socket.getPeerCertificate().fingerprint256 : undefined;
+        const resumed = !req.reusedSocket && socket.isSessionReused();
+        readReply(res).then(
+          (r) =>
+            resolve({
+              ok: r.status === 200,
+              detail: `${method} ${path}: ${r.status} ${r.text.slice(0, 200)}`,
+              startedAt,
+              handshakeFingerprint: fingerprint,
+              resumed,
+              socket,
+            }),
+          (err: Error) =>
+            resolve({ ok: false, detail: `${method} ${path}: ${err.message}`, startedAt, resumed, socket }),
+        );
+      },
+    );
     req.setTimeout(15_000, () => req.destroy(new Error('timeout')));
-    req.on('error', (err) => resolve({ ok: false, detail: `${method} ${path}: ${err.message}`, startedAt, resumed: false }));
+    req.on('error', (err) =>
+      resolve({ ok: false, detail: `${method} ${path}: ${err.message}`, startedAt, resumed: false }),
+    );
     req.end(payload);
   });
 }
@@ -460,13 +529,17 @@ async function reloadOutcome(proc: KesdProcess, count: number): Promise<string> 
 }
 
 for (const workers of [1, 2]) {
-  test(`the server certificate is replaced and reloaded (SIGHUP) under load, --workers ${workers}: no request fails, new handshakes get the new certificate`, { timeout: 120_000 }, async (t) => {
+  test(`the server certificate is replaced and reloaded (SIGHUP) under load, --workers ${workers}: no request fails, new handshakes get the new certificate`, {
+    timeout: 120_000,
+  }, async (t) => {
     const fx = await makeFixture();
     let proc: KesdProcess | undefined;
     const agents: https.Agent[] = [];
     try {
       const mount = await mountedCertificates(fx);
-      const generations: Generation[] = [{ name: 'gen-0', fingerprint: new X509Certificate(fx.server.cert).fingerprint256, pem: fx.server.cert }];
+      const generations: Generation[] = [
+        { name: 'gen-0', fingerprint: new X509Certificate(fx.server.cert).fingerprint256, pem: fx.server.cert },
+      ];
       for (let i = 1; i <= RELOADS; i++) {
         const id = await makeIdentity(fx.dir, `server-${i}`, 'p256', { ips: ['127.0.0.1'], dnsNames: ['localhost'] });
         await mount.add(`gen-${i}`, id.cert, id.key);
@@ -487,7 +560,12 @@ for (const workers of [1, 2]) {
       const clients = Array.from({ length: CLIENTS }, (_, i) => {
         const keepAlive = i % 2 === 0;
         const agent = new https.Agent({
-          keepAlive, maxSockets: 1, ca, cert: fx.admin.cert, key: fx.admin.key, ...(keepAlive || i % 4 === 1 ? {} : { maxCachedSessions: 0 }),
+          keepAlive,
+          maxSockets: 1,
+          ca,
+          cert: fx.admin.cert,
+          key: fx.admin.key,
+          ...(keepAlive || i % 4 === 1 ? {} : { maxCachedSessions: 0 }),
         });
         agents.push(agent);
         return { keepAlive, agent, sockets: new Set<object>() };
@@ -495,15 +573,20 @@ for (const workers of [1, 2]) {
 
       const samples: Sample[] = [];
       let stop = false;
-      const load = Promise.all(clients.map(async (c, i) => {
-        for (let n = 0; !stop; n++) {
-          const sample = n % 2 === 0
-            ? await loadRequest(c.agent, port, 'POST', '/v1/key/generate/minio-default', { context: Buffer.from(`c${i}`).toString('base64') })
-            : await loadRequest(c.agent, port, 'GET', '/v1/key/describe/minio-default');
-          samples.push(sample);
-          if (sample.socket) c.sockets.add(sample.socket);
-        }
-      }));
+      const load = Promise.all(
+        clients.map(async (c, i) => {
+          for (let n = 0; !stop; n++) {
+            const sample =
+              n % 2 === 0
+                ? await loadRequest(c.agent, port, 'POST', '/v1/key/generate/minio-default', {
+                    context: Buffer.from(`c${i}`).toString('base64'),
+                  })
+                : await loadRequest(c.agent, port, 'GET', '/v1/key/describe/minio-default');
+            samples.push(sample);
+            if (sample.socket) c.sockets.add(sample.socket);
+          }
+        }),
+      );
 
       // Reloads spread over the load; each is confirmed from kesd's log before the next.
       const current: { since: number; gen: number }[] = [{ since: 0, gen: 0 }];
@@ -531,25 +614,47 @@ for (const workers of [1, 2]) {
       const failures = samples.filter((s) => !s.ok);
       const during = samples.filter((s) => s.startedAt >= firstSighup && s.startedAt <= lastConfirmed).length;
       const handshakes = samples.filter((s) => s.handshakeFingerprint !== undefined);
-      const perGeneration = generations.map((g) => `${g.name} ${handshakes.filter((s) => s.handshakeFingerprint === g.fingerprint).length}`);
-      t.diagnostic(`${samples.length} requests from ${CLIENTS} clients in ${LOAD_MS} ms, ${during} of them during the ${order.length} reloads (${Math.round(lastConfirmed - firstSighup)} ms); failed: ${failures.length}`);
-      t.diagnostic(`full handshakes per certificate: ${perGeneration.join(', ')}; resumed sessions: ${samples.filter((s) => s.resumed).length}; keep-alive connections: ${clients.filter((c) => c.keepAlive).map((c) => c.sockets.size).join(', ')}`);
-      assert.deepEqual(failures.map((s) => s.detail).slice(0, 5), [], `${failures.length} of ${samples.length} requests failed`);
+      const perGeneration = generations.map(
+        (g) => `${g.name} ${handshakes.filter((s) => s.handshakeFingerprint === g.fingerprint).length}`,
+      );
+      t.diagnostic(
+        `${samples.length} requests from ${CLIENTS} clients in ${LOAD_MS} ms, ${during} of them during the ${order.length} reloads (${Math.round(lastConfirmed - firstSighup)} ms); failed: ${failures.length}`,
+      );
+      t.diagnostic(
+        `full handshakes per certificate: ${perGeneration.join(', ')}; resumed sessions: ${samples.filter((s) => s.resumed).length}; keep-alive connections: ${clients
+          .filter((c) => c.keepAlive)
+          .map((c) => c.sockets.size)
+          .join(', ')}`,
+      );
+      assert.deepEqual(
+        failures.map((s) => s.detail).slice(0, 5),
+        [],
+        `${failures.length} of ${samples.length} requests failed`,
+      );
 
       // A full handshake started after a reload was confirmed presents that certificate (or a later one).
       for (const s of handshakes) {
         const expected = current.filter((c) => c.since <= s.startedAt).at(-1)!.gen;
         const got = generations.findIndex((g) => g.fingerprint === s.handshakeFingerprint);
-        assert.ok(got >= expected, `a handshake started after gen-${expected} was loaded presented ${got < 0 ? 'an unknown certificate' : generations[got]!.name}`);
+        assert.ok(
+          got >= expected,
+          `a handshake started after gen-${expected} was loaded presented ${got < 0 ? 'an unknown certificate' : generations[got]!.name}`,
+        );
       }
       assert.ok(handshakes.length > order.length, `only ${handshakes.length} full handshakes`);
       // Keep-alive connections outlive every reload.
-      for (const c of clients.filter((c) => c.keepAlive)) assert.equal(c.sockets.size, 1, 'a keep-alive client had to reconnect');
+      for (const c of clients.filter((c) => c.keepAlive))
+        assert.equal(c.sockets.size, 1, 'a keep-alive client had to reconnect');
 
       // Every worker now presents the last certificate (round robin: 4 connections reach both workers).
       const last = generations.at(-1)!;
       for (let i = 0; i < 4; i++) assert.equal(await fingerprintOf(port, ca), last.fingerprint);
-      for (const version of ['TLSv1', 'TLSv1.1'] as const) assert.match((await attempt(port, ca, fx.admin, version, '/version')).error ?? '', /ALERT_PROTOCOL_VERSION/, version);
+      for (const version of ['TLSv1', 'TLSv1.1'] as const)
+        assert.match(
+          (await attempt(port, ca, fx.admin, version, '/version')).error ?? '',
+          /ALERT_PROTOCOL_VERSION/,
+          version,
+        );
       assert.ok(proc.alive());
       assert.doesNotMatch(proc.output(), /exited|restarting/);
     } finally {
@@ -560,40 +665,43 @@ for (const workers of [1, 2]) {
   });
 }
 
-test(
-  'cluster: a worker that restarts after a failed reload serves the last good certificate',
-  { timeout: 60_000 },
-  async () => {
-    const fx = await makeFixture();
-    const proc = await startKesd(fx.dataDir, fx.env, ['--workers', '2', '--audit-log', 'off']);
-    try {
-      const good = new X509Certificate(fx.server.cert).fingerprint256;
-      await writeFile(fx.server.certFile, fx.server.cert.slice(0, 300));
-      process.kill(proc.pid, 'SIGHUP');
-      assert.match(await reloadOutcome(proc, 1), /TLS reload failed/);
-      const workers = (await groupPids(proc.pid)).filter((pid) => pid !== proc.pid);
-      assert.equal(workers.length, 2);
-      process.kill(workers[0]!, 'SIGKILL'); // a crash, an OOM kill
-      // Long enough for the primary's restart backoff (100, 200, 400, 800, 1600 ms) to run out.
-      await sleep(6000);
-      assert.ok(proc.alive(), `kesd stopped: ${proc.output().split('\n').slice(-3).join(' | ')}`);
-      const restarted = (await groupPids(proc.pid)).filter((pid) => pid !== proc.pid && pid !== workers[0]);
-      assert.equal(restarted.length, 2, 'the crashed worker was not replaced');
-      for (let i = 0; i < 4; i++) assert.equal(await fingerprintOf(proc.port, [fx.server.cert]), good);
-      assert.equal((proc.output().match(/restarting it in/g) ?? []).length, 1, `the replacement worker failed to start: ${proc.output()}`);
-      // The next good reload reaches the replacement too: every connection (both workers) gets the new certificate.
-      const next = await makeIdentity(fx.dir, 'server-next', 'p256', { ips: ['127.0.0.1'], dnsNames: ['localhost'] });
-      await writeFile(fx.server.certFile, next.cert);
-      await writeFile(fx.server.keyFile, next.key);
-      process.kill(proc.pid, 'SIGHUP');
-      assert.equal(await reloadOutcome(proc, 2), 'kesd: TLS certificate reloaded');
-      for (let i = 0; i < 4; i++) assert.equal(await fingerprintOf(proc.port, [next.cert]), new X509Certificate(next.cert).fingerprint256);
-    } finally {
-      await proc.stop();
-      await fx.remove();
-    }
-  },
-);
+test('cluster: a worker that restarts after a failed reload serves the last good certificate', {
+  timeout: 60_000,
+}, async () => {
+  const fx = await makeFixture();
+  const proc = await startKesd(fx.dataDir, fx.env, ['--workers', '2', '--audit-log', 'off']);
+  try {
+    const good = new X509Certificate(fx.server.cert).fingerprint256;
+    await writeFile(fx.server.certFile, fx.server.cert.slice(0, 300));
+    process.kill(proc.pid, 'SIGHUP');
+    assert.match(await reloadOutcome(proc, 1), /TLS reload failed/);
+    const workers = (await groupPids(proc.pid)).filter((pid) => pid !== proc.pid);
+    assert.equal(workers.length, 2);
+    process.kill(workers[0]!, 'SIGKILL'); // a crash, an OOM kill
+    // Long enough for the primary's restart backoff (100, 200, 400, 800, 1600 ms) to run out.
+    await sleep(6000);
+    assert.ok(proc.alive(), `kesd stopped: ${proc.output().split('\n').slice(-3).join(' | ')}`);
+    const restarted = (await groupPids(proc.pid)).filter((pid) => pid !== proc.pid && pid !== workers[0]);
+    assert.equal(restarted.length, 2, 'the crashed worker was not replaced');
+    for (let i = 0; i < 4; i++) assert.equal(await fingerprintOf(proc.port, [fx.server.cert]), good);
+    assert.equal(
+      (proc.output().match(/restarting it in/g) ?? []).length,
+      1,
+      `the replacement worker failed to start: ${proc.output()}`,
+    );
+    // The next good reload reaches the replacement too: every connection (both workers) gets the new certificate.
+    const next = await makeIdentity(fx.dir, 'server-next', 'p256', { ips: ['127.0.0.1'], dnsNames: ['localhost'] });
+    await writeFile(fx.server.certFile, next.cert);
+    await writeFile(fx.server.keyFile, next.key);
+    process.kill(proc.pid, 'SIGHUP');
+    assert.equal(await reloadOutcome(proc, 2), 'kesd: TLS certificate reloaded');
+    for (let i = 0; i < 4; i++)
+      assert.equal(await fingerprintOf(proc.port, [next.cert]), new X509Certificate(next.cert).fingerprint256);
+  } finally {
+    await proc.stop();
+    await fx.remove();
+  }
+});
 
 // ---- SIGHUP while kesd starts -----------------------------------------------------------------------------------
 
@@ -612,16 +720,26 @@ async function catchesSighup(pid: number): Promise<boolean> {
 const DECLARED_KEYS = envInt('KESD_SIGHUP_DECLARED_KEYS', 400);
 
 for (const workers of [1, 2]) {
-  test(`SIGHUPs while kesd starts (--workers ${workers}) do not kill it; the reload runs once it is up`, { timeout: 120_000 }, async (t) => {
+  test(`SIGHUPs while kesd starts (--workers ${workers}) do not kill it; the reload runs once it is up`, {
+    timeout: 120_000,
+  }, async (t) => {
     const keys = Array.from({ length: DECLARED_KEYS }, (_, i) => `declared-${i}`);
     const fx = await makeFixture({ keys });
     // Detached: its own process group, so the cleanup below reaches any worker.
-    const child = spawn(process.execPath, [KESD_BIN, 'server', fx.dataDir, '--workers', String(workers), '--audit-log', 'off'], {
-      env: fx.env, detached: true, stdio: ['ignore', 'ignore', 'pipe'],
-    });
+    const child = spawn(
+      process.execPath,
+      [KESD_BIN, 'server', fx.dataDir, '--workers', String(workers), '--audit-log', 'off'],
+      {
+        env: fx.env,
+        detached: true,
+        stdio: ['ignore', 'ignore', 'pipe'],
+      },
+    );
     let stderr = '';
     child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
-    const exited = new Promise<string>((resolve) => child.once('exit', (code, signal) => resolve(signal ?? `code ${code}`)));
+    const exited = new Promise<string>((resolve) =>
+      child.once('exit', (code, signal) => resolve(signal ?? `code ${code}`)),
+    );
     let exit: string | undefined;
     void exited.then((how) => (exit = how));
     try {
@@ -640,15 +758,21 @@ for (const workers of [1, 2]) {
         await sleep(5);
       }
       const window = Math.round(performance.now() - firstAt);
-      t.diagnostic(`${sent} SIGHUPs in the ${window} ms between kesd catching SIGHUP and "listening on" (${DECLARED_KEYS} declared keys)`);
+      t.diagnostic(
+        `${sent} SIGHUPs in the ${window} ms between kesd catching SIGHUP and "listening on" (${DECLARED_KEYS} declared keys)`,
+      );
       assert.ok(sent > 0, 'no SIGHUP was sent while kesd started (the test aimed at nothing)');
       assert.equal(exit, undefined, `kesd died of the SIGHUP at start: ${exit}: ${stderr}`);
       assert.match(stderr, /listening on/);
       const port = Number(/listening on \S+:(\d+)/.exec(stderr)![1]);
       // The reload the early SIGHUPs asked for happens once the server is up; it serves.
-      await deadline((async () => {
-        while (!/TLS certificate reloaded/.test(stderr)) await sleep(10);
-      })(), 15_000, 'the deferred reload to be logged');
+      await deadline(
+        (async () => {
+          while (!/TLS certificate reloaded/.test(stderr)) await sleep(10);
+        })(),
+        15_000,
+        'the deferred reload to be logged',
+      );
       assert.equal(await fingerprintOf(port, [fx.server.cert]), new X509Certificate(fx.server.cert).fingerprint256);
       assert.equal(exit, undefined);
     } finally {

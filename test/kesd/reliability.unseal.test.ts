@@ -7,7 +7,16 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { fingerprint } from './cli-process.js';
 import {
-  agentFor, call, groupPids, makeFixture, runKesd, sleep, startKesd, UNSEAL_ENV, type Fixture, type KesdProcess,
+  agentFor,
+  call,
+  groupPids,
+  makeFixture,
+  runKesd,
+  sleep,
+  startKesd,
+  UNSEAL_ENV,
+  type Fixture,
+  type KesdProcess,
 } from './load.js';
 
 let fx: Fixture;
@@ -45,20 +54,55 @@ interface BadKey {
 }
 
 const BAD_KEYS: readonly BadKey[] = [
-  { name: 'wrong key', value: () => Buffer.alloc(32, 0x33).toString('base64'), message: /unseal key is wrong: the root key is not authentic/ },
-  { name: 'missing variable', value: () => undefined, message: new RegExp(`environment variable '${UNSEAL_ENV}' is not set`) },
+  {
+    name: 'wrong key',
+    value: () => Buffer.alloc(32, 0x33).toString('base64'),
+    message: /unseal key is wrong: the root key is not authentic/,
+  },
+  {
+    name: 'missing variable',
+    value: () => undefined,
+    message: new RegExp(`environment variable '${UNSEAL_ENV}' is not set`),
+  },
   { name: 'empty variable', value: () => '', message: /unseal key must be 32 bytes, got 0/ },
-  { name: 'bad base64', value: () => 'not base64 at all!', message: new RegExp(`environment variable '${UNSEAL_ENV}' is not valid base64`) },
-  { name: 'unpadded base64', value: () => Buffer.alloc(32, 1).toString('base64').replace(/=+$/, ''), message: /is not valid base64/ },
-  { name: 'base64url alphabet', value: () => Buffer.alloc(32, 0xfb).toString('base64url') + '=', message: /is not valid base64/ },
-  { name: 'too short (16 bytes)', value: () => Buffer.alloc(16, 1).toString('base64'), message: /unseal key must be 32 bytes, got 16/ },
-  { name: 'too long (64 bytes)', value: () => Buffer.alloc(64, 1).toString('base64'), message: /unseal key must be 32 bytes, got 64/ },
+  {
+    name: 'bad base64',
+    value: () => 'not base64 at all!',
+    message: new RegExp(`environment variable '${UNSEAL_ENV}' is not valid base64`),
+  },
+  {
+    name: 'unpadded base64',
+    value: () => Buffer.alloc(32, 1).toString('base64').replace(/=+$/, ''),
+    message: /is not valid base64/,
+  },
+  {
+    name: 'base64url alphabet',
+    value: () => Buffer.alloc(32, 0xfb).toString('base64url') + '=',
+    message: /is not valid base64/,
+  },
+  {
+    name: 'too short (16 bytes)',
+    value: () => Buffer.alloc(16, 1).toString('base64'),
+    message: /unseal key must be 32 bytes, got 16/,
+  },
+  {
+    name: 'too long (64 bytes)',
+    value: () => Buffer.alloc(64, 1).toString('base64'),
+    message: /unseal key must be 32 bytes, got 64/,
+  },
 ];
 
 /** The message a failed start printed: its stderr without blank lines. */
-const messageOf = (stderr: string) => stderr.trim().split('\n').filter((l) => l.trim() !== '').join(' | ');
+const messageOf = (stderr: string) =>
+  stderr
+    .trim()
+    .split('\n')
+    .filter((l) => l.trim() !== '')
+    .join(' | ');
 
-test('a bad unseal key: non-zero exit, a distinct clear message, the data dir byte-identical', { timeout: 120_000 }, async (t) => {
+test('a bad unseal key: non-zero exit, a distinct clear message, the data dir byte-identical', {
+  timeout: 120_000,
+}, async (t) => {
   const messages = new Map<string, string>();
   for (const bad of BAD_KEYS) {
     const before = await fingerprint(fx.dataDir);
@@ -71,7 +115,8 @@ test('a bad unseal key: non-zero exit, a distinct clear message, the data dir by
     assert.equal(run.signal, null, `${bad.name}: died of ${run.signal} instead of exiting`);
     assert.match(run.stderr, bad.message, `${bad.name}: unexpected message`);
     assert.doesNotMatch(run.stderr, /^\s+at /m, `${bad.name}: a stack trace instead of a message`);
-    if (value !== undefined && value.length >= 8) assert.ok(!run.stderr.includes(value), `${bad.name}: the key value is echoed`);
+    if (value !== undefined && value.length >= 8)
+      assert.ok(!run.stderr.includes(value), `${bad.name}: the key value is echoed`);
     assert.ok(!run.stderr.includes(fx.unsealKey), `${bad.name}: the right unseal key is echoed`);
     assert.deepEqual(after, before, `${bad.name}: the data dir changed`);
     messages.set(bad.name, messageOf(run.stderr));
@@ -105,7 +150,11 @@ test('a missing or corrupt .unseal file: non-zero exit and a clear message', { t
     const cases: [string, string | undefined, RegExp][] = [
       ['missing .unseal', undefined, /does not exist/],
       ['not JSON', '{', /is corrupt: not JSON/],
-      ['tampered ciphertext', original.replace(/"ciphertext":"(.)/, (_m, c: string) => `"ciphertext":"${c === 'A' ? 'B' : 'A'}`), /unseal key is wrong|is corrupt/],
+      [
+        'tampered ciphertext',
+        original.replace(/"ciphertext":"(.)/, (_m, c: string) => `"ciphertext":"${c === 'A' ? 'B' : 'A'}`),
+        /unseal key is wrong|is corrupt/,
+      ],
     ];
     for (const [name, content, message] of cases) {
       if (content === undefined) await rm(unseal);
@@ -123,7 +172,9 @@ test('a missing or corrupt .unseal file: non-zero exit and a clear message', { t
   }
 });
 
-test('a bad unseal key file (unseal.file): non-zero exit, a distinct clear message, the data dir byte-identical', { timeout: 120_000 }, async (t) => {
+test('a bad unseal key file (unseal.file): non-zero exit, a distinct clear message, the data dir byte-identical', {
+  timeout: 120_000,
+}, async (t) => {
   const { chmod, cp, mkdir, readFile, rm, writeFile } = await import('node:fs/promises');
   const { join } = await import('node:path');
   const { formatSealedRootKey, parseSealedRootKey } = await import('../../kesd/src/store/unseal.js');
@@ -151,7 +202,12 @@ test('a bad unseal key file (unseal.file): non-zero exit, a distinct clear messa
       ['readable by others', `${fx.unsealKey}\n`, 0o644, /is accessible by other users \(mode 0644\)/],
       ['bad base64', 'not base64 at all!\n', 0o600, /unseal key: file '.*' is not valid base64/],
       ['too short (16 bytes)', Buffer.alloc(16, 1).toString('base64'), 0o600, /unseal key must be 32 bytes, got 16/],
-      ['wrong key', Buffer.alloc(32, 0x33).toString('base64'), 0o400, /unseal key is wrong: the root key is not authentic/],
+      [
+        'wrong key',
+        Buffer.alloc(32, 0x33).toString('base64'),
+        0o400,
+        /unseal key is wrong: the root key is not authentic/,
+      ],
     ];
     const messages = new Set<string>();
     for (const [name, content, mode, message] of cases) {
@@ -197,7 +253,14 @@ async function until(what: string, check: () => boolean | Promise<boolean>): Pro
 }
 
 /** Requests on `connections` fresh connections each (so, in cluster mode, they reach every worker). */
-async function onFreshConnections(proc: KesdProcess, who: 'admin' | 'sysadmin', method: string, path: string, body: unknown, connections: number) {
+async function onFreshConnections(
+  proc: KesdProcess,
+  who: 'admin' | 'sysadmin',
+  method: string,
+  path: string,
+  body: unknown,
+  connections: number,
+) {
   const replies = [];
   for (let i = 0; i < connections; i++) {
     const agent = agentFor(who === 'admin' ? fx.admin : fx.sysadmin, { keepAlive: false });
@@ -207,13 +270,16 @@ async function onFreshConnections(proc: KesdProcess, who: 'admin' | 'sysadmin', 
   return replies;
 }
 
-test('/v1/sys/seal stops every key operation with 403 system is sealed, on every connection, until a restart', { timeout: 120_000 }, async (t) => {
+test('/v1/sys/seal stops every key operation with 403 system is sealed, on every connection, until a restart', {
+  timeout: 120_000,
+}, async (t) => {
   let proc = await startKesd(fx.dataDir, fx.env, ['--audit-log', 'off']);
   try {
     const admin = agentFor(fx.admin);
     const sysadmin = agentFor(fx.sysadmin);
     // Warm every worker's key cache first: sealing must also drop cached key material.
-    for (const r of await onFreshConnections(proc, 'admin', 'POST', '/v1/key/generate/before-seal', {}, 6)) assert.equal(r.status, 200, r.text);
+    for (const r of await onFreshConnections(proc, 'admin', 'POST', '/v1/key/generate/before-seal', {}, 6))
+      assert.equal(r.status, 200, r.text);
 
     assert.equal((await call(admin, proc.port, 'POST', '/v1/sys/seal')).status, 403, 'the enclave admin cannot seal');
     const sealed = await call(sysadmin, proc.port, 'POST', '/v1/sys/seal');
@@ -298,7 +364,11 @@ test('/v1/sys/seal stops every key operation with 403 system is sealed, on every
     }
     const admin2 = agentFor(fx.admin);
     assert.equal((await call(admin2, proc.port, 'POST', '/v1/key/create/after-restart')).status, 200);
-    assert.equal((await call(admin2, proc.port, 'GET', '/v1/key/describe/after-seal')).status, 404, 'a create refused while sealed left nothing');
+    assert.equal(
+      (await call(admin2, proc.port, 'GET', '/v1/key/describe/after-seal')).status,
+      404,
+      'a create refused while sealed left nothing',
+    );
     admin2.destroy();
   } finally {
     await proc.stop();

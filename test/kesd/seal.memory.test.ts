@@ -22,7 +22,13 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { initDataDir, STORE_FILE } from '../../kesd/src/boot/data-dir.js';
 import { hmacSha256 } from '../../kesd/src/crypto/key.js';
-import { deriveRecordKey, paths, RecordStore, type EnclaveRecord, type KeyRecord } from '../../kesd/src/state/records.js';
+import {
+  deriveRecordKey,
+  paths,
+  RecordStore,
+  type EnclaveRecord,
+  type KeyRecord,
+} from '../../kesd/src/state/records.js';
 import { openLmdbStore } from '../../kesd/src/store/lmdb.js';
 import { openSealedRootKey } from '../../kesd/src/store/unseal.js';
 import { makeIdentity } from './harness.js';
@@ -40,7 +46,13 @@ interface Secrets {
 }
 
 /** A data dir with a declared key, and every secret the test can know about it. */
-async function prepare(dir: string): Promise<{ dataDir: string; env: NodeJS.ProcessEnv; secrets: Secrets; admin: Awaited<ReturnType<typeof makeIdentity>>; sysadmin: Awaited<ReturnType<typeof makeIdentity>> }> {
+async function prepare(dir: string): Promise<{
+  dataDir: string;
+  env: NodeJS.ProcessEnv;
+  secrets: Secrets;
+  admin: Awaited<ReturnType<typeof makeIdentity>>;
+  sysadmin: Awaited<ReturnType<typeof makeIdentity>>;
+}> {
   const server = await makeIdentity(dir, 'server', 'p256', { ips: ['127.0.0.1'] });
   const sysadmin = await makeIdentity(dir, 'sysadmin');
   const admin = await makeIdentity(dir, 'admin');
@@ -48,11 +60,24 @@ async function prepare(dir: string): Promise<{ dataDir: string; env: NodeJS.Proc
   const unsealBase64 = unsealKey.toString('base64');
   const env = { ...process.env, [UNSEAL_ENV]: unsealBase64 };
   const dataDir = join(dir, 'data');
-  await initDataDir(dataDir, {
-    version: 'v1', address: '127.0.0.1:0', sysadmin: sysadmin.identity, unsealEnv: UNSEAL_ENV,
-    tls: { key: server.keyFile, cert: server.certFile, password: '', verifyCert: false, proxy: { identities: [], header: '' } },
-    enclaves: [{ name: 'default', admin: admin.identity, policies: [], keys: ['declared'] }],
-  }, { env });
+  await initDataDir(
+    dataDir,
+    {
+      version: 'v1',
+      address: '127.0.0.1:0',
+      sysadmin: sysadmin.identity,
+      unsealEnv: UNSEAL_ENV,
+      tls: {
+        key: server.keyFile,
+        cert: server.certFile,
+        password: '',
+        verifyCert: false,
+        proxy: { identities: [], header: '' },
+      },
+      enclaves: [{ name: 'default', admin: admin.identity, policies: [], keys: ['declared'] }],
+    },
+    { env },
+  );
 
   // What an attacker with the unseal key and the data dir computes. (Only what 0e80d6e had too is used here, so
   // this test runs against it unchanged; an env object, so this process keeps its own environment.)
@@ -73,7 +98,10 @@ async function prepare(dir: string): Promise<{ dataDir: string; env: NodeJS.Proc
   }
   const imported = randomBytes(32);
   return {
-    dataDir, env, admin, sysadmin,
+    dataDir,
+    env,
+    admin,
+    sysadmin,
     secrets: {
       unsealBase64,
       gone: {
@@ -95,18 +123,26 @@ async function prepare(dir: string): Promise<{ dataDir: string; env: NodeJS.Proc
   };
 }
 
-const found = (r: ScanResult) => Object.entries(r.counts).filter(([, n]) => n > 0).map(([name, n]) => `${name} ×${n} (${r.where[name]!.join(', ')})`).join('; ') || 'nothing';
+const found = (r: ScanResult) =>
+  Object.entries(r.counts)
+    .filter(([, n]) => n > 0)
+    .map(([name, n]) => `${name} ×${n} (${r.where[name]!.join(', ')})`)
+    .join('; ') || 'nothing';
 
 for (const workers of [1, 2]) {
   describe(`kesd server --workers ${workers}`, { timeout: 180_000 }, () => {
     test('after /v1/sys/seal no kesd process holds a key, and no environment holds the unseal key', async (t) => {
       const dir = await mkdtemp(join(tmpdir(), 'kesd-seal-memory-'));
       const { dataDir, env, secrets, admin, sysadmin } = await prepare(dir);
-      const proc = await startKesd(dataDir, env, ['--audit-log', 'off', '--workers', String(workers)], { startMs: 60_000 });
+      const proc = await startKesd(dataDir, env, ['--audit-log', 'off', '--workers', String(workers)], {
+        startMs: 60_000,
+      });
       const adminAgent = agentFor(admin);
       const sysadminAgent = agentFor(sysadmin);
       try {
-        const imported = await call(adminAgent, proc.port, 'POST', '/v1/key/import/imported', { bytes: secrets.gone['imported key']!.toString('base64') });
+        const imported = await call(adminAgent, proc.port, 'POST', '/v1/key/import/imported', {
+          bytes: secrets.gone['imported key']!.toString('base64'),
+        });
         assert.equal(imported.status, 200, imported.text);
         // Fresh connections go to the workers in turn: every worker caches both keys.
         for (const key of ['declared', 'imported']) {
@@ -126,9 +162,14 @@ for (const workers of [1, 2]) {
         // The control: while unsealed, each serving process holds the keys it uses, and the scan finds them.
         for (const pid of servers) {
           const before = scanProcess(pid, needles);
-          t.diagnostic(`before the seal, ${role(pid)} (${(before.bytes / 2 ** 20).toFixed(0)} MiB in ${before.regions} regions, ${before.ms} ms): ${found(before)}`);
+          t.diagnostic(
+            `before the seal, ${role(pid)} (${(before.bytes / 2 ** 20).toFixed(0)} MiB in ${before.regions} regions, ${before.ms} ms): ${found(before)}`,
+          );
           for (const name of ['root key', 'record key', 'declared key', 'declared HMAC key', 'imported key']) {
-            assert.ok(before.counts[name]! > 0, `the scan does not find the ${name} in ${role(pid)} before the seal: it cannot show its absence after`);
+            assert.ok(
+              before.counts[name]! > 0,
+              `the scan does not find the ${name} in ${role(pid)} before the seal: it cannot show its absence after`,
+            );
           }
         }
         if (workers > 1) t.diagnostic(`before the seal, primary: ${found(scanProcess(proc.pid, needles))}`);
@@ -139,13 +180,20 @@ for (const workers of [1, 2]) {
         const failures: string[] = [];
         for (const pid of pids) {
           const after = scanProcess(pid, needles);
-          t.diagnostic(`after the seal, ${role(pid)} (${(after.bytes / 2 ** 20).toFixed(0)} MiB, ${after.ms} ms): ${found(after)}`);
+          t.diagnostic(
+            `after the seal, ${role(pid)} (${(after.bytes / 2 ** 20).toFixed(0)} MiB, ${after.ms} ms): ${found(after)}`,
+          );
           for (const name of Object.keys(secrets.gone)) {
-            if (after.counts[name]! > 0) failures.push(`${role(pid)} still holds the ${name} ×${after.counts[name]} in ${after.where[name]!.join(', ')}`);
+            if (after.counts[name]! > 0)
+              failures.push(
+                `${role(pid)} still holds the ${name} ×${after.counts[name]} in ${after.where[name]!.join(', ')}`,
+              );
           }
           const environ = await readFile(`/proc/${pid}/environ`);
-          if (environ.includes(secrets.unsealBase64)) failures.push(`/proc/${pid}/environ (${role(pid)}) holds the unseal key`);
-          if (pid !== proc.pid && environ.includes(`${UNSEAL_ENV}=`)) failures.push(`/proc/${pid}/environ (${role(pid)}) has ${UNSEAL_ENV}: a worker was given the unseal key`);
+          if (environ.includes(secrets.unsealBase64))
+            failures.push(`/proc/${pid}/environ (${role(pid)}) holds the unseal key`);
+          if (pid !== proc.pid && environ.includes(`${UNSEAL_ENV}=`))
+            failures.push(`/proc/${pid}/environ (${role(pid)}) has ${UNSEAL_ENV}: a worker was given the unseal key`);
         }
         assert.deepEqual(failures, [], `key material left after the seal:\n  ${failures.join('\n  ')}`);
 

@@ -30,7 +30,17 @@ type Creds = { cert: string; key: string };
 function h1(port: number, who: Creds, method: string, path: string): Promise<Outcome> {
   return new Promise((resolve) => {
     const req = https.request(
-      { host: '127.0.0.1', port, method, path, cert: who.cert, key: who.key, rejectUnauthorized: false, agent: false, headers: { 'content-length': 0 } },
+      {
+        host: '127.0.0.1',
+        port,
+        method,
+        path,
+        cert: who.cert,
+        key: who.key,
+        rejectUnauthorized: false,
+        agent: false,
+        headers: { 'content-length': 0 },
+      },
       (res) => {
         let body = '';
         res.setEncoding('utf8');
@@ -45,7 +55,11 @@ function h1(port: number, who: Creds, method: string, path: string): Promise<Out
 
 function h2(port: number, who: Creds, method: string, path: string): Promise<Outcome> {
   return new Promise((resolve) => {
-    const session = http2.connect(`https://127.0.0.1:${port}`, { cert: who.cert, key: who.key, rejectUnauthorized: false });
+    const session = http2.connect(`https://127.0.0.1:${port}`, {
+      cert: who.cert,
+      key: who.key,
+      rejectUnauthorized: false,
+    });
     let settled = false;
     const done = (o: Outcome) => {
       if (settled) return;
@@ -60,8 +74,12 @@ function h2(port: number, who: Creds, method: string, path: string): Promise<Out
     stream.setEncoding('utf8');
     stream.on('response', (h) => (status = Number(h[':status'])));
     stream.on('data', (d: string) => (body += d));
-    stream.on('end', () => done(status === undefined ? { refused: 'the stream ended without an answer' } : { status, body }));
-    stream.on('close', () => done(status === undefined ? { refused: `stream closed (${stream.rstCode})` } : { status, body }));
+    stream.on('end', () =>
+      done(status === undefined ? { refused: 'the stream ended without an answer' } : { status, body }),
+    );
+    stream.on('close', () =>
+      done(status === undefined ? { refused: `stream closed (${stream.rstCode})` } : { status, body }),
+    );
     stream.on('error', (err) => done({ refused: err.message }));
     stream.end();
   });
@@ -90,21 +108,43 @@ async function startKesd(name: string, workers: number, verifyCert: boolean): Pr
   const tls = await makeIdentity(dir, `${name}-server`, 'p256', { ips: ['127.0.0.1'] });
   const env = { ...process.env, KESD_UNSEAL: Buffer.alloc(32, 9).toString('base64') };
   const data = join(dir, name);
-  await initDataDir(data, {
-    version: 'v1', address: '127.0.0.1:0', sysadmin: sysadmin.identity, unsealEnv: 'KESD_UNSEAL',
-    tls: { key: tls.keyFile, cert: tls.certFile, password: '', verifyCert, ca: verifyCert ? caFile : undefined, proxy: { identities: [], header: '' } },
-    enclaves: [{ name: 'default', admin: admin.identity, policies: [{ name: 'app', allow: ['/v1/key/*'], deny: [], identities: [user.identity, edUser.identity] }], keys: ['k1'] }],
-  }, { env });
+  await initDataDir(
+    data,
+    {
+      version: 'v1',
+      address: '127.0.0.1:0',
+      sysadmin: sysadmin.identity,
+      unsealEnv: 'KESD_UNSEAL',
+      tls: {
+        key: tls.keyFile,
+        cert: tls.certFile,
+        password: '',
+        verifyCert,
+        ca: verifyCert ? caFile : undefined,
+        proxy: { identities: [], header: '' },
+      },
+      enclaves: [
+        {
+          name: 'default',
+          admin: admin.identity,
+          policies: [{ name: 'app', allow: ['/v1/key/*'], deny: [], identities: [user.identity, edUser.identity] }],
+          keys: ['k1'],
+        },
+      ],
+    },
+    { env },
+  );
   return startServer([data, '--workers', String(workers), '--addr', '127.0.0.1:0', '--audit-log', 'off'], env);
 }
 
 // What only the victim may do: a request that answers 200 to it.
-const victims = () => [
-  { name: 'system admin', who: sysadmin, only: ['GET', '/v1/enclave/describe/default'] },
-  { name: 'enclave admin', who: admin, only: ['GET', '/v1/policy/list/*'] },
-  { name: 'policy identity', who: user, only: ['POST', '/v1/key/generate/k1'] },
-  { name: 'Ed25519 policy identity', who: edUser, only: ['POST', '/v1/key/generate/k1'], h2MayRefuse: true },
-] as const;
+const victims = () =>
+  [
+    { name: 'system admin', who: sysadmin, only: ['GET', '/v1/enclave/describe/default'] },
+    { name: 'enclave admin', who: admin, only: ['GET', '/v1/policy/list/*'] },
+    { name: 'policy identity', who: user, only: ['POST', '/v1/key/generate/k1'] },
+    { name: 'Ed25519 policy identity', who: edUser, only: ['POST', '/v1/key/generate/k1'], h2MayRefuse: true },
+  ] as const;
 
 for (const workers of [1, 2]) {
   for (const verifyCert of [false, true]) {
@@ -119,21 +159,38 @@ for (const workers of [1, 2]) {
         test(`over ${protocol}: a forged chain never acts as the system admin, an enclave admin or a policy identity`, async () => {
           for (const victim of victims()) {
             // The victim's own request succeeds on this server (verify_cert off), so a refusal below is the forgery's.
-            if (!verifyCert) assert.equal((await call(server.port, victim.who, victim.only[0], victim.only[1])).status, 200, `${victim.name} itself`);
+            if (!verifyCert)
+              assert.equal(
+                (await call(server.port, victim.who, victim.only[0], victim.only[1])).status,
+                200,
+                `${victim.name} itself`,
+              );
             for (const firstIsCa of [true, false]) {
               const chain: ForgedChain = await forgedChain(victim.who.cert, firstIsCa);
               const label = `${victim.name}, first certificate ${firstIsCa ? 'CA' : 'non-CA'}`;
               const self = await call(server.port, chain, 'GET', '/v1/identity/self/describe');
               const act = await call(server.port, chain, victim.only[0], victim.only[1]);
-              const h2Refused = protocol === 'h2' && 'h2MayRefuse' in victim && self.refused !== undefined && act.refused !== undefined;
+              const h2Refused =
+                protocol === 'h2' && 'h2MayRefuse' in victim && self.refused !== undefined && act.refused !== undefined;
               if (verifyCert || h2Refused) {
                 // The chain does not verify: no HTTP answer at all, or at most a 400 without an identity.
-                for (const o of [self, act]) assert.ok(o.refused !== undefined || o.status === 400, `${label}: ${JSON.stringify(o)}`);
+                for (const o of [self, act])
+                  assert.ok(o.refused !== undefined || o.status === 400, `${label}: ${JSON.stringify(o)}`);
                 continue;
               }
-              const expected = firstIsCa ? 'tls: client certificate is required' : 'tls: received more than one client certificate';
-              assert.deepEqual({ status: self.status, message: JSON.parse(self.body ?? '{}').message }, { status: 400, message: expected }, label);
-              assert.deepEqual({ status: act.status, message: JSON.parse(act.body ?? '{}').message }, { status: 400, message: expected }, label);
+              const expected = firstIsCa
+                ? 'tls: client certificate is required'
+                : 'tls: received more than one client certificate';
+              assert.deepEqual(
+                { status: self.status, message: JSON.parse(self.body ?? '{}').message },
+                { status: 400, message: expected },
+                label,
+              );
+              assert.deepEqual(
+                { status: act.status, message: JSON.parse(act.body ?? '{}').message },
+                { status: 400, message: expected },
+                label,
+              );
             }
           }
         });

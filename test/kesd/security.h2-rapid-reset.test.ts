@@ -27,11 +27,24 @@ before(async () => {
   user = await makeIdentity(dir, 'user');
   const env = { ...process.env, KESD_UNSEAL: Buffer.alloc(32, 3).toString('base64') };
   const data = join(dir, 'data');
-  await initDataDir(data, {
-    version: 'v1', address: '127.0.0.1:0', sysadmin: sysadmin.identity, unsealEnv: 'KESD_UNSEAL',
-    tls: { key: tls.keyFile, cert: tls.certFile, password: '', verifyCert: false, proxy: { identities: [], header: '' } },
-    enclaves: [{ name: 'default', admin: user.identity, policies: [], keys: ['k1'] }],
-  }, { env });
+  await initDataDir(
+    data,
+    {
+      version: 'v1',
+      address: '127.0.0.1:0',
+      sysadmin: sysadmin.identity,
+      unsealEnv: 'KESD_UNSEAL',
+      tls: {
+        key: tls.keyFile,
+        cert: tls.certFile,
+        password: '',
+        verifyCert: false,
+        proxy: { identities: [], header: '' },
+      },
+      enclaves: [{ name: 'default', admin: user.identity, policies: [], keys: ['k1'] }],
+    },
+    { env },
+  );
   server = await startServer([data, '--workers', '1', '--addr', '127.0.0.1:0', '--audit-log', 'off'], env);
 });
 after(async () => {
@@ -45,12 +58,20 @@ const BATCH = 50;
 test('over h2: streams reset by a client without a certificate end in GOAWAY ENHANCE_YOUR_CALM, with nothing on stderr', async () => {
   const stderrBefore = server.output().length;
   const h2 = await rawH2({ port: server.port, rejectUnauthorized: false });
-  const block = hpack([[':method', 'GET'], [':scheme', 'https'], [':path', '/v1/status'], [':authority', 'localhost']]);
+  const block = hpack([
+    [':method', 'GET'],
+    [':scheme', 'https'],
+    [':path', '/v1/status'],
+    [':authority', 'localhost'],
+  ]);
   let sent = 0;
   for (let id = 1; sent < RESETS && h2.goaway() === undefined && !h2.closed(); ) {
     const frames: Buffer[] = [];
     for (let i = 0; i < BATCH; i++, id += 2, sent++) {
-      frames.push(frame(FRAME.HEADERS, FLAG.END_HEADERS | FLAG.END_STREAM, id, block), rstStream(id, http2.constants.NGHTTP2_CANCEL));
+      frames.push(
+        frame(FRAME.HEADERS, FLAG.END_HEADERS | FLAG.END_STREAM, id, block),
+        rstStream(id, http2.constants.NGHTTP2_CANCEL),
+      );
     }
     h2.socket.write(Buffer.concat(frames));
     await h2.ping();
@@ -63,7 +84,11 @@ test('over h2: streams reset by a client without a certificate end in GOAWAY ENH
 });
 
 test('over h2: the server still answers other clients after the attack', async () => {
-  const session = http2.connect(`https://127.0.0.1:${server.port}`, { cert: user.cert, key: user.key, rejectUnauthorized: false });
+  const session = http2.connect(`https://127.0.0.1:${server.port}`, {
+    cert: user.cert,
+    key: user.key,
+    rejectUnauthorized: false,
+  });
   try {
     const stream = session.request({ ':method': 'POST', ':path': '/v1/key/generate/k1' });
     let status: number | undefined;

@@ -25,11 +25,24 @@ before(async () => {
   user = await makeIdentity(dir, 'user');
   const env = { ...process.env, KESD_UNSEAL: Buffer.alloc(32, 4).toString('base64') };
   const data = join(dir, 'data');
-  await initDataDir(data, {
-    version: 'v1', address: '127.0.0.1:0', sysadmin: user.identity, unsealEnv: 'KESD_UNSEAL',
-    tls: { key: tls.keyFile, cert: tls.certFile, password: '', verifyCert: false, proxy: { identities: [], header: '' } },
-    enclaves: [],
-  }, { env });
+  await initDataDir(
+    data,
+    {
+      version: 'v1',
+      address: '127.0.0.1:0',
+      sysadmin: user.identity,
+      unsealEnv: 'KESD_UNSEAL',
+      tls: {
+        key: tls.keyFile,
+        cert: tls.certFile,
+        password: '',
+        verifyCert: false,
+        proxy: { identities: [], header: '' },
+      },
+      enclaves: [],
+    },
+    { env },
+  );
   server = await startServer([data, '--workers', '1', '--addr', '127.0.0.1:0', '--audit-log', 'off'], env);
 });
 after(async () => {
@@ -87,7 +100,10 @@ test('past the bound on pending handshakes the oldest silent connections go, and
     agent.destroy();
     assert.equal(reply.status, 200, reply.text);
     // The earliest were evicted, not arbitrary ones.
-    assert.ok(silent.sockets.slice(0, extra).every((s) => s.destroyed || s.readableEnded), 'the oldest were not the ones closed');
+    assert.ok(
+      silent.sockets.slice(0, extra).every((s) => s.destroyed || s.readableEnded),
+      'the oldest were not the ones closed',
+    );
   } finally {
     for (const s of silent.sockets) s.destroy();
   }

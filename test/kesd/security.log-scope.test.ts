@@ -63,25 +63,52 @@ for (const workers of [1, 2]) {
   describe(`kesd --workers ${workers}`, () => {
     let server: ServerProcess;
     const call = (who: TestIdentity, method: string, path: string, body?: unknown) =>
-      request(new https.Agent({ keepAlive: false, cert: who.cert, key: who.key, rejectUnauthorized: false }), server.port, method, path, body);
+      request(
+        new https.Agent({ keepAlive: false, cert: who.cert, key: who.key, rejectUnauthorized: false }),
+        server.port,
+        method,
+        path,
+        body,
+      );
 
     before(async () => {
       const tls = await makeIdentity(dir, `server-${workers}`, 'p256', { ips: ['127.0.0.1'] });
       const env = { ...process.env, KESD_UNSEAL: Buffer.alloc(32, 6).toString('base64') };
       const data = join(dir, `data-${workers}`);
-      await initDataDir(data, {
-        version: 'v1', address: '127.0.0.1:0', sysadmin: sysadmin.identity, unsealEnv: 'KESD_UNSEAL',
-        tls: { key: tls.keyFile, cert: tls.certFile, password: '', verifyCert: false, proxy: { identities: [], header: '' } },
-        enclaves: [
-          { name: 'alpha', admin: alphaAdmin.identity, policies: [{ name: 'app', allow: ['/v1/key/*'], deny: [], identities: [alphaApp.identity] }], keys: [] },
-          { name: 'beta', admin: betaAdmin.identity, policies: [], keys: [] },
-        ],
-      }, { env });
-      server = await startServer([data, '--workers', String(workers), '--addr', '127.0.0.1:0', '--audit-log', 'off'], env);
+      await initDataDir(
+        data,
+        {
+          version: 'v1',
+          address: '127.0.0.1:0',
+          sysadmin: sysadmin.identity,
+          unsealEnv: 'KESD_UNSEAL',
+          tls: {
+            key: tls.keyFile,
+            cert: tls.certFile,
+            password: '',
+            verifyCert: false,
+            proxy: { identities: [], header: '' },
+          },
+          enclaves: [
+            {
+              name: 'alpha',
+              admin: alphaAdmin.identity,
+              policies: [{ name: 'app', allow: ['/v1/key/*'], deny: [], identities: [alphaApp.identity] }],
+              keys: [],
+            },
+            { name: 'beta', admin: betaAdmin.identity, policies: [], keys: [] },
+          ],
+        },
+        { env },
+      );
+      server = await startServer(
+        [data, '--workers', String(workers), '--addr', '127.0.0.1:0', '--audit-log', 'off'],
+        env,
+      );
     });
     after(() => stopServer(server.child));
 
-    test('an enclave admin sees its own enclave\'s audit events and none of another enclave; the system admin sees all', async () => {
+    test("an enclave admin sees its own enclave's audit events and none of another enclave; the system admin sees all", async () => {
       const all = await subscribe(server.port, sysadmin, '/v1/log/audit');
       const beta = await subscribe(server.port, betaAdmin, '/v1/log/audit', 'beta');
       const alpha = await subscribe(server.port, alphaAdmin, '/v1/log/audit', 'alpha');
@@ -89,9 +116,11 @@ for (const workers of [1, 2]) {
         assert.equal((await call(alphaAdmin, 'POST', '/v1/key/create/alpha-secret-key?enclave=alpha')).status, 200);
         assert.equal((await call(alphaApp, 'POST', '/v1/key/generate/alpha-secret-key?enclave=alpha', {})).status, 200);
         assert.equal((await call(betaAdmin, 'POST', '/v1/key/create/beta-marker?enclave=beta')).status, 200);
-        await until('every event at the system admin', () => ['alpha-secret-key', 'beta-marker'].every((k) => all.text().split(k).length >= 2));
-        await until('beta\'s own event at beta', () => beta.text().includes('beta-marker'));
-        await until('alpha\'s events at alpha', () => alpha.text().includes('/v1/key/generate/alpha-secret-key'));
+        await until('every event at the system admin', () =>
+          ['alpha-secret-key', 'beta-marker'].every((k) => all.text().split(k).length >= 2),
+        );
+        await until("beta's own event at beta", () => beta.text().includes('beta-marker'));
+        await until("alpha's events at alpha", () => alpha.text().includes('/v1/key/generate/alpha-secret-key'));
         await new Promise((r) => setTimeout(r, 300)); // anything else on its way arrives
         for (const leak of ['alpha-secret-key', alphaAdmin.identity, alphaApp.identity, '"alpha"']) {
           assert.ok(!beta.text().includes(leak), `beta's audit stream shows ${leak}:\n${beta.text()}`);
@@ -103,14 +132,15 @@ for (const workers of [1, 2]) {
       }
     });
 
-    test('another tenant\'s /v1/metrics names no key, identity or enclave of alpha', async () => {
+    test("another tenant's /v1/metrics names no key, identity or enclave of alpha", async () => {
       const r = await call(betaAdmin, 'GET', '/v1/metrics?enclave=beta');
       assert.equal(r.status, 200, r.text);
       assert.match(r.text, /kes_http_request_success/);
-      for (const leak of ['alpha', alphaAdmin.identity, alphaApp.identity, sysadmin.identity]) assert.ok(!r.text.includes(leak), `metrics show ${leak}`);
+      for (const leak of ['alpha', alphaAdmin.identity, alphaApp.identity, sysadmin.identity])
+        assert.ok(!r.text.includes(leak), `metrics show ${leak}`);
     });
 
-    test('server-level errors (a seal) reach only the system admin\'s error stream', async () => {
+    test("server-level errors (a seal) reach only the system admin's error stream", async () => {
       const all = await subscribe(server.port, sysadmin, '/v1/log/error');
       const beta = await subscribe(server.port, betaAdmin, '/v1/log/error', 'beta');
       try {

@@ -21,7 +21,11 @@ test('a stranger gets the same answer for an enclave that exists and one that do
   for (const path of ['/v1/status', '/v1/metrics', '/v1/key/describe/minio-default', '/v1/log/audit']) {
     const existing = await s.request(stranger, 'GET', `${path}?enclave=default`);
     const missing = await s.request(stranger, 'GET', `${path}?enclave=no-such-enclave`);
-    assert.deepEqual({ status: missing.status, text: missing.text }, { status: existing.status, text: existing.text }, path);
+    assert.deepEqual(
+      { status: missing.status, text: missing.text },
+      { status: existing.status, text: existing.text },
+      path,
+    );
     assert.equal(existing.status, 403, path);
   }
 });

@@ -11,7 +11,13 @@ import { fingerprint, kesd, startServer, stopServer } from './cli-process.js';
 
 const ENV_SOURCE = '{ environment: { name: KESD_UNSEAL } }';
 
-const initYml = (dir: string, ids: Record<string, string>, keys: string[], minio: string[], unseal = ENV_SOURCE) => `version: v1
+const initYml = (
+  dir: string,
+  ids: Record<string, string>,
+  keys: string[],
+  minio: string[],
+  unseal = ENV_SOURCE,
+) => `version: v1
 address: 127.0.0.1:0
 system: { admin: { identity: ${ids.sysadmin} } }
 tls: { key: ${join(dir, 'server.key')}, cert: ${join(dir, 'server.crt')} }
@@ -28,7 +34,9 @@ enclave:
     keys: [${keys.map((k) => `{ name: ${k} }`).join(', ')}]
 `;
 
-test('server --init initialises once, then applies new keys and assignments at the next start', { timeout: 60_000 }, async () => {
+test('server --init initialises once, then applies new keys and assignments at the next start', {
+  timeout: 60_000,
+}, async () => {
   const dir = await mkdtemp(join(tmpdir(), 'kesd-init-'));
   const ids: Record<string, string> = {};
   for (const who of ['sysadmin', 'admin', 'minio']) ids[who] = (await makeIdentity(dir, who)).identity;
@@ -37,12 +45,16 @@ test('server --init initialises once, then applies new keys and assignments at t
   await makeIdentity(dir, 'server', 'p256', { ips: ['127.0.0.1'] });
   const env = { ...process.env, KESD_UNSEAL: Buffer.alloc(32, 4).toString('base64') };
   const data = join(dir, 'pvc', 'data');
-  let server;
+  let server: Awaited<ReturnType<typeof startServer>> | undefined;
   try {
     await writeFile(join(dir, 'init.yml'), initYml(dir, ids, ['minio-default'], [ids.minio!]));
     server = await startServer([data, '--init', join(dir, 'init.yml'), '--audit-log', 'off'], env);
     const anonymous = new https.Agent({ rejectUnauthorized: false });
-    assert.equal((await request(anonymous, server.port, 'GET', '/v1/ready')).status, 200, '/v1/ready needs no certificate');
+    assert.equal(
+      (await request(anonymous, server.port, 'GET', '/v1/ready')).status,
+      200,
+      '/v1/ready needs no certificate',
+    );
     assert.equal((await request(anonymous, server.port, 'GET', '/v1/status')).status, 400, 'other routes still do');
     const as2 = new https.Agent({ rejectUnauthorized: false, cert: minio2.cert, key: minio2.key });
     assert.equal((await request(as2, server.port, 'POST', '/v1/key/generate/minio-default', {})).status, 403);
@@ -50,11 +62,17 @@ test('server --init initialises once, then applies new keys and assignments at t
 
     await writeFile(join(dir, 'init.yml'), initYml(dir, ids, ['minio-default', 'bucket-a'], [ids.minio!, ids.minio2!]));
     server = await startServer([data, '--init', join(dir, 'init.yml'), '--audit-log', 'off'], env);
-    assert.equal((await request(as2, server.port, 'POST', '/v1/key/generate/bucket-a', {})).status, 200, 'new key and new assignment applied');
+    assert.equal(
+      (await request(as2, server.port, 'POST', '/v1/key/generate/bucket-a', {})).status,
+      200,
+      'new key and new assignment applied',
+    );
     await stopServer(server.child);
     server = undefined;
 
-    const other = await kesd(['server', data, '--init', join(dir, 'init.yml')], { env: { ...env, KESD_UNSEAL: Buffer.alloc(32, 5).toString('base64') } });
+    const other = await kesd(['server', data, '--init', join(dir, 'init.yml')], {
+      env: { ...env, KESD_UNSEAL: Buffer.alloc(32, 5).toString('base64') },
+    });
     assert.notEqual(other.code, 0);
     assert.match(other.stderr, /unseal key is wrong/);
   } finally {
@@ -63,7 +81,9 @@ test('server --init initialises once, then applies new keys and assignments at t
   }
 });
 
-test('unseal.file: server --init moves a data dir from the variable to a key file; then no variable is needed', { timeout: 90_000 }, async () => {
+test('unseal.file: server --init moves a data dir from the variable to a key file; then no variable is needed', {
+  timeout: 90_000,
+}, async () => {
   const dir = await mkdtemp(join(tmpdir(), 'kesd-init-file-'));
   const ids: Record<string, string> = {};
   for (const who of ['sysadmin', 'admin', 'minio']) ids[who] = (await makeIdentity(dir, who)).identity;
@@ -76,9 +96,12 @@ test('unseal.file: server --init moves a data dir from the variable to a key fil
   const fileYml = join(dir, 'init-file.yml');
   await writeFile(join(dir, 'init.yml'), initYml(dir, ids, ['minio-default'], [ids.minio!]));
   await writeFile(fileYml, initYml(dir, ids, ['minio-default'], [ids.minio!], `{ file: { path: ${keyFile} } }`));
-  let server;
+  let server: Awaited<ReturnType<typeof startServer>> | undefined;
   try {
-    server = await startServer([data, '--init', join(dir, 'init.yml'), '--audit-log', 'off'], { ...withoutKey, KESD_UNSEAL: key });
+    server = await startServer([data, '--init', join(dir, 'init.yml'), '--audit-log', 'off'], {
+      ...withoutKey,
+      KESD_UNSEAL: key,
+    });
     await stopServer(server.child);
     assert.equal(JSON.parse(await readFile(join(data, '.unseal'), 'utf8')).env, 'KESD_UNSEAL');
 
@@ -86,7 +109,10 @@ test('unseal.file: server --init moves a data dir from the variable to a key fil
     server = await startServer([data, '--init', fileYml, '--audit-log', 'off'], withoutKey);
     await stopServer(server.child);
     const unseal = JSON.parse(await readFile(join(data, '.unseal'), 'utf8'));
-    assert.deepEqual({ version: unseal.version, file: unseal.file, env: unseal.env }, { version: 2, file: keyFile, env: undefined });
+    assert.deepEqual(
+      { version: unseal.version, file: unseal.file, env: unseal.env },
+      { version: 2, file: keyFile, env: undefined },
+    );
     assert.match(await readFile(join(data, '.init'), 'utf8'), new RegExp(`unseal:\\s+file:\\s+path: ${keyFile}`));
     server = await startServer([data, '--audit-log', 'off'], withoutKey);
     await stopServer(server.child);

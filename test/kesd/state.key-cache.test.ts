@@ -22,10 +22,17 @@ function tempFile(t: { after(fn: () => void): void }): string {
 }
 
 function assertOwnsItsBytes(key: CachedKey): void {
-  for (const [what, bytes] of [['key', key.secret.bytes], ['hmac key', key.hmacKey]] as const) {
+  for (const [what, bytes] of [
+    ['key', key.secret.bytes],
+    ['hmac key', key.hmacKey],
+  ] as const) {
     assert.equal(bytes.length, 32, `${key.name}: ${what} length`);
     assert.equal(bytes.byteOffset, 0, `${key.name}: ${what} is a slice of a shared buffer`);
-    assert.equal(bytes.buffer.byteLength, 32, `${key.name}: ${what} keeps a ${bytes.buffer.byteLength}-byte buffer alive`);
+    assert.equal(
+      bytes.buffer.byteLength,
+      32,
+      `${key.name}: ${what} keeps a ${bytes.buffer.byteLength}-byte buffer alive`,
+    );
   }
   const strings = Object.values(key).filter((v): v is string => typeof v === 'string');
   for (const s of strings) {

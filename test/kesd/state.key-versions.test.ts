@@ -34,12 +34,20 @@ test('concurrent rotations in two processes: every version number once, all of t
   const ea = a.enclaves.get('e')!;
   const eb = b.enclaves.get('e')!;
   await ea.createKey('k', ADMIN);
-  const rotations = await Promise.all(Array.from({ length: 12 }, (_, i) => (i % 2 === 0 ? ea : eb).keys.rotate('k', ADMIN)));
-  assert.deepEqual(rotations.map((r) => r.version).sort((x, y) => x - y), [2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13]);
+  const rotations = await Promise.all(
+    Array.from({ length: 12 }, (_, i) => (i % 2 === 0 ? ea : eb).keys.rotate('k', ADMIN)),
+  );
+  assert.deepEqual(
+    rotations.map((r) => r.version).sort((x, y) => x - y),
+    [2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13],
+  );
   for (const e of [ea, eb]) {
     e.forgetKeys();
     const key = await e.key('k');
-    assert.deepEqual(key.versions.map((v) => v.version), [13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1]);
+    assert.deepEqual(
+      key.versions.map((v) => v.version),
+      [13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1],
+    );
     assert.equal(key.secret, key.newest.secret);
   }
 });
@@ -60,20 +68,35 @@ test('a process whose cached key missed a rotation elsewhere still decrypts the 
   assert.deepEqual(await opened, dek.plaintext);
   assert.equal(eb.cachedKey('k')?.newest.version, 2, 'the new version is cached now');
   // A ciphertext no version opens stays the KES decrypt error, after one look at the store.
-  await assert.rejects(async () => eb.decrypt(eb.cachedKey('k')!, randomBytes(80), undefined), { status: 400, message: 'decryption failed: ciphertext is not authentic' });
+  await assert.rejects(async () => eb.decrypt(eb.cachedKey('k')!, randomBytes(80), undefined), {
+    status: 400,
+    message: 'decryption failed: ciphertext is not authentic',
+  });
 });
 
 test('a key record from before versions (no uid) rotates and loads; its versions stay its own', async (t) => {
   const { a, store } = await twoSystems(t);
   const e = a.enclaves.get('e')!;
-  const legacy: KeyRecord = { algorithm: 'AES256', key: randomBytes(32).toString('base64'), hmac: randomBytes(32).toString('base64'), created_at: '2024-01-02T03:04:05Z', created_by: ADMIN };
+  const legacy: KeyRecord = {
+    algorithm: 'AES256',
+    key: randomBytes(32).toString('base64'),
+    hmac: randomBytes(32).toString('base64'),
+    created_at: '2024-01-02T03:04:05Z',
+    created_by: ADMIN,
+  };
   await a.records.put(paths.key(e.info.uid, 'old'), legacy);
   const v1 = await e.key('old');
-  assert.deepEqual(v1.versions.map((v) => v.version), [1]);
+  assert.deepEqual(
+    v1.versions.map((v) => v.version),
+    [1],
+  );
   const dek = generateDataKey(v1.secret);
   assert.equal((await e.keys.rotate('old', ADMIN)).version, 2);
   const key = await e.key('old');
-  assert.deepEqual(key.versions.map((v) => v.version), [2, 1]);
+  assert.deepEqual(
+    key.versions.map((v) => v.version),
+    [2, 1],
+  );
   assert.equal(key.createdAt, '2024-01-02T03:04:05Z');
   assert.deepEqual(await e.decrypt(key, dek.ciphertext, undefined), dek.plaintext);
   // The record itself was not rewritten: an older kesd still reads it as it wrote it.
@@ -95,7 +118,10 @@ test('versions a crash left after deleting the key record never attach to a key 
   assert.equal(left, 2, 'the versions are still there');
   await e.createKey('k', ADMIN);
   e.forgetKeys();
-  assert.deepEqual((await e.key('k')).versions.map((v) => v.version), [1]);
+  assert.deepEqual(
+    (await e.key('k')).versions.map((v) => v.version),
+    [1],
+  );
   assert.equal((await e.keys.rotate('k', ADMIN)).version, 2);
 });
 

@@ -33,13 +33,23 @@ async function twoProcesses(t: { after(fn: () => unknown): void }): Promise<{ a:
   return { a: systems[0]!.enclaves.get('e')!, b: systems[1]!.enclaves.get('e')! };
 }
 
-interface Line { name: string; id: string; algorithm: string; created_at: string; created_by: string }
+interface Line {
+  name: string;
+  id: string;
+  algorithm: string;
+  created_at: string;
+  created_by: string;
+}
 
 /** What GET /v1/key/list/<pattern> answers from this enclave (the handler's prefix and match). */
 async function list(e: Enclave, pattern = '*'): Promise<Line[]> {
   let text = '';
-  for await (const chunk of e.listKeyLines(listPrefix(pattern), (name) => matchesListPattern(pattern, name))) text += chunk;
-  return text.split('\n').filter((l) => l !== '').map((l) => JSON.parse(l) as Line);
+  for await (const chunk of e.listKeyLines(listPrefix(pattern), (name) => matchesListPattern(pattern, name)))
+    text += chunk;
+  return text
+    .split('\n')
+    .filter((l) => l !== '')
+    .map((l) => JSON.parse(l) as Line);
 }
 
 /** Version 1's id, as describe reports it. */
@@ -53,14 +63,27 @@ test('a list follows creates, deletes and re-creates made in another process', a
   await a.createKey('k1', ADMIN);
   await a.createKey('k2', ADMIN);
   const first = await list(a);
-  assert.deepEqual(first.map((l) => l.name), ['k1', 'k2']);
+  assert.deepEqual(
+    first.map((l) => l.name),
+    ['k1', 'k2'],
+  );
   assert.deepEqual(await list(b), first); // b opened the records; a answered from its kept lines
 
   await b.createKey('k3', 'c'.repeat(64)); // a create is not published: a sees it because names come from the store
-  assert.deepEqual((await list(a)).map((l) => [l.name, l.created_by]), [['k1', ADMIN], ['k2', ADMIN], ['k3', 'c'.repeat(64)]]);
+  assert.deepEqual(
+    (await list(a)).map((l) => [l.name, l.created_by]),
+    [
+      ['k1', ADMIN],
+      ['k2', ADMIN],
+      ['k3', 'c'.repeat(64)],
+    ],
+  );
 
   await b.deleteKey('k1');
-  assert.deepEqual((await list(a)).map((l) => l.name), ['k2', 'k3']);
+  assert.deepEqual(
+    (await list(a)).map((l) => l.name),
+    ['k2', 'k3'],
+  );
   await b.createKey('k1', 'd'.repeat(64)); // the same name, another key
   const again = await list(a);
   const k1 = again.find((l) => l.name === 'k1')!;
@@ -79,7 +102,7 @@ test('a list follows creates, deletes and re-creates made in another process', a
   assert.equal(k2now.id, await idOf(a, 'k2'));
 });
 
-test('a rotation, here or in another process, does not change a key\'s list line', async (t) => {
+test("a rotation, here or in another process, does not change a key's list line", async (t) => {
   const { a, b } = await twoProcesses(t);
   await a.createKey('r', ADMIN);
   const before = await list(a);
@@ -95,11 +118,24 @@ test('a rotation, here or in another process, does not change a key\'s list line
 test('patterns: all, exact, prefix, none', async (t) => {
   const { a, b } = await twoProcesses(t);
   for (const n of ['app-1', 'app-2', 'apple', 'b', 'app']) await a.createKey(n, ADMIN);
-  for (const e of [a, b, a]) { // b from the records, a from kept lines
-    assert.deepEqual((await list(e, '*')).map((l) => l.name), ['app', 'app-1', 'app-2', 'apple', 'b']);
-    assert.deepEqual((await list(e, 'app')).map((l) => l.name), ['app']);
-    assert.deepEqual((await list(e, 'app-*')).map((l) => l.name), ['app-1', 'app-2']);
-    assert.deepEqual((await list(e, 'app*')).map((l) => l.name), ['app', 'app-1', 'app-2', 'apple']);
+  for (const e of [a, b, a]) {
+    // b from the records, a from kept lines
+    assert.deepEqual(
+      (await list(e, '*')).map((l) => l.name),
+      ['app', 'app-1', 'app-2', 'apple', 'b'],
+    );
+    assert.deepEqual(
+      (await list(e, 'app')).map((l) => l.name),
+      ['app'],
+    );
+    assert.deepEqual(
+      (await list(e, 'app-*')).map((l) => l.name),
+      ['app-1', 'app-2'],
+    );
+    assert.deepEqual(
+      (await list(e, 'app*')).map((l) => l.name),
+      ['app', 'app-1', 'app-2', 'apple'],
+    );
     assert.deepEqual(await list(e, 'zzz*'), []);
     assert.deepEqual(await list(e, 'ap'), []);
   }
@@ -114,13 +150,25 @@ test('over the API: lines match describe (version 1) before and after a rotation
       const r = await s.request(s.admin, 'GET', `/v1/key/list/${pattern}`);
       assert.equal(r.status, 200);
       assert.equal(r.headers['content-type'], 'application/x-ndjson');
-      return r.text.split('\n').filter((l) => l !== '').map((l) => JSON.parse(l) as Line);
+      return r.text
+        .split('\n')
+        .filter((l) => l !== '')
+        .map((l) => JSON.parse(l) as Line);
     };
     const before = await lines('ll-*');
-    assert.deepEqual(before.map((l) => l.name), names);
+    assert.deepEqual(
+      before.map((l) => l.name),
+      names,
+    );
     for (const l of before) {
       const d = (await s.request(s.admin, 'GET', `/v1/key/describe/${l.name}`)).json();
-      assert.deepEqual(l, { name: d.name, id: d.id, algorithm: d.algorithm, created_at: d.created_at, created_by: d.created_by });
+      assert.deepEqual(l, {
+        name: d.name,
+        id: d.id,
+        algorithm: d.algorithm,
+        created_at: d.created_at,
+        created_by: d.created_by,
+      });
     }
     assert.equal((await s.request(s.admin, 'POST', '/v1/key/rotate/ll-b1')).status, 200);
     assert.deepEqual(await lines('ll-*'), before);
@@ -128,7 +176,10 @@ test('over the API: lines match describe (version 1) before and after a rotation
     assert.deepEqual(await lines('ll-b*'), before.slice(1));
     assert.deepEqual(await lines('nothing-*'), []);
     assert.equal((await s.request(s.admin, 'DELETE', '/v1/key/delete/ll-b1')).status, 200);
-    assert.deepEqual((await lines('ll-*')).map((l) => l.name), ['ll-a', 'll-b2']);
+    assert.deepEqual(
+      (await lines('ll-*')).map((l) => l.name),
+      ['ll-a', 'll-b2'],
+    );
   } finally {
     await s.stop();
   }

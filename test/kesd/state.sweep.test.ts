@@ -24,7 +24,11 @@ function tempFile(t: { after(fn: () => void): void }): string {
 
 async function fill(enclave: Enclave, keys: number): Promise<void> {
   for (let i = 0; i < keys; i += 500) {
-    await Promise.all(Array.from({ length: Math.min(500, keys - i) }, (_, j) => enclave.createKey(`k-${String(i + j).padStart(5, '0')}`, ADMIN)));
+    await Promise.all(
+      Array.from({ length: Math.min(500, keys - i) }, (_, j) =>
+        enclave.createKey(`k-${String(i + j).padStart(5, '0')}`, ADMIN),
+      ),
+    );
   }
   await enclave.writePolicy('p', { allow: ['/v1/key/*'], deny: [] }, ADMIN);
   await enclave.assignPolicy('p', 'c'.repeat(64), ADMIN);

@@ -76,13 +76,33 @@ export function storeContract(backend: Backend): void {
     withStore(async (s) => {
       await s.put('c/held', b('v1'));
       // absent, present and exact-value conditions, all holding: puts and a delete land together
-      assert.equal(await s.commit([{ path: 'c/new', is: 'absent' }, { path: 'c/held', is: b('v1') }, { path: 'c/held', is: 'present' }], [
-        { put: 'c/new', value: b('n') }, { put: 'c/queue/1', value: b('q') }, { delete: 'c/held' },
-      ]), true);
+      assert.equal(
+        await s.commit(
+          [
+            { path: 'c/new', is: 'absent' },
+            { path: 'c/held', is: b('v1') },
+            { path: 'c/held', is: 'present' },
+          ],
+          [{ put: 'c/new', value: b('n') }, { put: 'c/queue/1', value: b('q') }, { delete: 'c/held' }],
+        ),
+        true,
+      );
       assert.deepEqual(await paths(s, 'c/'), ['c/new', 'c/queue/1']);
       // each kind of condition failing on its own: nothing of the commit is written
-      for (const failing of [{ path: 'c/new', is: 'absent' as const }, { path: 'c/gone', is: 'present' as const }, { path: 'c/new', is: b('other') }, { path: 'c/gone', is: b('n') }]) {
-        assert.equal(await s.commit([{ path: 'c/queue/1', is: 'present' }, failing], [{ put: 'c/x', value: b('x') }, { delete: 'c/new' }]), false, JSON.stringify(failing));
+      for (const failing of [
+        { path: 'c/new', is: 'absent' as const },
+        { path: 'c/gone', is: 'present' as const },
+        { path: 'c/new', is: b('other') },
+        { path: 'c/gone', is: b('n') },
+      ]) {
+        assert.equal(
+          await s.commit(
+            [{ path: 'c/queue/1', is: 'present' }, failing],
+            [{ put: 'c/x', value: b('x') }, { delete: 'c/new' }],
+          ),
+          false,
+          JSON.stringify(failing),
+        );
         assert.deepEqual(await paths(s, 'c/'), ['c/new', 'c/queue/1']);
       }
       assert.equal(await s.commit([], [{ delete: 'c/never' }]), true); // deleting nothing is no error
@@ -98,8 +118,17 @@ export function storeContract(backend: Backend): void {
       await clients[0]!.put('lease', b('v0'));
       for (let round = 0; round < 3; round++) {
         const seen = b(`v${round * 100}`);
-        const results = await Promise.all(Array.from({ length: 20 }, (_, i) =>
-          clients[i % clients.length]!.commit([{ path: 'lease', is: seen }], [{ put: 'lease', value: b(`v${(round + 1) * 100}`) }, { put: `won/${round}/${i}`, value: b('') }])));
+        const results = await Promise.all(
+          Array.from({ length: 20 }, (_, i) =>
+            clients[i % clients.length]!.commit(
+              [{ path: 'lease', is: seen }],
+              [
+                { put: 'lease', value: b(`v${(round + 1) * 100}`) },
+                { put: `won/${round}/${i}`, value: b('') },
+              ],
+            ),
+          ),
+        );
         assert.equal(results.filter(Boolean).length, 1, `round ${round}`);
         assert.equal(await clients[0]!.count(`won/${round}/`), 1);
       }

@@ -67,12 +67,15 @@ const base = (): Obj => ({
 function rejects(edit: (c: Obj) => void, message: string | RegExp, env: NodeJS.ProcessEnv = {}): void {
   const c = base();
   edit(c);
-  assert.throws(() => parseInitConfig(stringify(c), env), (err: unknown) => {
-    assert.ok(err instanceof ConfigError, `expected ConfigError, got ${String(err)}`);
-    if (typeof message === 'string') assert.ok(err.message.includes(message), `'${err.message}' lacks '${message}'`);
-    else assert.match(err.message, message);
-    return true;
-  });
+  assert.throws(
+    () => parseInitConfig(stringify(c), env),
+    (err: unknown) => {
+      assert.ok(err instanceof ConfigError, `expected ConfigError, got ${String(err)}`);
+      if (typeof message === 'string') assert.ok(err.message.includes(message), `'${err.message}' lacks '${message}'`);
+      else assert.match(err.message, message);
+      return true;
+    },
+  );
 }
 
 function tempDir(t: { after(fn: () => void): void }): string {
@@ -125,7 +128,14 @@ test('extensions: enclave keys and tls.ca; defaults for absent optional fields',
 });
 
 test('verify_cert accepts on/true/off/false/"" in any case and nothing else', () => {
-  for (const [v, want] of [['on', true], ['TRUE', true], ['true', true], ['off', false], ['False', false], ['', false]] as const) {
+  for (const [v, want] of [
+    ['on', true],
+    ['TRUE', true],
+    ['true', true],
+    ['off', false],
+    ['False', false],
+    ['', false],
+  ] as const) {
     const c = base();
     c.tls.client = { verify_cert: v };
     assert.equal(parseInitConfig(stringify(c), {}).tls.verifyCert, want, v);
@@ -149,14 +159,20 @@ test('${VAR} replaces a whole scalar; a missing variable is an error naming it',
   assert.equal(cfg.tls.verifyCert, true);
   assert.deepEqual(cfg.enclaves[0]!.policies[0]!.identities, [APP]);
   assert.equal(cfg.tls.cert, 'certs/${NOT_WHOLE}.pem');
-  rejects((c) => (c.system.admin.identity = '${NOPE}'), "'system.admin.identity': environment variable 'NOPE' is not set");
+  rejects(
+    (c) => (c.system.admin.identity = '${NOPE}'),
+    "'system.admin.identity': environment variable 'NOPE' is not set",
+  );
 });
 
 test('version, required fields and identities', () => {
   rejects((c) => delete c.version, "'version' is required");
   rejects((c) => (c.version = 'v2'), "version 'v2' is not supported");
   rejects((c) => delete c.system, "'system.admin.identity' is required");
-  rejects((c) => (c.system.admin.identity = SYS.toUpperCase()), `identity '${SYS.toUpperCase()}' is not 64 lowercase hex`);
+  rejects(
+    (c) => (c.system.admin.identity = SYS.toUpperCase()),
+    `identity '${SYS.toUpperCase()}' is not 64 lowercase hex`,
+  );
   rejects((c) => (c.system.admin.identity = 'abc'), "'system.admin.identity': identity 'abc'");
   rejects((c) => delete c.tls.key, "'tls.key' is required");
   rejects((c) => delete c.tls, "'tls.key' is required");
@@ -172,13 +188,19 @@ test('unknown fields are rejected with their path', () => {
   rejects((c) => (c.foo = 1), "unknown field 'foo'");
   rejects((c) => (c.tls.client = { verify: true }), "unknown field 'tls.client.verify'");
   rejects((c) => (c.enclave.e1.policy.p.alow = []), "unknown field 'enclave.e1.policy.p.alow'");
-  rejects((c) => (c.enclave.e1.keys = [{ name: 'k', algorithm: 'AES256' }]), "unknown field 'enclave.e1.keys[0].algorithm'");
+  rejects(
+    (c) => (c.enclave.e1.keys = [{ name: 'k', algorithm: 'AES256' }]),
+    "unknown field 'enclave.e1.keys[0].algorithm'",
+  );
   rejects((c) => (c.system.admin.identities = []), "unknown field 'system.admin.identities'");
 });
 
 test('names of enclaves, policies and keys follow KES validName', () => {
   for (const bad of ['-lead', 'trail-', '_', 'a.b', 'a/b', 'x'.repeat(81), 'ü']) {
-    rejects((c) => (c.enclave = { [bad]: c.enclave.e1 }), `enclave name '${bad}' is empty, too long or contains invalid characters`);
+    rejects(
+      (c) => (c.enclave = { [bad]: c.enclave.e1 }),
+      `enclave name '${bad}' is empty, too long or contains invalid characters`,
+    );
     rejects((c) => (c.enclave.e1.policy = { [bad]: c.enclave.e1.policy.p }), `enclave 'e1': policy name '${bad}'`);
     rejects((c) => (c.enclave.e1.keys = [{ name: bad }]), `enclave 'e1': key name '${bad}'`);
   }
@@ -190,8 +212,14 @@ test('names of enclaves, policies and keys follow KES validName', () => {
 
 test('identity rules inside an enclave', () => {
   rejects((c) => (c.enclave.e1.admin.identity = SYS), "enclave 'e1': the enclave admin must not be the system admin");
-  rejects((c) => (c.enclave.e1.policy.p.identities = [SYS]), `enclave 'e1': policy 'p': identity '${SYS}' is the system admin`);
-  rejects((c) => (c.enclave.e1.policy.p.identities = [ADMIN]), `enclave 'e1': policy 'p': identity '${ADMIN}' is the enclave admin`);
+  rejects(
+    (c) => (c.enclave.e1.policy.p.identities = [SYS]),
+    `enclave 'e1': policy 'p': identity '${SYS}' is the system admin`,
+  );
+  rejects(
+    (c) => (c.enclave.e1.policy.p.identities = [ADMIN]),
+    `enclave 'e1': policy 'p': identity '${ADMIN}' is the enclave admin`,
+  );
   rejects(
     (c) => (c.enclave.e1.policy.q = { allow: ['/v1/key/list/*'], identities: [APP] }),
     `enclave 'e1': policy 'q': identity '${APP}' is already assigned to policy 'p'`,
@@ -228,24 +256,44 @@ test('no enclaves, malformed YAML and duplicate keys', () => {
 test('server config: toServerConfig makes TLS paths absolute; write/read round trip, 0600, atomic', async (t) => {
   const dir = tempDir(t);
   const c = base();
-  c.tls = { key: './k.pem', cert: 'certs/c.pem', ca: '/etc/ca.pem', password: '${KEY_PW}', client: { verify_cert: 'on' } };
+  c.tls = {
+    key: './k.pem',
+    cert: 'certs/c.pem',
+    ca: '/etc/ca.pem',
+    password: '${KEY_PW}',
+    client: { verify_cert: 'on' },
+  };
   const init = parseInitConfig(stringify(c), { KEY_PW: 'pw' });
   const cfg = toServerConfig(init, '/srv/kes');
   assert.deepEqual(cfg, {
     version: '1',
     address: '0.0.0.0:7373',
-    tls: { key: '/srv/kes/k.pem', cert: '/srv/kes/certs/c.pem', password: '${KEY_PW}', ca: '/etc/ca.pem', verifyCert: true },
+    tls: {
+      key: '/srv/kes/k.pem',
+      cert: '/srv/kes/certs/c.pem',
+      password: '${KEY_PW}',
+      ca: '/etc/ca.pem',
+      verifyCert: true,
+    },
     unsealEnv: 'KES_UNSEAL_KEY',
   });
   await writeServerConfig(dir, cfg);
   assert.deepEqual(readdirSync(dir), ['.init']);
   assert.equal(statSync(join(dir, '.init')).mode & 0o777, 0o600);
-  assert.ok(!readFileSync(join(dir, '.init'), 'utf8').includes('pw\n'), 'the password reference is stored, not the secret');
+  assert.ok(
+    !readFileSync(join(dir, '.init'), 'utf8').includes('pw\n'),
+    'the password reference is stored, not the secret',
+  );
   const back = await readServerConfig(dir, { KEY_PW: 'pw' });
   assert.deepEqual(back, { ...cfg, tls: { ...cfg.tls, password: 'pw' } });
   await assert.rejects(readServerConfig(dir, {}), /'tls.password': environment variable 'KEY_PW' is not set/);
 
-  const plain: ServerConfig = { version: '1', address: '127.0.0.1:7373', tls: { key: '/k', cert: '/c', verifyCert: false }, unsealEnv: 'U' };
+  const plain: ServerConfig = {
+    version: '1',
+    address: '127.0.0.1:7373',
+    tls: { key: '/k', cert: '/c', verifyCert: false },
+    unsealEnv: 'U',
+  };
   await writeServerConfig(dir, plain);
   assert.deepEqual(await readServerConfig(dir, {}), plain);
   assert.deepEqual(readdirSync(dir), ['.init']);
@@ -261,7 +309,10 @@ test('server config: declared enclave keys are carried from init.yml into .init'
   await writeServerConfig(dir, cfg);
   assert.deepEqual((await readServerConfig(dir, {})).keys, { e1: ['k1', 'k2'] });
   writeFileSync(join(dir, '.init'), readFileSync(join(dir, '.init'), 'utf8').replace('- k2', '- "-k2"'));
-  await assert.rejects(readServerConfig(dir, {}), /enclave 'e1': key name '-k2' is empty, too long or contains invalid characters/);
+  await assert.rejects(
+    readServerConfig(dir, {}),
+    /enclave 'e1': key name '-k2' is empty, too long or contains invalid characters/,
+  );
 });
 
 test('server config: clear errors', async (t) => {
@@ -300,11 +351,17 @@ test('unseal.file (kesd extension): a key file instead of a variable; relative p
   assert.equal(cfg.unsealFile, '/srv/kes/secrets/unseal.key');
   assert.ok(!('unsealEnv' in cfg));
   await writeServerConfig(dir, cfg);
-  assert.match(readFileSync(join(dir, '.init'), 'utf8'), /unseal:\n\s+file:\n\s+path: \/srv\/kes\/secrets\/unseal.key\n/);
+  assert.match(
+    readFileSync(join(dir, '.init'), 'utf8'),
+    /unseal:\n\s+file:\n\s+path: \/srv\/kes\/secrets\/unseal.key\n/,
+  );
   assert.deepEqual(await readServerConfig(dir, {}), cfg);
   assert.deepEqual(unsealSourceOf(parseInitConfig(stringify(base()), {})), { env: 'KES_UNSEAL_KEY' });
 
-  rejects((c) => (c.unseal.file = { path: '/k' }), "'unseal': set either 'environment' (a variable) or 'file' (a key file), not both");
+  rejects(
+    (c) => (c.unseal.file = { path: '/k' }),
+    "'unseal': set either 'environment' (a variable) or 'file' (a key file), not both",
+  );
   rejects((c) => (c.unseal = { file: {} }), "'unseal.file.path' is required");
   rejects((c) => (c.unseal = { file: { path: '/k', mode: '0400' } }), "unknown field 'unseal.file.mode'");
   rejects((c) => (c.unseal = { vault: {} }), "unknown field 'unseal.vault'");

@@ -7,8 +7,22 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Etcd3 } from 'etcd3';
-import { ConfigError, parseInitConfig, readServerConfig, toServerConfig, writeServerConfig } from '../../kesd/src/config/config.js';
-import { initEtcdRootKey, LIST_PAGE, openEtcdStore, prefixRangeEnd, readEtcdRootKey, ROOT_KEY_PATH, type EtcdStore } from '../../kesd/src/store/etcd.js';
+import {
+  ConfigError,
+  parseInitConfig,
+  readServerConfig,
+  toServerConfig,
+  writeServerConfig,
+} from '../../kesd/src/config/config.js';
+import {
+  initEtcdRootKey,
+  LIST_PAGE,
+  openEtcdStore,
+  prefixRangeEnd,
+  readEtcdRootKey,
+  ROOT_KEY_PATH,
+  type EtcdStore,
+} from '../../kesd/src/store/etcd.js';
 import { EtcdFollower, type StoreEvent } from '../../kesd/src/store/etcd-watch.js';
 import { StoreError } from '../../kesd/src/store/store.js';
 import { sealRootKey, UnsealError } from '../../kesd/src/store/unseal.js';
@@ -64,10 +78,13 @@ ${store}`;
   });
 
   test('endpoints, default prefix, TLS paths resolved, carried through .init', async () => {
-    const init = parseInitConfig(base(`store:
+    const init = parseInitConfig(
+      base(`store:
   etcd:
     endpoints: [https://etcd-0.etcd-hl.ns.svc.cluster.local:2379, "https://10.0.0.2:2379/"]
-    tls: { ca: tls/ca.crt, cert: /abs/tls.crt, key: tls/tls.key }`), {});
+    tls: { ca: tls/ca.crt, cert: /abs/tls.crt, key: tls/tls.key }`),
+      {},
+    );
     assert.deepEqual(init.store, {
       etcd: {
         endpoints: ['https://etcd-0.etcd-hl.ns.svc.cluster.local:2379', 'https://10.0.0.2:2379'],
@@ -76,7 +93,11 @@ ${store}`;
       },
     });
     const server = toServerConfig(init, '/work');
-    assert.deepEqual(server.store?.etcd.tls, { ca: '/work/tls/ca.crt', cert: '/abs/tls.crt', key: '/work/tls/tls.key' });
+    assert.deepEqual(server.store?.etcd.tls, {
+      ca: '/work/tls/ca.crt',
+      cert: '/abs/tls.crt',
+      key: '/work/tls/tls.key',
+    });
     const dir = mkdtempSync(join(tmpdir(), 'kesd-etcdcfg-'));
     try {
       await writeServerConfig(dir, server);
@@ -87,7 +108,10 @@ ${store}`;
   });
 
   test('a prefix and plain http endpoints', () => {
-    const init = parseInitConfig(base(`store: { etcd: { endpoints: [http://127.0.0.1:2379], prefix: prod/kesd/ } }`), {});
+    const init = parseInitConfig(
+      base(`store: { etcd: { endpoints: [http://127.0.0.1:2379], prefix: prod/kesd/ } }`),
+      {},
+    );
     assert.deepEqual(init.store, { etcd: { endpoints: ['http://127.0.0.1:2379'], prefix: 'prod/kesd/' } });
   });
 
@@ -95,17 +119,32 @@ ${store}`;
     ['no endpoints', 'store: { etcd: { endpoints: [] } }', /needs at least one URL/],
     ['no etcd', 'store: { other: {} }', /unknown field 'store.other'/],
     ['empty etcd', 'store: { etcd: { prefix: x/ } }', /needs at least one URL/],
-    ['no port', 'store: { etcd: { endpoints: [https://etcd:/] } }', /not an http:\/\/ or https:\/\/ URL with a host and port/],
+    [
+      'no port',
+      'store: { etcd: { endpoints: [https://etcd:/] } }',
+      /not an http:\/\/ or https:\/\/ URL with a host and port/,
+    ],
     ['port missing', 'store: { etcd: { endpoints: [https://etcd] } }', /with a host and port/],
     ['a path', 'store: { etcd: { endpoints: [https://etcd:2379/v3] } }', /with a host and port/],
     ['another scheme', 'store: { etcd: { endpoints: [unix://etcd:2379] } }', /with a host and port/],
     ['mixed schemes', 'store: { etcd: { endpoints: [https://a:2379, http://b:2379] } }', /mixes http and https/],
     ['tls with http', 'store: { etcd: { endpoints: [http://a:2379], tls: { ca: ca.crt } } }', /endpoints use http/],
-    ['cert without key', 'store: { etcd: { endpoints: [https://a:2379], tls: { cert: c.crt } } }', /cert and key must be given together/],
-    ['unknown tls field', 'store: { etcd: { endpoints: [https://a:2379], tls: { password: x } } }', /unknown field 'store.etcd.tls.password'/],
+    [
+      'cert without key',
+      'store: { etcd: { endpoints: [https://a:2379], tls: { cert: c.crt } } }',
+      /cert and key must be given together/,
+    ],
+    [
+      'unknown tls field',
+      'store: { etcd: { endpoints: [https://a:2379], tls: { password: x } } }',
+      /unknown field 'store.etcd.tls.password'/,
+    ],
   ] as const) {
     test(`rejected: ${what}`, () => {
-      assert.throws(() => parseInitConfig(base(store), {}), (err: Error) => err instanceof ConfigError && message.test(err.message));
+      assert.throws(
+        () => parseInitConfig(base(store), {}),
+        (err: Error) => err instanceof ConfigError && message.test(err.message),
+      );
     });
   }
 });
@@ -123,8 +162,16 @@ describe('a store write → the Change for this replica', () => {
     assert.equal(of('e/u1/key/my-key', false), undefined);
   });
   test('a key version added or deleted (another replica rotated): the key is dropped and read again', () => {
-    assert.deepEqual(of('e/u1/keyv/my-key/0123456789abcdef0123456789abcdef/0000000002'), { kind: 'key', enclave: 'default', name: 'my-key' });
-    assert.deepEqual(of('e/u1/keyv/my-key/0123456789abcdef0123456789abcdef/0000000002', true), { kind: 'key', enclave: 'default', name: 'my-key' });
+    assert.deepEqual(of('e/u1/keyv/my-key/0123456789abcdef0123456789abcdef/0000000002'), {
+      kind: 'key',
+      enclave: 'default',
+      name: 'my-key',
+    });
+    assert.deepEqual(of('e/u1/keyv/my-key/0123456789abcdef0123456789abcdef/0000000002', true), {
+      kind: 'key',
+      enclave: 'default',
+      name: 'my-key',
+    });
   });
   test('policies and identities reload on put and delete', () => {
     assert.deepEqual(of('e/u2/policy/app'), { kind: 'policy', enclave: 'tenant', name: 'app' });
@@ -134,7 +181,18 @@ describe('a store write → the Change for this replica', () => {
     assert.deepEqual(of(`e/u1/identity/${id}`, true), { kind: 'identity', enclave: 'default', identity: id });
   });
   test('nothing for secrets, sweeps, the root key, unknown enclaves and odd paths', () => {
-    for (const path of ['e/u1/secret/s', 'sweep/u1', ROOT_KEY_PATH, 'e/u9/key/k', 'e/u9/policy/p', 'enclave/', 'e/u1/key/', 'e/u1/other/x', 'e/', 'x']) {
+    for (const path of [
+      'e/u1/secret/s',
+      'sweep/u1',
+      ROOT_KEY_PATH,
+      'e/u9/key/k',
+      'e/u9/policy/p',
+      'enclave/',
+      'e/u1/key/',
+      'e/u1/other/x',
+      'e/',
+      'x',
+    ]) {
       assert.equal(of(path, true), undefined, path);
       assert.equal(of(path, false), undefined, path);
     }
@@ -166,7 +224,10 @@ describe('EtcdStore on a 3-member cluster', { skip: ETCD_SKIP }, () => {
   });
 
   // The contract every backend keeps (store-contract.ts); handles of one group share a prefix, as replicas do.
-  storeContract({ open: async (shared) => open(shared === undefined ? freshPrefix() : `${shared}-${process.pid}/`), clients: 3 });
+  storeContract({
+    open: async (shared) => open(shared === undefined ? freshPrefix() : `${shared}-${process.pid}/`),
+    clients: 3,
+  });
 
   test('list shows nothing outside the store prefix', async () => {
     const prefix = freshPrefix();
@@ -220,8 +281,16 @@ describe('EtcdStore on a 3-member cluster', { skip: ETCD_SKIP }, () => {
     const prefix = freshPrefix();
     const env = { ROOT_UNSEAL: Buffer.alloc(32, 9).toString('base64') };
     const sysadmin = 'a'.repeat(64);
-    const candidates = Array.from({ length: 5 }, (_, i) => ({ key: Buffer.alloc(32, i + 1), sysadmin, createdAt: new Date().toISOString() }));
-    const roots = await Promise.all(candidates.map((root) => initEtcdRootKey(open(prefix), sealRootKey('ROOT_UNSEAL', Buffer.alloc(32, 9), root), Buffer.alloc(32, 9))));
+    const candidates = Array.from({ length: 5 }, (_, i) => ({
+      key: Buffer.alloc(32, i + 1),
+      sysadmin,
+      createdAt: new Date().toISOString(),
+    }));
+    const roots = await Promise.all(
+      candidates.map((root) =>
+        initEtcdRootKey(open(prefix), sealRootKey('ROOT_UNSEAL', Buffer.alloc(32, 9), root), Buffer.alloc(32, 9)),
+      ),
+    );
     const agreed = roots[0]!.key.toString('hex');
     assert.ok(candidates.some((c) => c.key.toString('hex') === agreed));
     for (const r of roots) assert.equal(r.key.toString('hex'), agreed);
@@ -231,7 +300,10 @@ describe('EtcdStore on a 3-member cluster', { skip: ETCD_SKIP }, () => {
     const before = await s.revision();
     const wrong = { ROOT_UNSEAL: Buffer.alloc(32, 8).toString('base64') };
     const sealedWrong = sealRootKey('ROOT_UNSEAL', Buffer.alloc(32, 8), candidates[0]!);
-    await assert.rejects(initEtcdRootKey(s, sealedWrong, Buffer.alloc(32, 8)), (err: Error) => err instanceof UnsealError && /unseal key is wrong/.test(err.message));
+    await assert.rejects(
+      initEtcdRootKey(s, sealedWrong, Buffer.alloc(32, 8)),
+      (err: Error) => err instanceof UnsealError && /unseal key is wrong/.test(err.message),
+    );
     await assert.rejects(readEtcdRootKey(s, wrong), /unseal key is wrong/);
     assert.equal(await s.revision(), before, 'etcd was written');
     await assert.rejects(readEtcdRootKey(open(), env), /does not exist \(was the store initialized/);
@@ -244,14 +316,22 @@ describe('EtcdStore on a 3-member cluster', { skip: ETCD_SKIP }, () => {
     const seen: StoreEvent[] = [];
     let resyncs = 0;
     const logs: string[] = [];
-    const hooks = { apply: async (events: readonly StoreEvent[]) => void seen.push(...events), resync: async () => void resyncs++, log: (m: string) => logs.push(m) };
+    const hooks = {
+      apply: async (events: readonly StoreEvent[]) => void seen.push(...events),
+      resync: async () => void resyncs++,
+      log: (m: string) => logs.push(m),
+    };
     const follower = new EtcdFollower(watched, await watched.revision(), hooks);
     try {
       await writer.put('enclave/a', b('1'));
       await writer.put('e/u/policy/p', b('2'));
       await writer.delete('enclave/a');
       await until('3 events', () => seen.length >= 3);
-      assert.deepEqual(seen, [{ path: 'enclave/a', deleted: false }, { path: 'e/u/policy/p', deleted: false }, { path: 'enclave/a', deleted: true }]);
+      assert.deepEqual(seen, [
+        { path: 'enclave/a', deleted: false },
+        { path: 'e/u/policy/p', deleted: false },
+        { path: 'enclave/a', deleted: true },
+      ]);
 
       // Kill each member in turn (the follower's among them) and write meanwhile: nothing is lost or reordered.
       for (let i = 0; i < 3; i++) {
@@ -262,7 +342,10 @@ describe('EtcdStore on a 3-member cluster', { skip: ETCD_SKIP }, () => {
       }
       await writer.put('after', b('x'));
       await until('the writes made while members were down', () => seen.some((e) => e.path === 'after'));
-      assert.deepEqual(seen.slice(3).map((e) => e.path), ['during/0', 'during/1', 'during/2', 'after']);
+      assert.deepEqual(
+        seen.slice(3).map((e) => e.path),
+        ['during/0', 'during/1', 'during/2', 'after'],
+      );
       assert.equal(resyncs, 0);
     } finally {
       await follower.stop();
@@ -279,7 +362,10 @@ describe('EtcdStore on a 3-member cluster', { skip: ETCD_SKIP }, () => {
         await until('a reload', () => resyncs === 1);
         await writer.put('after-compaction', b('x'));
         await until('the write after the reload', () => seen.some((e) => e.path === 'after-compaction'));
-        assert.ok(logs.some((m) => /compacted/.test(m)), logs.join('\n'));
+        assert.ok(
+          logs.some((m) => /compacted/.test(m)),
+          logs.join('\n'),
+        );
       } finally {
         await late.stop();
       }
@@ -288,7 +374,7 @@ describe('EtcdStore on a 3-member cluster', { skip: ETCD_SKIP }, () => {
     }
   });
 
-  test('two replicas\' state: one that missed writes catches up by resyncFromStore, a following one at once', async () => {
+  test("two replicas' state: one that missed writes catches up by resyncFromStore, a following one at once", async () => {
     const prefix = freshPrefix();
     const root = { key: Buffer.alloc(32, 5), sysadmin: 'a'.repeat(64) };
     const [admin, user] = ['b'.repeat(64), 'c'.repeat(64)];
@@ -333,7 +419,9 @@ describe('EtcdStore on a 3-member cluster', { skip: ETCD_SKIP }, () => {
     }
   });
 
-  test('a lost quorum: reads, writes and status fail with a StoreError, not a hang; all recover', { timeout: 60_000 }, async (t) => {
+  test('a lost quorum: reads, writes and status fail with a StoreError, not a hang; all recover', {
+    timeout: 60_000,
+  }, async (t) => {
     const s = open();
     await s.put('q', b('before'));
     await etcd.kill(1);
@@ -341,14 +429,27 @@ describe('EtcdStore on a 3-member cluster', { skip: ETCD_SKIP }, () => {
     try {
       // All at once, each bounded by its own deadline (CALL_TIMEOUT_MS; status: STATUS_TIMEOUT_MS); a hang would
       // run into the test's timeout instead.
-      const ops = { status: () => s.status(), get: () => s.get('q'), put: () => s.put('q', b('during')), putIfAbsent: () => s.putIfAbsent('q2', b('during')) };
-      await Promise.all(Object.entries(ops).map(async ([what, op]) => {
-        const start = Date.now();
-        let message = '';
-        await assert.rejects(op(), (err: Error) => err instanceof StoreError && /did not answer within|no leader|timed out|unavailable|No connection/i.test((message = err.message)), what);
-        const ms = Date.now() - start;
-        t.diagnostic(`${what} without quorum failed after ${ms} ms: ${message}`);
-      }));
+      const ops = {
+        status: () => s.status(),
+        get: () => s.get('q'),
+        put: () => s.put('q', b('during')),
+        putIfAbsent: () => s.putIfAbsent('q2', b('during')),
+      };
+      await Promise.all(
+        Object.entries(ops).map(async ([what, op]) => {
+          const start = Date.now();
+          let message = '';
+          await assert.rejects(
+            op(),
+            (err: Error) =>
+              err instanceof StoreError &&
+              /did not answer within|no leader|timed out|unavailable|No connection/i.test((message = err.message)),
+            what,
+          );
+          const ms = Date.now() - start;
+          t.diagnostic(`${what} without quorum failed after ${ms} ms: ${message}`);
+        }),
+      );
     } finally {
       await etcd.restart(1);
       await etcd.restart(2);
@@ -358,7 +459,6 @@ describe('EtcdStore on a 3-member cluster', { skip: ETCD_SKIP }, () => {
     await s.put('q', b('after'));
     assert.deepEqual(Buffer.from((await s.get('q'))!), b('after'));
   });
-
 });
 
 describe('EtcdStore over TLS with client certificates', { skip: ETCD_SKIP }, () => {
@@ -394,6 +494,9 @@ describe('EtcdStore over TLS with client certificates', { skip: ETCD_SKIP }, () 
   });
 
   test('an unreadable TLS file is a clear error at open', () => {
-    assert.throws(() => openEtcdStore({ endpoints: [...etcd.endpoints], prefix: 'x/', tls: { ca: '/nonexistent/ca.crt' } }), /cannot read the etcd TLS CA '\/nonexistent\/ca.crt'/);
+    assert.throws(
+      () => openEtcdStore({ endpoints: [...etcd.endpoints], prefix: 'x/', tls: { ca: '/nonexistent/ca.crt' } }),
+      /cannot read the etcd TLS CA '\/nonexistent\/ca.crt'/,
+    );
   });
 });

@@ -65,7 +65,10 @@ test('every acknowledged write survives kill -9 of the writing process (another 
   const reader = await openLmdbStore(file); // a second process on the same environment, open throughout
   t.after(() => reader.close());
 
-  const child = spawn(process.execPath, ['--import', 'tsx', script, file], { cwd: repoRoot, stdio: ['ignore', 'pipe', 'inherit'] });
+  const child = spawn(process.execPath, ['--import', 'tsx', script, file], {
+    cwd: repoRoot,
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
   const acked: number[] = [];
   const exited = new Promise<NodeJS.Signals | null>((r) => child.on('exit', (_code, sig) => r(sig)));
   for await (const line of createInterface({ input: child.stdout! })) {
@@ -76,11 +79,13 @@ test('every acknowledged write survives kill -9 of the writing process (another 
   assert.equal(await exited, 'SIGKILL');
   assert.ok(acked.length >= 300);
 
-  for (const i of acked) assert.deepEqual(Buffer.from((await reader.get(`w/${i}`)) ?? []), b(`value-${i}`), `w/${i} (live reader)`);
+  for (const i of acked)
+    assert.deepEqual(Buffer.from((await reader.get(`w/${i}`)) ?? []), b(`value-${i}`), `w/${i} (live reader)`);
   await reader.close();
   const reopened = await openLmdbStore(file);
   t.after(() => reopened.close());
-  for (const i of acked) assert.deepEqual(Buffer.from((await reopened.get(`w/${i}`)) ?? []), b(`value-${i}`), `w/${i} (reopened)`);
+  for (const i of acked)
+    assert.deepEqual(Buffer.from((await reopened.get(`w/${i}`)) ?? []), b(`value-${i}`), `w/${i} (reopened)`);
   await reopened.put('after-crash', b('ok')); // the dead writer's lock did not wedge the environment
   assert.equal(await reopened.putIfAbsent('after-crash', b('x')), false);
 });
@@ -105,10 +110,14 @@ test('a failed commit (file size limit, like a full disk) rejects the write and 
   const dir = tempDir(t);
   const script = join(dir, 'filler.mjs');
   writeFileSync(script, FILLER);
-  const r = spawnSync('sh', ['-c', 'ulimit -f 2048 && exec "$@"', 'sh', process.execPath, '--import', 'tsx', script, join(dir, 'store.mdb')], {
-    cwd: repoRoot,
-    encoding: 'utf8',
-  });
+  const r = spawnSync(
+    'sh',
+    ['-c', 'ulimit -f 2048 && exec "$@"', 'sh', process.execPath, '--import', 'tsx', script, join(dir, 'store.mdb')],
+    {
+      cwd: repoRoot,
+      encoding: 'utf8',
+    },
+  );
   assert.equal(r.status, 0, r.stderr);
   assert.match(r.stdout, /^rejected StoreError: store: put 'big' failed: .+$/m);
   assert.match(r.stdout, /^rejected StoreError: store: put 'big2' failed: .+$/m);
@@ -153,7 +162,12 @@ test('a full disk with 8 writes in flight, then large values: every write resolv
     rmSync(mnt, { recursive: true, force: true });
   });
   if (mount.status !== 0) return t.skip(`cannot mount a tmpfs (needs root / CAP_SYS_ADMIN): ${mount.stderr.trim()}`);
-  const r = spawnSync(process.execPath, ['--import', 'tsx', script, join(mnt, 'store.mdb')], { cwd: repoRoot, encoding: 'utf8', timeout: 120_000, maxBuffer: 256 * 1024 ** 2 });
+  const r = spawnSync(process.execPath, ['--import', 'tsx', script, join(mnt, 'store.mdb')], {
+    cwd: repoRoot,
+    encoding: 'utf8',
+    timeout: 120_000,
+    maxBuffer: 256 * 1024 ** 2,
+  });
   assert.equal(r.signal, null, `the writer died with ${r.signal}: ${r.stderr.slice(-500)}`);
   assert.equal(r.status, 0, r.stderr.slice(-500));
   const m = /^ok (\d+) failed (\d+) other (\d+)$/m.exec(r.stdout);

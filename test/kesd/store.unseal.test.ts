@@ -60,12 +60,15 @@ test('readUnsealKey: missing variable, bad base64 and wrong length give distinct
   const messages = new Set<string>();
   const fails = (value: string | undefined, expected: string) => {
     const env = value === undefined ? {} : { [ENV]: value };
-    assert.throws(() => readUnsealKey(ENV, env), (err: unknown) => {
-      assert.ok(err instanceof UnsealError);
-      assert.equal(err.message, expected);
-      messages.add(err.message);
-      return true;
-    });
+    assert.throws(
+      () => readUnsealKey(ENV, env),
+      (err: unknown) => {
+        assert.ok(err instanceof UnsealError);
+        assert.equal(err.message, expected);
+        messages.add(err.message);
+        return true;
+      },
+    );
   };
   fails(undefined, "unseal key: environment variable 'KES_UNSEAL_KEY' is not set");
   const badBase64 = "unseal key: environment variable 'KES_UNSEAL_KEY' is not valid base64";
@@ -97,7 +100,10 @@ test('seal and unseal round trip; the file is 0600 JSON naming the variable, no 
   assert.ok(!readFileSync(join(dir, '.unseal'), 'utf8').includes(SYSADMIN), 'sysadmin is sealed, not in clear');
 
   // The variable named in the file is used, not some default name.
-  const { root: got, source } = await openSealedRootKey(dir, { MY_UNSEAL: unsealKey.toString('base64'), [ENV]: 'garbage' });
+  const { root: got, source } = await openSealedRootKey(dir, {
+    MY_UNSEAL: unsealKey.toString('base64'),
+    [ENV]: 'garbage',
+  });
   assert.deepEqual(source, { env: 'MY_UNSEAL' });
   assert.deepEqual(got, info);
 });
@@ -119,10 +125,16 @@ test('a wrong unseal key is rejected and the directory stays byte-identical', as
   await writeSealedRootKey(dir, ENV, randomBytes(32), root());
   const before = snapshot(dir);
   await new Promise((r) => setTimeout(r, 20)); // so that any rewrite would show in the mtimes
-  await rejectsWith(openSealedRootKey(dir, { [ENV]: randomBytes(32).toString('base64') }), 'unseal key is wrong: the root key is not authentic');
+  await rejectsWith(
+    openSealedRootKey(dir, { [ENV]: randomBytes(32).toString('base64') }),
+    'unseal key is wrong: the root key is not authentic',
+  );
   await rejectsWith(openSealedRootKey(dir, {}), "unseal key: environment variable 'KES_UNSEAL_KEY' is not set");
   await rejectsWith(openSealedRootKey(dir, { [ENV]: 'not base64!' }), /is not valid base64/);
-  await rejectsWith(openSealedRootKey(dir, { [ENV]: randomBytes(31).toString('base64') }), 'unseal key must be 32 bytes, got 31');
+  await rejectsWith(
+    openSealedRootKey(dir, { [ENV]: randomBytes(31).toString('base64') }),
+    'unseal key must be 32 bytes, got 31',
+  );
   assert.equal(snapshot(dir), before);
 });
 
@@ -135,7 +147,10 @@ test('a tampered ciphertext is not authentic', async (t) => {
   const ct = Buffer.from(file.ciphertext, 'base64');
   ct[0]! ^= 1;
   writeFileSync(path, JSON.stringify({ ...file, ciphertext: ct.toString('base64') }));
-  await rejectsWith(openSealedRootKey(dir, { [ENV]: key.toString('base64') }), 'unseal key is wrong: the root key is not authentic');
+  await rejectsWith(
+    openSealedRootKey(dir, { [ENV]: key.toString('base64') }),
+    'unseal key is wrong: the root key is not authentic',
+  );
 });
 
 test('missing or corrupt .unseal files give clear errors', async (t) => {
@@ -162,8 +177,14 @@ test('missing or corrupt .unseal files give clear errors', async (t) => {
 test('writeSealedRootKey validates its inputs', async (t) => {
   const dir = tempDir(t);
   await rejectsWith(writeSealedRootKey(dir, ENV, randomBytes(31), root()), 'unseal key must be 32 bytes, got 31');
-  await rejectsWith(writeSealedRootKey(dir, 'BAD-NAME', randomBytes(32), root()), /not a valid environment variable name/);
-  await rejectsWith(writeSealedRootKey(dir, ENV, randomBytes(32), { ...root(), key: randomBytes(16) }), /root key must be 32 bytes/);
+  await rejectsWith(
+    writeSealedRootKey(dir, 'BAD-NAME', randomBytes(32), root()),
+    /not a valid environment variable name/,
+  );
+  await rejectsWith(
+    writeSealedRootKey(dir, ENV, randomBytes(32), { ...root(), key: randomBytes(16) }),
+    /root key must be 32 bytes/,
+  );
   await rejectsWith(writeSealedRootKey(dir, ENV, randomBytes(32), { ...root(), sysadmin: 'ABC' }), /sysadmin 'ABC'/);
   assert.deepEqual(readdirSync(dir), []);
 });
@@ -179,10 +200,19 @@ function keyFile(t: { after(fn: () => void): void }, content: string | Buffer, m
 
 test('readUnsealKey from a file: base64 of 32 bytes, a trailing newline or CRLF tolerated', (t) => {
   const key = randomBytes(32);
-  for (const content of [key.toString('base64'), key.toString('base64') + '\n', key.toString('base64') + '\r\n', ` ${key.toString('base64')}\t\n`]) {
+  for (const content of [
+    key.toString('base64'),
+    key.toString('base64') + '\n',
+    key.toString('base64') + '\r\n',
+    ` ${key.toString('base64')}\t\n`,
+  ]) {
     assert.deepEqual(readUnsealKey({ file: keyFile(t, content) }, {}), key);
   }
-  assert.deepEqual(readUnsealKey({ file: keyFile(t, key.toString('base64'), 0o440) }, {}), key, 'group read (a Kubernetes Secret volume with an fsGroup) is fine');
+  assert.deepEqual(
+    readUnsealKey({ file: keyFile(t, key.toString('base64'), 0o440) }, {}),
+    key,
+    'group read (a Kubernetes Secret volume with an fsGroup) is fine',
+  );
   assert.deepEqual(readUnsealKey({ file: keyFile(t, key.toString('base64'), 0o400) }, {}), key);
 });
 
@@ -192,7 +222,11 @@ test('readUnsealKey from a file: missing, unreadable, open to others, not a file
   const cases: [string, UnsealSource, RegExp][] = [
     ['missing', { file: join(dir, 'nope') }, /^unseal key: file '.*nope' does not exist$/],
     ['a directory', { file: dir }, /^unseal key: '.*' is not a regular file$/],
-    ['world-readable', { file: keyFile(t, key, 0o644) }, /^unseal key: file '.*' is accessible by other users \(mode 0644\): let only its owner \(and group\) read it, e\.g\. chmod 600$/],
+    [
+      'world-readable',
+      { file: keyFile(t, key, 0o644) },
+      /^unseal key: file '.*' is accessible by other users \(mode 0644\): let only its owner \(and group\) read it, e\.g\. chmod 600$/,
+    ],
     ['group-writable', { file: keyFile(t, key, 0o660) }, /is accessible by other users \(mode 0660\)/],
     ['not base64', { file: keyFile(t, 'not base64 at all!\n') }, /^unseal key: file '.*' is not valid base64$/],
     ['inner whitespace', { file: keyFile(t, key.slice(0, 10) + '\n' + key.slice(10)) }, /is not valid base64$/],
@@ -200,14 +234,19 @@ test('readUnsealKey from a file: missing, unreadable, open to others, not a file
     ['empty', { file: keyFile(t, '') }, /^unseal key must be 32 bytes, got 0$/],
     ['too large', { file: keyFile(t, Buffer.alloc(5000, 0x41)) }, /is too large \(5000 bytes\) to hold a base64 key$/],
   ];
-  if (process.getuid?.() !== 0) cases.push(['unreadable', { file: keyFile(t, key, 0o000) }, /^unseal key: cannot read file '.*': EACCES$/]);
+  if (process.getuid?.() !== 0)
+    cases.push(['unreadable', { file: keyFile(t, key, 0o000) }, /^unseal key: cannot read file '.*': EACCES$/]);
   for (const [name, source, message] of cases) {
-    assert.throws(() => readUnsealKey(source, {}), (err: unknown) => {
-      assert.ok(err instanceof UnsealError, `${name}: ${String(err)}`);
-      assert.match(err.message, message, name);
-      assert.ok(!err.message.includes(key.slice(0, 12)), `${name}: the content is echoed`);
-      return true;
-    }, name);
+    assert.throws(
+      () => readUnsealKey(source, {}),
+      (err: unknown) => {
+        assert.ok(err instanceof UnsealError, `${name}: ${String(err)}`);
+        assert.match(err.message, message, name);
+        assert.ok(!err.message.includes(key.slice(0, 12)), `${name}: the content is echoed`);
+        return true;
+      },
+      name,
+    );
   }
 });
 
@@ -224,14 +263,24 @@ test('a key file source: .unseal version 2 names the file; kesd opens it from th
   const opened = await openSealedRootKey(dir, {});
   assert.deepEqual(opened, { root: info, source: { file } });
   // Another source given (init.yml's with `server --init`) wins over the recorded one.
-  assert.deepEqual((await openSealedRootKey(dir, { OTHER: unsealKey.toString('base64') }, { env: 'OTHER' })).root, info);
+  assert.deepEqual(
+    (await openSealedRootKey(dir, { OTHER: unsealKey.toString('base64') }, { env: 'OTHER' })).root,
+    info,
+  );
   await rejectsWith(writeSealedRootKey(dir, { file: 'relative.key' }, unsealKey, info), /must be an absolute path/);
 
   // What 0e80d6e wrote: the root key as a base64 JSON string, sealed the same way; it must keep opening.
   const v1 = tempDir(t);
   const old = { key: info.key.toString('base64'), sysadmin: info.sysadmin, created_at: info.createdAt };
-  const ciphertext = seal({ algorithm: 'AES256', bytes: unsealKey }, Buffer.from(JSON.stringify(old)), Buffer.from('kesd/unseal/v1'));
-  writeFileSync(join(v1, '.unseal'), JSON.stringify({ version: 1, env: ENV, ciphertext: ciphertext.toString('base64') }) + '\n');
+  const ciphertext = seal(
+    { algorithm: 'AES256', bytes: unsealKey },
+    Buffer.from(JSON.stringify(old)),
+    Buffer.from('kesd/unseal/v1'),
+  );
+  writeFileSync(
+    join(v1, '.unseal'),
+    JSON.stringify({ version: 1, env: ENV, ciphertext: ciphertext.toString('base64') }) + '\n',
+  );
   assert.deepEqual((await openSealedRootKey(v1, { [ENV]: unsealKey.toString('base64') })).root, info);
 });
 
@@ -246,11 +295,23 @@ test('the sealed root key JSON is parsed without a string of the key: a "key" th
   const key = randomBytes(32).toString('base64');
   const good = `{"key":"${key}","sysadmin":"${SYSADMIN}","created_at":"2024-05-01T10:00:00Z"}`;
   assert.equal(openRootKey(sealedOf(good), unsealKey).key.toString('base64'), key);
-  assert.equal(openRootKey(sealedOf(`{ "key" : "${key}", "sysadmin":"${SYSADMIN}", "created_at":"2024-05-01T10:00:00Z" }`), unsealKey).key.toString('base64'), key);
+  assert.equal(
+    openRootKey(
+      sealedOf(`{ "key" : "${key}", "sysadmin":"${SYSADMIN}", "created_at":"2024-05-01T10:00:00Z" }`),
+      unsealKey,
+    ).key.toString('base64'),
+    key,
+  );
   const bad: [string, RegExp][] = [
     [`{"sysadmin":"${SYSADMIN}","created_at":"2024-05-01T10:00:00Z"}`, /sealed root key is not 32 bytes/],
-    [`{"decoy":{"key":"${randomBytes(32).toString('base64')}"},"key":"${key}","sysadmin":"${SYSADMIN}","created_at":"2024-05-01T10:00:00Z"}`, /sealed root key is not 32 bytes/],
-    [`{"key":"${key.slice(4)}","sysadmin":"${SYSADMIN}","created_at":"2024-05-01T10:00:00Z"}`, /sealed root key is not 32 bytes/],
+    [
+      `{"decoy":{"key":"${randomBytes(32).toString('base64')}"},"key":"${key}","sysadmin":"${SYSADMIN}","created_at":"2024-05-01T10:00:00Z"}`,
+      /sealed root key is not 32 bytes/,
+    ],
+    [
+      `{"key":"${key.slice(4)}","sysadmin":"${SYSADMIN}","created_at":"2024-05-01T10:00:00Z"}`,
+      /sealed root key is not 32 bytes/,
+    ],
     [`{"key":"${key}","sysadmin":"nope","created_at":"2024-05-01T10:00:00Z"}`, /sealed sysadmin identity is invalid/],
     [`{"key":"${key}","sysadmin":"${SYSADMIN}","created_at":"yesterday"}`, /sealed created_at is invalid/],
     [`{"key":"${key}",`, /sealed root key is not JSON/],
@@ -270,7 +331,20 @@ test('base64 from bytes to bytes: strict, canonical, round trips, and the output
     assert.equal(encodeBase64Into(bytes, out, 1), base64Length(n) + 1);
     assert.equal(out.subarray(1, -1).toString(), bytes.toString('base64'));
   }
-  for (const bad of ['A', 'AA', 'AAB=', 'QR==', 'QUI=x', '====', 'A===', '=AAA', 'AB=A', 'ab-_', 'YQ==YQ==', 'YWJj\n']) {
+  for (const bad of [
+    'A',
+    'AA',
+    'AAB=',
+    'QR==',
+    'QUI=x',
+    '====',
+    'A===',
+    '=AAA',
+    'AB=A',
+    'ab-_',
+    'YQ==YQ==',
+    'YWJj\n',
+  ]) {
     assert.equal(decodeBase64(Buffer.from(bad)), undefined, bad);
   }
 });
@@ -288,7 +362,10 @@ test('takeUnsealKey from this process: the variable leaves process.env, and its 
       environ: readFileSync('/proc/self/environ').includes(${JSON.stringify(key)}),
       name: readFileSync('/proc/self/environ').includes('KESD_TAKE_ME='),
     }));`;
-  const run = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { env: { ...process.env, KESD_TAKE_ME: `${key}\n` }, encoding: 'utf8' });
+  const run = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], {
+    env: { ...process.env, KESD_TAKE_ME: `${key}\n` },
+    encoding: 'utf8',
+  });
   assert.equal(run.status, 0, run.stderr);
   const got = JSON.parse(run.stdout);
   assert.equal(got.key, Buffer.from(key, 'base64').toString('hex'));

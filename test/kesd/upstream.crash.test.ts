@@ -18,7 +18,19 @@ import { openSealedRootKey } from '../../kesd/src/store/unseal.js';
 import { System } from '../../kesd/src/state/system.js';
 import { paths } from '../../kesd/src/state/records.js';
 import { syncPaths, type SyncEntry } from '../../kesd/src/state/sync-queue.js';
-import { agentFor, call, envInt, makeFixture, rng, seedFrom, sleep, startKesd, UNSEAL_ENV, type Fixture, type KesdProcess } from './load.js';
+import {
+  agentFor,
+  call,
+  envInt,
+  makeFixture,
+  rng,
+  seedFrom,
+  sleep,
+  startKesd,
+  UNSEAL_ENV,
+  type Fixture,
+  type KesdProcess,
+} from './load.js';
 import { freePort } from '../../harness/minio-stack.js';
 
 const CYCLES = envInt('KESD_UPSTREAM_CRASH_CYCLES', 8);
@@ -34,26 +46,49 @@ before(async () => {
   fx = await makeFixture();
   // The upstream is added to the existing data dir by `server --init` (a new store would first take Vault's keys).
   initYml = join(fx.dir, 'init.yml');
-  await writeFile(initYml, stringify({
-    version: 'v1',
-    address: '127.0.0.1:0',
-    system: { admin: { identity: fx.sysadmin.identity } },
-    tls: { key: fx.server.keyFile, cert: fx.server.certFile },
-    unseal: { environment: { name: UNSEAL_ENV } },
-    enclave: { default: { admin: { identity: fx.admin.identity }, keys: [{ name: 'minio-default' }] } },
-    upstream: { vault: { endpoint: `http://127.0.0.1:${await freePort()}`, engine: 'kv', version: 'v2', prefix: 'kesd', token: 'never-used' } },
-  }));
+  await writeFile(
+    initYml,
+    stringify({
+      version: 'v1',
+      address: '127.0.0.1:0',
+      system: { admin: { identity: fx.sysadmin.identity } },
+      tls: { key: fx.server.keyFile, cert: fx.server.certFile },
+      unseal: { environment: { name: UNSEAL_ENV } },
+      enclave: { default: { admin: { identity: fx.admin.identity }, keys: [{ name: 'minio-default' }] } },
+      upstream: {
+        vault: {
+          endpoint: `http://127.0.0.1:${await freePort()}`,
+          engine: 'kv',
+          version: 'v2',
+          prefix: 'kesd',
+          token: 'never-used',
+        },
+      },
+    }),
+  );
 });
 after(() => fx?.remove());
 
-interface NameModel { acked?: 'create' | 'delete'; inFlight: number }
+interface NameModel {
+  acked?: 'create' | 'delete';
+  inFlight: number;
+}
 
 /** The store as the crash left it: each name's key bytes (base64) and queue entry, and the queue's bookkeeping. */
-async function inspect(): Promise<{ keys: Map<string, string | undefined>; entries: Map<string, SyncEntry>; inLine: string[]; backlog: number }> {
+async function inspect(): Promise<{
+  keys: Map<string, string | undefined>;
+  entries: Map<string, SyncEntry>;
+  inLine: string[];
+  backlog: number;
+}> {
   const store = await openLmdbStore(join(fx.dataDir, 'db'));
   try {
     const { root } = await openSealedRootKey(fx.dataDir, fx.env);
-    const system = await System.open(store, { key: root.key, sysadmin: root.sysadmin }, { upstreamEnclave: 'default', resumeSweeps: false });
+    const system = await System.open(
+      store,
+      { key: root.key, sysadmin: root.sysadmin },
+      { upstreamEnclave: 'default', resumeSweeps: false },
+    );
     const uid = system.enclaves.get('default')!.info.uid;
     const keys = new Map<string, string | undefined>();
     const entries = new Map<string, SyncEntry>();
@@ -63,7 +98,8 @@ async function inspect(): Promise<{ keys: Map<string, string | undefined>; entri
       if (entry !== undefined) entries.set(name, entry);
     }
     const inLine: string[] = [];
-    for await (const path of system.records.listPaths(syncPaths.order(uid))) inLine.push(path.slice(syncPaths.order(uid).length));
+    for await (const path of system.records.listPaths(syncPaths.order(uid)))
+      inLine.push(path.slice(syncPaths.order(uid).length));
     const backlog = await store.count(syncPaths.entry(uid));
     system.release();
     return { keys, entries, inLine, backlog };
@@ -79,7 +115,14 @@ test(`kill -9 during key creates and deletes: the queue holds exactly the commit
   let acked = 0;
   for (let cycle = 0; cycle < CYCLES; cycle++) {
     const workers = cycle % 2 === 0 ? '1' : '2';
-    const kesd: KesdProcess = await startKesd(fx.dataDir, fx.env, ['--init', initYml, '--workers', workers, '--audit-log', 'off']);
+    const kesd: KesdProcess = await startKesd(fx.dataDir, fx.env, [
+      '--init',
+      initYml,
+      '--workers',
+      workers,
+      '--audit-log',
+      'off',
+    ]);
     const agent = agentFor(fx.admin);
     let stop = false;
     const load = Array.from({ length: 6 }, async () => {
@@ -90,7 +133,14 @@ test(`kill -9 during key creates and deletes: the queue holds exactly the commit
         m.inFlight++;
         touched.add(name);
         try {
-          const reply = await call(agent, kesd.port, 'POST', `/v1/key/${op}/${name}`, op === 'create' ? {} : undefined, { timeoutMs: 5000 });
+          const reply = await call(
+            agent,
+            kesd.port,
+            'POST',
+            `/v1/key/${op}/${name}`,
+            op === 'create' ? {} : undefined,
+            { timeoutMs: 5000 },
+          );
           if (reply.status === 200) {
             m.acked = op;
             acked++;
@@ -111,21 +161,35 @@ test(`kill -9 during key creates and deletes: the queue holds exactly the commit
     agent.destroy();
 
     const { keys, entries, inLine, backlog } = await inspect();
-    assert.equal(entries.get('minio-default')?.want?.key, keys.get('minio-default'), `cycle ${cycle}: the key made before the upstream was not adopted`);
+    assert.equal(
+      entries.get('minio-default')?.want?.key,
+      keys.get('minio-default'),
+      `cycle ${cycle}: the key made before the upstream was not adopted`,
+    );
     for (const name of NAMES) {
       const m = model.get(name)!;
       const key = keys.get(name);
       const entry = entries.get(name);
-      if (m.acked === 'create' && m.inFlight === 0) assert.ok(key !== undefined, `cycle ${cycle}: acknowledged create of ${name} lost`);
-      if (m.acked === 'delete' && m.inFlight === 0) assert.equal(key, undefined, `cycle ${cycle}: acknowledged delete of ${name} lost`);
+      if (m.acked === 'create' && m.inFlight === 0)
+        assert.ok(key !== undefined, `cycle ${cycle}: acknowledged create of ${name} lost`);
+      if (m.acked === 'delete' && m.inFlight === 0)
+        assert.equal(key, undefined, `cycle ${cycle}: acknowledged delete of ${name} lost`);
       if (entry === undefined) {
         assert.equal(key, undefined, `cycle ${cycle}: ${name} exists but its change was not queued`);
         continue;
       }
-      assert.equal(entry.want?.key, key, `cycle ${cycle}: the queue entry of ${name} wants something else than the store holds`);
+      assert.equal(
+        entry.want?.key,
+        key,
+        `cycle ${cycle}: the queue entry of ${name} wants something else than the store holds`,
+      );
       assert.ok(inLine.includes(`${entry.queued_at}/${name}`), `cycle ${cycle}: ${name} has no place in line`);
     }
-    assert.equal(inLine.length, entries.size, `cycle ${cycle}: places in line ${inLine.join(', ')} vs entries ${[...entries.keys()].join(', ')}`);
+    assert.equal(
+      inLine.length,
+      entries.size,
+      `cycle ${cycle}: places in line ${inLine.join(', ')} vs entries ${[...entries.keys()].join(', ')}`,
+    );
     assert.equal(backlog, entries.size);
   }
   assert.ok(acked > 0, 'the load acknowledged changes');
@@ -139,7 +203,11 @@ test(`kill -9 during key creates and deletes: the queue holds exactly the commit
     const status = (await call(agent, kesd.port, 'GET', '/v1/status')).json();
     assert.equal(status.upstream.backlog, entries.size);
     assert.equal(status.upstream.reachable, false);
-    assert.equal(status.keystore_unreachable, false, "kesd's own store is fine: the upstream does not count as the keystore");
+    assert.equal(
+      status.keystore_unreachable,
+      false,
+      "kesd's own store is fine: the upstream does not count as the keystore",
+    );
     const metrics = (await call(agent, kesd.port, 'GET', '/v1/metrics')).text;
     assert.match(metrics, new RegExp(`^kesd_upstream_backlog ${entries.size}$`, 'm'));
     agent.destroy();

@@ -3,7 +3,7 @@
 // own logic (coalescing, conflicts, idempotent replay, the lease); the real Vault behind the same interface is
 // proven in test/interop/vault-*.test.ts.
 import { describe, test } from 'node:test';
-import { KesError } from '../../kesd/src/kes/errors.js';
+import type { KesError } from '../../kesd/src/kes/errors.js';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -141,7 +141,10 @@ test('queue: a mirrored enclave refuses key versions (Vault holds one per name);
   const { system } = await fixture(t);
   const mirrored = system.enclaves.get('default')!;
   await mirrored.createKey('k', ADMIN);
-  await assert.rejects(mirrored.keys.rotate('k', ADMIN), (err: KesError) => err.status === 400 && /mirrored to an upstream Vault/.test(err.message));
+  await assert.rejects(
+    mirrored.keys.rotate('k', ADMIN),
+    (err: KesError) => err.status === 400 && /mirrored to an upstream Vault/.test(err.message),
+  );
   await assert.rejects(mirrored.keys.deleteVersion('k', 1), /mirrored to an upstream Vault/);
   assert.equal((await mirrored.key('k')).versions.length, 1);
   const other = system.enclaves.get('other')!;
@@ -168,7 +171,9 @@ test('queue: concurrent creates of one name from two processes: one key wins and
   const other = await System.open(store, root, { upstreamEnclave: 'default' });
   for (let round = 0; round < 5; round++) {
     const name = `race-${round}`;
-    const results = await Promise.allSettled([system, other, system, other].map((s) => s.enclaves.get('default')!.createKey(name, ADMIN)));
+    const results = await Promise.allSettled(
+      [system, other, system, other].map((s) => s.enclaves.get('default')!.createKey(name, ADMIN)),
+    );
     assert.equal(results.filter((r) => r.status === 'fulfilled').length, 1);
     assert.equal((await entry(system, name))!.want?.key, await localKey(system, name));
   }
@@ -205,7 +210,13 @@ test('sync: drains to the upstream in the KES encoding; while it is down changes
 test('sync: a name Vault holds a foreign key under is a conflict: never overwritten or deleted, stays queued, synced once cleared', async (t) => {
   const { system } = await fixture(t);
   const upstream = new MemoryKeystore();
-  const foreign = encodeKesStoredKey({ algorithm: 'AES256', bytes: Buffer.alloc(32, 9), hmac: Buffer.alloc(32, 8), createdAt: '2024-01-01T00:00:00Z', createdBy: 'someone' });
+  const foreign = encodeKesStoredKey({
+    algorithm: 'AES256',
+    bytes: Buffer.alloc(32, 9),
+    hmac: Buffer.alloc(32, 8),
+    createdAt: '2024-01-01T00:00:00Z',
+    createdBy: 'someone',
+  });
   upstream.values.set('taken', foreign);
   upstream.values.set('gone', foreign);
   const logs: string[] = [];
@@ -223,7 +234,10 @@ test('sync: a name Vault holds a foreign key under is a conflict: never overwrit
   assert.equal(upstream.values.get('taken'), foreign);
   assert.equal(upstream.values.get('gone'), foreign);
   assert.equal(await backlog(system), 2);
-  assert.ok(logs.some((l) => /key 'taken' stays queued: Vault holds a different key/.test(l)), logs.join('\n'));
+  assert.ok(
+    logs.some((l) => /key 'taken' stays queued: Vault holds a different key/.test(l)),
+    logs.join('\n'),
+  );
   const callsBefore = upstream.calls;
   upstream.values.delete('taken'); // an operator removes the foreign key
   await until('taken synced', async () => upstream.bytes('taken') === (await localKey(system, 'taken')));
@@ -257,7 +271,14 @@ test('sync: an imported KES JSON-era key (no HMAC key in Vault) is rewritten wit
   const { system } = await fixture(t);
   const upstream = new MemoryKeystore();
   const bytes = randomBytes(32);
-  upstream.values.set('old', JSON.stringify({ bytes: bytes.toString('base64'), algorithm: 'AES256-GCM_SHA256', created_at: '2022-01-01T00:00:00Z' }));
+  upstream.values.set(
+    'old',
+    JSON.stringify({
+      bytes: bytes.toString('base64'),
+      algorithm: 'AES256-GCM_SHA256',
+      created_at: '2022-01-01T00:00:00Z',
+    }),
+  );
   await system.enclaves.get('default')!.createKey('old', ADMIN, { algorithm: 'AES256', bytes });
   const sync = new UpstreamSync(system, upstream, { log: () => {}, pollMs: 50 });
   sync.start();
@@ -317,7 +338,11 @@ describe('on etcd: three replicas, three sync loops, one lease', { skip: ETCD_SK
     const stores = [0, 1, 2].map(() => openEtcdStore({ endpoints: [...etcd.endpoints], prefix }));
     t.after(() => Promise.all(stores.map((s) => s.close())));
     const root = { key: randomBytes(32), sysadmin: SYSADMIN };
-    await (await System.open(stores[0]!, root, { upstreamEnclave: 'default' })).createEnclave('default', ADMIN, SYSADMIN);
+    await (await System.open(stores[0]!, root, { upstreamEnclave: 'default' })).createEnclave(
+      'default',
+      ADMIN,
+      SYSADMIN,
+    );
     const replicas = await Promise.all(stores.map((s) => System.open(s, root, { upstreamEnclave: 'default' })));
     const upstream = new MemoryKeystore();
     const loops = replicas.map((r) => new UpstreamSync(r, upstream, { log: () => {}, pollMs: 50 }));
@@ -327,7 +352,11 @@ describe('on etcd: three replicas, three sync loops, one lease', { skip: ETCD_SK
     // Every replica makes keys; only one loop syncs them all.
     for (let i = 0; i < 30; i++) await replicas[i % 3]!.enclaves.get('default')!.createKey(`k${i}`, ADMIN);
     await until('drained', async () => (await backlog(replicas[0]!)) === 0);
-    assert.deepEqual(loops.map((l) => l.synced).filter((n) => n > 0), [30], `synced per replica: ${loops.map((l) => l.synced)}`);
+    assert.deepEqual(
+      loops.map((l) => l.synced).filter((n) => n > 0),
+      [30],
+      `synced per replica: ${loops.map((l) => l.synced)}`,
+    );
     assert.equal(loops.filter((l) => l.lease.held()).length, 1);
     const holder = loops.findIndex((l) => l.lease.held());
     await loops[holder]!.stop();

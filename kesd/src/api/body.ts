@@ -1,6 +1,6 @@
 // Request-body decoding with Go encoding/json semantics where clients rely on them:
 // keys match case-insensitively, unknown fields are ignored, []byte fields are strict standard base64.
-import { ErrInvalidBody, KesError } from '../kes/errors.js';
+import { ErrInvalidBody, type KesError } from '../kes/errors.js';
 
 const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
 

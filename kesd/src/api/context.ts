@@ -9,7 +9,14 @@ import type { Authenticator } from './auth.js';
 import type { Exchange } from './exchange.js';
 
 /** What a prefix route's path argument is: its errors say so (400 `<kind> '…' is empty, too long or …`). */
-export type ArgKind = 'key name' | 'key version' | 'policy name' | 'identity' | 'secret name' | 'enclave name' | 'pattern';
+export type ArgKind =
+  | 'key name'
+  | 'key version'
+  | 'policy name'
+  | 'identity'
+  | 'secret name'
+  | 'enclave name'
+  | 'pattern';
 
 export interface Route {
   readonly methods: readonly string[];

@@ -18,8 +18,15 @@ const POST = ['POST'];
 // Both clients send POST; the newest server declares PUT and accepts both (kes-protocol §4.2).
 const WRITE = ['POST', 'PUT'];
 
-const route = (methods: string[], path: string, arg: ArgKind | undefined, maxBody: number, auth: Authenticator, handle: Handler, timeoutMs = 15_000): Route =>
-  ({ methods, path, arg, maxBody, timeoutMs, auth, handle });
+const route = (
+  methods: string[],
+  path: string,
+  arg: ArgKind | undefined,
+  maxBody: number,
+  auth: Authenticator,
+  handle: Handler,
+  timeoutMs = 15_000,
+): Route => ({ methods, path, arg, maxBody, timeoutMs, auth, handle });
 
 // Who may call each route is its authenticator's decision (api/auth.ts): anyone, identified, serverRoute (the system
 // admin, or an identity the named enclave allows), enclaveRoute (the enclave's admin or policy), sysadminOnly.
@@ -80,7 +87,13 @@ export const routes: readonly Route[] = [
 export function servedRoutes(skipAuth: Iterable<string>, backupIdentities: Iterable<string> = []): readonly Route[] {
   const skip = new Set(skipAuth);
   const backup = new Set(backupIdentities);
-  return routes.map((r) => (skip.has(r.path) ? { ...r, auth: anyone } : r.path === BACKUP_PATH && backup.size > 0 ? { ...r, auth: sysadminOr(backup) } : r));
+  return routes.map((r) =>
+    skip.has(r.path)
+      ? { ...r, auth: anyone }
+      : r.path === BACKUP_PATH && backup.size > 0
+        ? { ...r, auth: sysadminOr(backup) }
+        : r,
+  );
 }
 
 /** Some route is open to anyone by configuration, not by nature (/version): the TLS listener lets clients without a certificate in. */

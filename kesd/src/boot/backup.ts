@@ -17,9 +17,12 @@ import { openRootKey } from './root-key.js';
 
 /** A backup of the data dir of a running (or stopped) kesd on the embedded store, written atomically to `file`. */
 export async function backupDataDir(dir: string, file: string): Promise<BackupManifest> {
-  if (!existsSync(join(dir, SERVER_CONFIG_FILE))) throw new BackupError(`backup: '${dir}' is not a kesd data dir (no ${SERVER_CONFIG_FILE})`);
+  if (!existsSync(join(dir, SERVER_CONFIG_FILE)))
+    throw new BackupError(`backup: '${dir}' is not a kesd data dir (no ${SERVER_CONFIG_FILE})`);
   if ((await configuredStore(dir)) !== undefined) {
-    throw new BackupError(`backup: '${dir}' keeps its keys in etcd: back up etcd with an etcd snapshot (docs/security.md), then 'kesd check' a restored store`);
+    throw new BackupError(
+      `backup: '${dir}' keeps its keys in etcd: back up etcd with an etcd snapshot (docs/security.md), then 'kesd check' a restored store`,
+    );
   }
   // openLmdbStore would create a missing file: a data dir without one is not one to back up.
   if (!existsSync(join(dir, LMDB_FILE))) throw new BackupError(`backup: '${dir}' has no store file '${LMDB_FILE}'`);
@@ -36,12 +39,17 @@ export async function backupDataDir(dir: string, file: string): Promise<BackupMa
  * is replaced only with `force` (stop kesd first): it is renamed aside, the restored dir renamed into place, and
  * the old one removed; a crash in between leaves the old one beside it, never a half-restored `dir`.
  */
-export async function restoreDataDir(file: string, dir: string, opts: { force?: boolean } = {}): Promise<BackupManifest> {
+export async function restoreDataDir(
+  file: string,
+  dir: string,
+  opts: { force?: boolean } = {},
+): Promise<BackupManifest> {
   const target = resolve(dir);
   const exists = existsSync(target);
   if (exists && !(await stat(target)).isDirectory()) throw new BackupError(`restore: '${dir}' is not a directory`);
   const empty = !exists || (await readdir(target)).length === 0;
-  if (!empty && !opts.force) throw new BackupError(`restore: '${dir}' is not empty: use --force to replace it (stop kesd first)`);
+  if (!empty && !opts.force)
+    throw new BackupError(`restore: '${dir}' is not empty: use --force to replace it (stop kesd first)`);
   const parent = dirname(target);
   await mkdir(parent, { recursive: true });
   const staging = join(parent, `.${basename(target)}.restore-${randomBytes(4).toString('hex')}`);
@@ -82,13 +90,21 @@ export interface CheckReport {
 export async function checkDataDir(dir: string, env: NodeJS.ProcessEnv, source?: UnsealSource): Promise<CheckReport> {
   const config = await readServerConfig(dir, env);
   const root = await openRootKey(dir, config.store, env, source);
-  let store;
+  let store: Awaited<ReturnType<typeof openStore>> | undefined;
   try {
-    if (config.store === undefined && !existsSync(join(dir, LMDB_FILE))) throw new BackupError(`check: '${dir}' has no store file '${LMDB_FILE}'`);
+    if (config.store === undefined && !existsSync(join(dir, LMDB_FILE)))
+      throw new BackupError(`check: '${dir}' has no store file '${LMDB_FILE}'`);
     store = await openStore(dir, config);
     const system = await System.open(store, { key: root.key, sysadmin: root.sysadmin }, { resumeSweeps: false });
     try {
-      const report: CheckReport = { enclaves: system.enclaves.size, keys: 0, versions: 0, policies: 0, identities: 0, secrets: 0 };
+      const report: CheckReport = {
+        enclaves: system.enclaves.size,
+        keys: 0,
+        versions: 0,
+        policies: 0,
+        identities: 0,
+        secrets: 0,
+      };
       for (const enclave of system.enclaves.values()) {
         report.policies += enclave.policies.size;
         report.identities += enclave.identities.size;

@@ -9,7 +9,14 @@ import { checkServerCertificate } from '../identity/tls-files.js';
 import { System } from '../state/system.js';
 import { syncDir } from '../fs/atomic.js';
 import {
-  readServerConfig, SERVER_CONFIG_FILE, toServerConfig, unsealSourceOf, writeServerConfig, type EtcdConfig, type InitConfig, type ServerConfig,
+  readServerConfig,
+  SERVER_CONFIG_FILE,
+  toServerConfig,
+  unsealSourceOf,
+  writeServerConfig,
+  type EtcdConfig,
+  type InitConfig,
+  type ServerConfig,
   type StoreConfig,
 } from '../config/config.js';
 import { openLmdbStore } from '../store/lmdb.js';
@@ -36,12 +43,16 @@ export interface InitOptions {
  * that one is used, if this unseal key opens it), and the declarations are applied to the shared store.
  */
 export async function initDataDir(dir: string, init: InitConfig, opts: InitOptions = {}): Promise<void> {
-  if (existsSync(dir) && !opts.force && !(await isEmptyDir(dir))) throw new Error(`'${dir}' already exists. Use 'kesd init --force' to replace it`);
+  if (existsSync(dir) && !opts.force && !(await isEmptyDir(dir)))
+    throw new Error(`'${dir}' already exists. Use 'kesd init --force' to replace it`);
   const source = unsealSourceOf(init, opts.cwd);
   const unsealKey = opts.unsealKey ?? takeUnsealKey(source, opts.env ?? process.env).key;
   const root: RootKeyInfo = { key: secretBuffer(32), sysadmin: init.sysadmin, createdAt: new Date().toISOString() };
   try {
-    const serverConfig: ServerConfig = { ...toServerConfig(init, opts.cwd), keys: Object.fromEntries(init.enclaves.map((e) => [e.name, e.keys])) };
+    const serverConfig: ServerConfig = {
+      ...toServerConfig(init, opts.cwd),
+      keys: Object.fromEntries(init.enclaves.map((e) => [e.name, e.keys])),
+    };
     await checkServerCertificate(serverConfig.tls);
 
     const staging = join(dirname(resolve(dir)), `.${basename(dir)}.init-${randomBytes(4).toString('hex')}`);
@@ -58,7 +69,11 @@ export async function initDataDir(dir: string, init: InitConfig, opts: InitOptio
         await writeServerConfig(staging, serverConfig);
         const store = await openLmdbStore(join(staging, STORE_FILE));
         try {
-          const system = await System.open(store, { key: root.key, sysadmin: root.sysadmin }, { upstreamEnclave: init.upstream?.enclave });
+          const system = await System.open(
+            store,
+            { key: root.key, sysadmin: root.sysadmin },
+            { upstreamEnclave: init.upstream?.enclave },
+          );
           try {
             await seedFromUpstream(system, init);
             await applyDeclarations(system, init);
@@ -83,7 +98,6 @@ export async function initDataDir(dir: string, init: InitConfig, opts: InitOptio
   }
 }
 
-
 async function initInEtcd(config: EtcdConfig, init: InitConfig, sealed: string, unsealKey: Buffer): Promise<void> {
   const { initEtcdRootKey, openEtcdStore } = await etcdModule();
   const store = openEtcdStore(config);
@@ -91,9 +105,15 @@ async function initInEtcd(config: EtcdConfig, init: InitConfig, sealed: string, 
   try {
     root = await initEtcdRootKey(store, sealed, unsealKey);
     if (root.sysadmin !== init.sysadmin) {
-      throw new Error(`the etcd store at ${config.prefix} was initialised for system admin ${root.sysadmin}, but the init config names ${init.sysadmin}`);
+      throw new Error(
+        `the etcd store at ${config.prefix} was initialised for system admin ${root.sysadmin}, but the init config names ${init.sysadmin}`,
+      );
     }
-    const system = await System.open(store, { key: root.key, sysadmin: root.sysadmin }, { resumeSweeps: false, upstreamEnclave: init.upstream?.enclave });
+    const system = await System.open(
+      store,
+      { key: root.key, sysadmin: root.sysadmin },
+      { resumeSweeps: false, upstreamEnclave: init.upstream?.enclave },
+    );
     try {
       await seedFromUpstream(system, init);
       await applyDeclarations(system, init);

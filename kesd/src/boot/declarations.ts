@@ -26,7 +26,9 @@ export async function applyDeclarations(system: System, init: InitConfig): Promi
       }
     }
     if (enclave.info.admin !== e.admin) {
-      throw new Error(`enclave '${e.name}' exists with admin ${enclave.info.admin}, but init.yml names ${e.admin}; an enclave admin cannot change`);
+      throw new Error(
+        `enclave '${e.name}' exists with admin ${enclave.info.admin}, but init.yml names ${e.admin}; an enclave admin cannot change`,
+      );
     }
     for (const p of e.policies) {
       const current = enclave.policies.get(p.name);
@@ -48,7 +50,11 @@ export async function applyDeclarations(system: System, init: InitConfig): Promi
 const sameList = (a: readonly string[], b: readonly string[]) => a.length === b.length && a.every((x, i) => x === b[i]);
 
 /** Creates every declared key that is missing; existing keys are left alone. */
-export async function ensureDeclaredKeys(system: System, declared: Record<string, string[]>, sysadmin: string): Promise<number> {
+export async function ensureDeclaredKeys(
+  system: System,
+  declared: Record<string, string[]>,
+  sysadmin: string,
+): Promise<number> {
   let created = 0;
   for (const [enclaveName, names] of Object.entries(declared)) {
     const enclave = system.enclaves.get(enclaveName);

@@ -12,8 +12,19 @@ import { wipe } from '../crypto/secret.js';
 import type { StoreConfig } from '../config/config.js';
 import { ATOMIC_WRITE_STEPS, isTempOf, type AtomicWriteStep } from '../fs/atomic.js';
 import {
-  describeUnsealSource, openRootKey, parseSealedRootKey, replaceSealedRootKey, rewriteUnsealSource, sameUnsealSource, sealRootKey, UNSEAL_FILE,
-  UnsealError, WrongUnsealKeyError, type RootKeyInfo, type SealedRootKey, type UnsealSource,
+  describeUnsealSource,
+  openRootKey,
+  parseSealedRootKey,
+  replaceSealedRootKey,
+  rewriteUnsealSource,
+  sameUnsealSource,
+  sealRootKey,
+  UNSEAL_FILE,
+  UnsealError,
+  WrongUnsealKeyError,
+  type RootKeyInfo,
+  type SealedRootKey,
+  type UnsealSource,
 } from '../store/unseal.js';
 import { configuredStore, etcdModule } from './data-dir.js';
 import { readStoreSealedRootKey, unsealKeyFrom } from './root-key.js';
@@ -59,7 +70,9 @@ export async function rekeyDataDir(dir: string, opts: RekeyOptions): Promise<'re
     }
     root = tryOpen(sealed, currentKey);
     if (root === undefined) {
-      throw new UnsealError(`neither the current unseal key (${describeUnsealSource(current)}) nor the new one (${describeUnsealSource(opts.next)}) opens the root key in ${sealed.where}`);
+      throw new UnsealError(
+        `neither the current unseal key (${describeUnsealSource(current)}) nor the new one (${describeUnsealSource(opts.next)}) opens the root key in ${sealed.where}`,
+      );
     }
     opts.onStep?.('opened');
     await resealRootKey(dir, store, sealed, root, opts.next, nextKey, opts.onStep);
@@ -75,7 +88,13 @@ export async function rekeyDataDir(dir: string, opts: RekeyOptions): Promise<'re
  * wrote must open with `key` too.
  */
 export async function resealRootKey(
-  dir: string, store: StoreConfig | undefined, sealed: SealedRootKey, root: RootKeyInfo, source: UnsealSource, key: Buffer, onStep?: (step: RekeyStep) => void,
+  dir: string,
+  store: StoreConfig | undefined,
+  sealed: SealedRootKey,
+  root: RootKeyInfo,
+  source: UnsealSource,
+  key: Buffer,
+  onStep?: (step: RekeyStep) => void,
 ): Promise<boolean> {
   let replaced = true;
   const text = sealRootKey(source, key, root);
@@ -95,7 +114,10 @@ export async function resealRootKey(
   }
   const written = await readStoreSealedRootKey(dir, store);
   const check = tryOpen(written, key);
-  if (check === undefined) throw new UnsealError(`the root key in ${written.where} changed meanwhile and does not open with the unseal key from ${describeUnsealSource(source)}`);
+  if (check === undefined)
+    throw new UnsealError(
+      `the root key in ${written.where} changed meanwhile and does not open with the unseal key from ${describeUnsealSource(source)}`,
+    );
   wipe(check.key);
   onStep?.('verified');
   return replaced;
@@ -112,5 +134,6 @@ function tryOpen(sealed: SealedRootKey, key: Buffer): RootKeyInfo | undefined {
 
 /** Temp files of an interrupted .unseal write: never read, but they hold a sealed root key, so they go. */
 async function removeStrayTemps(dir: string): Promise<void> {
-  for (const entry of await readdir(dir)) if (isTempOf(UNSEAL_FILE, entry)) await unlink(join(dir, entry)).catch(() => {});
+  for (const entry of await readdir(dir))
+    if (isTempOf(UNSEAL_FILE, entry)) await unlink(join(dir, entry)).catch(() => {});
 }

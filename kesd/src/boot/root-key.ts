@@ -3,7 +3,13 @@
 import { wipe } from '../crypto/secret.js';
 import type { StoreConfig } from '../config/config.js';
 import {
-  describeUnsealSource, openRootKey as unsealRoot, readSealedRootKey, takeUnsealKey, type RootKeyInfo, type SealedRootKey, type UnsealSource,
+  describeUnsealSource,
+  openRootKey as unsealRoot,
+  readSealedRootKey,
+  takeUnsealKey,
+  type RootKeyInfo,
+  type SealedRootKey,
+  type UnsealSource,
 } from '../store/unseal.js';
 import { etcdModule } from './data-dir.js';
 
@@ -23,7 +29,9 @@ export async function readStoreSealedRootKey(dir: string, store: StoreConfig | u
 export function unsealKeyFrom(source: UnsealSource, env: NodeJS.ProcessEnv): Buffer {
   const { key, residue } = takeUnsealKey(source, env);
   if (residue !== undefined) {
-    console.error(`kesd: warning: the unseal key from the ${describeUnsealSource(source)} may stay in this process's memory: ${residue}; an unseal key file (unseal.file.path) avoids this`);
+    console.error(
+      `kesd: warning: the unseal key from the ${describeUnsealSource(source)} may stay in this process's memory: ${residue}; an unseal key file (unseal.file.path) avoids this`,
+    );
   }
   return key;
 }
@@ -32,7 +40,12 @@ export function unsealKeyFrom(source: UnsealSource, env: NodeJS.ProcessEnv): Buf
  * Unseals the root key of the store `store` names (see readStoreSealedRootKey) with the unseal key from `source`,
  * by default the source recorded with it. Never writes.
  */
-export async function openRootKey(dir: string, store: StoreConfig | undefined, env: NodeJS.ProcessEnv, source?: UnsealSource): Promise<RootKeyInfo> {
+export async function openRootKey(
+  dir: string,
+  store: StoreConfig | undefined,
+  env: NodeJS.ProcessEnv,
+  source?: UnsealSource,
+): Promise<RootKeyInfo> {
   const sealed = await readStoreSealedRootKey(dir, store);
   const unsealKey = unsealKeyFrom(source ?? sealed.source, env);
   try {

@@ -5,11 +5,26 @@ import { join } from 'node:path';
 import { wipe } from '../crypto/secret.js';
 import { checkServerCertificate } from '../identity/tls-files.js';
 import {
-  readServerConfig, SERVER_CONFIG_FILE, toServerConfig, unsealSourceOf, writeServerConfig, type InitConfig, type ServerConfig, type StoreConfig,
+  readServerConfig,
+  SERVER_CONFIG_FILE,
+  toServerConfig,
+  unsealSourceOf,
+  writeServerConfig,
+  type InitConfig,
+  type ServerConfig,
+  type StoreConfig,
 } from '../config/config.js';
 import {
-  describeUnsealSource, openRootKey as unsealRoot, rewriteUnsealSource, RootKeyMissingError, sameUnsealSource, UnsealError, WrongUnsealKeyError, type RootKeyInfo,
-  type SealedRootKey, type UnsealSource,
+  describeUnsealSource,
+  openRootKey as unsealRoot,
+  rewriteUnsealSource,
+  RootKeyMissingError,
+  sameUnsealSource,
+  UnsealError,
+  WrongUnsealKeyError,
+  type RootKeyInfo,
+  type SealedRootKey,
+  type UnsealSource,
 } from '../store/unseal.js';
 import { configuredStore, initDataDir } from './data-dir.js';
 import { removeStaleBackupStaging } from '../store/backup.js';
@@ -22,7 +37,12 @@ import { readStoreSealedRootKey, unsealKeyFrom } from './root-key.js';
  * opened with the previous key and re-sealed under the new one (atomically, boot/rekey.ts) before it is served.
  */
 async function unsealOrRotate(
-  dir: string, store: StoreConfig | undefined, sealed: SealedRootKey, unsealKey: Buffer, declared: InitConfig | undefined, env: NodeJS.ProcessEnv,
+  dir: string,
+  store: StoreConfig | undefined,
+  sealed: SealedRootKey,
+  unsealKey: Buffer,
+  declared: InitConfig | undefined,
+  env: NodeJS.ProcessEnv,
   log: (line: string) => void,
 ): Promise<{ root: RootKeyInfo; sealed: SealedRootKey }> {
   try {
@@ -39,22 +59,32 @@ async function unsealOrRotate(
       wipe(root.key);
       throw e;
     }
-    log(replaced
-      ? `kesd: re-sealed the root key under the unseal key from the ${describeUnsealSource(current)} (it was sealed under the previous one, from the ${describeUnsealSource(previous)})`
-      : `kesd: the root key was re-sealed under the unseal key from the ${describeUnsealSource(current)} by another replica meanwhile`);
+    log(
+      replaced
+        ? `kesd: re-sealed the root key under the unseal key from the ${describeUnsealSource(current)} (it was sealed under the previous one, from the ${describeUnsealSource(previous)})`
+        : `kesd: the root key was re-sealed under the unseal key from the ${describeUnsealSource(current)} by another replica meanwhile`,
+    );
     return { root, sealed: await readStoreSealedRootKey(dir, store) };
   }
 }
 
 /** The root key opened with init.yml's `unseal.previous` key (wiped here), or an error naming both keys. */
-function openWithPrevious(sealed: SealedRootKey, previous: UnsealSource, current: UnsealSource, env: NodeJS.ProcessEnv): RootKeyInfo {
+function openWithPrevious(
+  sealed: SealedRootKey,
+  previous: UnsealSource,
+  current: UnsealSource,
+  env: NodeJS.ProcessEnv,
+): RootKeyInfo {
   let key: Buffer | undefined;
   try {
     key = unsealKeyFrom(previous, env);
     return unsealRoot(sealed, key);
   } catch (err) {
-    const why = err instanceof WrongUnsealKeyError ? 'does not open it either' : `cannot be used: ${(err as Error).message}`;
-    throw new UnsealError(`unseal key is wrong: the key from the ${describeUnsealSource(current)} does not open the root key, and the previous key (unseal.previous, ${describeUnsealSource(previous)}) ${why}`);
+    const why =
+      err instanceof WrongUnsealKeyError ? 'does not open it either' : `cannot be used: ${(err as Error).message}`;
+    throw new UnsealError(
+      `unseal key is wrong: the key from the ${describeUnsealSource(current)} does not open the root key, and the previous key (unseal.previous, ${describeUnsealSource(previous)}) ${why}`,
+    );
   } finally {
     wipe(key);
   }
@@ -76,7 +106,7 @@ export async function prepareServerStart(
   env: NodeJS.ProcessEnv,
   log: (line: string) => void,
 ): Promise<ServerStart> {
-    // The root key is in the store init.yml names (it becomes .init below), else in the one .init names. The unseal
+  // The root key is in the store init.yml names (it becomes .init below), else in the one .init names. The unseal
   // key comes from init.yml's source, else from the one recorded with the sealed root key; it is read once (from
   // this process's environment it is taken out: workers never inherit it) and wiped once the root key is open.
   const store = declared !== undefined ? toServerConfig(declared).store : await configuredStore(dir);
@@ -94,7 +124,8 @@ export async function prepareServerStart(
           if (err instanceof RootKeyMissingError) return undefined;
           throw err;
         });
-        if (existing !== undefined) wipe((await unsealOrRotate(dir, store, existing, unsealKey, declared, env, log)).root.key);
+        if (existing !== undefined)
+          wipe((await unsealOrRotate(dir, store, existing, unsealKey, declared, env, log)).root.key);
       }
       await initDataDir(dir, declared, { unsealKey });
       log(`kesd: initialised ${dir} from ${initFile}`);
@@ -109,11 +140,14 @@ export async function prepareServerStart(
   if (declared !== undefined) {
     if (declared.sysadmin !== root.sysadmin) {
       wipe(root.key);
-      throw new Error(`${initFile} names system admin ${declared.sysadmin}, but ${dir} was initialised for ${root.sysadmin}`);
+      throw new Error(
+        `${initFile} names system admin ${declared.sysadmin}, but ${dir} was initialised for ${root.sysadmin}`,
+      );
     }
     // init.yml moved the unseal key (an environment variable → a key file): .unseal records where it is now. In
     // etcd the recorded source stays; replicas started with --init read init.yml's.
-    if (store === undefined && !sameUnsealSource(sealed.source, declaredSource!)) await rewriteUnsealSource(dir, sealed, declaredSource!);
+    if (store === undefined && !sameUnsealSource(sealed.source, declaredSource!))
+      await rewriteUnsealSource(dir, sealed, declaredSource!);
     await writeServerConfig(dir, toServerConfig(declared));
   }
   const config = await readServerConfig(dir);

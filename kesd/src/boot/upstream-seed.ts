@@ -23,12 +23,22 @@ export async function seedFromUpstream(system: System, init: InitConfig): Promis
   const keystore = new VaultKeystore(upstream.vault);
   try {
     const report = await importVaultKeys(keystore, enclave, system.sysadmin);
-    const problems = [...report.conflicts.map((n) => `'${n}': exists with other key bytes`), ...report.failed.map((f) => `'${f.name}': ${f.reason}`)];
+    const problems = [
+      ...report.conflicts.map((n) => `'${n}': exists with other key bytes`),
+      ...report.failed.map((f) => `'${f.name}': ${f.reason}`),
+    ];
     if (problems.length > 0) throw new Error(`cannot take the upstream's keys: ${problems.join('; ')}`);
-    await system.records.put(SEEDED_PATH, { endpoint: upstream.vault.endpoint, imported: report.imported.length, at: new Date().toISOString() });
+    await system.records.put(SEEDED_PATH, {
+      endpoint: upstream.vault.endpoint,
+      imported: report.imported.length,
+      at: new Date().toISOString(),
+    });
     return report.imported.length;
   } catch (err) {
-    throw new Error(`initialising a store with an upstream first takes the keys already in Vault (${upstream.vault.endpoint}), so Vault must answer: ${(err as Error).message}`, { cause: err });
+    throw new Error(
+      `initialising a store with an upstream first takes the keys already in Vault (${upstream.vault.endpoint}), so Vault must answer: ${(err as Error).message}`,
+      { cause: err },
+    );
   } finally {
     keystore.close();
   }
@@ -49,9 +59,17 @@ export async function adoptExistingKeys(system: System, upstream: UpstreamConfig
     const path = paths.key(enclave.info.uid, name);
     const current = await system.records.getSealed<KeyRecord>(path);
     // Queued together with a condition on the key as read: a key deleted meanwhile was queued by its delete.
-    if (current !== undefined && (await queue.commit(name, [{ path, is: current.sealed }], [], upstreamKey(current.record)))) queued++;
+    if (
+      current !== undefined &&
+      (await queue.commit(name, [{ path, is: current.sealed }], [], upstreamKey(current.record)))
+    )
+      queued++;
   }
-  await system.records.put(SEEDED_PATH, { endpoint: upstream.vault.endpoint, adopted: queued, at: new Date().toISOString() });
+  await system.records.put(SEEDED_PATH, {
+    endpoint: upstream.vault.endpoint,
+    adopted: queued,
+    at: new Date().toISOString(),
+  });
   return queued;
 }
 

@@ -9,10 +9,15 @@ import { describeUnsealSource, type UnsealSource } from '../store/unseal.js';
 import { CliError, parse, positionals, type Command } from './command.js';
 
 /** A key source from `--<which>-file PATH` or `--<which>-env NAME` (at most one of them). */
-function sourceFlag(values: Record<string, unknown>, which: 'current' | 'new' | 'unseal', usage: string): UnsealSource | undefined {
+function sourceFlag(
+  values: Record<string, unknown>,
+  which: 'current' | 'new' | 'unseal',
+  usage: string,
+): UnsealSource | undefined {
   const file = values[`${which}-file`] as string | undefined;
   const env = values[`${which}-env`] as string | undefined;
-  if (file !== undefined && env !== undefined) throw new CliError(`give --${which}-file or --${which}-env, not both\nusage: ${usage}`, 2);
+  if (file !== undefined && env !== undefined)
+    throw new CliError(`give --${which}-file or --${which}-env, not both\nusage: ${usage}`, 2);
   if (file !== undefined) return { file: resolve(file) };
   if (env !== undefined) return { env };
   return undefined;
@@ -22,38 +27,57 @@ const rekeyUsage = 'kesd rekey (--new-file PATH | --new-env NAME) [--current-fil
 
 const rekey: Command = {
   name: 'rekey',
-  summary: 'Re-seal the root key under a new unseal key, atomically (the embedded store, or the etcd store .init names); the current key comes from where .unseal records it unless given',
+  summary:
+    'Re-seal the root key under a new unseal key, atomically (the embedded store, or the etcd store .init names); the current key comes from where .unseal records it unless given',
   usage: rekeyUsage,
   async run(argv) {
-    const flags = { 'new-file': { type: 'string' }, 'new-env': { type: 'string' }, 'current-file': { type: 'string' }, 'current-env': { type: 'string' } } as const;
+    const flags = {
+      'new-file': { type: 'string' },
+      'new-env': { type: 'string' },
+      'current-file': { type: 'string' },
+      'current-env': { type: 'string' },
+    } as const;
     const { values, positionals: args } = parse(argv, flags, rekeyUsage);
     const [dir] = positionals(args, 1, rekeyUsage);
     const next = sourceFlag(values, 'new', rekeyUsage);
-    if (next === undefined) throw new CliError(`no new unseal key: use --new-file PATH or --new-env NAME\nusage: ${rekeyUsage}`, 2);
+    if (next === undefined)
+      throw new CliError(`no new unseal key: use --new-file PATH or --new-env NAME\nusage: ${rekeyUsage}`, 2);
     const current = sourceFlag(values, 'current', rekeyUsage);
     const outcome = await rekeyDataDir(dir!, { next, ...(current ? { current } : {}), env: process.env });
-    console.log(outcome === 'rekeyed'
-      ? `kesd: the root key of ${dir} is sealed under the unseal key from the ${describeUnsealSource(next)} now; the old key no longer opens it (backups made before still need the old key)`
-      : `kesd: the root key of ${dir} is sealed under the unseal key from the ${describeUnsealSource(next)} already; nothing changed`);
+    console.log(
+      outcome === 'rekeyed'
+        ? `kesd: the root key of ${dir} is sealed under the unseal key from the ${describeUnsealSource(next)} now; the old key no longer opens it (backups made before still need the old key)`
+        : `kesd: the root key of ${dir} is sealed under the unseal key from the ${describeUnsealSource(next)} already; nothing changed`,
+    );
     return 0;
   },
 };
 
-const backupUsage = 'kesd backup [--keep N] <data dir> <file | directory>\n       kesd backup --server https://HOST:PORT [-k] [--keep N] <file | directory>';
+const backupUsage =
+  'kesd backup [--keep N] <data dir> <file | directory>\n       kesd backup --server https://HOST:PORT [-k] [--keep N] <file | directory>';
 
 /** Where a backup goes: into a directory under a timestamped name, or to the file named. */
 function backupTarget(target: string, keep: number | undefined): { file: string; dir: string | undefined } {
   const isDir = existsSync(target) && statSync(target).isDirectory();
-  if (keep !== undefined && !isDir) throw new CliError(`--keep needs a directory to keep backups in, and '${target}' is not one\nusage: ${backupUsage}`, 2);
+  if (keep !== undefined && !isDir)
+    throw new CliError(
+      `--keep needs a directory to keep backups in, and '${target}' is not one\nusage: ${backupUsage}`,
+      2,
+    );
   return isDir ? { file: join(target, backupFileName()), dir: target } : { file: resolve(target), dir: undefined };
 }
 
 const backup: Command = {
   name: 'backup',
-  summary: 'Write a sealed backup of a data dir on the embedded store while kesd runs: locally, or from a server (--server, system admin identity from KES_CLIENT_CERT/KES_CLIENT_KEY)',
+  summary:
+    'Write a sealed backup of a data dir on the embedded store while kesd runs: locally, or from a server (--server, system admin identity from KES_CLIENT_CERT/KES_CLIENT_KEY)',
   usage: backupUsage,
   async run(argv) {
-    const { values, positionals: args } = parse(argv, { server: { type: 'string' }, keep: { type: 'string' }, insecure: { type: 'boolean', short: 'k' } }, backupUsage);
+    const { values, positionals: args } = parse(
+      argv,
+      { server: { type: 'string' }, keep: { type: 'string' }, insecure: { type: 'boolean', short: 'k' } },
+      backupUsage,
+    );
     const keep = values.keep === undefined ? undefined : /^[1-9]\d{0,3}$/.test(values.keep) ? Number(values.keep) : NaN;
     if (Number.isNaN(keep)) throw new CliError(`--keep must be a number from 1 to 9999, got '${values.keep}'`, 2);
     let manifest: BackupManifest;
@@ -61,7 +85,10 @@ const backup: Command = {
     if (values.server !== undefined) {
       const [out] = positionals(args, 1, backupUsage);
       target = backupTarget(out!, keep);
-      const client = clientFromEnv({ insecure: values.insecure === true }, { ...process.env, KES_SERVER: values.server });
+      const client = clientFromEnv(
+        { insecure: values.insecure === true },
+        { ...process.env, KES_SERVER: values.server },
+      );
       try {
         let checked: BackupManifest | undefined;
         await writeFileFrom(target.file, await client.backup(), async (tmp) => (checked = await verifyBackup(tmp)));
@@ -78,8 +105,11 @@ const backup: Command = {
       manifest = await backupDataDir(dir!, target.file);
     }
     const bytes = manifest.files.reduce((n, f) => n + f.size, 0);
-    console.log(`kesd: wrote ${target.file} (${bytes} bytes of data dir, taken ${manifest.created_at}); it is sealed: it opens only with the unseal key of that moment`);
-    if (keep !== undefined && target.dir !== undefined) for (const old of await pruneBackups(target.dir, keep)) console.log(`kesd: removed the older backup ${old}`);
+    console.log(
+      `kesd: wrote ${target.file} (${bytes} bytes of data dir, taken ${manifest.created_at}); it is sealed: it opens only with the unseal key of that moment`,
+    );
+    if (keep !== undefined && target.dir !== undefined)
+      for (const old of await pruneBackups(target.dir, keep)) console.log(`kesd: removed the older backup ${old}`);
     return 0;
   },
 };
@@ -88,13 +118,16 @@ const restoreUsage = 'kesd restore [--force] <backup file> <dir>';
 
 const restore: Command = {
   name: 'restore',
-  summary: 'Restore a data dir from a kesd backup (checked in full first; a non-empty dir only with --force, kesd stopped)',
+  summary:
+    'Restore a data dir from a kesd backup (checked in full first; a non-empty dir only with --force, kesd stopped)',
   usage: restoreUsage,
   async run(argv) {
     const { values, positionals: args } = parse(argv, { force: { type: 'boolean', short: 'f' } }, restoreUsage);
     const [file, dir] = positionals(args, 2, restoreUsage);
     const manifest = await restoreDataDir(file!, dir!, { force: values.force === true });
-    console.log(`kesd: restored ${dir} from ${file} (taken ${manifest.created_at}); it opens with the unseal key of that moment: run 'kesd check ${dir}' to prove it`);
+    console.log(
+      `kesd: restored ${dir} from ${file} (taken ${manifest.created_at}); it opens with the unseal key of that moment: run 'kesd check ${dir}' to prove it`,
+    );
     return 0;
   },
 };
@@ -103,14 +136,21 @@ const checkUsage = 'kesd check [--unseal-file PATH | --unseal-env NAME] <dir>';
 
 const check: Command = {
   name: 'check',
-  summary: 'Open a data dir (embedded store, or the etcd store .init names) as the server would and every record in it; writes nothing',
+  summary:
+    'Open a data dir (embedded store, or the etcd store .init names) as the server would and every record in it; writes nothing',
   usage: checkUsage,
   async run(argv) {
-    const { values, positionals: args } = parse(argv, { 'unseal-file': { type: 'string' }, 'unseal-env': { type: 'string' } }, checkUsage);
+    const { values, positionals: args } = parse(
+      argv,
+      { 'unseal-file': { type: 'string' }, 'unseal-env': { type: 'string' } },
+      checkUsage,
+    );
     const [dir] = positionals(args, 1, checkUsage);
     const source = sourceFlag(values, 'unseal', checkUsage);
     const r = await checkDataDir(dir!, process.env, source);
-    console.log(`kesd: ${dir} opens: ${r.enclaves} enclaves, ${r.keys} keys (${r.versions} key versions), ${r.policies} policies, ${r.identities} identity assignments, ${r.secrets} secrets`);
+    console.log(
+      `kesd: ${dir} opens: ${r.enclaves} enclaves, ${r.keys} keys (${r.versions} key versions), ${r.policies} policies, ${r.identities} identity assignments, ${r.secrets} secrets`,
+    );
     return 0;
   },
 };

@@ -5,22 +5,27 @@ import { newIdentity, parseDuration, type KeyType } from '../identity/certificat
 import { identityOfPem } from '../identity/spki.js';
 import { CliError, parse, positionals, type Command } from './command.js';
 
-const newUsage = 'kesd identity new [--key FILE] [--cert FILE] [--ip IP]... [--dns NAME]... [--expiry DURATION] [--p256] [--force] <subject>';
+const newUsage =
+  'kesd identity new [--key FILE] [--cert FILE] [--ip IP]... [--dns NAME]... [--expiry DURATION] [--p256] [--force] <subject>';
 
 const identityNew: Command = {
   name: 'identity new',
   summary: 'Create a self-signed certificate and private key for TLS server and client auth, and print its identity',
   usage: newUsage,
   async run(argv) {
-    const { values, positionals: args } = parse(argv, {
-      key: { type: 'string' },
-      cert: { type: 'string' },
-      ip: { type: 'string', multiple: true },
-      dns: { type: 'string', multiple: true },
-      expiry: { type: 'string' },
-      p256: { type: 'boolean' },
-      force: { type: 'boolean', short: 'f' },
-    }, newUsage);
+    const { values, positionals: args } = parse(
+      argv,
+      {
+        key: { type: 'string' },
+        cert: { type: 'string' },
+        ip: { type: 'string', multiple: true },
+        dns: { type: 'string', multiple: true },
+        expiry: { type: 'string' },
+        p256: { type: 'boolean' },
+        force: { type: 'boolean', short: 'f' },
+      },
+      newUsage,
+    );
     const [subject] = positionals(args, 1, newUsage);
     const keyType: KeyType = values.p256 ? 'p256' : 'ed25519';
     const expiryMs = parseDuration(values.expiry ?? '720h'); // the kes CLI's default

@@ -23,7 +23,10 @@ export interface KesResponse {
 
 /** A KES error reply: the (status, message) pair clients compare (kes-protocol §4.5). */
 export class KesApiError extends Error {
-  constructor(readonly status: number, message: string) {
+  constructor(
+    readonly status: number,
+    message: string,
+  ) {
     super(message);
     this.name = 'KesApiError';
   }
@@ -94,11 +97,29 @@ export function parseListResponse(res: KesResponse, field: 'name' | 'identity'):
 const b64 = (bytes: Uint8Array) => Buffer.from(bytes).toString('base64');
 const fromB64 = (value: unknown) => Buffer.from(typeof value === 'string' ? value : '', 'base64');
 
-export interface KeyVersionInfo { version: string; id?: string; algorithm?: string; created_at?: string; created_by?: string }
+export interface KeyVersionInfo {
+  version: string;
+  id?: string;
+  algorithm?: string;
+  created_at?: string;
+  created_by?: string;
+}
 /** `version` and `versions` are kesd's (KES has no key versions). */
-export interface KeyInfo { name: string; id?: string; algorithm?: string; created_at?: string; created_by?: string; version?: string; versions?: KeyVersionInfo[] }
+export interface KeyInfo {
+  name: string;
+  id?: string;
+  algorithm?: string;
+  created_at?: string;
+  created_by?: string;
+  version?: string;
+  versions?: KeyVersionInfo[];
+}
 /** `version`: the key version that sealed the ciphertext (kesd, and kms-go's DEK.Version). */
-export interface DataKey { plaintext: Buffer; ciphertext: Buffer; version?: string }
+export interface DataKey {
+  plaintext: Buffer;
+  ciphertext: Buffer;
+  version?: string;
+}
 /** Both policy shapes: v0.22 arrays or newest `{pattern: {}}` maps. */
 export interface PolicyJson {
   name?: string;
@@ -107,8 +128,18 @@ export interface PolicyJson {
   created_at?: string;
   created_by?: string;
 }
-export interface PolicyInfo { name?: string; created_at?: string; created_by?: string }
-export interface IdentityInfo { identity?: string; admin?: boolean; policy?: string; created_at?: string; created_by?: string }
+export interface PolicyInfo {
+  name?: string;
+  created_at?: string;
+  created_by?: string;
+}
+export interface IdentityInfo {
+  identity?: string;
+  admin?: boolean;
+  policy?: string;
+  created_at?: string;
+  created_by?: string;
+}
 /** Self-describe in either shape: kms-go (flat allow/deny, `policy` a name) or v0.22 (`policy_name`, nested policy). */
 export interface SelfInfo {
   identity: string;
@@ -120,8 +151,18 @@ export interface SelfInfo {
   created_at?: string;
   created_by?: string;
 }
-export interface EnclaveInfo { name: string; created_at?: string; created_by?: string }
-export interface SecretInfo { name?: string; type?: string; created_at?: string; mod_time?: string; created_by?: string }
+export interface EnclaveInfo {
+  name: string;
+  created_at?: string;
+  created_by?: string;
+}
+export interface SecretInfo {
+  name?: string;
+  type?: string;
+  created_at?: string;
+  mod_time?: string;
+  created_by?: string;
+}
 export interface StatusInfo {
   version: string;
   os?: string;
@@ -135,7 +176,12 @@ export interface StatusInfo {
   keystore_unreachable?: boolean;
   [field: string]: unknown;
 }
-export interface ApiRoute { method: string; path: string; max_body: number; timeout: number }
+export interface ApiRoute {
+  method: string;
+  path: string;
+  max_body: number;
+  timeout: number;
+}
 
 /** An open log stream: call it to disconnect; `done` settles when the stream ends (rejects on an error reply). */
 export type LogStream = (() => void) & { readonly done: Promise<void> };
@@ -166,11 +212,17 @@ export class KesClient {
 
   private target(path: string): string {
     const base = this.endpoint.pathname.replace(/\/+$/, '');
-    const query = this.enclave !== undefined && isEnclaveScoped(path) ? `?enclave=${encodeURIComponent(this.enclave)}` : '';
+    const query =
+      this.enclave !== undefined && isEnclaveScoped(path) ? `?enclave=${encodeURIComponent(this.enclave)}` : '';
     return base + path + query;
   }
 
-  private send(method: string, path: string, body: unknown, onResponse: (res: IncomingMessage) => void): { abort(): void; failed: Promise<never> } {
+  private send(
+    method: string,
+    path: string,
+    body: unknown,
+    onResponse: (res: IncomingMessage) => void,
+  ): { abort(): void; failed: Promise<never> } {
     let payload: Buffer | undefined;
     const headers: Record<string, string | number> = {};
     if (body !== undefined) {
@@ -251,11 +303,22 @@ export class KesClient {
     await this.request('DELETE', `/v1/key/delete/${pathEscape(name)}`);
   }
   async listKeys(pattern = '*'): Promise<KeyInfo[]> {
-    return parseListResponse(await this.request('GET', `/v1/key/list/${pathEscape(pattern)}`), 'name') as unknown as KeyInfo[];
+    return parseListResponse(
+      await this.request('GET', `/v1/key/list/${pathEscape(pattern)}`),
+      'name',
+    ) as unknown as KeyInfo[];
   }
   async generateKey(name: string, context?: Uint8Array): Promise<DataKey> {
-    const r = await this.json<{ plaintext: string; ciphertext: string; version?: string }>('POST', `/v1/key/generate/${pathEscape(name)}`, context ? { context: b64(context) } : {});
-    return { plaintext: fromB64(r.plaintext), ciphertext: fromB64(r.ciphertext), ...(r.version !== undefined ? { version: r.version } : {}) };
+    const r = await this.json<{ plaintext: string; ciphertext: string; version?: string }>(
+      'POST',
+      `/v1/key/generate/${pathEscape(name)}`,
+      context ? { context: b64(context) } : {},
+    );
+    return {
+      plaintext: fromB64(r.plaintext),
+      ciphertext: fromB64(r.ciphertext),
+      ...(r.version !== undefined ? { version: r.version } : {}),
+    };
   }
   /** kesd: adds a version to the key. */
   rotateKey(name: string): Promise<{ name: string; version: string; created_at: string }> {
@@ -267,25 +330,44 @@ export class KesClient {
   }
   async encrypt(name: string, plaintext: Uint8Array, context?: Uint8Array): Promise<Buffer> {
     const body = { plaintext: b64(plaintext), ...(context ? { context: b64(context) } : {}) };
-    return fromB64((await this.json<{ ciphertext: string }>('POST', `/v1/key/encrypt/${pathEscape(name)}`, body)).ciphertext);
+    return fromB64(
+      (await this.json<{ ciphertext: string }>('POST', `/v1/key/encrypt/${pathEscape(name)}`, body)).ciphertext,
+    );
   }
   /** `version`: the key version that sealed it (kms-go's optional field); without it kesd finds the version. */
   async decrypt(name: string, ciphertext: Uint8Array, context?: Uint8Array, version?: string): Promise<Buffer> {
-    const body = { ciphertext: b64(ciphertext), ...(context ? { context: b64(context) } : {}), ...(version ? { version } : {}) };
-    return fromB64((await this.json<{ plaintext: string }>('POST', `/v1/key/decrypt/${pathEscape(name)}`, body)).plaintext);
+    const body = {
+      ciphertext: b64(ciphertext),
+      ...(context ? { context: b64(context) } : {}),
+      ...(version ? { version } : {}),
+    };
+    return fromB64(
+      (await this.json<{ plaintext: string }>('POST', `/v1/key/decrypt/${pathEscape(name)}`, body)).plaintext,
+    );
   }
-  async bulkDecrypt(name: string, items: readonly { ciphertext: Uint8Array; context?: Uint8Array }[]): Promise<Buffer[]> {
-    const body = items.map((i) => ({ ciphertext: b64(i.ciphertext), ...(i.context ? { context: b64(i.context) } : {}) }));
+  async bulkDecrypt(
+    name: string,
+    items: readonly { ciphertext: Uint8Array; context?: Uint8Array }[],
+  ): Promise<Buffer[]> {
+    const body = items.map((i) => ({
+      ciphertext: b64(i.ciphertext),
+      ...(i.context ? { context: b64(i.context) } : {}),
+    }));
     const r = await this.json<{ plaintext: string }[]>('POST', `/v1/key/bulk/decrypt/${pathEscape(name)}`, body);
     return r.map((p) => fromB64(p.plaintext));
   }
   async hmac(name: string, message: Uint8Array): Promise<Buffer> {
-    return fromB64((await this.json<{ hmac: string }>('PUT', `/v1/key/hmac/${pathEscape(name)}`, { message: b64(message) })).hmac);
+    return fromB64(
+      (await this.json<{ hmac: string }>('PUT', `/v1/key/hmac/${pathEscape(name)}`, { message: b64(message) })).hmac,
+    );
   }
 
   // Policies.
   async writePolicy(name: string, policy: { allow?: string[]; deny?: string[] }): Promise<void> {
-    await this.request('POST', `/v1/policy/write/${pathEscape(name)}`, { allow: policy.allow ?? [], deny: policy.deny ?? [] });
+    await this.request('POST', `/v1/policy/write/${pathEscape(name)}`, {
+      allow: policy.allow ?? [],
+      deny: policy.deny ?? [],
+    });
   }
   readPolicy(name: string): Promise<PolicyJson> {
     return this.json('GET', `/v1/policy/read/${pathEscape(name)}`);
@@ -294,7 +376,10 @@ export class KesClient {
     return this.json('GET', `/v1/policy/describe/${pathEscape(name)}`);
   }
   async listPolicies(pattern = '*'): Promise<PolicyInfo[]> {
-    return parseListResponse(await this.request('GET', `/v1/policy/list/${pathEscape(pattern)}`), 'name') as PolicyInfo[];
+    return parseListResponse(
+      await this.request('GET', `/v1/policy/list/${pathEscape(pattern)}`),
+      'name',
+    ) as PolicyInfo[];
   }
   async deletePolicy(name: string): Promise<void> {
     await this.request('DELETE', `/v1/policy/delete/${pathEscape(name)}`);
@@ -311,7 +396,10 @@ export class KesClient {
     return this.json('GET', '/v1/identity/self/describe');
   }
   async listIdentities(pattern = '*'): Promise<IdentityInfo[]> {
-    return parseListResponse(await this.request('GET', `/v1/identity/list/${pathEscape(pattern)}`), 'identity') as IdentityInfo[];
+    return parseListResponse(
+      await this.request('GET', `/v1/identity/list/${pathEscape(pattern)}`),
+      'identity',
+    ) as IdentityInfo[];
   }
   async deleteIdentity(identity: string): Promise<void> {
     await this.request('DELETE', `/v1/identity/delete/${pathEscape(identity)}`);
@@ -343,7 +431,10 @@ export class KesClient {
     return this.json('GET', `/v1/secret/describe/${pathEscape(name)}`);
   }
   async listSecrets(pattern = '*'): Promise<SecretInfo[]> {
-    return parseListResponse(await this.request('GET', `/v1/secret/list/${pathEscape(pattern)}`), 'name') as SecretInfo[];
+    return parseListResponse(
+      await this.request('GET', `/v1/secret/list/${pathEscape(pattern)}`),
+      'name',
+    ) as SecretInfo[];
   }
   async deleteSecret(name: string): Promise<void> {
     await this.request('DELETE', `/v1/secret/delete/${pathEscape(name)}`);
@@ -400,7 +491,10 @@ export class KesClient {
 }
 
 /** The client the `kes` CLI builds from its environment (kes-protocol §11.3), plus KES_CA for a private CA. */
-export function clientFromEnv(flags: { insecure?: boolean; enclave?: string }, env: NodeJS.ProcessEnv = process.env): KesClient {
+export function clientFromEnv(
+  flags: { insecure?: boolean; enclave?: string },
+  env: NodeJS.ProcessEnv = process.env,
+): KesClient {
   let endpoint = (env.KES_SERVER || 'https://127.0.0.1:7373').split(',')[0]!.trim();
   if (!/^[a-z][a-z0-9+.-]*:\/\//i.test(endpoint)) endpoint = `https://${endpoint}`;
   return new KesClient({

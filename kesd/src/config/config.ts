@@ -18,8 +18,18 @@ import { ConfigError, ENV_REF, Reader, type Y } from './yaml-reader.js';
 export { ConfigError } from './yaml-reader.js';
 export type { UpstreamConfig, VaultAuth, VaultConfig } from './upstream.js';
 
-export interface PolicyConfig { name: string; allow: string[]; deny: string[]; identities: string[] }
-export interface EnclaveConfig { name: string; admin: string; policies: PolicyConfig[]; keys: string[] }
+export interface PolicyConfig {
+  name: string;
+  allow: string[];
+  deny: string[];
+  identities: string[];
+}
+export interface EnclaveConfig {
+  name: string;
+  admin: string;
+  policies: PolicyConfig[];
+  keys: string[];
+}
 export interface EtcdConfig {
   /** 1+ URLs with a port, all http or all https. */
   endpoints: string[];
@@ -29,9 +39,13 @@ export interface EtcdConfig {
   tls?: { ca?: string; cert?: string; key?: string };
 }
 /** A replicated store instead of the embedded one; etcd is the only such backend. */
-export interface StoreConfig { etcd: EtcdConfig }
+export interface StoreConfig {
+  etcd: EtcdConfig;
+}
 /** Where the unseal key comes from: an environment variable or a file, exactly one. */
-export type UnsealConfig = { unsealEnv: string; unsealFile?: undefined } | { unsealFile: string; unsealEnv?: undefined };
+export type UnsealConfig =
+  | { unsealEnv: string; unsealFile?: undefined }
+  | { unsealFile: string; unsealEnv?: undefined };
 export type InitConfig = InitFields & UnsealConfig;
 export type ServerConfig = ServerFields & UnsealConfig;
 
@@ -41,7 +55,11 @@ interface InitFields {
   address: string;
   sysadmin: string;
   tls: {
-    key: string; cert: string; password: string; ca?: string; verifyCert: boolean;
+    key: string;
+    cert: string;
+    password: string;
+    ca?: string;
+    verifyCert: boolean;
     /** The VAR when the password was written as `${VAR}`: .init then stores the reference, not the secret. */
     passwordEnv?: string;
     /** Parsed and validated as KES does, not carried into .init. */
@@ -109,7 +127,11 @@ function parseUnseal(r: Reader, v: Y, at = 'unseal', extra: string[] = []): Unse
     if (path.includes('\0')) r.fail(`'${at}.file.path' is not a valid path`);
     return { unsealFile: path };
   }
-  const name = r.str(r.obj(unseal.get('environment'), `${at}.environment`, ['name']).get('name'), `${at}.environment.name`, true)!;
+  const name = r.str(
+    r.obj(unseal.get('environment'), `${at}.environment`, ['name']).get('name'),
+    `${at}.environment.name`,
+    true,
+  )!;
   if (!ENV_NAME.test(name)) r.fail(`'${at}.environment.name': '${name}' is not a valid environment variable name`);
   return { unsealEnv: name };
 }
@@ -138,20 +160,24 @@ const ENDPOINT = /^(https?):\/\/([^/?#@\s]+):(\d{1,5})\/?$/;
 function parseStore(r: Reader, v: Y): StoreConfig | undefined {
   if (v === undefined) return undefined;
   const store = r.obj(v, 'store', ['etcd']);
-  if (store.get('etcd') === undefined) r.fail(`'store.etcd' is required in a 'store' section (omit 'store' for the embedded store)`);
+  if (store.get('etcd') === undefined)
+    r.fail(`'store.etcd' is required in a 'store' section (omit 'store' for the embedded store)`);
   const etcd = r.obj(store.get('etcd'), 'store.etcd', ['endpoints', 'prefix', 'tls']);
   const endpoints = r.list(etcd.get('endpoints'), 'store.etcd.endpoints').map((e, i) => {
     const where = `store.etcd.endpoints[${i}]`;
     const url = r.str(e, where, true)!.trim();
     const m = ENDPOINT.exec(url);
-    if (!m || Number(m[3]) < 1 || Number(m[3]) > 65535) r.fail(`'${where}': '${url}' is not an http:// or https:// URL with a host and port`);
+    if (!m || Number(m[3]) < 1 || Number(m[3]) > 65535)
+      r.fail(`'${where}': '${url}' is not an http:// or https:// URL with a host and port`);
     return `${m[1]}://${m[2]}:${m[3]}`;
   });
   if (endpoints.length === 0) r.fail(`'store.etcd.endpoints' needs at least one URL`);
   const schemes = new Set(endpoints.map((e) => e.slice(0, e.indexOf(':'))));
   if (schemes.size > 1) r.fail(`'store.etcd.endpoints' mixes http and https`);
   const tls = r.obj(etcd.get('tls'), 'store.etcd.tls', ['ca', 'cert', 'key']);
-  const [ca, cert, key] = (['ca', 'cert', 'key'] as const).map((f) => r.str(tls.get(f), `store.etcd.tls.${f}`) || undefined);
+  const [ca, cert, key] = (['ca', 'cert', 'key'] as const).map(
+    (f) => r.str(tls.get(f), `store.etcd.tls.${f}`) || undefined,
+  );
   if ((cert === undefined) !== (key === undefined)) r.fail(`'store.etcd.tls': cert and key must be given together`);
   const hasTls = ca !== undefined || cert !== undefined;
   if (hasTls && schemes.has('http')) r.fail(`'store.etcd.tls' is set but the endpoints use http://; use https:// URLs`);
@@ -167,18 +193,34 @@ function parseStore(r: Reader, v: Y): StoreConfig | undefined {
 /** Parses and validates init.yml; a relative `unseal.previous` file is taken from `cwd`. */
 export function parseInitConfig(text: string, env: NodeJS.ProcessEnv, cwd: string = process.cwd()): InitConfig {
   const r = new Reader('init config', env);
-  const top = r.obj(r.parse(text), '', ['version', 'address', 'system', 'tls', 'unseal', 'enclave', 'api', 'store', 'upstream']);
+  const top = r.obj(r.parse(text), '', [
+    'version',
+    'address',
+    'system',
+    'tls',
+    'unseal',
+    'enclave',
+    'api',
+    'store',
+    'upstream',
+  ]);
   const version = r.str(top.get('version'), 'version', true);
   if (version !== 'v1') r.fail(`version '${version}' is not supported: must be 'v1'`);
 
   const system = r.obj(top.get('system'), 'system', ['admin', 'backup']);
   const admin = r.obj(system.get('admin'), 'system.admin', ['identity']);
   const sysadmin = r.identity(admin.get('identity'), 'system.admin.identity');
-  const backupIdentities = parseBackupIdentities(r, r.obj(system.get('backup'), 'system.backup', ['identities']).get('identities'), 'system.backup.identities', sysadmin);
+  const backupIdentities = parseBackupIdentities(
+    r,
+    r.obj(system.get('backup'), 'system.backup', ['identities']).get('identities'),
+    'system.backup.identities',
+    sysadmin,
+  );
 
   const unseal = parseUnseal(r, top.get('unseal'), 'unseal', ['previous']);
   const previous = parsePreviousUnseal(r, top.get('unseal'), cwd);
-  if (previous !== undefined && sameUnsealSource(previous, unsealSourceOf(unseal, cwd))) r.fail(`'unseal.previous' names the same key source as 'unseal'`);
+  if (previous !== undefined && sameUnsealSource(previous, unsealSourceOf(unseal, cwd)))
+    r.fail(`'unseal.previous' names the same key source as 'unseal'`);
 
   const tls = r.obj(top.get('tls'), 'tls', ['key', 'cert', 'password', 'ca', 'proxy', 'client']);
   const proxy = r.obj(tls.get('proxy'), 'tls.proxy', ['identity', 'header']);
@@ -195,10 +237,17 @@ export function parseInitConfig(text: string, env: NodeJS.ProcessEnv, cwd: strin
       password,
       ...(passwordRef ? { passwordEnv: passwordRef[1]! } : {}),
       ...(ca ? { ca } : {}),
-      verifyCert: r.bool(r.obj(tls.get('client'), 'tls.client', ['verify_cert']).get('verify_cert'), 'tls.client.verify_cert'),
+      verifyCert: r.bool(
+        r.obj(tls.get('client'), 'tls.client', ['verify_cert']).get('verify_cert'),
+        'tls.client.verify_cert',
+      ),
       proxy: {
-        identities: r.list(proxy.get('identity'), 'tls.proxy.identity').map((v, i) => r.identity(v, `tls.proxy.identity[${i}]`)),
-        header: r.str(r.obj(proxy.get('header'), 'tls.proxy.header', ['cert']).get('cert'), 'tls.proxy.header.cert') ?? 'X-Tls-Client-Cert',
+        identities: r
+          .list(proxy.get('identity'), 'tls.proxy.identity')
+          .map((v, i) => r.identity(v, `tls.proxy.identity[${i}]`)),
+        header:
+          r.str(r.obj(proxy.get('header'), 'tls.proxy.header', ['cert']).get('cert'), 'tls.proxy.header.cert') ??
+          'X-Tls-Client-Cert',
       },
     },
     ...unseal,
@@ -209,11 +258,13 @@ export function parseInitConfig(text: string, env: NodeJS.ProcessEnv, cwd: strin
   };
   const store = parseStore(r, top.get('store'));
   if (store !== undefined) config.store = store;
-  for (const [name, v] of r.obj(top.get('enclave'), 'enclave', [])) config.enclaves.push(parseEnclave(r, name, v, sysadmin));
+  for (const [name, v] of r.obj(top.get('enclave'), 'enclave', []))
+    config.enclaves.push(parseEnclave(r, name, v, sysadmin));
   if (config.enclaves.length === 0) r.fail('no enclave configuration specified');
   const upstream = parseUpstream(r, top.get('upstream'));
   if (upstream !== undefined) {
-    if (!config.enclaves.some((e) => e.name === upstream.enclave)) r.fail(`'upstream.enclave': enclave '${upstream.enclave}' is not declared under 'enclave'`);
+    if (!config.enclaves.some((e) => e.name === upstream.enclave))
+      r.fail(`'upstream.enclave': enclave '${upstream.enclave}' is not declared under 'enclave'`);
     config.upstream = upstream;
   }
   return config;
@@ -232,7 +283,10 @@ function parseEnclave(r: Reader, name: string, v: Y, sysadmin: string): EnclaveC
   const path = `enclave.${name}`;
   r.name('enclave', name);
   const e = r.obj(v, path, ['admin', 'policy', 'keys']);
-  const admin = r.identity(r.obj(e.get('admin'), `${path}.admin`, ['identity']).get('identity'), `${path}.admin.identity`);
+  const admin = r.identity(
+    r.obj(e.get('admin'), `${path}.admin`, ['identity']).get('identity'),
+    `${path}.admin.identity`,
+  );
   if (admin === sysadmin) r.fail(`enclave '${name}': the enclave admin must not be the system admin`);
 
   const owner = new Map<string, string>(); // identity → policy, to find identities assigned twice
@@ -243,8 +297,12 @@ function parseEnclave(r: Reader, name: string, v: Y, sysadmin: string): EnclaveC
     r.name(`enclave '${name}': policy`, pname);
     const p = r.obj(pv, ppath, ['allow', 'deny', 'identities']);
     const patterns = (field: string) =>
-      r.list(p.get(field), `${ppath}.${field}`).map((x, i) => checkPattern(r, where, r.str(x, `${ppath}.${field}[${i}]`) ?? ''));
-    const identities = r.list(p.get('identities'), `${ppath}.identities`).map((x, i) => r.identity(x, `${ppath}.identities[${i}]`));
+      r
+        .list(p.get(field), `${ppath}.${field}`)
+        .map((x, i) => checkPattern(r, where, r.str(x, `${ppath}.${field}[${i}]`) ?? ''));
+    const identities = r
+      .list(p.get('identities'), `${ppath}.identities`)
+      .map((x, i) => r.identity(x, `${ppath}.identities[${i}]`));
     for (const id of identities) {
       if (id === sysadmin) r.fail(`${where}: identity '${id}' is the system admin and cannot be assigned a policy`);
       if (id === admin) r.fail(`${where}: identity '${id}' is the enclave admin and cannot be assigned a policy`);
@@ -270,7 +328,9 @@ function checkPattern(r: Reader, where: string, pattern: string): string {
   if (pattern === '') r.fail(`${where}: empty pattern`);
   const stem = pattern.endsWith('*') ? pattern.slice(0, -1) : pattern;
   if (/[*?[\\]/.test(stem)) {
-    r.fail(`${where}: pattern '${pattern}' uses glob syntax that kesd does not support; only a trailing '*' is a wildcard`);
+    r.fail(
+      `${where}: pattern '${pattern}' uses glob syntax that kesd does not support; only a trailing '*' is a wildcard`,
+    );
   }
   return pattern;
 }
@@ -292,7 +352,9 @@ export function toServerConfig(init: InitConfig, cwd: string = process.cwd()): S
     ...(init.unsealFile !== undefined ? { unsealFile: resolve(cwd, init.unsealFile) } : { unsealEnv: init.unsealEnv }),
     ...(keys.length > 0 ? { keys: Object.fromEntries(keys) } : {}),
     ...(init.skipAuth && init.skipAuth.length > 0 ? { skipAuth: init.skipAuth } : {}),
-    ...(init.backupIdentities && init.backupIdentities.length > 0 ? { backupIdentities: [...init.backupIdentities] } : {}),
+    ...(init.backupIdentities && init.backupIdentities.length > 0
+      ? { backupIdentities: [...init.backupIdentities] }
+      : {}),
     ...(init.store ? { store: { etcd: absoluteEtcdPaths(init.store.etcd, cwd) } } : {}),
     ...(init.upstream ? { upstream: absoluteUpstreamPaths(init.upstream, cwd) } : {}),
   };
@@ -318,9 +380,23 @@ export async function writeServerConfig(dir: string, cfg: ServerConfig): Promise
     },
     unseal: unsealDoc(cfg),
     ...(cfg.keys && Object.keys(cfg.keys).length > 0 ? { keys: cfg.keys } : {}),
-    ...(cfg.skipAuth && cfg.skipAuth.length > 0 ? { api: Object.fromEntries(cfg.skipAuth.map((p) => [p, { skip_auth: true }])) } : {}),
-    ...(cfg.backupIdentities && cfg.backupIdentities.length > 0 ? { backup: { identities: cfg.backupIdentities } } : {}),
-    ...(cfg.store ? { store: { etcd: { endpoints: cfg.store.etcd.endpoints, prefix: cfg.store.etcd.prefix, ...(cfg.store.etcd.tls ? { tls: cfg.store.etcd.tls } : {}) } } } : {}),
+    ...(cfg.skipAuth && cfg.skipAuth.length > 0
+      ? { api: Object.fromEntries(cfg.skipAuth.map((p) => [p, { skip_auth: true }])) }
+      : {}),
+    ...(cfg.backupIdentities && cfg.backupIdentities.length > 0
+      ? { backup: { identities: cfg.backupIdentities } }
+      : {}),
+    ...(cfg.store
+      ? {
+          store: {
+            etcd: {
+              endpoints: cfg.store.etcd.endpoints,
+              prefix: cfg.store.etcd.prefix,
+              ...(cfg.store.etcd.tls ? { tls: cfg.store.etcd.tls } : {}),
+            },
+          },
+        }
+      : {}),
     ...(cfg.upstream ? { upstream: upstreamDoc(cfg.upstream) } : {}),
   };
   await writeFileAtomic(join(dir, SERVER_CONFIG_FILE), stringify(doc), 0o600);
@@ -333,26 +409,47 @@ export async function readServerConfig(dir: string, env: NodeJS.ProcessEnv = pro
   try {
     text = await readFile(path, 'utf8');
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') throw new ConfigError(`server config '${path}' does not exist (was the directory initialized with 'kesd init'?)`);
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT')
+      throw new ConfigError(`server config '${path}' does not exist (was the directory initialized with 'kesd init'?)`);
     throw new ConfigError(`server config '${path}': cannot read: ${(err as Error).message}`);
   }
   const r = new Reader(`server config '${path}'`, env);
-  const top = r.obj(r.parse(text), '', ['version', 'address', 'tls', 'unseal', 'keys', 'api', 'store', 'backup', 'upstream']);
+  const top = r.obj(r.parse(text), '', [
+    'version',
+    'address',
+    'tls',
+    'unseal',
+    'keys',
+    'api',
+    'store',
+    'backup',
+    'upstream',
+  ]);
   const version = r.str(top.get('version'), 'version', true);
   if (version !== '1') r.fail(`config version '${version}' is not supported`);
   const tls = r.obj(top.get('tls'), 'tls', ['key', 'cert', 'password', 'ca', 'client']);
   const password = r.str(tls.get('password'), 'tls.password');
   const ca = r.str(tls.get('ca'), 'tls.ca');
   const unseal = parseUnseal(r, top.get('unseal'));
-  if (unseal.unsealFile !== undefined && !unseal.unsealFile.startsWith('/')) r.fail(`'unseal.file.path': '${unseal.unsealFile}' must be an absolute path`);
+  if (unseal.unsealFile !== undefined && !unseal.unsealFile.startsWith('/'))
+    r.fail(`'unseal.file.path': '${unseal.unsealFile}' must be an absolute path`);
   const skipAuth = parseApi(r, top.get('api'), 'api');
-  const backupIdentities = parseBackupIdentities(r, r.obj(top.get('backup'), 'backup', ['identities']).get('identities'), 'backup.identities');
+  const backupIdentities = parseBackupIdentities(
+    r,
+    r.obj(top.get('backup'), 'backup', ['identities']).get('identities'),
+    'backup.identities',
+  );
   const store = parseStore(r, top.get('store'));
   const upstream = parseUpstream(r, top.get('upstream'));
   const keys = new Map<string, string[]>();
   for (const [enclave, list] of r.obj(top.get('keys'), 'keys', [])) {
     r.name('enclave', enclave);
-    keys.set(enclave, r.list(list, `keys.${enclave}`).map((k, i) => r.name(`enclave '${enclave}': key`, r.str(k, `keys.${enclave}[${i}]`, true)!)));
+    keys.set(
+      enclave,
+      r
+        .list(list, `keys.${enclave}`)
+        .map((k, i) => r.name(`enclave '${enclave}': key`, r.str(k, `keys.${enclave}[${i}]`, true)!)),
+    );
   }
   return {
     version: '1',
@@ -362,7 +459,10 @@ export async function readServerConfig(dir: string, env: NodeJS.ProcessEnv = pro
       cert: r.str(tls.get('cert'), 'tls.cert', true)!,
       ...(password ? { password } : {}),
       ...(ca ? { ca } : {}),
-      verifyCert: r.bool(r.obj(tls.get('client'), 'tls.client', ['verify_cert']).get('verify_cert'), 'tls.client.verify_cert'),
+      verifyCert: r.bool(
+        r.obj(tls.get('client'), 'tls.client', ['verify_cert']).get('verify_cert'),
+        'tls.client.verify_cert',
+      ),
     },
     ...unseal,
     ...(keys.size > 0 ? { keys: Object.fromEntries(keys) } : {}),

@@ -14,9 +14,21 @@ export interface SecretValue {
 export type VaultAuth =
   | { readonly kind: 'token'; readonly token: SecretValue }
   | { readonly kind: 'token-file'; readonly file: string }
-  | { readonly kind: 'approle'; readonly engine: string; readonly namespace?: string; readonly id: SecretValue; readonly secret: SecretValue }
+  | {
+      readonly kind: 'approle';
+      readonly engine: string;
+      readonly namespace?: string;
+      readonly id: SecretValue;
+      readonly secret: SecretValue;
+    }
   /** jwt: the token itself, or (containing a '/', as in KES) a file read at each login (projected tokens rotate). */
-  | { readonly kind: 'kubernetes'; readonly engine: string; readonly namespace?: string; readonly role: string; readonly jwt: SecretValue };
+  | {
+      readonly kind: 'kubernetes';
+      readonly engine: string;
+      readonly namespace?: string;
+      readonly role: string;
+      readonly jwt: SecretValue;
+    };
 
 export interface VaultConfig {
   /** scheme://host[:port], no path. */
@@ -57,7 +69,8 @@ function optional(r: Reader, v: Y, path: string): string | undefined {
 function vaultPath(r: Reader, value: string, path: string, allowEmpty: boolean): string {
   const trimmed = value.replace(/^\/+|\/+$/g, '');
   if (trimmed === '' && !allowEmpty) r.fail(`'${path}' is empty`);
-  if (trimmed !== '' && trimmed.split('/').some((s) => s === '' || s === '.' || s === '..' || /[\s?#%]/.test(s))) r.fail(`'${path}': '${value}' is not a Vault path`);
+  if (trimmed !== '' && trimmed.split('/').some((s) => s === '' || s === '.' || s === '..' || /[\s?#%]/.test(s)))
+    r.fail(`'${path}': '${value}' is not a Vault path`);
   return trimmed;
 }
 
@@ -66,7 +79,20 @@ function vaultPath(r: Reader, value: string, path: string, allowEmpty: boolean):
  * accepted and ignored (kesd probes Vault with every sync). Exactly one authentication method.
  */
 export function parseVaultSection(r: Reader, v: Y, path: string): VaultConfig {
-  const vault = r.obj(v, path, ['endpoint', 'engine', 'version', 'namespace', 'prefix', 'transit', 'approle', 'kubernetes', 'token', 'token_file', 'tls', 'status']);
+  const vault = r.obj(v, path, [
+    'endpoint',
+    'engine',
+    'version',
+    'namespace',
+    'prefix',
+    'transit',
+    'approle',
+    'kubernetes',
+    'token',
+    'token_file',
+    'tls',
+    'status',
+  ]);
   if (vault.size === 0) r.fail(`'${path}' is required`);
   const endpointText = r.str(vault.get('endpoint'), `${path}.endpoint`, true)!.trim();
   const m = ENDPOINT.exec(endpointText);
@@ -75,16 +101,24 @@ export function parseVaultSection(r: Reader, v: Y, path: string): VaultConfig {
   }
   const endpoint = `${m[1]}://${m[2]}${m[3] ? `:${m[3]}` : ''}`;
   const version = optional(r, vault.get('version'), `${path}.version`) ?? 'v1';
-  if (version !== 'v1' && version !== 'v2') r.fail(`'${path}.version': '${version}' is not a KV engine version (v1 or v2)`);
+  if (version !== 'v1' && version !== 'v2')
+    r.fail(`'${path}.version': '${version}' is not a KV engine version (v1 or v2)`);
 
   const auths: VaultAuth[] = [];
-  if (vault.get('token') !== undefined) auths.push({ kind: 'token', token: secret(r, vault.get('token'), `${path}.token`) });
-  if (vault.get('token_file') !== undefined) auths.push({ kind: 'token-file', file: r.str(vault.get('token_file'), `${path}.token_file`, true)! });
+  if (vault.get('token') !== undefined)
+    auths.push({ kind: 'token', token: secret(r, vault.get('token'), `${path}.token`) });
+  if (vault.get('token_file') !== undefined)
+    auths.push({ kind: 'token-file', file: r.str(vault.get('token_file'), `${path}.token_file`, true)! });
   if (vault.get('approle') !== undefined) {
     const a = r.obj(vault.get('approle'), `${path}.approle`, ['engine', 'namespace', 'id', 'secret', 'retry']);
     auths.push({
       kind: 'approle',
-      engine: vaultPath(r, optional(r, a.get('engine'), `${path}.approle.engine`) ?? 'approle', `${path}.approle.engine`, false),
+      engine: vaultPath(
+        r,
+        optional(r, a.get('engine'), `${path}.approle.engine`) ?? 'approle',
+        `${path}.approle.engine`,
+        false,
+      ),
       namespace: optional(r, a.get('namespace'), `${path}.approle.namespace`),
       id: secret(r, a.get('id'), `${path}.approle.id`),
       secret: secret(r, a.get('secret'), `${path}.approle.secret`),
@@ -94,33 +128,48 @@ export function parseVaultSection(r: Reader, v: Y, path: string): VaultConfig {
     const k = r.obj(vault.get('kubernetes'), `${path}.kubernetes`, ['engine', 'namespace', 'role', 'jwt', 'retry']);
     auths.push({
       kind: 'kubernetes',
-      engine: vaultPath(r, optional(r, k.get('engine'), `${path}.kubernetes.engine`) ?? 'kubernetes', `${path}.kubernetes.engine`, false),
+      engine: vaultPath(
+        r,
+        optional(r, k.get('engine'), `${path}.kubernetes.engine`) ?? 'kubernetes',
+        `${path}.kubernetes.engine`,
+        false,
+      ),
       namespace: optional(r, k.get('namespace'), `${path}.kubernetes.namespace`),
       role: r.str(k.get('role'), `${path}.kubernetes.role`, true)!,
       jwt: secret(r, k.get('jwt'), `${path}.kubernetes.jwt`),
     });
   }
-  if (auths.length === 0) r.fail(`'${path}': no authentication method: set one of token, token_file, approle or kubernetes`);
-  if (auths.length > 1) r.fail(`'${path}': more than one authentication method (${auths.map((a) => a.kind).join(', ')}); set exactly one`);
+  if (auths.length === 0)
+    r.fail(`'${path}': no authentication method: set one of token, token_file, approle or kubernetes`);
+  if (auths.length > 1)
+    r.fail(`'${path}': more than one authentication method (${auths.map((a) => a.kind).join(', ')}); set exactly one`);
 
   let transit: VaultConfig['transit'];
   if (vault.get('transit') !== undefined) {
     const t = r.obj(vault.get('transit'), `${path}.transit`, ['engine', 'key']);
     transit = {
-      engine: vaultPath(r, optional(r, t.get('engine'), `${path}.transit.engine`) ?? 'transit', `${path}.transit.engine`, false),
+      engine: vaultPath(
+        r,
+        optional(r, t.get('engine'), `${path}.transit.engine`) ?? 'transit',
+        `${path}.transit.engine`,
+        false,
+      ),
       key: r.str(t.get('key'), `${path}.transit.key`, true)!,
     };
   }
   const tls = r.obj(vault.get('tls'), `${path}.tls`, ['ca', 'cert', 'key']);
   const [ca, cert, key] = (['ca', 'cert', 'key'] as const).map((f) => optional(r, tls.get(f), `${path}.tls.${f}`));
   if ((cert === undefined) !== (key === undefined)) r.fail(`'${path}.tls': cert and key must be given together`);
-  if ((ca !== undefined || cert !== undefined) && m[1] === 'http') r.fail(`'${path}.tls' is set but the endpoint uses http://; use https://`);
+  if ((ca !== undefined || cert !== undefined) && m[1] === 'http')
+    r.fail(`'${path}.tls' is set but the endpoint uses http://; use https://`);
   r.obj(vault.get('status'), `${path}.status`, ['ping']);
   return {
     endpoint,
     engine: vaultPath(r, optional(r, vault.get('engine'), `${path}.engine`) ?? 'kv', `${path}.engine`, false),
     version,
-    ...(optional(r, vault.get('namespace'), `${path}.namespace`) !== undefined ? { namespace: optional(r, vault.get('namespace'), `${path}.namespace`) } : {}),
+    ...(optional(r, vault.get('namespace'), `${path}.namespace`) !== undefined
+      ? { namespace: optional(r, vault.get('namespace'), `${path}.namespace`) }
+      : {}),
     prefix: vaultPath(r, optional(r, vault.get('prefix'), `${path}.prefix`) ?? '', `${path}.prefix`, true),
     ...(transit ? { transit } : {}),
     auth: auths[0]!,
@@ -142,7 +191,8 @@ export function absoluteUpstreamPaths(u: UpstreamConfig, cwd: string): UpstreamC
   const abs = (p: string | undefined) => (p === undefined ? undefined : resolve(cwd, p));
   let auth = vault.auth;
   if (auth.kind === 'token-file') auth = { ...auth, file: abs(auth.file)! };
-  if (auth.kind === 'kubernetes' && auth.jwt.env === undefined && auth.jwt.value.includes('/')) auth = { ...auth, jwt: { value: abs(auth.jwt.value)! } };
+  if (auth.kind === 'kubernetes' && auth.jwt.env === undefined && auth.jwt.value.includes('/'))
+    auth = { ...auth, jwt: { value: abs(auth.jwt.value)! } };
   const tls = vault.tls && Object.fromEntries(Object.entries(vault.tls).map(([k, p]) => [k, abs(p)]));
   return { enclave: u.enclave, vault: { ...vault, auth, ...(tls ? { tls } : {}) } };
 }
@@ -154,10 +204,27 @@ export function upstreamDoc(u: UpstreamConfig): Record<string, unknown> {
   const { vault } = u;
   const a = vault.auth;
   const auth =
-    a.kind === 'token' ? { token: secretDoc(a.token) }
-    : a.kind === 'token-file' ? { token_file: a.file }
-    : a.kind === 'approle' ? { approle: { engine: a.engine, ...(a.namespace ? { namespace: a.namespace } : {}), id: secretDoc(a.id), secret: secretDoc(a.secret) } }
-    : { kubernetes: { engine: a.engine, ...(a.namespace ? { namespace: a.namespace } : {}), role: a.role, jwt: secretDoc(a.jwt) } };
+    a.kind === 'token'
+      ? { token: secretDoc(a.token) }
+      : a.kind === 'token-file'
+        ? { token_file: a.file }
+        : a.kind === 'approle'
+          ? {
+              approle: {
+                engine: a.engine,
+                ...(a.namespace ? { namespace: a.namespace } : {}),
+                id: secretDoc(a.id),
+                secret: secretDoc(a.secret),
+              },
+            }
+          : {
+              kubernetes: {
+                engine: a.engine,
+                ...(a.namespace ? { namespace: a.namespace } : {}),
+                role: a.role,
+                jwt: secretDoc(a.jwt),
+              },
+            };
   return {
     enclave: u.enclave,
     vault: {

@@ -16,7 +16,10 @@ export type Y = string | undefined | Y[] | Map<string, Y>;
 
 /** Reads YAML into strings, lists and Maps; null/empty scalars become undefined (absent). */
 export class Reader {
-  constructor(private readonly prefix: string, private readonly env: NodeJS.ProcessEnv) {}
+  constructor(
+    private readonly prefix: string,
+    private readonly env: NodeJS.ProcessEnv,
+  ) {}
 
   fail(msg: string): never {
     throw new ConfigError(`${this.prefix}: ${msg}`);
@@ -54,7 +57,8 @@ export class Reader {
   obj(v: Y, path: string, allowed: readonly string[]): Map<string, Y> {
     if (v === undefined) return new Map();
     if (!(v instanceof Map)) this.fail(`'${path}' must be a mapping`);
-    if (allowed.length > 0) for (const k of v.keys()) if (!allowed.includes(k)) this.fail(`unknown field '${join2(path, k)}'`);
+    if (allowed.length > 0)
+      for (const k of v.keys()) if (!allowed.includes(k)) this.fail(`unknown field '${join2(path, k)}'`);
     return v;
   }
 

@@ -170,7 +170,10 @@ export function seal(key: SecretKey, plaintext: Uint8Array, associatedData?: Uin
 }
 
 /** A fresh 32-byte data key and its sealed form (kes-protocol §8.5). */
-export function generateDataKey(key: SecretKey, associatedData?: Uint8Array): { plaintext: Buffer; ciphertext: Buffer } {
+export function generateDataKey(
+  key: SecretKey,
+  associatedData?: Uint8Array,
+): { plaintext: Buffer; ciphertext: Buffer } {
   const plaintext = randomBytes(KEY_LEN);
   return { plaintext, ciphertext: seal(key, plaintext, associatedData) };
 }
@@ -305,7 +308,13 @@ function parseJson(b: Uint8Array): Parts | undefined {
   const iv = b64(o.iv);
   const nonce = b64(o.nonce);
   const ctTag = b64(o.bytes);
-  if (iv === undefined || iv.length !== IV_LEN || nonce === undefined || nonce.length !== NONCE_LEN || ctTag === undefined) {
+  if (
+    iv === undefined ||
+    iv.length !== IV_LEN ||
+    nonce === undefined ||
+    nonce.length !== NONCE_LEN ||
+    ctTag === undefined
+  ) {
     return undefined;
   }
   return { ctTag, iv, nonce };

@@ -8,14 +8,20 @@ export const ATOMIC_WRITE_STEPS = ['temp-created', 'temp-written', 'temp-synced'
 export type AtomicWriteStep = (typeof ATOMIC_WRITE_STEPS)[number];
 
 /** The temp files writeFileAtomic makes for `name` (one a crash left behind is safe to remove). */
-export const isTempOf = (name: string, entry: string): boolean => entry.startsWith(`.${name}.`) && /^\.[0-9a-f]{12}\.tmp$/.test(entry.slice(name.length + 1));
+export const isTempOf = (name: string, entry: string): boolean =>
+  entry.startsWith(`.${name}.`) && /^\.[0-9a-f]{12}\.tmp$/.test(entry.slice(name.length + 1));
 
 /**
  * Replaces `file` with `data` so that a crash leaves either the old or the new content, never a mix:
  * write a temp file in the same directory, fsync it, rename it over the target, fsync the directory
  * (the rename itself is only durable once the directory is flushed). The file is created with `mode`.
  */
-export async function writeFileAtomic(file: string, data: string | Uint8Array, mode = 0o600, onStep?: (step: AtomicWriteStep) => void): Promise<void> {
+export async function writeFileAtomic(
+  file: string,
+  data: string | Uint8Array,
+  mode = 0o600,
+  onStep?: (step: AtomicWriteStep) => void,
+): Promise<void> {
   const dir = dirname(file);
   const tmp = join(dir, `.${basename(file)}.${randomBytes(6).toString('hex')}.tmp`);
   const fh = await open(tmp, 'wx', mode);

@@ -46,7 +46,10 @@ export interface TarEntry {
 }
 
 function field(h: Buffer, at: number, width: number): number {
-  const text = h.toString('ascii', at, at + width).replace(/[\0 ]+$/, '').trim();
+  const text = h
+    .toString('ascii', at, at + width)
+    .replace(/[\0 ]+$/, '')
+    .trim();
   if (!/^[0-7]+$/.test(text)) throw new TarError(`tar: a header field is not an octal number`);
   return parseInt(text, 8);
 }
@@ -66,7 +69,8 @@ export async function* tarEntries(fh: FileHandle, fileSize: number): AsyncGenera
     const name = h.toString('ascii', 0, 100).replace(/\0.*$/s, '');
     const type = h.toString('ascii', 156, 157);
     if (type !== '0' && type !== '\0') throw new TarError(`tar: '${name}' is not a regular file`);
-    if (!NAME.test(name) || name === '.' || name === '..') throw new TarError(`tar: '${name}' is not a plain file name`);
+    if (!NAME.test(name) || name === '.' || name === '..')
+      throw new TarError(`tar: '${name}' is not a plain file name`);
     const size = field(h, 124, 12);
     const offset = at + BLOCK;
     if (offset + size > fileSize) throw new TarError(`tar: '${name}' is truncated`);

@@ -27,7 +27,7 @@ const ALGORITHMS = {
 // 16 bytes with the top bit clear and a non-zero first byte: a positive INTEGER of exactly 16 bytes.
 function randomSerialHex(): string {
   const serial = webcrypto.getRandomValues(new Uint8Array(16));
-  serial[0] = (serial[0] & 0x7f) || 0x01;
+  serial[0] = serial[0] & 0x7f || 0x01;
   return Buffer.from(serial).toString('hex');
 }
 
@@ -76,7 +76,14 @@ export async function newIdentity(
 
 // Go's time.ParseDuration units, in milliseconds.
 const UNIT_MS: Record<string, number> = {
-  ns: 1e-6, us: 1e-3, 'µs': 1e-3, 'μs': 1e-3, ms: 1, s: 1000, m: 60_000, h: 3_600_000,
+  ns: 1e-6,
+  us: 1e-3,
+  µs: 1e-3,
+  μs: 1e-3,
+  ms: 1,
+  s: 1000,
+  m: 60_000,
+  h: 3_600_000,
 };
 
 /** Parses a Go duration ('8760h', '1h30m', '1.5s', '-90s', '0') into milliseconds, as KES's --expiry flag does. */

@@ -19,7 +19,7 @@ function computeIdentity(socket: TLSSocket): string | KesError {
   // Node shows only the certificates it links by issuer; a second non-CA one among them makes the chain ambiguous,
   // which KES answers with 400 too. An unlinked extra certificate is invisible here, and harmless: it lends nothing.
   const seen = new Set<DetailedPeerCertificate>([leaf]);
-  for (let c = leaf.issuerCertificate; c && c.raw && !seen.has(c); c = c.issuerCertificate) {
+  for (let c = leaf.issuerCertificate; c?.raw && !seen.has(c); c = c.issuerCertificate) {
     seen.add(c);
     if (!c.ca) return ErrTooManyClientCerts;
   }

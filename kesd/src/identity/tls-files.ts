@@ -76,7 +76,8 @@ export function loadServerTls(files: ServerTlsFiles): ServerTlsMaterial {
   const key = read('private key', files.key);
   const passphrase = files.password || undefined;
   try {
-    if (!leaf.checkPrivateKey(createPrivateKey({ key, passphrase }))) throw new Error('the private key does not match the certificate');
+    if (!leaf.checkPrivateKey(createPrivateKey({ key, passphrase })))
+      throw new Error('the private key does not match the certificate');
   } catch (err) {
     throw new Error(`tls: cannot load private key '${files.key}': ${(err as Error).message}`);
   }

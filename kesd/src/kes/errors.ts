@@ -1,6 +1,9 @@
 // Errors are values carrying the exact KES (status, message) pair; one writer turns them into {"message": …}.
 export class KesError extends Error {
-  constructor(readonly status: number, message: string) {
+  constructor(
+    readonly status: number,
+    message: string,
+  ) {
     super(message);
     this.name = 'KesError';
   }
@@ -38,7 +41,10 @@ export const ErrDeleteSysAdmin = e(400, 'cannot delete system admin');
 export const ErrDeleteAdmin = e(400, 'cannot delete admin');
 export const ErrAdminIsSysAdmin = e(400, 'admin identity cannot system admin'); // KES wording (sic)
 
-export const invalidName = (kind: 'key name' | 'key version' | 'policy name' | 'identity' | 'secret name' | 'enclave name', name: string) =>
-  e(400, `${kind} '${name}' is empty, too long or contains invalid characters`);
-export const invalidPattern = (pattern: string) => e(400, `listing pattern '${pattern}' is empty, too long or is invalid`);
+export const invalidName = (
+  kind: 'key name' | 'key version' | 'policy name' | 'identity' | 'secret name' | 'enclave name',
+  name: string,
+) => e(400, `${kind} '${name}' is empty, too long or contains invalid characters`);
+export const invalidPattern = (pattern: string) =>
+  e(400, `listing pattern '${pattern}' is empty, too long or is invalid`);
 export const methodNotAllowed = (got: string, want: string) => e(405, `received method '${got}' expected '${want}'`);

@@ -22,7 +22,12 @@ function parseJsonKey(text: string): KesStoredKey {
   if (typeof v.bytes !== 'string') throw new Error('JSON key has no "bytes"');
   const algorithm = v.algorithm === undefined || v.algorithm === '' ? 'AES256' : parseAlgorithm(v.algorithm);
   if (algorithm === undefined) throw new Error(`unknown algorithm '${v.algorithm}'`);
-  return { algorithm, bytes: checked32(Buffer.from(v.bytes, 'base64'), 'key'), createdAt: v.created_at, createdBy: v.created_by };
+  return {
+    algorithm,
+    bytes: checked32(Buffer.from(v.bytes, 'base64'), 'key'),
+    createdAt: v.created_at,
+    createdBy: v.created_by,
+  };
 }
 
 // KeyVersion{1: SecretKey{1: bytes key, 2: uint32 type (1 AES256, 2 ChaCha20)}, 2: HMACKey{1: bytes key, 2: uint32 hash},
@@ -68,7 +73,10 @@ export function encodeKesStoredKey(k: KesKeyVersion): string {
   const { seconds, nanos } = parseTimestamp(k.createdAt);
   const secret = Buffer.concat([bytesField(1, k.bytes), varintField(2, BigInt(k.algorithm === 'AES256' ? 1 : 2))]);
   const hmac = Buffer.concat([bytesField(1, k.hmac), varintField(2, 1n)]);
-  const ts = Buffer.concat([seconds === 0n ? Buffer.alloc(0) : varintField(1, seconds), nanos === 0 ? Buffer.alloc(0) : varintField(2, BigInt(nanos))]);
+  const ts = Buffer.concat([
+    seconds === 0n ? Buffer.alloc(0) : varintField(1, seconds),
+    nanos === 0 ? Buffer.alloc(0) : varintField(2, BigInt(nanos)),
+  ]);
   const createdBy = Buffer.from(k.createdBy, 'utf8');
   return Buffer.concat([
     bytesField(1, secret),
@@ -98,7 +106,8 @@ function varint(v: bigint): Buffer {
 }
 
 const varintField = (field: number, v: bigint) => Buffer.concat([varint(BigInt(field << 3)), varint(v)]);
-const bytesField = (field: number, b: Uint8Array) => Buffer.concat([varint(BigInt((field << 3) | 2)), varint(BigInt(b.length)), b]);
+const bytesField = (field: number, b: Uint8Array) =>
+  Buffer.concat([varint(BigInt((field << 3) | 2)), varint(BigInt(b.length)), b]);
 
 function timestamp(f: Map<number, Buffer | bigint>): string {
   const seconds = Number(f.get(1) ?? 0n);

@@ -122,7 +122,8 @@ export class LineWriter {
 function writeAll(fd: number, buf: Buffer, done: (err: Error | null) => void): void {
   write(fd, buf, 0, buf.length, null, (err, written) => {
     if (err) {
-      if ((err as NodeJS.ErrnoException).code === 'EAGAIN') return void setTimeout(() => writeAll(fd, buf, done), RETRY_MS);
+      if ((err as NodeJS.ErrnoException).code === 'EAGAIN')
+        return void setTimeout(() => writeAll(fd, buf, done), RETRY_MS);
       return done(err);
     }
     if (written < buf.length) return writeAll(fd, buf.subarray(written), done); // only for writes a pipe would not take atomically anyway

@@ -11,7 +11,9 @@ export interface UpstreamFigures {
   readonly sync: { readonly synced: number; readonly failures: number };
 }
 
-export const LATENCY_BUCKETS = [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 1.5, 3, 5, 10];
+export const LATENCY_BUCKETS = [
+  0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 1.5, 3, 5, 10,
+];
 
 /**
  * A histogram without labels that a request updates with plain arithmetic (prom-client's observe() builds a label
@@ -45,7 +47,11 @@ class RequestHistogram {
   get() {
     const bucket = `${this.name}_bucket`;
     let acc = 0;
-    const values = this.bounds.map((le, i) => ({ labels: { le } as Record<string, string | number>, value: (acc += this.counts[i]!), metricName: bucket }));
+    const values = this.bounds.map((le, i) => ({
+      labels: { le } as Record<string, string | number>,
+      value: (acc += this.counts[i]!),
+      metricName: bucket,
+    }));
     values.push(
       { labels: { le: '+Inf' }, value: this.count, metricName: bucket },
       { labels: {}, value: this.sum, metricName: `${this.name}_sum` },
@@ -61,9 +67,21 @@ export class Metrics {
   gather: (() => Promise<string>) | undefined;
   /** Requests per status code, in the order the codes were first seen (the order the samples are listed in). */
   private readonly byStatus = new Map<number, number>();
-  private readonly responseTime = new RequestHistogram('kes_http_response_time', 'Response time of requests in seconds', LATENCY_BUCKETS);
+  private readonly responseTime = new RequestHistogram(
+    'kes_http_response_time',
+    'Response time of requests in seconds',
+    LATENCY_BUCKETS,
+  );
   /** Requests in flight: a plain number, which the gauge reads at scrape time. */
-  readonly active = { n: 0, inc() { this.n++; }, dec() { this.n--; } };
+  readonly active = {
+    n: 0,
+    inc() {
+      this.n++;
+    },
+    dec() {
+      this.n--;
+    },
+  };
   readonly contentType = this.registry.contentType;
 
   constructor(startedAt: number, audit: AuditLog, errors: ErrorLog) {
@@ -71,7 +89,10 @@ export class Metrics {
     const byStatus = this.byStatus;
     const requests = (name: string, help: string, from: number, to: number) =>
       new Counter({
-        name, help, labelNames: ['code'], registers: [this.registry],
+        name,
+        help,
+        labelNames: ['code'],
+        registers: [this.registry],
         collect() {
           this.reset();
           for (const [status, n] of byStatus) if (status >= from && status < to) this.inc({ code: String(status) }, n);
@@ -82,20 +103,59 @@ export class Metrics {
     requests('kes_http_request_failure', 'Number of requests that failed with a server error (5xx)', 500, Infinity);
     this.registry.registerMetric(this.responseTime as unknown as Metric);
     const active = this.active;
-    new Gauge({ name: 'kes_http_request_active', help: 'Number of requests in flight', registers: [this.registry], collect() { this.set(active.n); } });
+    new Gauge({
+      name: 'kes_http_request_active',
+      help: 'Number of requests in flight',
+      registers: [this.registry],
+      collect() {
+        this.set(active.n);
+      },
+    });
     // In a cluster, workers' values are summed unless a gauge says otherwise (aggregator).
     const gauge = (name: string, help: string, value: () => number, aggregator: Aggregator = 'sum') =>
-      new Gauge({ name, help, aggregator, registers: [this.registry], collect() { this.set(value()); } });
+      new Gauge({
+        name,
+        help,
+        aggregator,
+        registers: [this.registry],
+        collect() {
+          this.set(value());
+        },
+      });
     // Counted where they happen (no hot-path cost here); exposed as counters as KES does.
     const counter = (name: string, help: string, value: () => number) =>
-      new Counter({ name, help, registers: [this.registry], collect() { this.reset(); this.inc(value()); } });
+      new Counter({
+        name,
+        help,
+        registers: [this.registry],
+        collect() {
+          this.reset();
+          this.inc(value());
+        },
+      });
     counter('kes_log_error_events', 'Number of error log events', () => errors.events);
     counter('kes_log_audit_events', 'Number of audit log events', () => audit.events);
     // One family per sink, without labels: kms-go (the `kes metric` CLI) rejects a family with several series.
-    counter('kesd_log_audit_dropped_events', 'Audit events dropped for a /v1/log/audit subscriber that did not keep up', () => audit.dropped);
-    counter('kesd_log_error_stderr_suppressed_events', 'Error messages not written to stderr (rate limit)', () => errors.suppressed);
-    counter('kesd_log_error_dropped_events', 'Error events dropped for a /v1/log/error subscriber that did not keep up', () => errors.stream.dropped);
-    counter('kesd_log_audit_stdout_dropped_events', 'Audit events not written to stdout because it did not keep up', () => audit.stdoutDropped);
+    counter(
+      'kesd_log_audit_dropped_events',
+      'Audit events dropped for a /v1/log/audit subscriber that did not keep up',
+      () => audit.dropped,
+    );
+    counter(
+      'kesd_log_error_stderr_suppressed_events',
+      'Error messages not written to stderr (rate limit)',
+      () => errors.suppressed,
+    );
+    counter(
+      'kesd_log_error_dropped_events',
+      'Error events dropped for a /v1/log/error subscriber that did not keep up',
+      () => errors.stream.dropped,
+    );
+    counter(
+      'kesd_log_audit_stdout_dropped_events',
+      'Audit events not written to stdout because it did not keep up',
+      () => audit.stdoutDropped,
+    );
     gauge('kes_system_up_time', 'Uptime in seconds', () => (Date.now() - startedAt) / 1000, 'max');
     gauge('kes_system_num_cpu', 'Number of CPUs', () => os.availableParallelism(), 'first');
     gauge('kes_system_num_cpu_used', 'Number of CPUs used (one per worker process)', () => 1);
@@ -110,16 +170,56 @@ export class Metrics {
    * come from the store, the same in every process, so a cluster reports their maximum, not their sum.
    */
   upstream(source: UpstreamFigures): void {
-    const fromStatus = (name: string, help: string, value: (s: Awaited<ReturnType<UpstreamFigures['status']>>) => number) =>
-      new Gauge({ name, help, aggregator: 'max', registers: [this.registry], async collect() { this.set(value(await source.status())); } });
-    fromStatus('kesd_upstream_backlog', 'Key changes queued for the upstream (Vault) and not yet synced', (s) => s.backlog);
-    fromStatus('kesd_upstream_oldest_unsynced_seconds', 'Age of the oldest key change not yet synced to the upstream', (s) => s.oldestUnsyncedSeconds);
-    fromStatus('kesd_upstream_conflicts', 'Queued key changes the upstream holds a different key for (left for an operator)', (s) => s.conflicts);
-    fromStatus('kesd_upstream_reachable', 'Whether the syncing process reached the upstream on its last call (1) or not (0)', (s) => (s.reachable ? 1 : 0));
+    const fromStatus = (
+      name: string,
+      help: string,
+      value: (s: Awaited<ReturnType<UpstreamFigures['status']>>) => number,
+    ) =>
+      new Gauge({
+        name,
+        help,
+        aggregator: 'max',
+        registers: [this.registry],
+        async collect() {
+          this.set(value(await source.status()));
+        },
+      });
+    fromStatus(
+      'kesd_upstream_backlog',
+      'Key changes queued for the upstream (Vault) and not yet synced',
+      (s) => s.backlog,
+    );
+    fromStatus(
+      'kesd_upstream_oldest_unsynced_seconds',
+      'Age of the oldest key change not yet synced to the upstream',
+      (s) => s.oldestUnsyncedSeconds,
+    );
+    fromStatus(
+      'kesd_upstream_conflicts',
+      'Queued key changes the upstream holds a different key for (left for an operator)',
+      (s) => s.conflicts,
+    );
+    fromStatus(
+      'kesd_upstream_reachable',
+      'Whether the syncing process reached the upstream on its last call (1) or not (0)',
+      (s) => (s.reachable ? 1 : 0),
+    );
     const counter = (name: string, help: string, value: () => number) =>
-      new Counter({ name, help, registers: [this.registry], collect() { this.reset(); this.inc(value()); } });
+      new Counter({
+        name,
+        help,
+        registers: [this.registry],
+        collect() {
+          this.reset();
+          this.inc(value());
+        },
+      });
     counter('kesd_upstream_synced_changes', 'Key changes synced to the upstream', () => source.sync.synced);
-    counter('kesd_upstream_sync_failures', 'Sync attempts that failed (upstream unreachable or refusing)', () => source.sync.failures);
+    counter(
+      'kesd_upstream_sync_failures',
+      'Sync attempts that failed (upstream unreachable or refusing)',
+      () => source.sync.failures,
+    );
   }
 
   observe(status: number, seconds: number): void {

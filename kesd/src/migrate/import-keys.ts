@@ -20,7 +20,11 @@ export interface StoredKeySource {
   read(): Promise<Buffer>;
 }
 
-export async function importKeys(sources: AsyncIterable<StoredKeySource> | Iterable<StoredKeySource>, enclave: Enclave, importedBy: string): Promise<ImportReport> {
+export async function importKeys(
+  sources: AsyncIterable<StoredKeySource> | Iterable<StoredKeySource>,
+  enclave: Enclave,
+  importedBy: string,
+): Promise<ImportReport> {
   const report: ImportReport = { imported: [], unchanged: [], conflicts: [], failed: [] };
   for await (const { name, read } of sources) {
     if (!isValidName(name)) {
@@ -30,7 +34,12 @@ export async function importKeys(sources: AsyncIterable<StoredKeySource> | Itera
     let key: ReturnType<typeof parseKesStoredKey>;
     try {
       key = parseKesStoredKey(await read());
-      await enclave.createKey(name, key.createdBy || importedBy, { algorithm: key.algorithm, bytes: key.bytes, hmac: key.hmac, createdAt: key.createdAt });
+      await enclave.createKey(name, key.createdBy || importedBy, {
+        algorithm: key.algorithm,
+        bytes: key.bytes,
+        hmac: key.hmac,
+        createdAt: key.createdAt,
+      });
       report.imported.push(name);
     } catch (err) {
       if (err !== ErrKeyExists) {

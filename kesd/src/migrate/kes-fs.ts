@@ -8,6 +8,12 @@ import { importKeys, type ImportReport } from './import-keys.js';
 export type { ImportReport } from './import-keys.js';
 
 export async function importKesFsKeystore(dir: string, enclave: Enclave, importedBy: string): Promise<ImportReport> {
-  const files = (await readdir(dir, { withFileTypes: true })).filter((e) => e.isFile()).sort((a, b) => (a.name < b.name ? -1 : 1));
-  return importKeys(files.map((e) => ({ name: e.name, read: () => readFile(join(dir, e.name)) })), enclave, importedBy);
+  const files = (await readdir(dir, { withFileTypes: true }))
+    .filter((e) => e.isFile())
+    .sort((a, b) => (a.name < b.name ? -1 : 1));
+  return importKeys(
+    files.map((e) => ({ name: e.name, read: () => readFile(join(dir, e.name)) })),
+    enclave,
+    importedBy,
+  );
 }

@@ -4,14 +4,23 @@ import type { Enclave } from '../state/enclave.js';
 import type { VaultKeystore } from '../upstream/vault-keystore.js';
 import { importKeys, type ImportReport } from './import-keys.js';
 
-export async function importVaultKeys(keystore: VaultKeystore, enclave: Enclave, importedBy: string): Promise<ImportReport> {
+export async function importVaultKeys(
+  keystore: VaultKeystore,
+  enclave: Enclave,
+  importedBy: string,
+): Promise<ImportReport> {
   const names = await keystore.list();
-  return importKeys(names.map((name) => ({
-    name,
-    async read() {
-      const value = await keystore.get(name);
-      if (value === undefined) throw new Error(`'${keystore.location(name)}' was listed but holds no key (deleted meanwhile?)`);
-      return Buffer.from(value);
-    },
-  })), enclave, importedBy);
+  return importKeys(
+    names.map((name) => ({
+      name,
+      async read() {
+        const value = await keystore.get(name);
+        if (value === undefined)
+          throw new Error(`'${keystore.location(name)}' was listed but holds no key (deleted meanwhile?)`);
+        return Buffer.from(value);
+      },
+    })),
+    enclave,
+    importedBy,
+  );
 }

@@ -72,11 +72,24 @@ export interface TlsBytes {
 
 /** Reads and checks the configured TLS files (tls-check.ts); throws with a clear message if one is bad. */
 function loadTlsBytes(config: ServerConfig): TlsBytes {
-  const { cert, key, passphrase, ca } = loadServerTls({ cert: config.tls.cert, key: config.tls.key, password: config.tls.password, ca: config.tls.ca });
-  return { cert: cert.toString('base64'), key: key.toString('base64'), passphrase, ca: ca?.map((b) => b.toString('base64')) };
+  const { cert, key, passphrase, ca } = loadServerTls({
+    cert: config.tls.cert,
+    key: config.tls.key,
+    password: config.tls.password,
+    ca: config.tls.ca,
+  });
+  return {
+    cert: cert.toString('base64'),
+    key: key.toString('base64'),
+    passphrase,
+    ca: ca?.map((b) => b.toString('base64')),
+  };
 }
 
-export type Ask = { what: 'change'; change: Change } | { what: 'subscribe'; stream: StreamName; on: boolean } | { what: 'metrics' };
+export type Ask =
+  | { what: 'change'; change: Change }
+  | { what: 'subscribe'; stream: StreamName; on: boolean }
+  | { what: 'metrics' };
 export type Call =
   | { what: 'apply'; change: Change }
   | { what: 'forward'; stream: StreamName; on: boolean }
@@ -165,7 +178,12 @@ class Primary {
   private done: (code: number) => void = () => {};
 
   /** tls: the checked bytes the workers serve; a worker started later gets the ones current then. */
-  constructor(private readonly opts: KesdOptions, private readonly count: number, private tls: TlsBytes, private readonly sighup: SighupHold) {
+  constructor(
+    private readonly opts: KesdOptions,
+    private readonly count: number,
+    private tls: TlsBytes,
+    private readonly sighup: SighupHold,
+  ) {
     this.listenPort = parseAddress(opts.address).port;
   }
 
@@ -185,7 +203,14 @@ class Primary {
     if (this.members.size === 0 && this.boundPort !== 0) this.listenPort = this.boundPort;
     const worker = cluster.fork();
     const off = { audit: false, error: false };
-    this.members.set(worker, { worker, slot, hello: false, listening: false, subscribed: { ...off }, forwarding: { ...off } });
+    this.members.set(worker, {
+      worker,
+      slot,
+      hello: false,
+      listening: false,
+      subscribed: { ...off },
+      forwarding: { ...off },
+    });
   }
 
   private startOptions(member: Member): StartOptions {
@@ -219,7 +244,8 @@ class Primary {
       case 'reply':
         return this.replied(worker, message.id, message.data);
       case 'events':
-        for (const m of this.members.values()) if (m !== member && m.subscribed[message.stream]) send(m.worker, message);
+        for (const m of this.members.values())
+          if (m !== member && m.subscribed[message.stream]) send(m.worker, message);
     }
   }
 
@@ -263,7 +289,10 @@ class Primary {
   }
 
   private callAll(call: Call, except?: Member): Promise<unknown[]> {
-    return this.call([...this.members.values()].filter((m) => m.hello && m !== except).map((m) => m.worker), call);
+    return this.call(
+      [...this.members.values()].filter((m) => m.hello && m !== except).map((m) => m.worker),
+      call,
+    );
   }
 
   /** Sends a call to the workers; resolves with their replies, once each replied or exited. */
@@ -274,7 +303,9 @@ class Primary {
     return new Promise((resolve) => {
       const timer = setTimeout(() => {
         for (const w of waiting) {
-          console.error(`kesd: worker ${this.members.get(w)?.slot} did not answer within ${ACK_TIMEOUT_MS / 1000} s; killing it`);
+          console.error(
+            `kesd: worker ${this.members.get(w)?.slot} did not answer within ${ACK_TIMEOUT_MS / 1000} s; killing it`,
+          );
           w.process.kill('SIGKILL');
         }
       }, ACK_TIMEOUT_MS);
@@ -310,7 +341,8 @@ class Primary {
     const member = this.members.get(worker);
     if (member === undefined) return;
     this.members.delete(worker);
-    for (const [id, pending] of this.calls) if (pending.waiting.delete(worker) && pending.waiting.size === 0) this.settle(id, pending);
+    for (const [id, pending] of this.calls)
+      if (pending.waiting.delete(worker) && pending.waiting.size === 0) this.settle(id, pending);
     for (const s of STREAMS) if (member.subscribed[s]) void this.updateForwarding(s);
     if (this.stopping) {
       if (this.members.size === 0) this.done(this.exitCode);
@@ -328,7 +360,9 @@ class Primary {
       return this.stop(1);
     }
     const delay = Math.min(100 * 2 ** (this.crashes.length - 1), 5000);
-    console.error(`kesd: worker ${member.slot} (pid ${worker.process.pid}) exited (${how}); restarting it in ${delay} ms`);
+    console.error(
+      `kesd: worker ${member.slot} (pid ${worker.process.pid}) exited (${how}); restarting it in ${delay} ms`,
+    );
     const timer = setTimeout(() => {
       this.restarts.delete(timer);
       this.fork(member.slot);
@@ -348,7 +382,10 @@ class Primary {
     const replies = await this.callAll({ what: 'reload', tls });
     const failures = replies.filter((r): r is string => typeof r === 'string');
     if (failures.length === 0) console.error('kesd: TLS certificate reloaded');
-    else console.error(`kesd: TLS reload failed in ${failures.length} of ${replies.length} workers, keeping the old certificate: ${failures[0]}`);
+    else
+      console.error(
+        `kesd: TLS reload failed in ${failures.length} of ${replies.length} workers, keeping the old certificate: ${failures[0]}`,
+      );
   }
 
   /** Stops every worker (SIGTERM: each closes its server and store), then resolves run() with code. */

@@ -41,7 +41,10 @@ export class H1Exchange implements Exchange {
   readonly remoteAddress: string;
   status: number | undefined;
 
-  constructor(private readonly req: IncomingMessage, private readonly res: ServerResponse) {
+  constructor(
+    private readonly req: IncomingMessage,
+    private readonly res: ServerResponse,
+  ) {
     this.remoteAddress = req.socket.remoteAddress ?? ''; // read now: once the client is gone the socket no longer knows
   }
 

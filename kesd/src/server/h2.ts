@@ -66,7 +66,8 @@ export interface H2Sessions {
 
 /** Ends a session that reset too many streams, once. Not reported: an attack must not write to stderr (security.md). */
 function calm(session: http2.ServerHttp2Session): void {
-  if (!session.destroyed) session.destroy(new Error('too many streams reset'), http2.constants.NGHTTP2_ENHANCE_YOUR_CALM);
+  if (!session.destroyed)
+    session.destroy(new Error('too many streams reset'), http2.constants.NGHTTP2_ENHANCE_YOUR_CALM);
 }
 
 /**
@@ -75,7 +76,10 @@ function calm(session: http2.ServerHttp2Session): void {
  * see a failed call there. What a connection that never opened a stream or a Rapid Reset gets stays unreported, as
  * every answer to an unauthenticated flood (security.md).
  */
-export function createH2Sessions(dispatch: (exchange: Exchange) => void, report: (what: string) => void = () => {}): H2Sessions {
+export function createH2Sessions(
+  dispatch: (exchange: Exchange) => void,
+  report: (what: string) => void = () => {},
+): H2Sessions {
   const server = http2.createServer({
     settings: { maxConcurrentStreams: H2_STREAMS_PER_CONNECTION },
     streamResetBurst: H2_NGHTTP2_RESET_LIMIT,
@@ -123,12 +127,16 @@ export function createH2Sessions(dispatch: (exchange: Exchange) => void, report:
       const exchange = new H2Exchange(stream, headers, socket, remoteAddress, reportOn);
       exchanges.add(exchange);
       // The request must have arrived in full by then; an answer already sent is kept (NO_ERROR: stop sending).
-      const request = stream.endAfterHeaders ? undefined : setTimeout(() => {
-        exchange.resetByServer = true;
-        const code = stream.writableEnded ? http2.constants.NGHTTP2_NO_ERROR : http2.constants.NGHTTP2_CANCEL;
-        reportOn(`RST_STREAM ${code === http2.constants.NGHTTP2_CANCEL ? 'CANCEL' : 'NO_ERROR'} on stream ${stream.id} ${exchange.url} (request body not in after ${H2_REQUEST_MS} ms)`);
-        stream.close(code);
-      }, H2_REQUEST_MS);
+      const request = stream.endAfterHeaders
+        ? undefined
+        : setTimeout(() => {
+            exchange.resetByServer = true;
+            const code = stream.writableEnded ? http2.constants.NGHTTP2_NO_ERROR : http2.constants.NGHTTP2_CANCEL;
+            reportOn(
+              `RST_STREAM ${code === http2.constants.NGHTTP2_CANCEL ? 'CANCEL' : 'NO_ERROR'} on stream ${stream.id} ${exchange.url} (request body not in after ${H2_REQUEST_MS} ms)`,
+            );
+            stream.close(code);
+          }, H2_REQUEST_MS);
       stream.once('end', () => clearTimeout(request));
       // 'aborted': closed before kesd ended its answer.
       let aborted = false;
@@ -139,7 +147,8 @@ export function createH2Sessions(dispatch: (exchange: Exchange) => void, report:
         // Reset by the client: before kesd answered, or with an error code (also after an answer not yet sent). Go's
         // client, which reset streams whose END_STREAM came in a frame of its own (Node's compatibility layer), gets
         // END_STREAM with the body now, so an honest client's streams close with NO_ERROR.
-        if (!exchange.resetByServer && (aborted || stream.rstCode !== http2.constants.NGHTTP2_NO_ERROR)) resetByClient();
+        if (!exchange.resetByServer && (aborted || stream.rstCode !== http2.constants.NGHTTP2_NO_ERROR))
+          resetByClient();
         if (--open === 0 && !session.closed && !session.destroyed) closeWhenIdleFor(H2_IDLE_MS, true);
       });
       dispatch(exchange);
@@ -215,7 +224,8 @@ class H2Exchange implements Exchange {
       if (err !== undefined) stream.resume();
       // A JSON body of zero bytes, ended by the client's END_STREAM (a reset stream counts against the Rapid Reset
       // budget instead). Without a JSON content type an empty body is one a client may mean ("no context").
-      if (err === undefined && body.length === 0 && this.announcesJson() && !stream.destroyed && !stream.closed) return this.refuse();
+      if (err === undefined && body.length === 0 && this.announcesJson() && !stream.destroyed && !stream.closed)
+        return this.refuse();
       done(err, body);
     });
   }
@@ -235,7 +245,9 @@ class H2Exchange implements Exchange {
   private refuse(): void {
     this.resetByServer = true;
     if (this.stream.destroyed) return;
-    this.report(`RST_STREAM REFUSED_STREAM on stream ${this.stream.id} ${this.url} (a body was announced and none came; the client sends it again)`);
+    this.report(
+      `RST_STREAM REFUSED_STREAM on stream ${this.stream.id} ${this.url} (a body was announced and none came; the client sends it again)`,
+    );
     this.stream.close(http2.constants.NGHTTP2_REFUSED_STREAM);
   }
 
@@ -263,7 +275,9 @@ class H2Exchange implements Exchange {
   destroy(): void {
     this.resetByServer = true;
     if (this.stream.destroyed) return;
-    this.report(`RST_STREAM CANCEL on stream ${this.stream.id} ${this.url} (answer cut after status ${this.status ?? 'none'})`);
+    this.report(
+      `RST_STREAM CANCEL on stream ${this.stream.id} ${this.url} (answer cut after status ${this.status ?? 'none'})`,
+    );
     this.stream.close(http2.constants.NGHTTP2_CANCEL);
   }
 

@@ -37,7 +37,7 @@ function writeError(exchange: Exchange, err: KesError): void {
   }
   const body = JSON.stringify({ message: err.message }) + '\n';
   const headers: Headers = { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) };
-  if (err.status === 405) headers['accept'] = (err as KesError & { accept?: string }).accept ?? '';
+  if (err.status === 405) headers.accept = (err as KesError & { accept?: string }).accept ?? '';
   exchange.send(err.status, headers, body);
 }
 
@@ -63,7 +63,12 @@ function drained(exchange: Exchange): Promise<void> {
 // The route timeout bounds the handler's time to its reply (started() disarms it): a list of a million keys streams
 // for longer than any route timeout, at the pace of its reader.
 // `text`: the items are chunks of serialised lines, written as they are.
-async function writeNdjson(exchange: Exchange, lines: AsyncIterable<unknown>, started: () => void, text = false): Promise<void> {
+async function writeNdjson(
+  exchange: Exchange,
+  lines: AsyncIterable<unknown>,
+  started: () => void,
+  text = false,
+): Promise<void> {
   started();
   const headers = { 'content-type': 'application/x-ndjson' };
   // Lines go out in batches of ~64 KiB (one write and TLS record per batch, not per line), and between batches the
@@ -86,7 +91,8 @@ async function writeNdjson(exchange: Exchange, lines: AsyncIterable<unknown>, st
   } catch (err) {
     batch += JSON.stringify({ error: err instanceof KesError ? err.message : 'failed to list' }) + '\n';
   }
-  if (exchange.status === undefined) exchange.send(200, { ...headers, 'content-length': Buffer.byteLength(batch) }, batch);
+  if (exchange.status === undefined)
+    exchange.send(200, { ...headers, 'content-length': Buffer.byteLength(batch) }, batch);
   else exchange.end(batch);
 }
 
@@ -100,7 +106,11 @@ function writeReply(exchange: Exchange, reply: Reply, streaming: () => void): vo
     const body = JSON.stringify(reply.json) + '\n';
     exchange.send(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) }, body);
   } else if ('text' in reply) {
-    exchange.send(200, { 'content-type': reply.contentType, 'content-length': Buffer.byteLength(reply.text) }, reply.text);
+    exchange.send(
+      200,
+      { 'content-type': reply.contentType, 'content-length': Buffer.byteLength(reply.text) },
+      reply.text,
+    );
   } else if ('ndjsonText' in reply) {
     return writeNdjson(exchange, reply.ndjsonText, streaming, true);
   } else {
@@ -109,7 +119,8 @@ function writeReply(exchange: Exchange, reply: Reply, streaming: () => void): vo
 }
 
 /** A reply streamed at the pace of its reader: the handler has done all it applies once it returns one. */
-const isStreamed = (reply: Reply) => reply === STREAMING || (reply !== undefined && ('ndjson' in reply || 'ndjsonText' in reply));
+const isStreamed = (reply: Reply) =>
+  reply === STREAMING || (reply !== undefined && ('ndjson' in reply || 'ndjsonText' in reply));
 
 /** `inFlight` learns of every request whose handler starts (a graceful stop waits for those: server.ts). */
 export function createDispatcher(server: ServerContext, inFlight = new InFlight()): (exchange: Exchange) => void {
@@ -175,13 +186,23 @@ export function createDispatcher(server: ServerContext, inFlight = new InFlight(
       }
       exchange.readBody(route.maxBody, (err, body) => {
         if (err !== undefined) return writeError(exchange, err);
-        const ctx: RequestContext = { exchange, route, path, arg, identity, enclave, enclaveName: enclaveName ?? 'default', body, server };
+        const ctx: RequestContext = {
+          exchange,
+          route,
+          path,
+          arg,
+          identity,
+          enclave,
+          enclaveName: enclaveName ?? 'default',
+          body,
+          server,
+        };
         const handling = inFlight.start(exchange);
         const reply = (r: Reply) => {
           handling.replied(isStreamed(r));
           return writeReply(exchange, r, disarm);
         };
-        let written: void | Promise<void> = undefined;
+        let written: unknown;
         try {
           const r = route.handle(ctx);
           written = r instanceof Promise ? r.then(reply) : reply(r);

@@ -10,13 +10,19 @@ import { secretBuffer, wipe } from '../crypto/secret.js';
 /** The worker's fd of the key pipe. */
 export const KEY_PIPE_FD = 4;
 /** The workers' stdio: node:cluster's default (inherit 0-2, the IPC channel) plus the key pipe. */
-export const WORKER_STDIO: ['inherit', 'inherit', 'inherit', 'ipc', 'pipe'] = ['inherit', 'inherit', 'inherit', 'ipc', 'pipe'];
+export const WORKER_STDIO: ['inherit', 'inherit', 'inherit', 'ipc', 'pipe'] = [
+  'inherit',
+  'inherit',
+  'inherit',
+  'ipc',
+  'pipe',
+];
 
 const KEY_LEN = 32;
 
 /** Primary: hands the worker the root key (or nothing, if sealed) and closes the pipe. */
 export function sendRootKey(worker: Worker, key: Buffer | undefined): void {
-  const pipe = worker.process.stdio[KEY_PIPE_FD] as NodeJS.WritableStream & { destroy(): void } | null | undefined;
+  const pipe = worker.process.stdio[KEY_PIPE_FD] as (NodeJS.WritableStream & { destroy(): void }) | null | undefined;
   if (pipe == null) return; // the worker failed to spawn; its exit is handled as any other
   pipe.on('error', () => {}); // a worker that dies first: its exit is what matters
   if (key === undefined) return pipe.destroy();

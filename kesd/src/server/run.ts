@@ -57,14 +57,21 @@ async function declare(system: System, opts: KesdOptions): Promise<void> {
   if (opts.declared !== undefined) await applyDeclarations(system, opts.declared);
   if (opts.config.upstream === undefined) return forgetUpstream(system);
   const queued = await adoptExistingKeys(system, opts.config.upstream);
-  if (queued > 0) console.error(`kesd: upstream ${opts.config.upstream.vault.endpoint} is new to this store: ${queued} existing keys queued for it`);
+  if (queued > 0)
+    console.error(
+      `kesd: upstream ${opts.config.upstream.vault.endpoint} is new to this store: ${queued} existing keys queued for it`,
+    );
 }
 
 /** The cluster primary's part of a start: the declarations, on a store it closes before the workers open it. */
 export async function declareInStore(opts: KesdOptions): Promise<void> {
   const store = await openStore(opts.dir, opts.config);
   try {
-    const system = await System.open(store, { key: opts.root.key, sysadmin: opts.root.sysadmin }, { resumeSweeps: false, upstreamEnclave: opts.config.upstream?.enclave });
+    const system = await System.open(
+      store,
+      { key: opts.root.key, sysadmin: opts.root.sysadmin },
+      { resumeSweeps: false, upstreamEnclave: opts.config.upstream?.enclave },
+    );
     try {
       await declare(system, opts);
     } finally {
@@ -84,18 +91,25 @@ export async function startKesd(opts: KesdOptions): Promise<Kesd> {
   // between what was loaded and what is followed (one seen twice is harmless).
   const etcd = opts.config.store?.etcd !== undefined ? (store as EtcdStore) : undefined;
   const loadedAt = await etcd?.revision();
-  const system: System = await System.open(store, { key: opts.root.key, sysadmin: opts.root.sysadmin }, {
-    bus: worker?.bus,
-    sealed: worker?.sealed,
-    startedAt: worker?.startedAt,
-    // On etcd a seal reaches every replica: this one writes the seal marker, the others' watches see it.
-    announceSeal: etcd === undefined ? undefined : () => writeSealMarker(system),
-    upstreamEnclave: opts.config.upstream?.enclave,
-  });
-  const follower = etcd === undefined || loadedAt === undefined ? undefined : new EtcdFollower(etcd, loadedAt, {
-    ...(await followStore(system)),
-    log: (message) => console.error(`kesd: ${message}`),
-  });
+  const system: System = await System.open(
+    store,
+    { key: opts.root.key, sysadmin: opts.root.sysadmin },
+    {
+      bus: worker?.bus,
+      sealed: worker?.sealed,
+      startedAt: worker?.startedAt,
+      // On etcd a seal reaches every replica: this one writes the seal marker, the others' watches see it.
+      announceSeal: etcd === undefined ? undefined : () => writeSealMarker(system),
+      upstreamEnclave: opts.config.upstream?.enclave,
+    },
+  );
+  const follower =
+    etcd === undefined || loadedAt === undefined
+      ? undefined
+      : new EtcdFollower(etcd, loadedAt, {
+          ...(await followStore(system)),
+          log: (message) => console.error(`kesd: ${message}`),
+        });
   if (worker === undefined) await declare(system, opts);
 
   const audit = new AuditLog(stdout ? (line) => stdout.write(line) : undefined);
@@ -103,9 +117,22 @@ export async function startKesd(opts: KesdOptions): Promise<Kesd> {
   const served = servedRoutes(opts.config.skipAuth ?? [], opts.config.backupIdentities ?? []);
   const metrics = new Metrics(system.startedAt, audit, errors);
   // Every serving process runs a sync loop; the one holding the lease drains the queue (upstream/lease.ts).
-  const upstream = opts.config.upstream && !system.sealed ? startUpstream(system, opts.config.upstream, (message) => errors.log(message)) : undefined;
+  const upstream =
+    opts.config.upstream && !system.sealed
+      ? startUpstream(system, opts.config.upstream, (message) => errors.log(message))
+      : undefined;
   if (upstream !== undefined) metrics.upstream(upstream);
-  const ctx: ServerContext = { system, version: VERSION, audit, errors, metrics, routes: served, workers: worker?.workers, dataDir: opts.dir, upstream };
+  const ctx: ServerContext = {
+    system,
+    version: VERSION,
+    audit,
+    errors,
+    metrics,
+    routes: served,
+    workers: worker?.workers,
+    dataDir: opts.dir,
+    upstream,
+  };
   worker?.attach(ctx);
   const { cert, key, password, ca, verifyCert } = opts.config.tls;
   const tls = { certFile: cert, keyFile: key, password, caFile: ca, verifyCert, material: opts.tls };
@@ -126,8 +153,10 @@ export async function startKesd(opts: KesdOptions): Promise<Kesd> {
 /** The start banner; tests and operators look for "listening on HOST:PORT". */
 export function banner(opts: KesdOptions, port: number, workers = 1): string {
   const host = opts.address.replace(/:\d+$/, '');
-  return `kesd ${VERSION.version} listening on ${host}:${port}\n  sysadmin ${opts.root.sysadmin}\n  verify client certificates: ${opts.config.tls.verifyCert ? 'on' : 'off'}` +
-    (workers > 1 ? `\n  worker processes: ${workers}` : '');
+  return (
+    `kesd ${VERSION.version} listening on ${host}:${port}\n  sysadmin ${opts.root.sysadmin}\n  verify client certificates: ${opts.config.tls.verifyCert ? 'on' : 'off'}` +
+    (workers > 1 ? `\n  worker processes: ${workers}` : '')
+  );
 }
 
 export interface SighupHold {

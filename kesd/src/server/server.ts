@@ -42,7 +42,8 @@ export interface RunningServer {
 }
 
 function secureContext(tls: TlsFiles): SecureContextOptions {
-  const { cert, key, passphrase, ca } = tls.material ?? loadServerTls({ cert: tls.certFile, key: tls.keyFile, password: tls.password, ca: tls.caFile });
+  const { cert, key, passphrase, ca } =
+    tls.material ?? loadServerTls({ cert: tls.certFile, key: tls.keyFile, password: tls.password, ca: tls.caFile });
   return { cert, key, passphrase, ca };
 }
 
@@ -106,7 +107,10 @@ export async function startServer(ctx: ServerContext, address: string, tlsFiles:
   boundHandshakes(server);
   const inFlight = new InFlight();
   const dispatch = createDispatcher(ctx, inFlight);
-  const h1 = http.createServer({ keepAliveTimeout: 120_000, headersTimeout: 10_000, requestTimeout: 30_000 }, (req, res) => dispatch(new H1Exchange(req, res)));
+  const h1 = http.createServer(
+    { keepAliveTimeout: 120_000, headersTimeout: 10_000, requestTimeout: 30_000 },
+    (req, res) => dispatch(new H1Exchange(req, res)),
+  );
   const h2 = createH2Sessions(dispatch, (what) => ctx.errors.log(what));
   // Connections, for a graceful stop: HTTP/1.1 ones with their requests in flight (h2 sessions: h2.ts), and the
   // HTTP/1.1 answers not begun yet, which a stop makes say `connection: close`.
@@ -160,38 +164,40 @@ export async function startServer(ctx: ServerContext, address: string, tlsFiles:
     // sessions get GOAWAY); idle connections, also ones accepted meanwhile, are closed as they go idle. After
     // STOP_GRACE_MS every connection is cut but those carrying a request whose handler has started: that one may have
     // applied a change, so it is answered first (in-flight.ts). The store may close once no handler runs.
-    close: () => (closing ??= new Promise<void>((resolve) => {
-      stopping = true;
-      for (const res of unsent) if (!res.headersSent) res.setHeader('connection', 'close');
-      let graceOver = false;
-      server.close(() => {
-        clearInterval(check);
-        clearTimeout(cut);
-        // Not before: its close() also destroys what Node deems idle, including connections whose answer is not flushed.
-        h1.close();
-        // A handler whose client has gone may still be writing to the store.
-        void inFlight.idle().then(resolve);
-      });
-      h2.stop();
-      // A busy keep-alive client sends its next request within moments and gets `connection: close` on it; closing
-      // its connection in between would cut that request. So only connections idle for a while close.
-      const closeConnections = () => {
-        const handled = inFlight.requests();
-        const handling = new Set<Socket>();
-        for (const exchange of handled) handling.add(exchange.socket);
-        const idleSince = performance.now() - STOP_IDLE_MS;
-        for (const [socket, open] of sockets) {
-          if ((socket as TLSSocket).alpnProtocol === 'h2') continue;
-          if (graceOver ? !handling.has(socket) : open === 0 && (lastActive.get(socket) ?? 0) < idleSince) socket.destroy();
-        }
-        if (graceOver) h2.cut((exchange) => handled.has(exchange));
-      };
-      closeConnections();
-      const check = setInterval(closeConnections, 50);
-      const cut = setTimeout(() => {
-        graceOver = true;
+    close: () =>
+      (closing ??= new Promise<void>((resolve) => {
+        stopping = true;
+        for (const res of unsent) if (!res.headersSent) res.setHeader('connection', 'close');
+        let graceOver = false;
+        server.close(() => {
+          clearInterval(check);
+          clearTimeout(cut);
+          // Not before: its close() also destroys what Node deems idle, including connections whose answer is not flushed.
+          h1.close();
+          // A handler whose client has gone may still be writing to the store.
+          void inFlight.idle().then(resolve);
+        });
+        h2.stop();
+        // A busy keep-alive client sends its next request within moments and gets `connection: close` on it; closing
+        // its connection in between would cut that request. So only connections idle for a while close.
+        const closeConnections = () => {
+          const handled = inFlight.requests();
+          const handling = new Set<Socket>();
+          for (const exchange of handled) handling.add(exchange.socket);
+          const idleSince = performance.now() - STOP_IDLE_MS;
+          for (const [socket, open] of sockets) {
+            if ((socket as TLSSocket).alpnProtocol === 'h2') continue;
+            if (graceOver ? !handling.has(socket) : open === 0 && (lastActive.get(socket) ?? 0) < idleSince)
+              socket.destroy();
+          }
+          if (graceOver) h2.cut((exchange) => handled.has(exchange));
+        };
         closeConnections();
-      }, STOP_GRACE_MS);
-    })),
+        const check = setInterval(closeConnections, 50);
+        const cut = setTimeout(() => {
+          graceOver = true;
+          closeConnections();
+        }, STOP_GRACE_MS);
+      })),
   };
 }

@@ -56,7 +56,11 @@ class Relay implements StreamRelay {
   private last: Promise<void> = Promise.resolve();
   private batch: Events = [];
 
-  constructor(private readonly stream: StreamName, private readonly link: Link, public forwarding: boolean) {}
+  constructor(
+    private readonly stream: StreamName,
+    private readonly link: Link,
+    public forwarding: boolean,
+  ) {}
 
   forward(scope: Scope, line: string): void {
     if (this.batch.length === 0) setImmediate(() => this.flush());
@@ -106,7 +110,7 @@ async function handle(call: Call): Promise<unknown> {
       } catch (err) {
         // The change is in the store; a fresh start reads it from there.
         console.error(`kesd: worker could not apply a change (${(err as Error).message}); exiting to restart`);
-        process.exit(1);
+        return process.exit(1);
       }
     case 'metrics':
       return ctx.metrics.registry.getMetricsAsJSON();
@@ -142,7 +146,11 @@ process.prependOnceListener('disconnect', () => {
 process.on('SIGINT', () => {});
 process.on('SIGTERM', () => void stop());
 
-const link = new Link({ call: handle, events: (stream, events) => void served.then((ctx) => (stream === 'audit' ? ctx.audit : ctx.errors).stream.deliver(events)) });
+const link = new Link({
+  call: handle,
+  events: (stream, events) =>
+    void served.then((ctx) => (stream === 'audit' ? ctx.audit : ctx.errors).stream.deliver(events)),
+});
 const options = await link.start;
 for (const s of ['audit', 'error'] as const) relays[s] = new Relay(s, link, options.forward[s]);
 const bus: ChangeBus = { publish: (change: Change) => link.ask({ what: 'change', change }).then(() => undefined) };

@@ -1,11 +1,27 @@
 // One enclave: its keys (keys.ts: versions, cached in memory on first use), policies, identities and secrets.
 import { hmacSha256 } from '../crypto/key.js';
-import { ErrAssignAdmin, ErrDecrypt, ErrDeleteAdmin, ErrIdentityNotFound, ErrPolicyNotFound, ErrSecretExists, ErrSecretNotFound } from '../kes/errors.js';
+import {
+  ErrAssignAdmin,
+  ErrDecrypt,
+  ErrDeleteAdmin,
+  ErrIdentityNotFound,
+  ErrPolicyNotFound,
+  ErrSecretExists,
+  ErrSecretNotFound,
+} from '../kes/errors.js';
 import type { Change, ChangeBus } from './changes.js';
 import { KeyRing, storeOp, type CachedKey, type KeyMaterial } from './keys.js';
 import { isAllowed, type PolicyRules } from './policy.js';
 import type { SyncQueue } from './sync-queue.js';
-import { paths, type EnclaveRecord, type IdentityRecord, type KeyRecord, type PolicyRecord, type RecordStore, type SecretRecord } from './records.js';
+import {
+  paths,
+  type EnclaveRecord,
+  type IdentityRecord,
+  type KeyRecord,
+  type PolicyRecord,
+  type RecordStore,
+  type SecretRecord,
+} from './records.js';
 
 export type { CachedKey, KeyMaterial, KeyVersion } from './keys.js';
 
@@ -19,13 +35,21 @@ export class Enclave {
   private mutations: Promise<unknown> = Promise.resolve();
 
   /** sync: the upstream's queue, when this enclave's keys are mirrored to one (state/sync-queue.ts). */
-  constructor(readonly name: string, readonly info: EnclaveRecord, private readonly records: RecordStore, private readonly bus: ChangeBus, sync?: SyncQueue) {
+  constructor(
+    readonly name: string,
+    readonly info: EnclaveRecord,
+    private readonly records: RecordStore,
+    private readonly bus: ChangeBus,
+    sync?: SyncQueue,
+  ) {
     this.keys = new KeyRing(name, info.uid, records, bus, sync);
   }
 
   async load(): Promise<void> {
-    for await (const { name, record } of this.records.list<PolicyRecord>(paths.policy(this.info.uid))) this.policies.set(name, record);
-    for await (const { name, record } of this.records.list<IdentityRecord>(paths.identity(this.info.uid))) this.identities.set(name, record);
+    for await (const { name, record } of this.records.list<PolicyRecord>(paths.policy(this.info.uid)))
+      this.policies.set(name, record);
+    for await (const { name, record } of this.records.list<IdentityRecord>(paths.identity(this.info.uid)))
+      this.identities.set(name, record);
   }
 
   /** Replaces policies and identities with the store's and drops cached keys (resyncFromStore, store-changes.ts). */
@@ -33,8 +57,10 @@ export class Enclave {
     await this.serial(async () => {
       const policies = new Map<string, PolicyRecord>();
       const identities = new Map<string, IdentityRecord>();
-      for await (const { name, record } of this.records.list<PolicyRecord>(paths.policy(this.info.uid))) policies.set(name, record);
-      for await (const { name, record } of this.records.list<IdentityRecord>(paths.identity(this.info.uid))) identities.set(name, record);
+      for await (const { name, record } of this.records.list<PolicyRecord>(paths.policy(this.info.uid)))
+        policies.set(name, record);
+      for await (const { name, record } of this.records.list<IdentityRecord>(paths.identity(this.info.uid)))
+        identities.set(name, record);
       // Swapped in without an await in between, so a request never sees half of it.
       this.policies.clear();
       for (const [name, record] of policies) this.policies.set(name, record);
@@ -87,7 +113,12 @@ export class Enclave {
    * Synchronous when a cached version opens it; when none does, the store is asked whether another replica added
    * versions this process has not heard of yet, and if so they are tried.
    */
-  decrypt(key: CachedKey, ciphertext: Uint8Array, context: Uint8Array | undefined, version?: number): Buffer | Promise<Buffer> {
+  decrypt(
+    key: CachedKey,
+    ciphertext: Uint8Array,
+    context: Uint8Array | undefined,
+    version?: number,
+  ): Buffer | Promise<Buffer> {
     const plaintext = KeyRing.open(key, ciphertext, context, version);
     if (plaintext !== undefined) return plaintext;
     return this.keys.stale(key).then(async (stale) => {
@@ -124,7 +155,12 @@ export class Enclave {
 
   async writePolicy(name: string, rules: PolicyRules, createdBy: string): Promise<void> {
     await this.serial(async () => {
-      const record: PolicyRecord = { allow: [...rules.allow], deny: [...rules.deny], created_at: now(), created_by: createdBy };
+      const record: PolicyRecord = {
+        allow: [...rules.allow],
+        deny: [...rules.deny],
+        created_at: now(),
+        created_by: createdBy,
+      };
       await storeOp('write policy', () => this.records.put(paths.policy(this.info.uid, name), record));
       this.policies.set(name, record);
     });
@@ -191,13 +227,23 @@ export class Enclave {
 
   async createSecret(name: string, bytes: Buffer, createdBy: string): Promise<void> {
     const t = now();
-    const record: SecretRecord = { type: 'generic', bytes: bytes.toString('base64'), created_at: t, mod_time: t, created_by: createdBy };
-    const created = await storeOp('create secret', () => this.records.putIfAbsent(paths.secret(this.info.uid, name), record));
+    const record: SecretRecord = {
+      type: 'generic',
+      bytes: bytes.toString('base64'),
+      created_at: t,
+      mod_time: t,
+      created_by: createdBy,
+    };
+    const created = await storeOp('create secret', () =>
+      this.records.putIfAbsent(paths.secret(this.info.uid, name), record),
+    );
     if (!created) throw ErrSecretExists;
   }
 
   async secret(name: string): Promise<SecretRecord> {
-    const record = await storeOp('read secret', () => this.records.get<SecretRecord>(paths.secret(this.info.uid, name)));
+    const record = await storeOp('read secret', () =>
+      this.records.get<SecretRecord>(paths.secret(this.info.uid, name)),
+    );
     if (record === undefined) throw ErrSecretNotFound;
     return record;
   }

@@ -8,7 +8,15 @@
 // two concurrent rotations (workers, replicas) only one can create version n+1; the other takes n+2. The key uid
 // names one incarnation of the name (records from before versions have none: theirs is derived from their HMAC key),
 // so versions a crash left behind after a delete never attach to a key re-created under the same name.
-import { hmacSha256, keyId, legacyAlgorithmName, newSecretKey, open, type Algorithm, type SecretKey } from '../crypto/key.js';
+import {
+  hmacSha256,
+  keyId,
+  legacyAlgorithmName,
+  newSecretKey,
+  open,
+  type Algorithm,
+  type SecretKey,
+} from '../crypto/key.js';
 import { randomBytes } from '../crypto/random.js';
 import { secretBuffer, wipe } from '../crypto/secret.js';
 import { ErrDecrypt, ErrKeyExists, ErrKeyNotFound, ErrSealed, ErrStoreWrite, KesError } from '../kes/errors.js';
@@ -20,10 +28,22 @@ import { upstreamKey, type SyncQueue } from './sync-queue.js';
 export const MAX_KEY_VERSIONS = 1000;
 
 export const ErrKeyVersionNotFound = new KesError(404, 'key version does not exist');
-export const ErrKeyTooManyVersions = new KesError(400, `key has too many versions (at most ${MAX_KEY_VERSIONS}): delete old ones first`);
-export const ErrDeleteNewestVersion = new KesError(400, 'cannot delete the newest key version: it encrypts; rotate first');
-export const ErrKeyVersionsMirrored = new KesError(400, 'key versions are not available in an enclave mirrored to an upstream Vault: its layout holds one version per key');
-export const ErrDeleteFirstVersion = new KesError(400, 'cannot delete key version 1: it is the key record itself; delete the key instead');
+export const ErrKeyTooManyVersions = new KesError(
+  400,
+  `key has too many versions (at most ${MAX_KEY_VERSIONS}): delete old ones first`,
+);
+export const ErrDeleteNewestVersion = new KesError(
+  400,
+  'cannot delete the newest key version: it encrypts; rotate first',
+);
+export const ErrKeyVersionsMirrored = new KesError(
+  400,
+  'key versions are not available in an enclave mirrored to an upstream Vault: its layout holds one version per key',
+);
+export const ErrDeleteFirstVersion = new KesError(
+  400,
+  'cannot delete key version 1: it is the key record itself; delete the key instead',
+);
 
 export interface KeyVersion {
   readonly version: number;
@@ -92,7 +112,13 @@ export async function storeOp<T>(what: string, op: () => Promise<T>): Promise<T>
   }
 }
 
-function versionEntry(version: number, algorithm: Algorithm, key: string, createdAt: string, createdBy: string): KeyVersion {
+function versionEntry(
+  version: number,
+  algorithm: Algorithm,
+  key: string,
+  createdAt: string,
+  createdBy: string,
+): KeyVersion {
   const bytes = ownBytes(key);
   return { version, secret: { algorithm, bytes }, id: keyId(bytes), createdAt, createdBy };
 }
@@ -170,12 +196,23 @@ export class KeyRing {
     const hmacKey = ownBytes(record.hmac);
     const uid = uidOf(record, hmacKey);
     const versions = [versionEntry(1, record.algorithm, record.key, record.created_at, record.created_by)];
-    for await (const { name: n, record: v } of this.records.list<KeyVersionRecord>(paths.keyVersions(this.uid, name, uid))) {
+    for await (const { name: n, record: v } of this.records.list<KeyVersionRecord>(
+      paths.keyVersions(this.uid, name, uid),
+    )) {
       versions.push(versionEntry(Number(n), v.algorithm, v.key, v.created_at, v.created_by));
     }
     versions.reverse(); // paths sort by zero-padded version: newest last
     const newest = versions[0]!;
-    return { name, newest, secret: newest.secret, versions, hmacKey, createdAt: record.created_at, createdBy: record.created_by, uid };
+    return {
+      name,
+      newest,
+      secret: newest.secret,
+      versions,
+      hmacKey,
+      createdAt: record.created_at,
+      createdBy: record.created_by,
+      uid,
+    };
   }
 
   /** The version numbers in the store now (no record opened). */
@@ -219,7 +256,16 @@ export class KeyRing {
       if (this.sealed) throw ErrSealed;
       const hmacKey = ownBytes(record.hmac);
       const v1 = versionEntry(1, record.algorithm, record.key, record.created_at, createdBy);
-      const key: CachedKey = { name, newest: v1, secret: v1.secret, versions: [v1], hmacKey, createdAt: record.created_at, createdBy, uid: record.uid! };
+      const key: CachedKey = {
+        name,
+        newest: v1,
+        secret: v1.secret,
+        versions: [v1],
+        hmacKey,
+        createdAt: record.created_at,
+        createdBy,
+        uid: record.uid!,
+      };
       this.cache.set(name, key);
       this.keepLine(name, lineOfKey(key));
     });
@@ -243,10 +289,16 @@ export class KeyRing {
           if (versions.length >= MAX_KEY_VERSIONS) throw ErrKeyTooManyVersions;
           const next = Math.max(...versions) + 1;
           const fresh = newSecretKey(await this.newestAlgorithm(name, uid, record, versions));
-          const version: KeyVersionRecord = { algorithm: fresh.algorithm, key: fresh.bytes.toString('base64'), created_at: now(), created_by: createdBy };
+          const version: KeyVersionRecord = {
+            algorithm: fresh.algorithm,
+            key: fresh.bytes.toString('base64'),
+            created_at: now(),
+            created_by: createdBy,
+          };
           wipe(fresh.bytes);
           // Another process may have taken `next` meanwhile: then take the one after it.
-          if (await this.records.putIfAbsent(paths.keyVersion(this.uid, name, uid, next), version)) return { version: next, createdAt: version.created_at };
+          if (await this.records.putIfAbsent(paths.keyVersion(this.uid, name, uid, next), version))
+            return { version: next, createdAt: version.created_at };
         }
       }).finally(() => this.drop(name)),
     );
@@ -257,7 +309,10 @@ export class KeyRing {
   private async newestAlgorithm(name: string, uid: string, record: KeyRecord, versions: number[]): Promise<Algorithm> {
     const newest = Math.max(...versions);
     if (newest === 1) return record.algorithm;
-    return (await this.records.get<KeyVersionRecord>(paths.keyVersion(this.uid, name, uid, newest)))?.algorithm ?? record.algorithm;
+    return (
+      (await this.records.get<KeyVersionRecord>(paths.keyVersion(this.uid, name, uid, newest)))?.algorithm ??
+      record.algorithm
+    );
   }
 
   /** Deletes one version (neither version 1 nor the newest): its ciphertexts no longer decrypt. */
@@ -315,9 +370,10 @@ export class KeyRing {
       const current = await this.records.getSealed<KeyRecord>(path);
       if (current === undefined) return undefined;
       const conditions = [{ path, is: current.sealed }];
-      const deleted = this.sync === undefined
-        ? await this.records.commit(conditions, [{ delete: path }])
-        : await this.sync.commit(name, conditions, [{ delete: path }], null, upstreamKey(current.record));
+      const deleted =
+        this.sync === undefined
+          ? await this.records.commit(conditions, [{ delete: path }])
+          : await this.sync.commit(name, conditions, [{ delete: path }], null, upstreamKey(current.record));
       if (deleted) return current.record;
     }
   }
@@ -333,7 +389,12 @@ export class KeyRing {
    * key never yields a plaintext). Undefined when no version opens it, so the caller can check for versions another
    * replica added before answering ErrDecrypt.
    */
-  static open(key: CachedKey, ciphertext: Uint8Array, context: Uint8Array | undefined, version?: number): Buffer | undefined {
+  static open(
+    key: CachedKey,
+    ciphertext: Uint8Array,
+    context: Uint8Array | undefined,
+    version?: number,
+  ): Buffer | undefined {
     if (version !== undefined) {
       const v = key.versions.find((x) => x.version === version);
       return v === undefined ? undefined : tryOpen(v.secret, ciphertext, context);
@@ -462,7 +523,9 @@ function legacyKeyId(ciphertext: Uint8Array): string | undefined {
     const at = 2 + (t & 0x1f);
     if (ciphertext[at] !== 0xd9) return undefined;
     const n = ciphertext[at + 1]!;
-    return at + 2 + n <= ciphertext.length ? Buffer.from(ciphertext.subarray(at + 2, at + 2 + n)).toString('utf8') : undefined;
+    return at + 2 + n <= ciphertext.length
+      ? Buffer.from(ciphertext.subarray(at + 2, at + 2 + n)).toString('utf8')
+      : undefined;
   }
   return undefined;
 }

@@ -5,14 +5,46 @@ import { secretBuffer, wipe } from '../crypto/secret.js';
 import { ErrSealed } from '../kes/errors.js';
 import type { Store, StoreCondition, StoreRecord } from '../store/store.js';
 
-export interface EnclaveRecord { uid: string; admin: string; created_at: string; created_by: string }
+export interface EnclaveRecord {
+  uid: string;
+  admin: string;
+  created_at: string;
+  created_by: string;
+}
 /** A key, and its version 1. `uid` names its later versions' records (keys.ts); records from before versions lack it. */
-export interface KeyRecord { algorithm: Algorithm; key: string; hmac: string; created_at: string; created_by: string; uid?: string }
+export interface KeyRecord {
+  algorithm: Algorithm;
+  key: string;
+  hmac: string;
+  created_at: string;
+  created_by: string;
+  uid?: string;
+}
 /** Version 2, 3, … of a key: its material only (the HMAC key stays version 1's). */
-export interface KeyVersionRecord { algorithm: Algorithm; key: string; created_at: string; created_by: string }
-export interface PolicyRecord { allow: string[]; deny: string[]; created_at: string; created_by: string }
-export interface IdentityRecord { policy: string; created_at: string; created_by: string }
-export interface SecretRecord { type: 'generic'; bytes: string; created_at: string; mod_time: string; created_by: string }
+export interface KeyVersionRecord {
+  algorithm: Algorithm;
+  key: string;
+  created_at: string;
+  created_by: string;
+}
+export interface PolicyRecord {
+  allow: string[];
+  deny: string[];
+  created_at: string;
+  created_by: string;
+}
+export interface IdentityRecord {
+  policy: string;
+  created_at: string;
+  created_by: string;
+}
+export interface SecretRecord {
+  type: 'generic';
+  bytes: string;
+  created_at: string;
+  mod_time: string;
+  created_by: string;
+}
 
 /** Record paths. Children live under the enclave's random uid, so deleting an enclave record orphans them at once. */
 export const paths = {
@@ -26,7 +58,8 @@ export const paths = {
   keyVersionScope: (uid: string) => `e/${uid}/keyv/`,
   keyVersions: (uid: string, name: string, keyUid: string) => `e/${uid}/keyv/${name}/${keyUid}/`,
   /** Zero-padded, so the store lists versions in order. */
-  keyVersion: (uid: string, name: string, keyUid: string, version: number) => `e/${uid}/keyv/${name}/${keyUid}/${String(version).padStart(10, '0')}`,
+  keyVersion: (uid: string, name: string, keyUid: string, version: number) =>
+    `e/${uid}/keyv/${name}/${keyUid}/${String(version).padStart(10, '0')}`,
   policy: (uid: string, name = '') => `e/${uid}/policy/${name}`,
   identity: (uid: string, id = '') => `e/${uid}/identity/${id}`,
   secret: (uid: string, name = '') => `e/${uid}/secret/${name}`,
@@ -52,7 +85,10 @@ export function deriveRecordKey(rootKey: Uint8Array): SecretKey {
 export class RecordStore {
   private wiped = false;
 
-  constructor(readonly store: Store, private readonly recordKey: SecretKey) {}
+  constructor(
+    readonly store: Store,
+    private readonly recordKey: SecretKey,
+  ) {}
 
   /** Zeroes the record key for good. */
   wipe(): void {
@@ -110,7 +146,10 @@ export class RecordStore {
   }
 
   /** Store.commit with records: each put is sealed under its own path. */
-  commit(conditions: readonly StoreCondition[], writes: readonly ({ put: string; record: unknown } | { delete: string })[]): Promise<boolean> {
+  commit(
+    conditions: readonly StoreCondition[],
+    writes: readonly ({ put: string; record: unknown } | { delete: string })[],
+  ): Promise<boolean> {
     const sealed = writes.map((w) => ('put' in w ? { put: w.put, value: this.seal(w.put, w.record) } : w));
     return this.store.commit(conditions, sealed);
   }
@@ -119,7 +158,11 @@ export class RecordStore {
    * Records under prefix whose name (the rest of the path) starts with namePrefix. `keep` filters by name before a
    * record is opened: opening (an AEAD call) costs far more than reading the path.
    */
-  async *list<T>(prefix: string, namePrefix = '', keep?: (name: string) => boolean): AsyncGenerator<{ name: string; record: T }> {
+  async *list<T>(
+    prefix: string,
+    namePrefix = '',
+    keep?: (name: string) => boolean,
+  ): AsyncGenerator<{ name: string; record: T }> {
     for await (const r of this.store.list(prefix + namePrefix) as AsyncIterable<StoreRecord>) {
       const name = r.path.slice(prefix.length);
       if (keep === undefined || keep(name)) yield { name, record: this.open<T>(r.path, r.value) };

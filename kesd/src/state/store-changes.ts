@@ -16,14 +16,20 @@ import type { System } from './system.js';
 export const SEAL_PATH = 'sys/seal';
 
 /** Sealed like every record; the id tells one seal from the next. */
-interface SealRecord { id: string; sealed_at: string }
+interface SealRecord {
+  id: string;
+  sealed_at: string;
+}
 
 /**
  * Announces a seal of this replica to the others (System's announceSeal on a shared store). The marker is sealed
  * before this returns, so the record key may be wiped while the write is on its way.
  */
 export function writeSealMarker(system: System): Promise<void> {
-  const marker = system.records.sealRecord(SEAL_PATH, { id: randomBytes(16).toString('hex'), sealed_at: new Date().toISOString() } satisfies SealRecord);
+  const marker = system.records.sealRecord(SEAL_PATH, {
+    id: randomBytes(16).toString('hex'),
+    sealed_at: new Date().toISOString(),
+  } satisfies SealRecord);
   return system.store.put(SEAL_PATH, marker);
 }
 
@@ -33,7 +39,11 @@ export async function readSealMarker(system: System): Promise<string | undefined
 }
 
 /** The Change a put or delete at `path` calls for, or undefined; `enclaveOfUid` names the enclave of a uid. */
-export function changeOfStoreWrite(path: string, deleted: boolean, enclaveOfUid: (uid: string) => string | undefined): Change | undefined {
+export function changeOfStoreWrite(
+  path: string,
+  deleted: boolean,
+  enclaveOfUid: (uid: string) => string | undefined,
+): Change | undefined {
   if (path === SEAL_PATH) return deleted ? undefined : { kind: 'seal' };
   if (path.startsWith(paths.enclaves)) {
     const enclave = path.slice(paths.enclaves.length);
@@ -44,7 +54,8 @@ export function changeOfStoreWrite(path: string, deleted: boolean, enclaveOfUid:
   const uid = scope[1]!;
   const enclave = enclaveOfUid(uid);
   if (enclave === undefined) return undefined; // an enclave this process does not hold (deleted, being swept)
-  const child = (prefix: string) => (path.startsWith(prefix) && path.length > prefix.length ? path.slice(prefix.length) : undefined);
+  const child = (prefix: string) =>
+    path.startsWith(prefix) && path.length > prefix.length ? path.slice(prefix.length) : undefined;
   const key = child(paths.key(uid));
   if (key !== undefined) return deleted ? { kind: 'key', enclave, name: key } : undefined;
   const version = child(paths.keyVersionScope(uid)); // <name>/<key uid>/<version>
@@ -57,7 +68,10 @@ export function changeOfStoreWrite(path: string, deleted: boolean, enclaveOfUid:
 }
 
 /** Applies the writes seen on the store's watch, in order (etcd-watch.ts). */
-export async function applyStoreWrites(system: System, writes: readonly { path: string; deleted: boolean }[]): Promise<void> {
+export async function applyStoreWrites(
+  system: System,
+  writes: readonly { path: string; deleted: boolean }[],
+): Promise<void> {
   const enclaveOfUid = (uid: string) => {
     for (const [name, enclave] of system.enclaves) if (enclave.info.uid === uid) return name;
     return undefined;
@@ -89,7 +103,9 @@ export async function resyncFromStore(system: System): Promise<void> {
  * The etcd follower's hooks for one System (run.ts). Call it right after loading the state: the marker there now
  * is from before the start; one written later is a seal, whether the watch delivers it or a reload finds it.
  */
-export async function followStore(system: System): Promise<{ apply(writes: readonly { path: string; deleted: boolean }[]): Promise<void>; resync(): Promise<void> }> {
+export async function followStore(
+  system: System,
+): Promise<{ apply(writes: readonly { path: string; deleted: boolean }[]): Promise<void>; resync(): Promise<void> }> {
   let known = system.sealed ? undefined : await readSealMarker(system);
   return {
     apply: (writes) => applyStoreWrites(system, writes),

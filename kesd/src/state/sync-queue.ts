@@ -66,10 +66,21 @@ export const fingerprint = (k: UpstreamKey) => keyId(Buffer.from(k.key, 'base64'
 
 /** The upstream form of a key record (its newest version). */
 export function upstreamKey(record: KeyRecord): UpstreamKey {
-  return { algorithm: record.algorithm, key: record.key, hmac: record.hmac, created_at: record.created_at, created_by: record.created_by };
+  return {
+    algorithm: record.algorithm,
+    key: record.key,
+    hmac: record.hmac,
+    created_at: record.created_at,
+    created_by: record.created_by,
+  };
 }
 
-export function nextEntry(prev: SyncEntry | undefined, want: UpstreamKey | null, replaced: UpstreamKey | undefined, now: string): SyncEntry {
+export function nextEntry(
+  prev: SyncEntry | undefined,
+  want: UpstreamKey | null,
+  replaced: UpstreamKey | undefined,
+  now: string,
+): SyncEntry {
   const known = new Set(prev?.known ?? []);
   if (prev?.want) known.add(fingerprint(prev.want));
   if (replaced !== undefined) known.add(fingerprint(replaced));
@@ -83,21 +94,37 @@ const sameBytes = (a: Uint8Array | undefined, b: Uint8Array | undefined) =>
 
 /** The queue of one enclave (by uid). Stateless: any process serving the store may queue, one process syncs. */
 export class SyncQueue {
-  constructor(private readonly records: RecordStore, readonly uid: string, private readonly queued: () => void = () => {}) {}
+  constructor(
+    private readonly records: RecordStore,
+    readonly uid: string,
+    private readonly queued: () => void = () => {},
+  ) {}
 
   /**
    * Commits a change of key `name`: the key's own conditions and writes, and its queue entry, atomically. Resolves
    * false if one of the key's conditions failed (nothing written). `want` is what the upstream should now hold;
    * `replaced` the key the change replaced or deleted.
    */
-  async commit(name: string, conditions: readonly StoreCondition[], writes: readonly RecordWrite[], want: UpstreamKey | null, replaced?: UpstreamKey): Promise<boolean> {
+  async commit(
+    name: string,
+    conditions: readonly StoreCondition[],
+    writes: readonly RecordWrite[],
+    want: UpstreamKey | null,
+    replaced?: UpstreamKey,
+  ): Promise<boolean> {
     const entryPath = syncPaths.entry(this.uid, name);
     for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
       const prev = await this.records.getSealed<SyncEntry>(entryPath);
       const next = nextEntry(prev?.record, want, replaced, new Date().toISOString());
       const queueWrites: RecordWrite[] = [{ put: entryPath, record: next }];
-      if (prev === undefined) queueWrites.push({ put: syncPaths.order(this.uid, next.queued_at, name), record: { name } });
-      if (await this.records.commit([...conditions, { path: entryPath, is: prev?.sealed ?? 'absent' }], [...writes, ...queueWrites])) {
+      if (prev === undefined)
+        queueWrites.push({ put: syncPaths.order(this.uid, next.queued_at, name), record: { name } });
+      if (
+        await this.records.commit(
+          [...conditions, { path: entryPath, is: prev?.sealed ?? 'absent' }],
+          [...writes, ...queueWrites],
+        )
+      ) {
         this.queued();
         return true;
       }
@@ -119,22 +146,29 @@ export class SyncQueue {
 
   /** Removes a synced entry, its place in line and any conflict note, if the entry is unchanged; false otherwise. */
   ack(change: PendingChange): Promise<boolean> {
-    return this.records.commit([{ path: syncPaths.entry(this.uid, change.name), is: change.sealed }], [
-      { delete: syncPaths.entry(this.uid, change.name) },
-      { delete: syncPaths.order(this.uid, change.entry.queued_at, change.name) },
-      { delete: syncPaths.conflict(this.uid, change.name) },
-    ]);
+    return this.records.commit(
+      [{ path: syncPaths.entry(this.uid, change.name), is: change.sealed }],
+      [
+        { delete: syncPaths.entry(this.uid, change.name) },
+        { delete: syncPaths.order(this.uid, change.entry.queued_at, change.name) },
+        { delete: syncPaths.conflict(this.uid, change.name) },
+      ],
+    );
   }
 
   /** Notes why an entry cannot be synced (it stays queued; the note is cleared when it syncs). */
   async noteConflict(name: string, reason: string): Promise<void> {
     const path = syncPaths.conflict(this.uid, name);
-    if ((await this.records.get<{ reason: string }>(path))?.reason !== reason) await this.records.put(path, { reason, at: new Date().toISOString() });
+    if ((await this.records.get<{ reason: string }>(path))?.reason !== reason)
+      await this.records.put(path, { reason, at: new Date().toISOString() });
   }
 
   async stats(): Promise<QueueStats> {
     const store = this.records.store;
-    const [backlog, conflicts] = await Promise.all([store.count(syncPaths.entry(this.uid)), store.count(syncPaths.conflict(this.uid))]);
+    const [backlog, conflicts] = await Promise.all([
+      store.count(syncPaths.entry(this.uid)),
+      store.count(syncPaths.conflict(this.uid)),
+    ]);
     let oldest: string | undefined;
     const prefix = syncPaths.order(this.uid);
     for await (const path of this.records.listPaths(prefix)) {

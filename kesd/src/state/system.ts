@@ -46,7 +46,13 @@ export class System {
   upstreamQueued: () => void = () => {};
 
   /** rootKey: the caller's buffer, zeroed when the system is sealed (a sealed kesd holds no key material). */
-  private constructor(readonly sysadmin: string, readonly records: RecordStore, private readonly bus: ChangeBus, startedAt: number, private readonly rootKey: Buffer) {
+  private constructor(
+    readonly sysadmin: string,
+    readonly records: RecordStore,
+    private readonly bus: ChangeBus,
+    startedAt: number,
+    private readonly rootKey: Buffer,
+  ) {
     this.startedAt = startedAt;
   }
 
@@ -57,7 +63,13 @@ export class System {
   static async open(store: Store, root: RootKey, opts: SystemOptions = {}): Promise<System> {
     const sealed = opts.sealed ?? false;
     const recordKey = sealed ? { algorithm: 'AES256' as const, bytes: secretBuffer(32) } : deriveRecordKey(root.key);
-    const system = new System(root.sysadmin, new RecordStore(store, recordKey), opts.bus ?? localBus, opts.startedAt ?? Date.now(), root.key);
+    const system = new System(
+      root.sysadmin,
+      new RecordStore(store, recordKey),
+      opts.bus ?? localBus,
+      opts.startedAt ?? Date.now(),
+      root.key,
+    );
     system.announceSeal = opts.announceSeal;
     system.upstreamEnclave = opts.upstreamEnclave;
     if (sealed) {
@@ -91,10 +103,10 @@ export class System {
   }
 
   private newEnclave(name: string, record: EnclaveRecord): Enclave {
-    const sync = name === this.upstreamEnclave ? new SyncQueue(this.records, record.uid, () => this.upstreamQueued()) : undefined;
+    const sync =
+      name === this.upstreamEnclave ? new SyncQueue(this.records, record.uid, () => this.upstreamQueued()) : undefined;
     return new Enclave(name, record, this.records, this.bus, sync);
   }
-
 
   /** Enclave mutations, local and remote, run one at a time, so the map always ends as the store is. */
   private serial<T>(op: () => Promise<T>): Promise<T> {
@@ -105,7 +117,12 @@ export class System {
 
   async createEnclave(name: string, admin: string, createdBy: string): Promise<Enclave> {
     if (this.sealed) throw ErrSealed;
-    const record: EnclaveRecord = { uid: randomBytes(16).toString('hex'), admin, created_at: new Date().toISOString(), created_by: createdBy };
+    const record: EnclaveRecord = {
+      uid: randomBytes(16).toString('hex'),
+      admin,
+      created_at: new Date().toISOString(),
+      created_by: createdBy,
+    };
     const enclave = await this.serial(async () => {
       let created: boolean;
       try {

@@ -54,20 +54,26 @@ async function sha256Of(file: string): Promise<string> {
  * 0700): .init and .unseal as they are, and a snapshot of the store taken while it serves.
  */
 export async function snapshotDataDir(dir: string, store: Store, staging: string): Promise<BackupManifest> {
-  if (store.snapshot === undefined) throw new BackupError('backup: this store is backed up with its own tools (etcd: an etcd snapshot, see docs/security.md), not by kesd');
+  if (store.snapshot === undefined)
+    throw new BackupError(
+      'backup: this store is backed up with its own tools (etcd: an etcd snapshot, see docs/security.md), not by kesd',
+    );
   await mkdir(staging, { mode: 0o700 });
   for (const name of [SERVER_CONFIG_FILE, UNSEAL_FILE]) {
     try {
       await copyFile(join(dir, name), join(staging, name));
     } catch (err) {
-      throw new BackupError(`backup: cannot read '${join(dir, name)}': ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+      throw new BackupError(
+        `backup: cannot read '${join(dir, name)}': ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`,
+      );
     }
     await chmod(join(staging, name), 0o600);
   }
   await store.snapshot(join(staging, LMDB_FILE));
   await chmod(join(staging, LMDB_FILE), 0o600);
   const files = [];
-  for (const name of FILES) files.push({ name, size: (await stat(join(staging, name))).size, sha256: await sha256Of(join(staging, name)) });
+  for (const name of FILES)
+    files.push({ name, size: (await stat(join(staging, name))).size, sha256: await sha256Of(join(staging, name)) });
   return { format: 'kesd-backup', version: 1, created_at: new Date().toISOString(), kesd: VERSION.version, files };
 }
 
@@ -110,7 +116,11 @@ export async function writeBackupFile(dir: string, store: Store, file: string): 
  * Writes `chunks` to `file` through a temp file beside it, fsynced, renamed over it, the directory fsynced; 0600.
  * `check` reads the complete temp file before it takes the name (a backup received over the network is verified).
  */
-export async function writeFileFrom(file: string, chunks: AsyncIterable<Uint8Array>, check?: (tmp: string) => Promise<unknown>): Promise<void> {
+export async function writeFileFrom(
+  file: string,
+  chunks: AsyncIterable<Uint8Array>,
+  check?: (tmp: string) => Promise<unknown>,
+): Promise<void> {
   const tmp = join(dirname(file), `.${basename(file)}.${randomBytes(6).toString('hex')}.tmp`);
   const fh = await open(tmp, 'wx', 0o600);
   try {
@@ -158,7 +168,9 @@ async function readBackup(file: string, into: string | undefined): Promise<Backu
   try {
     fh = await open(file, 'r');
   } catch (err) {
-    throw new BackupError(`backup: cannot read '${file}': ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+    throw new BackupError(
+      `backup: cannot read '${file}': ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`,
+    );
   }
   const bad = (why: string) => new BackupError(`backup: '${file}' is not a kesd backup, or it is damaged: ${why}`);
   try {
@@ -167,7 +179,8 @@ async function readBackup(file: string, into: string | undefined): Promise<Backu
     const seen = new Set<string>();
     for await (const entry of tarEntries(fh, size)) {
       if (manifest === undefined) {
-        if (entry.name !== BACKUP_MANIFEST || entry.size > 64 * 1024) throw bad(`it does not start with ${BACKUP_MANIFEST}`);
+        if (entry.name !== BACKUP_MANIFEST || entry.size > 64 * 1024)
+          throw bad(`it does not start with ${BACKUP_MANIFEST}`);
         const text = Buffer.alloc(entry.size);
         await fh.read(text, 0, entry.size, entry.offset);
         manifest = parseManifest(text.toString('utf8'), bad);
@@ -176,8 +189,12 @@ async function readBackup(file: string, into: string | undefined): Promise<Backu
       const listed = manifest.files.find((f) => f.name === entry.name);
       if (listed === undefined || seen.has(entry.name)) throw bad(`'${entry.name}' is not in its manifest`);
       seen.add(entry.name);
-      if (entry.size !== listed.size) throw bad(`'${entry.name}' has ${entry.size} bytes, the manifest says ${listed.size}`);
-      if ((await copyChecked(fh, entry.offset, entry.size, into === undefined ? undefined : join(into, entry.name))) !== listed.sha256) {
+      if (entry.size !== listed.size)
+        throw bad(`'${entry.name}' has ${entry.size} bytes, the manifest says ${listed.size}`);
+      if (
+        (await copyChecked(fh, entry.offset, entry.size, into === undefined ? undefined : join(into, entry.name))) !==
+        listed.sha256
+      ) {
         throw bad(`'${entry.name}' does not match its SHA-256 in the manifest`);
       }
     }
@@ -201,12 +218,15 @@ function parseManifest(text: string, bad: (why: string) => BackupError): BackupM
     throw bad('its manifest is not JSON');
   }
   if (m.format !== 'kesd-backup') throw bad('its manifest is not a kesd backup manifest');
-  if (m.version !== 1) throw bad(`its format version ${JSON.stringify(m.version)} is not supported (this kesd reads version 1)`);
+  if (m.version !== 1)
+    throw bad(`its format version ${JSON.stringify(m.version)} is not supported (this kesd reads version 1)`);
   const files = Array.isArray(m.files) ? m.files : [];
   const names = files.map((f) => f?.name).sort();
-  if (JSON.stringify(names) !== JSON.stringify([...FILES].sort())) throw bad(`its manifest must list ${FILES.join(', ')}`);
+  if (JSON.stringify(names) !== JSON.stringify([...FILES].sort()))
+    throw bad(`its manifest must list ${FILES.join(', ')}`);
   for (const f of files) {
-    if (!Number.isSafeInteger(f.size) || f.size < 0 || typeof f.sha256 !== 'string' || !/^[0-9a-f]{64}$/.test(f.sha256)) throw bad(`its manifest entry for '${f.name}' is invalid`);
+    if (!Number.isSafeInteger(f.size) || f.size < 0 || typeof f.sha256 !== 'string' || !/^[0-9a-f]{64}$/.test(f.sha256))
+      throw bad(`its manifest entry for '${f.name}' is invalid`);
   }
   return m as BackupManifest;
 }
@@ -232,7 +252,11 @@ async function copyChecked(fh: FileHandle, offset: number, size: number, to: str
 }
 
 /** Backup files named by the time they were taken, so a directory of them sorts oldest first. */
-export const backupFileName = (at = new Date()): string => `kesd-backup-${at.toISOString().replace(/[-:]/g, '').replace(/\.\d+Z$/, 'Z')}.tar`;
+export const backupFileName = (at = new Date()): string =>
+  `kesd-backup-${at
+    .toISOString()
+    .replace(/[-:]/g, '')
+    .replace(/\.\d+Z$/, 'Z')}.tar`;
 const BACKUP_NAME = /^kesd-backup-\d{8}T\d{6}Z\.tar$/;
 
 /** Removes staged snapshots a crash left in the data dir (called before serving, when no backup can be running). */

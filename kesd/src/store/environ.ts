@@ -22,7 +22,8 @@ function environmentBlock(): { start: number; end: number } {
   const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' '); // fields[0] is field 3 (state)
   const start = Number(fields[50 - 3]);
   const end = Number(fields[51 - 3]);
-  if (!Number.isSafeInteger(start) || !Number.isSafeInteger(end) || start <= 0 || end <= start) throw new Error('no environment block in /proc/self/stat');
+  if (!Number.isSafeInteger(start) || !Number.isSafeInteger(end) || start <= 0 || end <= start)
+    throw new Error('no environment block in /proc/self/stat');
   return { start, end };
 }
 
@@ -50,7 +51,8 @@ export function takeVariable(name: string): TakenVariable {
     const fd = openSync('/proc/self/mem', 'r+');
     const block = secretBuffer(end - start);
     try {
-      if (readSync(fd, block, 0, block.length, start) !== block.length) throw new Error('short read of the environment block');
+      if (readSync(fd, block, 0, block.length, start) !== block.length)
+        throw new Error('short read of the environment block');
       const entries = entriesOf(block, name);
       if (entries.length > 0) {
         const first = entries[0]!;
@@ -59,7 +61,8 @@ export function takeVariable(name: string): TakenVariable {
       }
       for (const { at, end: entryEnd } of entries) {
         const zeros = secretBuffer(entryEnd - at);
-        if (writeSync(fd, zeros, 0, zeros.length, start + at) !== zeros.length) throw new Error('short write to the environment block');
+        if (writeSync(fd, zeros, 0, zeros.length, start + at) !== zeros.length)
+          throw new Error('short write to the environment block');
       }
     } finally {
       wipe(block);

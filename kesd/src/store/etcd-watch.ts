@@ -39,7 +39,11 @@ export class EtcdFollower {
   private readonly running: Promise<void>;
 
   /** Follows every change after revision `after` (the revision the state was loaded at, or before it). */
-  constructor(private readonly store: EtcdStore, after: bigint, private readonly hooks: FollowerHooks) {
+  constructor(
+    private readonly store: EtcdStore,
+    after: bigint,
+    private readonly hooks: FollowerHooks,
+  ) {
     this.next = after + 1n;
     this.running = this.run();
   }
@@ -130,7 +134,8 @@ export class EtcdFollower {
     if (res.compact_revision && res.compact_revision !== '0') {
       return { resync: true, reason: `history before revision ${res.compact_revision} was compacted` };
     }
-    if (res.canceled) return { resync: false, reason: `etcd canceled the watch: ${res.cancel_reason || 'no reason given'}` };
+    if (res.canceled)
+      return { resync: false, reason: `etcd canceled the watch: ${res.cancel_reason || 'no reason given'}` };
     if (res.created) {
       connected();
       return undefined;

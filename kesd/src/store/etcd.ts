@@ -14,11 +14,26 @@
 // own circuit breaker is off: it would keep failing calls for seconds after the quorum is back.
 import { readFileSync } from 'node:fs';
 import { handleWhen, noop, retry } from 'cockatiel';
-import { Etcd3, GRPCUnavailableError, type IDuplexStream, type IOptions, type IWatchRequest, type IWatchResponse } from 'etcd3';
+import {
+  Etcd3,
+  GRPCUnavailableError,
+  type IDuplexStream,
+  type IOptions,
+  type IWatchRequest,
+  type IWatchResponse,
+} from 'etcd3';
 import type { EtcdConfig } from '../config/config.js';
 import { StoreError, type Store, type StoreCondition, type StoreRecord, type StoreWrite } from './store.js';
 import { wipe } from '../crypto/secret.js';
-import { openRootKey, parseSealedRootKey, readUnsealKey, RootKeyMissingError, type RootKeyInfo, type SealedRootKey, type UnsealSource } from './unseal.js';
+import {
+  openRootKey,
+  parseSealedRootKey,
+  readUnsealKey,
+  RootKeyMissingError,
+  type RootKeyInfo,
+  type SealedRootKey,
+  type UnsealSource,
+} from './unseal.js';
 
 /** Deadline of a read or write: etcd commits in milliseconds; seconds mean no leader (a lost quorum, an election). */
 export const CALL_TIMEOUT_MS = 3000;
@@ -42,7 +57,9 @@ function readPem(path: string, what: string): Buffer {
   try {
     return readFileSync(path);
   } catch (err) {
-    throw new StoreError(`store: cannot read the etcd TLS ${what} '${path}': ${(err as Error).message}`, { cause: err });
+    throw new StoreError(`store: cannot read the etcd TLS ${what} '${path}': ${(err as Error).message}`, {
+      cause: err,
+    });
   }
 }
 
@@ -55,7 +72,9 @@ function clientOptions(config: EtcdConfig): IOptions {
           credentials: {
             // grpc-js falls back to the system roots when no CA is given.
             rootCertificate: (tls.ca ? readPem(tls.ca, 'CA') : null) as Buffer,
-            ...(tls.cert && tls.key ? { certChain: readPem(tls.cert, 'certificate'), privateKey: readPem(tls.key, 'key') } : {}),
+            ...(tls.cert && tls.key
+              ? { certChain: readPem(tls.cert, 'certificate'), privateKey: readPem(tls.key, 'key') }
+              : {}),
           },
         }
       : {}),
@@ -78,7 +97,8 @@ function clientOptions(config: EtcdConfig): IOptions {
 
 function reasonOf(err: unknown, ms: number): string {
   const message = (err as Error)?.message ?? String(err);
-  if (/DEADLINE_EXCEEDED|context deadline exceeded/i.test(message)) return `etcd did not answer within ${ms} ms (no quorum, or unreachable)`;
+  if (/DEADLINE_EXCEEDED|context deadline exceeded/i.test(message))
+    return `etcd did not answer within ${ms} ms (no quorum, or unreachable)`;
   return message.replace(/^\w+Error: /, '');
 }
 
@@ -98,7 +118,11 @@ export class EtcdStore implements Store {
   private closed = false;
   private readonly prefix: Buffer;
 
-  constructor(readonly config: EtcdConfig, private readonly client: Etcd3, private readonly watcher: Etcd3) {
+  constructor(
+    readonly config: EtcdConfig,
+    private readonly client: Etcd3,
+    private readonly watcher: Etcd3,
+  ) {
     this.prefix = Buffer.from(config.prefix);
   }
 
@@ -106,7 +130,12 @@ export class EtcdStore implements Store {
     return Buffer.concat([this.prefix, Buffer.from(path)]);
   }
 
-  private async call<T>(op: string, path: string, run: (options: CallOptions) => Promise<T>, ms = CALL_TIMEOUT_MS): Promise<T> {
+  private async call<T>(
+    op: string,
+    path: string,
+    run: (options: CallOptions) => Promise<T>,
+    ms = CALL_TIMEOUT_MS,
+  ): Promise<T> {
     if (this.closed) throw new StoreError('store: the etcd client is closed');
     try {
       return await run({ deadline: Date.now() + ms });
@@ -124,7 +153,10 @@ export class EtcdStore implements Store {
     const key = this.key(path);
     const res = await this.call('put', path, (o) =>
       this.client.kv.txn(
-        { compare: [{ key, target: 'Create', create_revision: 0, result: 'Equal' }], success: [{ request_put: { key, value: Buffer.from(value) } }] },
+        {
+          compare: [{ key, target: 'Create', create_revision: 0, result: 'Equal' }],
+          success: [{ request_put: { key, value: Buffer.from(value) } }],
+        },
         o,
       ),
     );
@@ -136,7 +168,10 @@ export class EtcdStore implements Store {
     const key = this.key(path);
     const res = await this.call('put', path, (o) =>
       this.client.kv.txn(
-        { compare: [{ key, target: 'Value', value: Buffer.from(expected), result: 'Equal' }], success: [{ request_put: { key, value: Buffer.from(value) } }] },
+        {
+          compare: [{ key, target: 'Value', value: Buffer.from(expected), result: 'Equal' }],
+          success: [{ request_put: { key, value: Buffer.from(value) } }],
+        },
         o,
       ),
     );
@@ -161,7 +196,9 @@ export class EtcdStore implements Store {
       return { key, target: 'Value' as const, value: Buffer.from(c.is), result: 'Equal' as const };
     });
     const success = writes.map((w) =>
-      'put' in w ? { request_put: { key: this.key(w.put), value: Buffer.from(w.value) } } : { request_delete_range: { key: this.key(w.delete) } },
+      'put' in w
+        ? { request_put: { key: this.key(w.put), value: Buffer.from(w.value) } }
+        : { request_delete_range: { key: this.key(w.delete) } },
     );
     const first = writes[0] === undefined ? '' : 'put' in writes[0] ? writes[0].put : writes[0].delete;
     const res = await this.call('commit', first, (o) => this.client.kv.txn({ compare, success }, o));
@@ -170,7 +207,9 @@ export class EtcdStore implements Store {
 
   async count(prefix: string): Promise<number> {
     const key = this.key(prefix);
-    const res = await this.call('count', prefix, (o) => this.client.kv.range({ key, range_end: prefixRangeEnd(key), count_only: true }, o));
+    const res = await this.call('count', prefix, (o) =>
+      this.client.kv.range({ key, range_end: prefixRangeEnd(key), count_only: true }, o),
+    );
     return Number(res.count);
   }
 
@@ -181,7 +220,9 @@ export class EtcdStore implements Store {
     let from = start;
     let revision: string | undefined;
     for (;;) {
-      const page = await this.call('list', prefix, (o) => this.client.kv.range({ key: from, range_end: end, limit: LIST_PAGE, ...(revision ? { revision } : {}) }, o));
+      const page = await this.call('list', prefix, (o) =>
+        this.client.kv.range({ key: from, range_end: end, limit: LIST_PAGE, ...(revision ? { revision } : {}) }, o),
+      );
       revision ??= page.header.revision;
       for (const kv of page.kvs) yield { path: kv.key.subarray(this.prefix.length).toString('utf8'), value: kv.value };
       if (!page.more || page.kvs.length === 0) return;
@@ -193,7 +234,9 @@ export class EtcdStore implements Store {
     if (limit <= 0) return [];
     const start = this.key(prefix);
     const from = after === undefined ? start : Buffer.concat([this.key(after), Buffer.from([0])]); // the next key after it
-    const page = await this.call('list', prefix, (o) => this.client.kv.range({ key: from, range_end: prefixRangeEnd(start), limit, keys_only: true }, o));
+    const page = await this.call('list', prefix, (o) =>
+      this.client.kv.range({ key: from, range_end: prefixRangeEnd(start), limit, keys_only: true }, o),
+    );
     return page.kvs.map((kv) => kv.key.subarray(this.prefix.length).toString('utf8'));
   }
 
@@ -204,7 +247,12 @@ export class EtcdStore implements Store {
 
   /** The etcd revision now (a linearizable read): every change after it is still to come on a watch from it + 1. */
   async revision(ms = CALL_TIMEOUT_MS): Promise<bigint> {
-    const res = await this.call('status', ROOT_KEY_PATH, (o) => this.client.kv.range({ key: this.key(ROOT_KEY_PATH), count_only: true }, o), ms);
+    const res = await this.call(
+      'status',
+      ROOT_KEY_PATH,
+      (o) => this.client.kv.range({ key: this.key(ROOT_KEY_PATH), count_only: true }, o),
+      ms,
+    );
     return BigInt(res.header.revision);
   }
 
@@ -212,13 +260,22 @@ export class EtcdStore implements Store {
   async watch(startRevision: bigint): Promise<WatchStream> {
     if (this.closed) throw new StoreError('store: the etcd client is closed');
     const stream = await this.watcher.watchClient.watch();
-    stream.write({ create_request: { key: this.prefix, range_end: prefixRangeEnd(this.prefix), start_revision: startRevision.toString(), progress_notify: true } });
+    stream.write({
+      create_request: {
+        key: this.prefix,
+        range_end: prefixRangeEnd(this.prefix),
+        start_revision: startRevision.toString(),
+        progress_notify: true,
+      },
+    });
     return stream;
   }
 
   /** The store path of an etcd key from a watch event, or undefined if it is not under the prefix. */
   pathOf(key: Buffer): string | undefined {
-    return key.subarray(0, this.prefix.length).equals(this.prefix) ? key.subarray(this.prefix.length).toString('utf8') : undefined;
+    return key.subarray(0, this.prefix.length).equals(this.prefix)
+      ? key.subarray(this.prefix.length).toString('utf8')
+      : undefined;
   }
 
   async close(): Promise<void> {
@@ -246,7 +303,8 @@ const where = (config: EtcdConfig) => `etcd key '${config.prefix}${ROOT_KEY_PATH
  * wrote first. A wrong unseal key throws UnsealError, and then nothing was written.
  */
 export async function initEtcdRootKey(store: EtcdStore, sealed: string, unsealKey: Buffer): Promise<RootKeyInfo> {
-  if (await store.putIfAbsent(ROOT_KEY_PATH, Buffer.from(sealed))) return openRootKey(parseSealedRootKey(sealed, where(store.config)), unsealKey);
+  if (await store.putIfAbsent(ROOT_KEY_PATH, Buffer.from(sealed)))
+    return openRootKey(parseSealedRootKey(sealed, where(store.config)), unsealKey);
   return openRootKey(await readEtcdSealedRootKey(store), unsealKey);
 }
 
@@ -261,12 +319,19 @@ export async function swapEtcdRootKey(store: EtcdStore, expected: string, next: 
 /** The sealed root key kept in etcd, with the source of its unseal key. Never writes. */
 export async function readEtcdSealedRootKey(store: EtcdStore): Promise<SealedRootKey> {
   const sealed = await store.get(ROOT_KEY_PATH);
-  if (sealed === undefined) throw new RootKeyMissingError(`unseal: ${where(store.config)} does not exist (was the store initialized with 'kesd init'?)`);
+  if (sealed === undefined)
+    throw new RootKeyMissingError(
+      `unseal: ${where(store.config)} does not exist (was the store initialized with 'kesd init'?)`,
+    );
   return parseSealedRootKey(Buffer.from(sealed).toString('utf8'), where(store.config));
 }
 
 /** Unseals the root key kept in etcd with the unseal key from `source` (default: the one recorded there). Never writes. */
-export async function readEtcdRootKey(store: EtcdStore, env: NodeJS.ProcessEnv, source?: UnsealSource): Promise<RootKeyInfo> {
+export async function readEtcdRootKey(
+  store: EtcdStore,
+  env: NodeJS.ProcessEnv,
+  source?: UnsealSource,
+): Promise<RootKeyInfo> {
   const sealed = await readEtcdSealedRootKey(store);
   const unsealKey = readUnsealKey(source ?? sealed.source, env);
   try {

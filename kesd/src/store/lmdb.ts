@@ -66,7 +66,12 @@ class LmdbStore implements Store {
       this.fresh();
       if (this.db.get(path) !== undefined) return false;
     }
-    return this.wrap('put', path, () => this.db.ifNoExists(path, () => void this.db.put(path, value as Buffer)), value.length);
+    return this.wrap(
+      'put',
+      path,
+      () => this.db.ifNoExists(path, () => void this.db.put(path, value as Buffer)),
+      value.length,
+    );
   }
 
   async put(path: string, value: Uint8Array): Promise<void> {
@@ -87,15 +92,20 @@ class LmdbStore implements Store {
     const first = writes[0] === undefined ? '' : 'put' in writes[0] ? writes[0].put : writes[0].delete;
     // The callback runs inside the writer's transaction: the conditions are read there, so no other writer (thread
     // or process) commits between the check and the writes.
-    return this.wrap('commit', first, () =>
-      this.db.transaction(() => {
-        if (!conditions.every((c) => holds(c, this.db.get(c.path)))) return false;
-        for (const w of writes) {
-          if ('put' in w) void this.db.put(w.put, w.value as Buffer);
-          else void this.db.remove(w.delete);
-        }
-        return true;
-      }), size);
+    return this.wrap(
+      'commit',
+      first,
+      () =>
+        this.db.transaction(() => {
+          if (!conditions.every((c) => holds(c, this.db.get(c.path)))) return false;
+          for (const w of writes) {
+            if ('put' in w) void this.db.put(w.put, w.value as Buffer);
+            else void this.db.remove(w.delete);
+          }
+          return true;
+        }),
+      size,
+    );
   }
 
   async count(prefix: string): Promise<number> {
@@ -126,7 +136,9 @@ class LmdbStore implements Store {
     this.fresh();
     const out: string[] = [];
     if (limit <= 0) return out;
-    for (const key of this.db.getKeys(after !== undefined ? { start: after } : prefix === '' ? {} : { start: prefix })) {
+    for (const key of this.db.getKeys(
+      after !== undefined ? { start: after } : prefix === '' ? {} : { start: prefix },
+    )) {
       if (typeof key !== 'string' || !key.startsWith(prefix)) break;
       if (key === after) continue;
       out.push(key);
@@ -191,7 +203,11 @@ class LmdbStore implements Store {
       const free = this.freeBytes();
       if (free < RESERVE_BYTES + size) {
         this.lastFailure = performance.now();
-        return Promise.reject(new StoreError(`store: ${op} '${path}' failed: no space left on device (${Math.floor(free / 1024)} KiB free; kesd keeps ${RESERVE_BYTES / 1024} KiB)`));
+        return Promise.reject(
+          new StoreError(
+            `store: ${op} '${path}' failed: no space left on device (${Math.floor(free / 1024)} KiB free; kesd keeps ${RESERVE_BYTES / 1024} KiB)`,
+          ),
+        );
       }
       return this.attempt(op, path, start);
     };

@@ -4,7 +4,7 @@
 // its own (crypto/secret.ts), so no JS string ever holds it; the caller wipes it once the root key is unsealed.
 import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
 import { decodeBase64, secretBuffer, secretBytesOf, trimmed, wipe } from '../crypto/secret.js';
-import { ENV_NAME, type UnsealSource } from '../config/unseal-source.js';
+import type { UnsealSource } from '../config/unseal-source.js';
 import { takeVariable } from './environ.js';
 
 export { describeUnsealSource, ENV_NAME, sameUnsealSource, type UnsealSource } from '../config/unseal-source.js';
@@ -43,7 +43,10 @@ export function takeUnsealKey(source: UnsealSource | string, env: NodeJS.Process
   const from: UnsealSource = typeof source === 'string' ? { env: source } : source;
   if ('file' in from) return { key: readKeyFile(from.file) };
   const name = from.env;
-  const taken = env === process.env ? takeVariable(name) : { value: env[name] === undefined ? undefined : secretBytesOf(env[name]!) };
+  const taken =
+    env === process.env
+      ? takeVariable(name)
+      : { value: env[name] === undefined ? undefined : secretBytesOf(env[name]!) };
   if (taken.value === undefined) throw new UnsealError(`unseal key: environment variable '${name}' is not set`);
   try {
     const key = decodeKey(taken.value, `environment variable '${name}'`);
@@ -90,16 +93,21 @@ function readKeyFile(path: string): Buffer {
     if (!st.isFile()) throw new UnsealError(`unseal key: '${path}' is not a regular file`);
     if ((st.mode & 0o027) !== 0) {
       const mode = (st.mode & 0o777).toString(8).padStart(4, '0');
-      throw new UnsealError(`unseal key: file '${path}' is accessible by other users (mode ${mode}): let only its owner (and group) read it, e.g. chmod 600`);
+      throw new UnsealError(
+        `unseal key: file '${path}' is accessible by other users (mode ${mode}): let only its owner (and group) read it, e.g. chmod 600`,
+      );
     }
-    if (st.size > MAX_KEY_FILE) throw new UnsealError(`unseal key: file '${path}' is too large (${st.size} bytes) to hold a base64 key`);
+    if (st.size > MAX_KEY_FILE)
+      throw new UnsealError(`unseal key: file '${path}' is too large (${st.size} bytes) to hold a base64 key`);
     text = secretBuffer(st.size);
     let got = 0;
-    for (let n; got < text.length && (n = readSync(fd, text, got, text.length - got, got)) > 0; ) got += n;
+    for (let n: number; got < text.length && (n = readSync(fd, text, got, text.length - got, got)) > 0; ) got += n;
     return decodeKey(text.subarray(0, got), `file '${path}'`);
   } catch (err) {
     if (err instanceof UnsealError) throw err;
-    throw new UnsealError(`unseal key: cannot read file '${path}': ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+    throw new UnsealError(
+      `unseal key: cannot read file '${path}': ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`,
+    );
   } finally {
     wipe(text);
     closeSync(fd);

@@ -18,9 +18,26 @@ import { open, seal } from '../crypto/key.js';
 import { base64Length, decodeBase64, encodeBase64Into, secretBuffer, wipe } from '../crypto/secret.js';
 import { isValidIdentity } from '../kes/names.js';
 import { writeFileAtomic, type AtomicWriteStep } from '../fs/atomic.js';
-import { ENV_NAME, RootKeyMissingError, takeUnsealKey, UNSEAL_KEY_LEN, UnsealError, WrongUnsealKeyError, type UnsealSource } from './unseal-key.js';
+import {
+  ENV_NAME,
+  RootKeyMissingError,
+  takeUnsealKey,
+  UNSEAL_KEY_LEN,
+  UnsealError,
+  WrongUnsealKeyError,
+  type UnsealSource,
+} from './unseal-key.js';
 
-export { readUnsealKey, RootKeyMissingError, takeUnsealKey, UnsealError, WrongUnsealKeyError, describeUnsealSource, sameUnsealSource, type UnsealSource } from './unseal-key.js';
+export {
+  readUnsealKey,
+  RootKeyMissingError,
+  takeUnsealKey,
+  UnsealError,
+  WrongUnsealKeyError,
+  describeUnsealSource,
+  sameUnsealSource,
+  type UnsealSource,
+} from './unseal-key.js';
 
 export interface RootKeyInfo {
   /** 32 bytes, in a buffer of their own (crypto/secret.ts). */
@@ -47,7 +64,8 @@ const KEY_LEN = 32;
 
 function checkSource(source: UnsealSource): void {
   if ('env' in source) {
-    if (!ENV_NAME.test(source.env)) throw new UnsealError(`unseal: '${source.env}' is not a valid environment variable name`);
+    if (!ENV_NAME.test(source.env))
+      throw new UnsealError(`unseal: '${source.env}' is not a valid environment variable name`);
   } else if (!source.file.startsWith('/') || source.file.includes('\0')) {
     throw new UnsealError(`unseal: the key file '${source.file}' must be an absolute path`);
   }
@@ -64,9 +82,11 @@ export function formatSealedRootKey(source: UnsealSource, ciphertext: Uint8Array
 export function sealRootKey(source: UnsealSource | string, unsealKey: Buffer, root: RootKeyInfo): string {
   const from: UnsealSource = typeof source === 'string' ? { env: source } : source;
   checkSource(from);
-  if (unsealKey.length !== UNSEAL_KEY_LEN) throw new UnsealError(`unseal key must be ${UNSEAL_KEY_LEN} bytes, got ${unsealKey.length}`);
+  if (unsealKey.length !== UNSEAL_KEY_LEN)
+    throw new UnsealError(`unseal key must be ${UNSEAL_KEY_LEN} bytes, got ${unsealKey.length}`);
   if (root.key.length !== KEY_LEN) throw new UnsealError(`root key must be ${KEY_LEN} bytes, got ${root.key.length}`);
-  if (!isValidIdentity(root.sysadmin)) throw new UnsealError(`unseal: sysadmin '${root.sysadmin}' is not a valid identity`);
+  if (!isValidIdentity(root.sysadmin))
+    throw new UnsealError(`unseal: sysadmin '${root.sysadmin}' is not a valid identity`);
   // {"key":"<base64>","sysadmin":...,"created_at":...}, the key's base64 written straight into the buffer.
   const head = Buffer.from('{"key":"');
   const tail = Buffer.from(`",${JSON.stringify({ sysadmin: root.sysadmin, created_at: root.createdAt }).slice(1)}`);
@@ -81,12 +101,21 @@ export function sealRootKey(source: UnsealSource | string, unsealKey: Buffer, ro
 }
 
 /** Seals `root` with `unsealKey` and writes <dir>/.unseal atomically with mode 0600. */
-export async function writeSealedRootKey(dir: string, source: UnsealSource | string, unsealKey: Buffer, root: RootKeyInfo): Promise<void> {
+export async function writeSealedRootKey(
+  dir: string,
+  source: UnsealSource | string,
+  unsealKey: Buffer,
+  root: RootKeyInfo,
+): Promise<void> {
   await writeFileAtomic(join(dir, UNSEAL_FILE), sealRootKey(source, unsealKey, root), 0o600);
 }
 
 /** Replaces <dir>/.unseal with `text` (sealRootKey's) atomically, mode 0600; `onStep` sees each state a crash can leave. */
-export async function replaceSealedRootKey(dir: string, text: string, onStep?: (step: AtomicWriteStep) => void): Promise<void> {
+export async function replaceSealedRootKey(
+  dir: string,
+  text: string,
+  onStep?: (step: AtomicWriteStep) => void,
+): Promise<void> {
   await writeFileAtomic(join(dir, UNSEAL_FILE), text, 0o600, onStep);
 }
 
@@ -103,7 +132,10 @@ export async function readSealedRootKey(dir: string): Promise<SealedRootKey> {
     text = await readFile(path, 'utf8');
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
-    if (code === 'ENOENT') throw new RootKeyMissingError(`unseal: '${path}' does not exist (was the directory initialized with 'kesd init'?)`);
+    if (code === 'ENOENT')
+      throw new RootKeyMissingError(
+        `unseal: '${path}' does not exist (was the directory initialized with 'kesd init'?)`,
+      );
     throw new UnsealError(`unseal: cannot read '${path}': ${(err as Error).message}`);
   }
   return parseSealedRootKey(text, `'${path}'`);
@@ -124,13 +156,15 @@ export function parseSealedRootKey(text: string, where: string): SealedRootKey {
     if (typeof env !== 'string' || !ENV_NAME.test(env)) throw corrupt('no valid environment variable name');
     source = { env };
   } else if (version === 2) {
-    if (typeof keyFile !== 'string' || !keyFile.startsWith('/') || keyFile.includes('\0') || env !== undefined) throw corrupt('no valid key file path');
+    if (typeof keyFile !== 'string' || !keyFile.startsWith('/') || keyFile.includes('\0') || env !== undefined)
+      throw corrupt('no valid key file path');
     source = { file: keyFile };
   } else {
     throw corrupt(`unsupported version ${JSON.stringify(version)}`);
   }
   const sealed = typeof ciphertext === 'string' ? Buffer.from(ciphertext, 'base64') : undefined;
-  if (!sealed || sealed.length === 0 || sealed.toString('base64') !== ciphertext) throw corrupt('ciphertext is not valid base64');
+  if (!sealed || sealed.length === 0 || sealed.toString('base64') !== ciphertext)
+    throw corrupt('ciphertext is not valid base64');
   return { source, ciphertext: sealed, where, text };
 }
 
@@ -154,17 +188,30 @@ export function openRootKey(sealed: SealedRootKey, unsealKey: Buffer): RootKeyIn
  * Unseals a sealed root key text with the unseal key from `source` (default: the source recorded in the text).
  * The unseal key is wiped before this returns.
  */
-export function unsealRootKey(text: string, where: string, env: NodeJS.ProcessEnv, source?: UnsealSource): { root: RootKeyInfo; source: UnsealSource } {
+export function unsealRootKey(
+  text: string,
+  where: string,
+  env: NodeJS.ProcessEnv,
+  source?: UnsealSource,
+): { root: RootKeyInfo; source: UnsealSource } {
   const sealed = parseSealedRootKey(text, where);
   return unsealWith(sealed, env, source);
 }
 
 /** Reads <dir>/.unseal and unseals the root key with the key from `source` (default: the recorded one). Never writes. */
-export async function openSealedRootKey(dir: string, env: NodeJS.ProcessEnv, source?: UnsealSource): Promise<{ root: RootKeyInfo; source: UnsealSource }> {
+export async function openSealedRootKey(
+  dir: string,
+  env: NodeJS.ProcessEnv,
+  source?: UnsealSource,
+): Promise<{ root: RootKeyInfo; source: UnsealSource }> {
   return unsealWith(await readSealedRootKey(dir), env, source);
 }
 
-function unsealWith(sealed: SealedRootKey, env: NodeJS.ProcessEnv, source = sealed.source): { root: RootKeyInfo; source: UnsealSource } {
+function unsealWith(
+  sealed: SealedRootKey,
+  env: NodeJS.ProcessEnv,
+  source = sealed.source,
+): { root: RootKeyInfo; source: UnsealSource } {
   const unsealKey = takeUnsealKey(source, env).key;
   try {
     return { root: openRootKey(sealed, unsealKey), source };
@@ -195,8 +242,10 @@ function parseRootKey(plaintext: Buffer, corrupt: (why: string) => UnsealError):
       throw corrupt('sealed root key is not JSON');
     }
     if (inner?.key !== 'A'.repeat(span.end - span.start)) throw corrupt(`sealed root key is not ${KEY_LEN} bytes`);
-    if (typeof inner.sysadmin !== 'string' || !isValidIdentity(inner.sysadmin)) throw corrupt('sealed sysadmin identity is invalid');
-    if (typeof inner.created_at !== 'string' || Number.isNaN(Date.parse(inner.created_at))) throw corrupt('sealed created_at is invalid');
+    if (typeof inner.sysadmin !== 'string' || !isValidIdentity(inner.sysadmin))
+      throw corrupt('sealed sysadmin identity is invalid');
+    if (typeof inner.created_at !== 'string' || Number.isNaN(Date.parse(inner.created_at)))
+      throw corrupt('sealed created_at is invalid');
     const root = { key, sysadmin: inner.sysadmin, createdAt: inner.created_at };
     key = undefined;
     return root;

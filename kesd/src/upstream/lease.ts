@@ -34,7 +34,10 @@ export class Lease {
   private seen: { sealed: Buffer; since: number } | undefined;
   private beat = 0;
 
-  constructor(private readonly records: RecordStore, private readonly now: () => number = () => performance.now()) {}
+  constructor(
+    private readonly records: RecordStore,
+    private readonly now: () => number = () => performance.now(),
+  ) {}
 
   /** Whether this process may call Vault now. */
   held(): boolean {
@@ -55,7 +58,10 @@ export class Lease {
       }
     }
     const next: LeaseRecord = { holder: this.id, beat: ++this.beat, renewed_at: new Date().toISOString(), ...vault };
-    const won = await this.records.commit([{ path: LEASE_PATH, is: current?.sealed ?? 'absent' }], [{ put: LEASE_PATH, record: next }]);
+    const won = await this.records.commit(
+      [{ path: LEASE_PATH, is: current?.sealed ?? 'absent' }],
+      [{ put: LEASE_PATH, record: next }],
+    );
     // Counted from before the read: the record was ours no later than that.
     this.renewedAt = won ? started : -Infinity;
     if (won) this.seen = undefined;
@@ -66,7 +72,8 @@ export class Lease {
   async release(): Promise<void> {
     const current = await this.records.getSealed<LeaseRecord>(LEASE_PATH);
     this.renewedAt = -Infinity;
-    if (current?.record.holder === this.id) await this.records.commit([{ path: LEASE_PATH, is: current.sealed }], [{ delete: LEASE_PATH }]);
+    if (current?.record.holder === this.id)
+      await this.records.commit([{ path: LEASE_PATH, is: current.sealed }], [{ delete: LEASE_PATH }]);
   }
 }
 

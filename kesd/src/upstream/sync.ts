@@ -69,7 +69,11 @@ export class UpstreamSync {
   private readonly conflicts = new Map<string, { sealed: Buffer; until: number }>();
   private cached: { at: number; status: Promise<UpstreamStatus> } | undefined;
 
-  constructor(private readonly system: System, private readonly keystore: UpstreamKeystore, private readonly opts: SyncOptions) {
+  constructor(
+    private readonly system: System,
+    private readonly keystore: UpstreamKeystore,
+    private readonly opts: SyncOptions,
+  ) {
     this.lease = new Lease(system.records);
     system.upstreamQueued = () => this.kick();
   }
@@ -104,7 +108,8 @@ export class UpstreamSync {
       try {
         await this.lease.beatOnce({ reachable: this.reachable, ...(this.lastError ? { error: this.lastError } : {}) });
       } catch (err) {
-        if (!this.system.sealed) this.note('lease', `upstream: cannot renew the sync lease in the store: ${(err as Error).message}`);
+        if (!this.system.sealed)
+          this.note('lease', `upstream: cannot renew the sync lease in the store: ${(err as Error).message}`);
       }
     }
     this.again = true;
@@ -194,14 +199,21 @@ export class UpstreamSync {
       try {
         current = parseKesStoredKey(Buffer.from(stored));
       } catch (err) {
-        return this.conflict(change, `Vault holds something under '${where}' that is not a KES key (${(err as Error).message})`);
+        return this.conflict(
+          change,
+          `Vault holds something under '${where}' that is not a KES key (${(err as Error).message})`,
+        );
       }
     }
     const ours = (bytes: Buffer) => entry.known.includes(keyId(bytes));
     const want = entry.want;
     if (want === null) {
       if (current === undefined) return 'synced';
-      if (!ours(current.bytes)) return this.conflict(change, `Vault holds a different key under '${where}' than the one kesd deleted; left in place`);
+      if (!ours(current.bytes))
+        return this.conflict(
+          change,
+          `Vault holds a different key under '${where}' than the one kesd deleted; left in place`,
+        );
       await this.keystore.delete(name);
       return 'synced';
     }
@@ -211,13 +223,20 @@ export class UpstreamSync {
       // KV v2 refuses a new version 1 while the entry's metadata lives on (its version 1 deleted or destroyed): KES
       // could not read it either. Someone else's doing: leave it to them.
       if ((await this.keystore.get(name)) === undefined) {
-        return this.conflict(change, `Vault keeps metadata under '${where}' without a readable version 1 (deleted or destroyed?); delete the entry's metadata to let kesd write it`);
+        return this.conflict(
+          change,
+          `Vault keeps metadata under '${where}' without a readable version 1 (deleted or destroyed?); delete the entry's metadata to let kesd write it`,
+        );
       }
       return 'changed'; // written by someone else meanwhile: compared again next round
     }
     const same = current.bytes.equals(wanted.bytes);
     if (same && current.hmac?.equals(wanted.hmac)) return 'synced';
-    if (!same && !ours(current.bytes)) return this.conflict(change, `Vault holds a different key under '${where}', not one kesd wrote; kesd's key is not written there`);
+    if (!same && !ours(current.bytes))
+      return this.conflict(
+        change,
+        `Vault holds a different key under '${where}', not one kesd wrote; kesd's key is not written there`,
+      );
     await this.keystore.replace(name, encodeKesStoredKey(wanted));
     return 'synced';
   }
@@ -225,7 +244,10 @@ export class UpstreamSync {
   private async conflict(change: PendingChange, reason: string): Promise<Outcome> {
     const queue = this.system.upstreamQueue();
     await queue?.noteConflict(change.name, reason);
-    this.conflicts.set(change.name, { sealed: Buffer.from(change.sealed), until: performance.now() + (this.opts.conflictRetryMs ?? CONFLICT_RETRY_MS) });
+    this.conflicts.set(change.name, {
+      sealed: Buffer.from(change.sealed),
+      until: performance.now() + (this.opts.conflictRetryMs ?? CONFLICT_RETRY_MS),
+    });
     if (this.noted.get(change.name) !== reason) {
       this.noted.set(change.name, reason);
       this.opts.log(`upstream: key '${change.name}' stays queued: ${reason}`);
@@ -241,7 +263,8 @@ export class UpstreamSync {
 
   private unreachable(err: VaultError): void {
     this.failures++;
-    if (this.lastError === undefined) this.opts.log(`upstream: ${err.message}; key changes stay queued in kesd's store until Vault answers`);
+    if (this.lastError === undefined)
+      this.opts.log(`upstream: ${err.message}; key changes stay queued in kesd's store until Vault answers`);
     this.reachable = false;
     this.lastError = err.message;
     this.backoffMs = Math.min(Math.max(this.backoffMs * 2, 250), MAX_BACKOFF_MS);
@@ -281,7 +304,8 @@ export class UpstreamSync {
     return {
       backlog: stats.backlog,
       conflicts: stats.conflicts,
-      oldestUnsyncedSeconds: stats.oldest === undefined ? 0 : Math.max(0, Math.floor((Date.now() - Date.parse(stats.oldest)) / 1000)),
+      oldestUnsyncedSeconds:
+        stats.oldest === undefined ? 0 : Math.max(0, Math.floor((Date.now() - Date.parse(stats.oldest)) / 1000)),
       reachable: fresh && lease.reachable,
       ...(fresh && !lease.reachable && lease.error ? { lastError: lease.error } : {}),
     };
@@ -289,7 +313,13 @@ export class UpstreamSync {
 }
 
 function kesKey(k: UpstreamKey) {
-  return { algorithm: k.algorithm, bytes: Buffer.from(k.key, 'base64'), hmac: Buffer.from(k.hmac, 'base64'), createdAt: k.created_at, createdBy: k.created_by };
+  return {
+    algorithm: k.algorithm,
+    bytes: Buffer.from(k.key, 'base64'),
+    hmac: Buffer.from(k.hmac, 'base64'),
+    createdAt: k.created_at,
+    createdBy: k.created_by,
+  };
 }
 
 /** Failpoints a crash-point test names in KESD_TEST_FAILPOINT: the process kills itself (SIGKILL) there. */

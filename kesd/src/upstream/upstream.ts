@@ -12,7 +12,12 @@ export interface Upstream {
   stop(): Promise<void>;
 }
 
-export function startUpstream(system: System, config: UpstreamConfig, log: (message: string) => void, env: NodeJS.ProcessEnv = process.env): Upstream {
+export function startUpstream(
+  system: System,
+  config: UpstreamConfig,
+  log: (message: string) => void,
+  env: NodeJS.ProcessEnv = process.env,
+): Upstream {
   const keystore = new VaultKeystore(config.vault);
   const sync = new UpstreamSync(system, keystore, { log, failpoint: failpointFromEnv(env) });
   sync.start();

@@ -32,13 +32,17 @@ export class VaultToken {
   private held: Held | undefined;
   private pending: Promise<Held> | undefined;
 
-  constructor(private readonly http: VaultHttp, private readonly auth: VaultAuth, private readonly namespace: string | undefined) {}
+  constructor(
+    private readonly http: VaultHttp,
+    private readonly auth: VaultAuth,
+    private readonly namespace: string | undefined,
+  ) {}
 
   /** A token to call with. */
   async token(): Promise<string> {
     const held = this.held;
     if (held !== undefined && Date.now() < held.renewAt) return held.token;
-    this.pending ??= (held !== undefined && held.renewable ? this.renew(held) : this.login()).finally(() => (this.pending = undefined));
+    this.pending ??= (held?.renewable ? this.renew(held) : this.login()).finally(() => (this.pending = undefined));
     this.held = await this.pending;
     return this.held.token;
   }
@@ -50,7 +54,11 @@ export class VaultToken {
 
   private async renew(held: Held): Promise<Held> {
     try {
-      const reply = await this.http.request('POST', 'auth/token/renew-self', { token: held.token, namespace: this.namespace, body: {} });
+      const reply = await this.http.request('POST', 'auth/token/renew-self', {
+        token: held.token,
+        namespace: this.namespace,
+        body: {},
+      });
       // Near the token's max TTL a renewal grants only seconds: then log in again.
       if (reply.status === 200) {
         const renewed = this.heldFrom(reply.body);
@@ -90,12 +98,15 @@ export class VaultToken {
       }
       case 'kubernetes': {
         // KES's rule: a jwt containing '/' is a file (a service account token, which the kubelet rotates).
-        const jwt = a.jwt.value.includes('/') ? readSecretFile(a.jwt.value, 'Kubernetes service account token') : a.jwt.value;
+        const jwt = a.jwt.value.includes('/')
+          ? readSecretFile(a.jwt.value, 'Kubernetes service account token')
+          : a.jwt.value;
         const reply = await this.http.request('POST', `auth/${a.engine}/login`, {
           namespace: loginNamespace(a.namespace, this.namespace),
           body: { role: a.role, jwt },
         });
-        if (reply.status !== 200) throw VaultHttp.failure(`Kubernetes login at auth/${a.engine} (role '${a.role}')`, reply);
+        if (reply.status !== 200)
+          throw VaultHttp.failure(`Kubernetes login at auth/${a.engine} (role '${a.role}')`, reply);
         return this.heldFrom(reply.body);
       }
     }
@@ -103,8 +114,13 @@ export class VaultToken {
 
   private heldFrom(body: any): Held {
     const auth = body?.auth;
-    if (typeof auth?.client_token !== 'string' || auth.client_token === '') throw new VaultError('vault: the login answer holds no token');
+    if (typeof auth?.client_token !== 'string' || auth.client_token === '')
+      throw new VaultError('vault: the login answer holds no token');
     const ttl = Number(auth.lease_duration ?? 0);
-    return { token: auth.client_token, renewAt: ttl > 0 ? Date.now() + ttl * 800 : Infinity, renewable: auth.renewable === true };
+    return {
+      token: auth.client_token,
+      renewAt: ttl > 0 ? Date.now() + ttl * 800 : Infinity,
+      renewable: auth.renewable === true,
+    };
   }
 }

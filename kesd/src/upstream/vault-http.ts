@@ -14,7 +14,11 @@ export const CALL_TIMEOUT_MS = 5000;
 export class VaultError extends Error {
   override name = 'VaultError';
   /** login: kesd could not log in (every call would fail the same way until that changes). */
-  constructor(message: string, readonly status?: number, readonly login = false) {
+  constructor(
+    message: string,
+    readonly status?: number,
+    readonly login = false,
+  ) {
     super(message);
   }
 
@@ -54,7 +58,11 @@ function readCa(path: string): Buffer[] {
   } catch (err) {
     throw new Error(`vault: cannot read the CA '${path}': ${(err as Error).message}`);
   }
-  const files = isDir ? readdirSync(path).filter((f) => !f.startsWith('.')).map((f) => join(path, f)) : [path];
+  const files = isDir
+    ? readdirSync(path)
+        .filter((f) => !f.startsWith('.'))
+        .map((f) => join(path, f))
+    : [path];
   const pems = files.map((f) => readFileSync(f)).filter((b) => b.includes('-----BEGIN CERTIFICATE-----'));
   if (pems.length === 0) throw new Error(`vault: the CA '${path}' holds no PEM certificate`);
   return pems;
@@ -72,7 +80,11 @@ export class VaultHttp {
   private readonly url: URL;
   private readonly agent: http.Agent;
 
-  constructor(endpoint: string, tls: VaultTls = {}, private readonly timeoutMs = CALL_TIMEOUT_MS) {
+  constructor(
+    endpoint: string,
+    tls: VaultTls = {},
+    private readonly timeoutMs = CALL_TIMEOUT_MS,
+  ) {
     this.url = new URL(endpoint);
     this.agent =
       this.url.protocol === 'https:'
@@ -101,7 +113,16 @@ export class VaultHttp {
     const where = `${method} /v1/${path}`;
     return new Promise((resolve, reject) => {
       const req = lib.request(
-        { protocol: this.url.protocol, hostname: this.url.hostname, port: this.url.port, method, path: `/v1/${path}${query}`, headers, agent: this.agent, signal: AbortSignal.timeout(this.timeoutMs) },
+        {
+          protocol: this.url.protocol,
+          hostname: this.url.hostname,
+          port: this.url.port,
+          method,
+          path: `/v1/${path}${query}`,
+          headers,
+          agent: this.agent,
+          signal: AbortSignal.timeout(this.timeoutMs),
+        },
         (res) => {
           const chunks: Buffer[] = [];
           res.on('data', (c: Buffer) => chunks.push(c));
@@ -119,7 +140,10 @@ export class VaultHttp {
         },
       );
       req.on('error', (err) => {
-        const reason = err.name === 'AbortError' || err.name === 'TimeoutError' ? `no answer within ${this.timeoutMs} ms` : err.message;
+        const reason =
+          err.name === 'AbortError' || err.name === 'TimeoutError'
+            ? `no answer within ${this.timeoutMs} ms`
+            : err.message;
         reject(new VaultError(`vault: ${where}: ${reason} (${this.url.origin})`));
       });
       req.end(payload);

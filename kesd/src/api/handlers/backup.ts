@@ -10,7 +10,10 @@ import { backupChunks, backupFileName, BACKUP_STAGING_PREFIX, snapshotDataDir } 
 import type { Exchange } from '../exchange.js';
 import { STREAMING, type Reply, type RequestContext } from '../context.js';
 
-const ErrBackupNotHere = new KesError(501, 'backup: the etcd store is backed up with an etcd snapshot, not through kesd');
+const ErrBackupNotHere = new KesError(
+  501,
+  'backup: the etcd store is backed up with an etcd snapshot, not through kesd',
+);
 
 function drained(exchange: Exchange): Promise<void> {
   return new Promise((resolve) => {
@@ -24,7 +27,7 @@ export async function backup(ctx: RequestContext): Promise<Reply> {
   if (dataDir === undefined || system.store.snapshot === undefined) throw ErrBackupNotHere;
   const staging = join(dataDir, `${BACKUP_STAGING_PREFIX}${randomBytes(6).toString('hex')}`);
   try {
-    let manifest;
+    let manifest: Awaited<ReturnType<typeof snapshotDataDir>>;
     try {
       manifest = await snapshotDataDir(dataDir, system.store, staging);
     } catch (err) {
@@ -32,7 +35,10 @@ export async function backup(ctx: RequestContext): Promise<Reply> {
     }
     const { exchange } = ctx;
     exchange.keepOpen();
-    exchange.start(200, { 'content-type': 'application/x-tar', 'content-disposition': `attachment; filename="${backupFileName()}"` });
+    exchange.start(200, {
+      'content-type': 'application/x-tar',
+      'content-disposition': `attachment; filename="${backupFileName()}"`,
+    });
     for await (const chunk of backupChunks(staging, manifest)) {
       if (exchange.closed) break;
       if (!exchange.write(chunk)) await drained(exchange);

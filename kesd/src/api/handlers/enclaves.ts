@@ -2,7 +2,13 @@
 import { isValidIdentity, isValidName } from '../../kes/names.js';
 import { parseObject, stringField } from '../body.js';
 import type { Reply, RequestContext } from '../context.js';
-import { ErrAdminIsSysAdmin, ErrEnclaveNotFound, ErrIdentityUnknown, ErrSealed, invalidName } from '../../kes/errors.js';
+import {
+  ErrAdminIsSysAdmin,
+  ErrEnclaveNotFound,
+  ErrIdentityUnknown,
+  ErrSealed,
+  invalidName,
+} from '../../kes/errors.js';
 
 function enclaveName(ctx: RequestContext): string {
   if (!isValidName(ctx.arg)) throw invalidName('enclave name', ctx.arg);
@@ -38,6 +44,7 @@ export async function sealSystem(ctx: RequestContext): Promise<Reply> {
     await system.seal();
   } finally {
     // Also when announcing the seal to the other replicas failed (502): this server is sealed all the same.
-    if (!wasSealed && system.sealed) errors.log('system sealed by the system admin: key operations stop until a restart');
+    if (!wasSealed && system.sealed)
+      errors.log('system sealed by the system admin: key operations stop until a restart');
   }
 }

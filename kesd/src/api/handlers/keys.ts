@@ -5,7 +5,14 @@ import type { CachedKey } from '../../state/enclave.js';
 import { isValidListPattern, isValidName, listPrefix, matchesListPattern } from '../../kes/names.js';
 import { bytesField, field, parseJson, parseObject, stringField, type JsonObject } from '../body.js';
 import type { Reply, RequestContext } from '../context.js';
-import { ErrInvalidBody, ErrInvalidImportBody, ErrTooManyCiphertexts, invalidName, invalidPattern, KesError } from '../../kes/errors.js';
+import {
+  ErrInvalidBody,
+  ErrInvalidImportBody,
+  ErrTooManyCiphertexts,
+  invalidName,
+  invalidPattern,
+  KesError,
+} from '../../kes/errors.js';
 
 export function keyName(ctx: RequestContext): string {
   if (!isValidName(ctx.arg)) throw invalidName('key name', ctx.arg);
@@ -46,7 +53,10 @@ export async function importKey(ctx: RequestContext): Promise<Reply> {
   const body = parseObject(ctx.body, { invalid: ErrInvalidImportBody });
   // Both shapes: newest {"key","cipher"} and v0.22 {"bytes","algorithm"}; no algorithm means AES256.
   const bytes = bytesField(body, 'key', ErrInvalidImportBody) ?? bytesField(body, 'bytes', ErrInvalidImportBody);
-  const cipher = stringField(body, 'cipher', ErrInvalidImportBody) || stringField(body, 'algorithm', ErrInvalidImportBody) || 'AES256';
+  const cipher =
+    stringField(body, 'cipher', ErrInvalidImportBody) ||
+    stringField(body, 'algorithm', ErrInvalidImportBody) ||
+    'AES256';
   const algorithm = parseAlgorithm(cipher);
   if (algorithm === undefined) throw new KesError(406, `algorithm '${cipher}' is not supported`);
   try {
@@ -72,7 +82,11 @@ export async function describeKey(ctx: RequestContext): Promise<Reply> {
       // kesd's extension (clients ignore unknown fields): the newest version and every version, newest first.
       version: String(key.newest.version),
       versions: key.versions.map((v) => ({
-        version: String(v.version), id: v.id, algorithm: legacyAlgorithmName(v.secret.algorithm), created_at: v.createdAt, created_by: v.createdBy,
+        version: String(v.version),
+        id: v.id,
+        algorithm: legacyAlgorithmName(v.secret.algorithm),
+        created_at: v.createdAt,
+        created_by: v.createdBy,
       })),
     },
   };
@@ -104,7 +118,13 @@ export function generateKey(ctx: RequestContext): Reply | Promise<Reply> {
   const context = bytesField(body, 'context');
   return withKey(ctx, (key) => {
     const dek = generateDataKey(key.secret, context);
-    return { json: { plaintext: dek.plaintext.toString('base64'), ciphertext: dek.ciphertext.toString('base64'), version: String(key.newest.version) } };
+    return {
+      json: {
+        plaintext: dek.plaintext.toString('base64'),
+        ciphertext: dek.ciphertext.toString('base64'),
+        version: String(key.newest.version),
+      },
+    };
   });
 }
 
@@ -113,7 +133,9 @@ export function encryptKey(ctx: RequestContext): Reply | Promise<Reply> {
   const plaintext = bytesField(body, 'plaintext');
   if (plaintext === undefined) throw ErrInvalidBody;
   const context = bytesField(body, 'context');
-  return withKey(ctx, (key) => ({ json: { ciphertext: seal(key.secret, plaintext, context).toString('base64'), version: String(key.newest.version) } }));
+  return withKey(ctx, (key) => ({
+    json: { ciphertext: seal(key.secret, plaintext, context).toString('base64'), version: String(key.newest.version) },
+  }));
 }
 
 export function decryptKey(ctx: RequestContext): Reply | Promise<Reply> {
@@ -137,13 +159,21 @@ export function bulkDecryptKey(ctx: RequestContext): Reply | Promise<Reply> {
     if (item === null || typeof item !== 'object' || Array.isArray(item)) throw ErrInvalidBody;
     const ciphertext = bytesField(item as JsonObject, 'ciphertext');
     if (ciphertext === undefined) throw ErrInvalidBody;
-    return { ciphertext, context: bytesField(item as JsonObject, 'context'), version: versionField(item as JsonObject) };
+    return {
+      ciphertext,
+      context: bytesField(item as JsonObject, 'context'),
+      version: versionField(item as JsonObject),
+    };
   });
-  const reply = (plaintexts: Buffer[]): Reply => ({ json: plaintexts.map((p) => ({ plaintext: p.toString('base64') })) });
+  const reply = (plaintexts: Buffer[]): Reply => ({
+    json: plaintexts.map((p) => ({ plaintext: p.toString('base64') })),
+  });
   return withKey(ctx, (key) => {
     const results = requests.map((r) => ctx.enclave!.decrypt(key, r.ciphertext, r.context, r.version));
     // Synchronous unless some ciphertext needs the store (keys.ts: versions another replica added).
-    return results.every((p): p is Buffer => !(p instanceof Promise)) ? reply(results) : Promise.all(results).then(reply);
+    return results.every((p): p is Buffer => !(p instanceof Promise))
+      ? reply(results)
+      : Promise.all(results).then(reply);
   });
 }
 
@@ -151,7 +181,9 @@ export function hmacKey(ctx: RequestContext): Reply | Promise<Reply> {
   const body = parseObject(ctx.body);
   const message = bytesField(body, 'message');
   if (message === undefined && field(body, 'message') === undefined) throw ErrInvalidBody;
-  return withKey(ctx, (key) => ({ json: { hmac: ctx.enclave!.hmac(key, message ?? Buffer.alloc(0)).toString('base64') } }));
+  return withKey(ctx, (key) => ({
+    json: { hmac: ctx.enclave!.hmac(key, message ?? Buffer.alloc(0)).toString('base64') },
+  }));
 }
 
 // ---- list ---------------------------------------------------------------------------------------------

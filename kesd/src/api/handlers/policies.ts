@@ -5,9 +5,16 @@ import type { PolicyRecord } from '../../state/records.js';
 import { parseObject, stringArrayField, stringField } from '../body.js';
 import type { Reply, RequestContext } from '../context.js';
 import {
-  ErrAssignSysAdmin, ErrDeleteSysAdmin, ErrIdentityNotFound, ErrIdentityUnknown, ErrSealed, ErrSelfAssign, invalidName, invalidPattern, KesError,
+  ErrAssignSysAdmin,
+  ErrDeleteSysAdmin,
+  ErrIdentityNotFound,
+  ErrIdentityUnknown,
+  ErrSealed,
+  ErrSelfAssign,
+  invalidName,
+  invalidPattern,
+  KesError,
 } from '../../kes/errors.js';
-
 
 function policyName(ctx: RequestContext): string {
   if (!isValidName(ctx.arg)) throw invalidName('policy name', ctx.arg);
@@ -36,13 +43,19 @@ export function describePolicy(ctx: RequestContext): Reply {
 export function readPolicy(ctx: RequestContext): Reply {
   const name = policyName(ctx);
   const p = ctx.enclave!.policy(name);
-  return { json: { name, allow: ruleMap(p.allow), deny: ruleMap(p.deny), created_at: p.created_at, created_by: p.created_by } };
+  return {
+    json: { name, allow: ruleMap(p.allow), deny: ruleMap(p.deny), created_at: p.created_at, created_by: p.created_by },
+  };
 }
 
 export function listPolicies(ctx: RequestContext): Reply {
   const pattern = listPattern(ctx);
-  const entries = [...ctx.enclave!.policies].filter(([name]) => matchesListPattern(pattern, name)).sort(([a], [b]) => (a < b ? -1 : 1));
-  return { ndjson: toAsync(entries.map(([name, p]) => ({ name, created_at: p.created_at, created_by: p.created_by }))) };
+  const entries = [...ctx.enclave!.policies]
+    .filter(([name]) => matchesListPattern(pattern, name))
+    .sort(([a], [b]) => (a < b ? -1 : 1));
+  return {
+    ndjson: toAsync(entries.map(([name, p]) => ({ name, created_at: p.created_at, created_by: p.created_by }))),
+  };
 }
 
 export async function writePolicy(ctx: RequestContext): Promise<Reply> {
@@ -74,7 +87,8 @@ export async function assignPolicy(ctx: RequestContext): Promise<Reply> {
 export function describeIdentity(ctx: RequestContext): Reply {
   const id = identityArg(ctx);
   const enclave = ctx.enclave!;
-  if (id === enclave.info.admin) return { json: { admin: true, created_at: enclave.info.created_at, created_by: enclave.info.created_by } };
+  if (id === enclave.info.admin)
+    return { json: { admin: true, created_at: enclave.info.created_at, created_by: enclave.info.created_by } };
   const info = enclave.identities.get(id);
   if (info === undefined) throw ErrIdentityNotFound;
   return { json: { policy: info.policy, created_at: info.created_at, created_by: info.created_by } };
@@ -87,11 +101,15 @@ export function describeIdentity(ctx: RequestContext): Reply {
 export function describeSelf(ctx: RequestContext): Reply {
   const enclave = ctx.server.system.enclaves.get(ctx.enclaveName);
   const id = ctx.identity;
-  if (id === ctx.server.system.sysadmin) return { json: { identity: id, admin: true, created_at: new Date(ctx.server.system.startedAt).toISOString() } };
+  if (id === ctx.server.system.sysadmin)
+    return { json: { identity: id, admin: true, created_at: new Date(ctx.server.system.startedAt).toISOString() } };
   // Sealed, a worker started after the seal holds no enclaves: every process answers the same.
   if (ctx.server.system.sealed) throw ErrSealed;
   if (enclave === undefined) throw ErrIdentityNotFound;
-  if (id === enclave.info.admin) return { json: { identity: id, admin: true, created_at: enclave.info.created_at, created_by: enclave.info.created_by } };
+  if (id === enclave.info.admin)
+    return {
+      json: { identity: id, admin: true, created_at: enclave.info.created_at, created_by: enclave.info.created_by },
+    };
   const info = enclave.identities.get(id);
   if (info === undefined) throw ErrIdentityNotFound;
   const policy: PolicyRecord | undefined = enclave.policies.get(info.policy);
@@ -111,10 +129,16 @@ export function listIdentities(ctx: RequestContext): Reply {
   const enclave = ctx.enclave!;
   const lines: object[] = [];
   if (matchesListPattern(pattern, enclave.info.admin)) {
-    lines.push({ identity: enclave.info.admin, admin: true, created_at: enclave.info.created_at, created_by: enclave.info.created_by });
+    lines.push({
+      identity: enclave.info.admin,
+      admin: true,
+      created_at: enclave.info.created_at,
+      created_by: enclave.info.created_by,
+    });
   }
   for (const [identity, info] of enclave.identities) {
-    if (matchesListPattern(pattern, identity)) lines.push({ identity, policy: info.policy, created_at: info.created_at, created_by: info.created_by });
+    if (matchesListPattern(pattern, identity))
+      lines.push({ identity, policy: info.policy, created_at: info.created_at, created_by: info.created_by });
   }
   lines.sort((a, b) => ((a as { identity: string }).identity < (b as { identity: string }).identity ? -1 : 1));
   return { ndjson: toAsync(lines) };

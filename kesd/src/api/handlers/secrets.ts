@@ -26,7 +26,9 @@ export async function describeSecret(ctx: RequestContext): Promise<Reply> {
 
 export async function readSecret(ctx: RequestContext): Promise<Reply> {
   const s = await ctx.enclave!.secret(secretName(ctx));
-  return { json: { bytes: s.bytes, type: s.type, created_at: s.created_at, mod_time: s.mod_time, created_by: s.created_by } };
+  return {
+    json: { bytes: s.bytes, type: s.type, created_at: s.created_at, mod_time: s.mod_time, created_by: s.created_by },
+  };
 }
 
 export async function deleteSecret(ctx: RequestContext): Promise<Reply> {
@@ -39,7 +41,8 @@ export function listSecrets(ctx: RequestContext): Reply {
   const enclave = ctx.enclave!;
   async function* lines() {
     for await (const { name, record } of enclave.listSecrets(listPrefix(pattern))) {
-      if (matchesListPattern(pattern, name)) yield { name, created_at: record.created_at, mod_time: record.mod_time, created_by: record.created_by };
+      if (matchesListPattern(pattern, name))
+        yield { name, created_at: record.created_at, mod_time: record.mod_time, created_by: record.created_by };
     }
   }
   return { ndjson: lines() };

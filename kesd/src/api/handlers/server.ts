@@ -34,7 +34,11 @@ async function upstreamStatus(ctx: RequestContext): Promise<Record<string, unkno
   try {
     const s = await upstream.status();
     return {
-      ...base, reachable: s.reachable, backlog: s.backlog, oldest_unsynced_seconds: s.oldestUnsyncedSeconds, conflicts: s.conflicts,
+      ...base,
+      reachable: s.reachable,
+      backlog: s.backlog,
+      oldest_unsynced_seconds: s.oldestUnsyncedSeconds,
+      conflicts: s.conflicts,
       ...(s.lastError ? { last_error: s.lastError } : {}),
     };
   } catch {
@@ -44,7 +48,10 @@ async function upstreamStatus(ctx: RequestContext): Promise<Record<string, unkno
 
 /** Newest dialect: uptime in seconds; both keystore_* flags, as kms-go requires them to agree. */
 export async function status(ctx: RequestContext): Promise<Reply> {
-  const [latency, upstream] = await Promise.all([storeLatencyMs(ctx), ctx.server.system.sealed ? undefined : upstreamStatus(ctx)]);
+  const [latency, upstream] = await Promise.all([
+    storeLatencyMs(ctx),
+    ctx.server.system.sealed ? undefined : upstreamStatus(ctx),
+  ]);
   const mem = process.memoryUsage();
   return {
     json: {
@@ -71,7 +78,12 @@ export async function metrics(ctx: RequestContext): Promise<Reply> {
 
 export function api(ctx: RequestContext): Reply {
   return {
-    json: ctx.server.routes.map((r) => ({ method: r.methods[0], path: r.path, max_body: r.maxBody, timeout: Math.round(r.timeoutMs / 1000) })),
+    json: ctx.server.routes.map((r) => ({
+      method: r.methods[0],
+      path: r.path,
+      max_body: r.maxBody,
+      timeout: Math.round(r.timeoutMs / 1000),
+    })),
   };
 }
 
