@@ -314,3 +314,12 @@ enclave: { default: { admin: { identity: ${'b'.repeat(64)} } } }
     assert.throws(() => parseInitConfig(yml(backup), {}), message, backup);
   }
 });
+
+test('kesd restore --from-upstream is the upstream restore, not the backup restore (one command, two sources)', async () => {
+  // fx's data dir has no upstream: the upstream restore says so; the backup restore would refuse the flag instead.
+  const r = await kesd(['restore', '--from-upstream', fx.dataDir], { env: fx.env });
+  assert.equal(r.code, 1, r.stderr);
+  assert.match(r.stderr, /has no upstream: its init\.yml needs an 'upstream' section/);
+  const help = await kesd(['help'], { env: fx.env });
+  assert.equal(help.stdout.split('\n').filter((l) => /^\s+restore\b/.test(l)).length, 1, help.stdout);
+});

@@ -18,6 +18,8 @@ import { encodeKesStoredKey, parseKesStoredKey } from '../../kesd/src/kes/stored
 import { UpstreamSync, type UpstreamKeystore } from '../../kesd/src/upstream/sync.js';
 import { Lease, LEASE_PATH, TAKEOVER_MS } from '../../kesd/src/upstream/lease.js';
 import { VaultError } from '../../kesd/src/upstream/vault-http.js';
+import { adoptExistingKeys } from '../../kesd/src/boot/upstream-seed.js';
+import type { UpstreamConfig } from '../../kesd/src/config/upstream.js';
 import { openEtcdStore } from '../../kesd/src/store/etcd.js';
 import { ETCD_SKIP, startEtcd } from '../../harness/etcd.ts';
 
@@ -150,6 +152,33 @@ test('queue: a mirrored enclave refuses key versions (Vault holds one per name);
   const other = system.enclaves.get('other')!;
   await other.createKey('k', ADMIN);
   assert.equal((await other.keys.rotate('k', ADMIN)).version, 2);
+});
+
+test('an enclave whose keys were rotated before it was mirrored is refused at start (Vault would hold version 1)', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'kesd-upstream-'));
+  const store = await openLmdbStore(join(dir, 'db'));
+  t.after(async () => {
+    await store.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+  const root = { key: randomBytes(32), sysadmin: SYSADMIN };
+  const plain = await System.open(store, root);
+  await plain.createEnclave('default', ADMIN, SYSADMIN);
+  const enclave = plain.enclaves.get('default')!;
+  await enclave.createKey('once', ADMIN);
+  await enclave.createKey('rotated', ADMIN);
+  const upstream = { enclave: 'default', vault: { endpoint: 'http://127.0.0.1:1' } } as unknown as UpstreamConfig;
+  // A key deleted after a rotation leaves no live versions: not a reason to refuse.
+  await enclave.createKey('gone', ADMIN);
+  await enclave.keys.rotate('gone', ADMIN);
+  await enclave.deleteKey('gone');
+  assert.ok((await adoptExistingKeys(await System.open(store, root, { upstreamEnclave: 'default' }), upstream)) >= 2);
+  await enclave.keys.rotate('rotated', ADMIN);
+  const mirrored = await System.open(store, root, { upstreamEnclave: 'default' });
+  await assert.rejects(
+    adoptExistingKeys(mirrored, upstream),
+    /enclave 'default' has rotated keys \('rotated' has 2 versions\)/,
+  );
 });
 
 test('queue: an entry is acknowledged only as it was read; a change in between keeps it queued', async (t) => {

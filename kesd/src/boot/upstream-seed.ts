@@ -50,6 +50,7 @@ export async function seedFromUpstream(system: System, init: InitConfig): Promis
  * (`kesd restore --from-upstream` does that). Runs at every start and does nothing once the store is marked.
  */
 export async function adoptExistingKeys(system: System, upstream: UpstreamConfig): Promise<number> {
+  await refuseKeyVersions(system, upstream);
   if ((await system.records.get(SEEDED_PATH)) !== undefined) return 0;
   const enclave = system.enclaves.get(upstream.enclave);
   const queue = system.upstreamQueue();
@@ -71,6 +72,26 @@ export async function adoptExistingKeys(system: System, upstream: UpstreamConfig
     at: new Date().toISOString(),
   });
   return queued;
+}
+
+/**
+ * Vault gets a key's version 1 (KES's layout holds one key per name), so an enclave whose keys were rotated before it
+ * was mirrored (or by a replica without the upstream) cannot be: after a restore from Vault, whatever the newer
+ * versions sealed would be lost. Checked at every start; the server does not start.
+ */
+async function refuseKeyVersions(system: System, upstream: UpstreamConfig): Promise<void> {
+  const enclave = system.enclaves.get(upstream.enclave);
+  if (enclave === undefined) return;
+  const scope = paths.keyVersionScope(enclave.info.uid);
+  for await (const path of system.records.listPaths(scope)) {
+    // Version records a crash left after a key's delete belong to no live key: only a live key with versions counts.
+    const name = path.slice(scope.length).split('/')[0]!;
+    const key = await enclave.key(name).catch(() => undefined);
+    if (key === undefined || key.versions.length < 2) continue;
+    throw new Error(
+      `upstream: enclave '${upstream.enclave}' has rotated keys ('${name}' has ${key.versions.length} versions), and Vault's KES layout holds one version per key: mirror an enclave whose keys were never rotated`,
+    );
+  }
 }
 
 /**

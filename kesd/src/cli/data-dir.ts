@@ -7,6 +7,7 @@ import { clientFromEnv, KesApiError } from '../client/client.js';
 import { backupFileName, pruneBackups, verifyBackup, writeFileFrom, type BackupManifest } from '../store/backup.js';
 import { describeUnsealSource, type UnsealSource } from '../store/unseal.js';
 import { CliError, parse, positionals, type Command } from './command.js';
+import { restoreFromUpstream } from './import.js';
 
 /** A key source from `--<which>-file PATH` or `--<which>-env NAME` (at most one of them). */
 function sourceFlag(
@@ -114,14 +115,16 @@ const backup: Command = {
   },
 };
 
-const restoreUsage = 'kesd restore [--force] <backup file> <dir>';
+const restoreUsage = 'kesd restore [--force] <backup file> <dir>  |  kesd restore --from-upstream <dir>';
 
 const restore: Command = {
   name: 'restore',
   summary:
-    'Restore a data dir from a kesd backup (checked in full first; a non-empty dir only with --force, kesd stopped)',
+    'Restore a data dir from a kesd backup (checked in full first; a non-empty dir only with --force, kesd stopped), or its keys from its upstream Vault (--from-upstream)',
   usage: restoreUsage,
   async run(argv) {
+    // The other source: the keys of the Vault that mirrors the data dir's enclave (cli/import.ts).
+    if (argv.includes('--from-upstream')) return restoreFromUpstream.run(argv);
     const { values, positionals: args } = parse(argv, { force: { type: 'boolean', short: 'f' } }, restoreUsage);
     const [file, dir] = positionals(args, 2, restoreUsage);
     const manifest = await restoreDataDir(file!, dir!, { force: values.force === true });

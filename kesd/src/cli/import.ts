@@ -134,7 +134,8 @@ const importVault: Command = {
 
 const restoreUsage = 'kesd restore --from-upstream <kesd-data-dir>';
 
-const restore: Command = {
+/** `kesd restore --from-upstream`: one mode of `kesd restore` (cli/data-dir.ts hands it over). */
+export const restoreFromUpstream: Command = {
   name: 'restore',
   summary:
     "Rebuild a data dir's keys from its upstream (init.yml `upstream`): every key under the Vault prefix into the enclave it mirrors",
@@ -156,4 +157,4 @@ const restore: Command = {
   },
 };
 
-export const importCommands: readonly Command[] = [importKesFs, importVault, restore];
+export const importCommands: readonly Command[] = [importKesFs, importVault];

@@ -338,21 +338,31 @@ export class KeyRing {
 
   /** Deletes the key record (the key is gone at once), then its versions. */
   async delete(name: string): Promise<void> {
-    await this.locked(name, async () => {
-      const record = await storeOp('delete key', () => this.deleteKeyRecord(name));
-      this.drop(name);
-      if (record === undefined) throw ErrKeyNotFound;
-      const hmacKey = ownBytes(record.hmac);
-      const uid = uidOf(record, hmacKey);
-      wipe(hmacKey);
-      // A crash here leaves version records of a key that no longer exists: never read again (the uid is gone),
-      // still sealed, removed with the enclave.
-      const prefix = paths.keyVersions(this.uid, name, uid);
-      const stale: string[] = [];
-      for await (const path of this.records.listPaths(prefix)) stale.push(path);
-      await storeOp('delete key', () => Promise.all(stale.map((p) => this.records.delete(p))));
-    });
-    await this.bus.publish({ kind: 'key', enclave: this.enclave, name });
+    let deleted = false;
+    try {
+      await this.locked(name, async () => {
+        let record: KeyRecord | undefined;
+        try {
+          record = await storeOp('delete key', () => this.deleteKeyRecord(name));
+        } finally {
+          this.drop(name); // also when the store failed: the delete may have been applied
+        }
+        if (record === undefined) throw ErrKeyNotFound;
+        deleted = true;
+        const hmacKey = ownBytes(record.hmac);
+        const uid = uidOf(record, hmacKey);
+        wipe(hmacKey);
+        // A crash or a store failure here leaves version records of a key that no longer exists: never read again
+        // (the uid is gone), still sealed, removed with the enclave.
+        const prefix = paths.keyVersions(this.uid, name, uid);
+        const stale: string[] = [];
+        for await (const path of this.records.listPaths(prefix)) stale.push(path);
+        await storeOp('delete key', () => Promise.all(stale.map((p) => this.records.delete(p))));
+      });
+    } finally {
+      // The other processes drop their copy once the key is gone, whatever became of its versions.
+      if (deleted) await this.bus.publish({ kind: 'key', enclave: this.enclave, name });
+    }
   }
 
   /** Creates the key record (false: the name is taken); with an upstream, queued for it in the same commit. */
