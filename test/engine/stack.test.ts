@@ -34,6 +34,7 @@ const OUTPUTS = [
   'kesdEndpoint',
   'kesdMinioEndpoint',
   'kesdNamespace',
+  'kesdServiceAccount',
   'kubeconfig',
   'rootPassword',
   'rootUser',
@@ -304,6 +305,7 @@ step('stack outputs: every documented name, secrets stay secret (in the output a
   assert.equal(real.kesdEndpoint, 'https://kesd.kesd.svc.cluster.local:7373');
   assert.deepEqual(real.etcdEndpoints, [], 'one replica: no etcd');
   assert.equal(real.kubeconfig, null, 'an existing cluster: no kubeconfig of ours');
+  assert.equal(real.kesdServiceAccount, null, 'no upstream: no ServiceAccount for Vault to bind');
   assert.match(real.enclaveAdminKey, /BEGIN PRIVATE KEY/);
   assert.ok(real.rootPassword.length >= 16);
   const { text } = await exportState(program, DEV);
