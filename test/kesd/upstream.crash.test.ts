@@ -200,7 +200,13 @@ test(`kill -9 during key creates and deletes: the queue holds exactly the commit
   try {
     const { entries } = await inspect();
     const agent = agentFor(fx.sysadmin);
-    const status = (await call(agent, kesd.port, 'GET', '/v1/status')).json();
+    // The lease record a killed holder left says what it last knew of Vault (reachable until a call failed) until
+    // the restarted server takes the lease over (upstream/lease.ts) and its own call fails: wait for that.
+    let status = (await call(agent, kesd.port, 'GET', '/v1/status')).json();
+    for (const end = Date.now() + 60_000; status.upstream.reachable !== false && Date.now() < end; ) {
+      await sleep(250);
+      status = (await call(agent, kesd.port, 'GET', '/v1/status')).json();
+    }
     assert.equal(status.upstream.backlog, entries.size);
     assert.equal(status.upstream.reachable, false);
     assert.equal(

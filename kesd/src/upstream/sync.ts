@@ -55,8 +55,7 @@ export class UpstreamSync {
   /** Changes this process synced, and sync attempts that failed (metrics). */
   synced = 0;
   failures = 0;
-  /** False until Vault first answers: a status read before any call must not claim it was reached. */
-  private reachable = false;
+  private reachable = true;
   private lastError: string | undefined;
   private backoffMs = 0;
   private backoffUntil = 0;
@@ -256,14 +255,14 @@ export class UpstreamSync {
   }
 
   private answered(): void {
-    if (this.lastError !== undefined) this.opts.log('upstream: Vault answers again; syncing the queued changes');
+    if (!this.reachable) this.opts.log('upstream: Vault answers again; syncing the queued changes');
     this.reachable = true;
     this.lastError = undefined;
   }
 
   private unreachable(err: VaultError): void {
     this.failures++;
-    if (this.lastError === undefined)
+    if (this.reachable)
       this.opts.log(`upstream: ${err.message}; key changes stay queued in kesd's store until Vault answers`);
     this.reachable = false;
     this.lastError = err.message;
