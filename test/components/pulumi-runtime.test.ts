@@ -6,26 +6,7 @@ import { before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { runLikeLanguageHost, runtimeOptions, type HostRun } from './language-host.ts';
 import { REPO, stackConfig } from '../../harness/stack-render.ts';
-
-/** Every stack output the README documents for StackReference consumers. */
-const OUTPUTS = [
-  'consoleEndpoint',
-  'defaultKey',
-  'enclaveAdminCert',
-  'enclaveAdminKey',
-  'etcdEndpoints',
-  'identitiesHex',
-  'kesdCaCert',
-  'kesdEndpoint',
-  'kesdMinioEndpoint',
-  'kesdNamespace',
-  'kesdServiceAccount',
-  'kubeconfig',
-  'rootPassword',
-  'rootUser',
-  's3Endpoint',
-  'tenantNamespace',
-];
+import { DOCUMENTED_OUTPUTS as OUTPUTS } from '../documented-outputs.ts';
 
 // A second stack on a cluster that already has the operator: an existing cluster, the operator reused.
 const existing = {

@@ -14,6 +14,7 @@ import { fakeKind } from './fake-kind.ts';
 import { serveHelmRepo, type HelmRepo } from '../helm-repo.ts';
 import { nameOf, Project, pulumiEnv, REPO, type PreviewJson, type PreviewStep } from './pulumi.ts';
 import { findToolchain } from './toolchain.ts';
+import { DOCUMENTED_OUTPUTS as OUTPUTS } from '../documented-outputs.ts';
 
 // kwok pulls nothing; a cluster with real nodes needs a kesd image they can pull (README, "The engine suite").
 const IMAGE = process.env.STATEFUL_KES_ENGINE_IMAGE ?? 'localhost/stateful-kes/kesd:engine-suite';
@@ -22,25 +23,6 @@ const DEV = 'engine-dev';
 const HA = 'engine-ha';
 const KIND = 'engine-kind';
 const CONSUMER = 'engine-consumer';
-/** Every output the README documents for StackReference consumers. */
-const OUTPUTS = [
-  'consoleEndpoint',
-  'defaultKey',
-  'enclaveAdminCert',
-  'enclaveAdminKey',
-  'etcdEndpoints',
-  'identitiesHex',
-  'kesdCaCert',
-  'kesdEndpoint',
-  'kesdMinioEndpoint',
-  'kesdNamespace',
-  'kesdServiceAccount',
-  'kubeconfig',
-  'rootPassword',
-  'rootUser',
-  's3Endpoint',
-  'tenantNamespace',
-];
 const SECRET_SIG = '4dabf18193072939515e22adb298388d';
 
 const found = findToolchain();
