@@ -1,11 +1,14 @@
 #!/usr/bin/env node
-// The floor: a bare Node `https` server with requestCert, as kesd configures it, that reads the request body
-// and answers every request with the same fixed JSON body (by default as long as a generate response).
+// The floor: a bare Node TLS server with requestCert, as kesd configures it, speaking HTTP/1.1 (node:http) or h2
+// (node:http2) by ALPN, that reads the request body and answers every request with the same fixed JSON body (by
+// default as long as a generate response).
 // Whatever kesd costs above this is kesd; below it no Node server on this machine can go.
 // --workers N runs N processes on node:cluster (the primary only forks), the same layout as `kesd server --workers N`.
 //   node bench/floor.mjs --cert server.crt --key server.key [--addr 127.0.0.1:0] [--body-size 130] [--workers 1]
 import cluster from 'node:cluster';
-import https from 'node:https';
+import http from 'node:http';
+import http2 from 'node:http2';
+import tls from 'node:tls';
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 
@@ -62,17 +65,18 @@ if (workers > 1 && cluster.isPrimary) {
 function serve() {
   const body = fixedBody(Number(values['body-size']));
   const headers = { 'content-type': 'application/json', 'content-length': body.length };
-  const server = https.createServer(
-    {
-      cert: readFileSync(values.cert),
-      key: readFileSync(values.key),
-      minVersion: 'TLSv1.2',
-      requestCert: true,
-      rejectUnauthorized: false,
-      keepAliveTimeout: 120_000,
-      headersTimeout: 10_000,
-      requestTimeout: 30_000,
-    },
+  // One TLS listener, HTTP/1.1 or h2 by ALPN, as kesd's (server/server.ts): h1 on node:http, h2 on node:http2's core
+  // stream API (one respond() and one end() per reply, as kesd's h2.ts).
+  const server = tls.createServer({
+    cert: readFileSync(values.cert),
+    key: readFileSync(values.key),
+    minVersion: 'TLSv1.2',
+    requestCert: true,
+    rejectUnauthorized: false,
+    ALPNProtocols: ['h2', 'http/1.1'],
+  });
+  const h1 = http.createServer(
+    { keepAliveTimeout: 120_000, headersTimeout: 10_000, requestTimeout: 30_000 },
     (req, res) => {
       req.on('data', () => {});
       req.on('end', () => {
@@ -81,16 +85,26 @@ function serve() {
       });
     },
   );
-  server.keepAliveTimeout = 120_000;
+  const h2 = http2.createServer({ settings: { maxConcurrentStreams: 128 } });
+  h2.on('stream', (stream) => {
+    stream.on('error', () => {});
+    stream.on('data', () => {});
+    stream.on('end', () => {
+      stream.respond({ ':status': 200, ...headers });
+      stream.end(body);
+    });
+  });
+  server.on('secureConnection', (socket) => {
+    socket.setNoDelay(true);
+    if (socket.alpnProtocol === 'h2') h2.emit('connection', socket);
+    else h1.emit('connection', socket);
+  });
   const i = values.addr.lastIndexOf(':');
   server.listen(Number(values.addr.slice(i + 1)), values.addr.slice(0, i) || undefined, () => {
     const a = server.address();
     console.error(`floor listening on ${a.address}:${a.port} (body ${body.length} bytes)`);
   });
-  const stop = () => {
-    server.close(() => process.exit(0));
-    server.closeAllConnections();
-  };
+  const stop = () => process.exit(0);
   process.once('SIGTERM', stop);
   process.once('SIGINT', stop);
 }

@@ -107,11 +107,11 @@ export function mainTable(
   const inflight = h2Inflight(runs);
   // The h2 columns only when the run has them (results from before the h2 column render as they did).
   const h2Head = inflight
-    ? ` h2 ops/s: kesd · KES | h2 kesd/KES | h2 p50 / p99 ms: kesd · KES | h2 server CPU µs/req: kesd · KES | h2 kesd/KES per CPU µs |`
+    ? ` h2 ops/s: kesd · KES · floor | h2 kesd/KES | h2 kesd/floor | h2 p50 / p99 ms: kesd · KES · floor | h2 server CPU µs/req: kesd · KES · floor | h2 kesd/KES per CPU µs |`
     : '';
   const out = [
     `| op | conns | kesd ops/s | KES ops/s | floor ops/s | kesd/KES | kesd/floor | p50 / p99 ms: kesd · KES · floor | server CPU µs/req: kesd · KES · floor | kesd/KES per CPU µs |${h2Head}`,
-    `|---|---:|---:|---:|---:|---:|---:|---|---|---:|${inflight ? '---:|---:|---|---|---:|' : ''}`,
+    `|---|---:|---:|---:|---:|---:|---:|---|---|---:|${inflight ? '---:|---:|---:|---|---|---:|' : ''}`,
   ];
   for (const row of rows) {
     const [k, s, f] = TARGETS.map((t) => find(runs, t, row.op, row.conns));
@@ -121,14 +121,14 @@ export function mainTable(
     const c = [k, s, f].map((r) => cell(r, (x) => (x.server_cpu ? fmtInt(x.server_cpu.us_per_req) : '–'))).join(' · ');
     let h2 = '';
     if (inflight) {
-      const [k2, s2] = (['kesd', 'kes'] as const).map((t) => find(runs, t, row.op, row.conns, 'h2'));
-      const both = (f: (r: RunRecord | undefined) => string) => [k2, s2].map(f).join(' · ');
+      const [k2, s2, f2] = TARGETS.map((t) => find(runs, t, row.op, row.conns, 'h2'));
+      const both = (f: (r: RunRecord | undefined) => string) => [k2, s2, f2].map(f).join(' · ');
       h2 = ` ${both((r) =>
         mark(
           r,
           cell(r, (x) => fmtInt(x.ops_per_s)),
         ),
-      )} | ${fmtRatio(ops(k2), ops(s2))} | ${both((r) => cell(r, (x) => `${fmtMs(x.latency_ms.p50)} / ${fmtMs(x.latency_ms.p99)}`))} | ${both((r) => cell(r, (x) => (x.server_cpu ? fmtInt(x.server_cpu.us_per_req) : '–')))} | ${perCpu(k2, s2)} |`;
+      )} | ${fmtRatio(ops(k2), ops(s2))} | ${fmtRatio(ops(k2), ops(f2))} | ${both((r) => cell(r, (x) => `${fmtMs(x.latency_ms.p50)} / ${fmtMs(x.latency_ms.p99)}`))} | ${both((r) => cell(r, (x) => (x.server_cpu ? fmtInt(x.server_cpu.us_per_req) : '–')))} | ${perCpu(k2, s2)} |`;
     }
     out.push(
       `| ${row.title ?? row.op} | ${row.conns} | ${mark(
@@ -146,7 +146,7 @@ export function mainTable(
   if (inflight)
     out.push(
       '',
-      `h2: HTTP/2 as MinIO's client speaks it to its KMS, the same connections with ${inflight} streams in flight on each (so ${inflight}× the requests in flight of the HTTP/1.1 columns); the floor speaks HTTP/1.1 only.`,
+      `h2: HTTP/2 as MinIO's client speaks it to its KMS, the same connections with ${inflight} streams in flight on each (so ${inflight}× the requests in flight of the HTTP/1.1 columns); the floor answers on node:http2's core stream API, as kesd.`,
     );
   out.push(
     '',
@@ -269,13 +269,18 @@ export function summary(runs: RunRecord[], conns: number[], halfP99: number, noi
       );
     const h2 = conns.flatMap((c) => {
       const k = find(runs, 'kesd', op, c, 'h2');
-      return k?.result ? [`${c} conns: ${fmtRatio(ops(k), ops(find(runs, 'kes', op, c, 'h2')))} of KES`] : [];
+      return k?.result
+        ? [
+            `${c} conns: ${fmtRatio(ops(k), ops(find(runs, 'kes', op, c, 'h2')))} of KES, ${fmtRatio(ops(k), ops(find(runs, 'floor', op, c, 'h2')))} of the floor`,
+          ]
+        : [];
     });
     if (h2.length > 0) {
       const kc2 = conns.map((c) => cpu(find(runs, 'kesd', op, c, 'h2'))).filter((x) => x !== undefined) as number[];
       const sc2 = conns.map((c) => cpu(find(runs, 'kes', op, c, 'h2'))).filter((x) => x !== undefined) as number[];
+      const fc2 = conns.map((c) => cpu(find(runs, 'floor', op, c, 'h2'))).filter((x) => x !== undefined) as number[];
       lines.push(
-        `- **${op} over h2** (${h2Inflight(runs)} streams per connection, as MinIO): kesd ${h2.join('; ')}. Server CPU per request (median): kesd ${medCell(kc2)}, KES ${medCell(sc2)}.`,
+        `- **${op} over h2** (${h2Inflight(runs)} streams per connection, as MinIO): kesd ${h2.join('; ')}. Server CPU per request (median): kesd ${medCell(kc2)}, KES ${medCell(sc2)}, floor ${medCell(fc2)}.`,
       );
     }
   }

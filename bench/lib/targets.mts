@@ -1,5 +1,5 @@
 // The three servers under test, started with the same certificates: kesd (the built dist), the real KES
-// (kes-latest, fs keystore) and the floor (bench/floor.mjs, a bare Node https server).
+// (kes-latest, fs keystore) and the floor (bench/floor.mjs, a bare Node TLS server: node:http and node:http2).
 import { existsSync, readFileSync, writeFileSync, mkdirSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -276,7 +276,7 @@ export async function startFloor(dir: string, ids: Identities, bodySize: number,
   await waitReady('floor', port, child, output, ids.clientTls);
   return {
     name: 'floor',
-    label: 'floor (bare Node https)',
+    label: 'floor (bare Node http / http2)',
     url: `https://127.0.0.1:${port}`,
     port,
     pid: child.pid!,
