@@ -421,7 +421,7 @@ export function throughputSvg(
       `<line x1="${lx}" x2="${lx + 26}" y1="${ly}" y2="${ly}" stroke="${COLORS[t]}" stroke-width="2.5"${t === 'floor' ? ' stroke-dasharray="6,4"' : ''}/>`,
     );
     parts.push(`<circle cx="${lx + 13}" cy="${ly}" r="4" fill="${COLORS[t]}"/>`);
-    const name = t === 'kesd' ? 'kesd' : t === 'kes' ? 'KES v0.24 (Go)' : 'floor: bare Node https + mTLS';
+    const name = t === 'kesd' ? 'kesd' : t === 'kes' ? 'KES v0.24 (Go)' : 'floor: bare Node http / http2 + mTLS';
     parts.push(`<text x="${lx + 32}" y="${ly + 4}">${esc(name)}</text>`);
     lx += t === 'floor' ? 0 : t === 'kesd' ? 90 : 140;
   }
