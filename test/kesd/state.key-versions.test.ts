@@ -135,3 +135,31 @@ test('a delete removes the key record and its versions', async (t) => {
   for await (const p of a.records.listPaths(`e/${e.info.uid}/`)) left.push(p);
   assert.deepEqual(left, []);
 });
+
+test('a key record that is not authentic (corrupted, or sealed under another root key) can still be deleted', async (t) => {
+  const { a, store } = await twoSystems(t);
+  const e = a.enclaves.get('e')!;
+  await e.createKey('bad', ADMIN);
+  await e.keys.rotate('bad', ADMIN);
+  await e.createKey('good', ADMIN);
+  const path = paths.key(e.info.uid, 'bad');
+  const sealed = Buffer.from((await store.get(path))!);
+  sealed[0]! ^= 1; // one flipped bit: the record no longer authenticates
+  await store.put(path, sealed);
+  e.forgetKeys();
+  await assert.rejects(e.key('bad'), (err: Error & { status?: number }) => {
+    assert.equal(err.status, 500);
+    assert.match(err.message, /^key 'bad' is corrupt in the key store .*delete it, or restore it from a backup$/);
+    return true;
+  });
+  await e.deleteKey('bad');
+  assert.equal(await store.get(path), undefined, 'the record is gone');
+  await assert.rejects(e.key('bad'), /key does not exist/);
+  await assert.rejects(e.deleteKey('bad'), /key does not exist/);
+  // The name is free again, and the other key is untouched.
+  await e.createKey('bad', ADMIN);
+  assert.equal((await e.key('bad')).versions.length, 1, 'the new key does not pick up the old versions');
+  const good = await e.key('good');
+  const dek = generateDataKey(good.secret);
+  assert.ok(dek.ciphertext.length > 0);
+});

@@ -33,6 +33,12 @@ export const ErrNotFound = e(404, '404 page not found');
 export const ErrTooManyCiphertexts = e(400, 'too many ciphertexts');
 export const ErrHmacNotSupported = e(409, 'key does not support HMAC');
 export const ErrStoreWrite = (what: string) => e(502, `failed to ${what}`);
+/** kesd's: a key record (or one of its versions) fails authentication, so it is never used; an admin may delete it. */
+export const errKeyNotAuthentic = (name: string) =>
+  e(
+    500,
+    `key '${name}' is corrupt in the key store (its record is not authentic: damaged, or sealed under another root key); delete it, or restore it from a backup`,
+  );
 export const ErrSelfAssign = e(403, 'identity cannot assign policy to itself');
 export const ErrIdentityUnknown = e(400, 'identity is unknown');
 export const ErrAssignSysAdmin = e(400, 'cannot assign policy to system admin');

@@ -19,7 +19,15 @@ import {
 } from '../crypto/key.js';
 import { randomBytes } from '../crypto/random.js';
 import { secretBuffer, wipe } from '../crypto/secret.js';
-import { ErrDecrypt, ErrKeyExists, ErrKeyNotFound, ErrSealed, ErrStoreWrite, KesError } from '../kes/errors.js';
+import {
+  ErrDecrypt,
+  ErrKeyExists,
+  ErrKeyNotFound,
+  ErrSealed,
+  ErrStoreWrite,
+  errKeyNotAuthentic,
+  KesError,
+} from '../kes/errors.js';
 import type { ChangeBus } from './changes.js';
 import { paths, type KeyRecord, type KeyVersionRecord, type RecordStore } from './records.js';
 import { upstreamKey, type SyncQueue } from './sync-queue.js';
@@ -191,6 +199,15 @@ export class KeyRing {
 
   /** Reads a key and all its versions from the store (not cached). */
   private async read(name: string): Promise<CachedKey | undefined> {
+    try {
+      return await this.readRecords(name);
+    } catch (err) {
+      // Not the caller's ciphertext failing (that is ErrDecrypt from open()): the store's own record.
+      throw err === ErrDecrypt ? errKeyNotAuthentic(name) : err;
+    }
+  }
+
+  private async readRecords(name: string): Promise<CachedKey | undefined> {
     const record = await this.records.get<KeyRecord>(paths.key(this.uid, name));
     if (record === undefined) return undefined;
     const hmacKey = ownBytes(record.hmac);
@@ -341,14 +358,18 @@ export class KeyRing {
     let deleted = false;
     try {
       await this.locked(name, async () => {
-        let record: KeyRecord | undefined;
+        let found: { record: KeyRecord | undefined } | undefined;
         try {
-          record = await storeOp('delete key', () => this.deleteKeyRecord(name));
+          found = await storeOp('delete key', () => this.deleteKeyRecord(name));
         } finally {
           this.drop(name); // also when the store failed: the delete may have been applied
         }
-        if (record === undefined) throw ErrKeyNotFound;
+        if (found === undefined) throw ErrKeyNotFound;
         deleted = true;
+        const { record } = found;
+        // A record that was not authentic is gone too; without its HMAC key its versions cannot be found: they stay
+        // sealed, never read again, until the enclave is deleted.
+        if (record === undefined) return;
         const hmacKey = ownBytes(record.hmac);
         const uid = uidOf(record, hmacKey);
         wipe(hmacKey);
@@ -372,19 +393,24 @@ export class KeyRing {
     return this.sync.commit(name, [{ path, is: 'absent' }], [{ put: path, record }], upstreamKey(record));
   }
 
-  /** Deletes the key record, returning what it held (undefined: there was none); with an upstream, queued with it. */
-  private async deleteKeyRecord(name: string): Promise<KeyRecord | undefined> {
+  /**
+   * Deletes the key record, returning what it held (undefined: there was none; record undefined: it was not
+   * authentic, corrupted or sealed under another root key, and an admin may still delete it). With an upstream, queued
+   * with it (for a record that was not authentic, kesd cannot tell the upstream's key as its own: a conflict).
+   */
+  private async deleteKeyRecord(name: string): Promise<{ record: KeyRecord | undefined } | undefined> {
     const path = paths.key(this.uid, name);
     for (;;) {
       // The delete requires the record it read: a concurrent change of the key (another process) reads again.
-      const current = await this.records.getSealed<KeyRecord>(path);
+      const current = await this.records.getSealedOrCorrupt<KeyRecord>(path);
       if (current === undefined) return undefined;
       const conditions = [{ path, is: current.sealed }];
+      const replaced = current.record === undefined ? undefined : upstreamKey(current.record);
       const deleted =
         this.sync === undefined
           ? await this.records.commit(conditions, [{ delete: path }])
-          : await this.sync.commit(name, conditions, [{ delete: path }], null, upstreamKey(current.record));
-      if (deleted) return current.record;
+          : await this.sync.commit(name, conditions, [{ delete: path }], null, replaced);
+      if (deleted) return { record: current.record };
     }
   }
 

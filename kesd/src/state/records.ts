@@ -2,7 +2,7 @@
 // with its path bound as associated data, so a record cannot be read, altered or moved unnoticed.
 import { hmacSha256, open, seal, type Algorithm, type SecretKey } from '../crypto/key.js';
 import { secretBuffer, wipe } from '../crypto/secret.js';
-import { ErrSealed } from '../kes/errors.js';
+import { ErrDecrypt, ErrSealed } from '../kes/errors.js';
 import type { Store, StoreCondition, StoreRecord } from '../store/store.js';
 
 export interface EnclaveRecord {
@@ -143,6 +143,21 @@ export class RecordStore {
   async getSealed<T>(path: string): Promise<{ record: T; sealed: Uint8Array } | undefined> {
     const sealed = await this.store.get(path);
     return sealed === undefined ? undefined : { record: this.open<T>(path, sealed), sealed };
+  }
+
+  /**
+   * As getSealed, but a record that is not authentic (corrupted, or sealed under another root key) comes back
+   * without its record instead of failing: a delete can still remove it.
+   */
+  async getSealedOrCorrupt<T>(path: string): Promise<{ record: T | undefined; sealed: Uint8Array } | undefined> {
+    const sealed = await this.store.get(path);
+    if (sealed === undefined) return undefined;
+    try {
+      return { record: this.open<T>(path, sealed), sealed };
+    } catch (err) {
+      if (err !== ErrDecrypt) throw err;
+      return { record: undefined, sealed };
+    }
   }
 
   /** Store.commit with records: each put is sealed under its own path. */
