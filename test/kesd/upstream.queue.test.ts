@@ -275,6 +275,32 @@ test('sync: a name Vault holds a foreign key under is a conflict: never overwrit
   await until('one conflict left', async () => (await sync.status()).conflicts === 1);
 });
 
+test("sync: deleting a key whose local record no longer authenticates leaves Vault's copy alone (a conflict), to restore from", async (t) => {
+  const { system, store } = await fixture(t);
+  const upstream = new MemoryKeystore();
+  const logs: string[] = [];
+  const sync = new UpstreamSync(system, upstream, { log: (m) => logs.push(m), pollMs: 50, conflictRetryMs: 100 });
+  sync.start();
+  t.after(() => sync.stop());
+  const enclave = system.enclaves.get('default')!;
+  await enclave.createKey('k', ADMIN);
+  await until('k synced', async () => (await backlog(system)) === 0);
+  const inVault = upstream.values.get('k');
+  const path = paths.key(enclave.info.uid, 'k');
+  const sealed = Buffer.from((await store.get(path))!);
+  sealed[3]! ^= 0x40;
+  await store.put(path, sealed);
+  enclave.forgetKeys();
+  await enclave.deleteKey('k');
+  assert.equal(await store.get(path), undefined);
+  await until('a conflict', async () => (await sync.status()).conflicts === 1, 10_000);
+  assert.equal(upstream.values.get('k'), inVault, 'Vault keeps the key: kesd cannot tell it as its own');
+  assert.ok(
+    logs.some((l) => /key 'k' stays queued: Vault holds a different key .* than the one kesd deleted/.test(l)),
+    logs.join('\n'),
+  );
+});
+
 test('sync: replaying a change whose acknowledgement was lost is harmless (the crash point between Vault and the queue)', async (t) => {
   const { system } = await fixture(t);
   const upstream = new MemoryKeystore();
