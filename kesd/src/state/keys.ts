@@ -499,7 +499,12 @@ export class KeyRing {
   /** A key's list line from its record ('' if it is gone), kept unless a change came while it was read. */
   private async readLine(name: string, path: string): Promise<string> {
     const drops = this.drops;
-    const record = await this.records.get<KeyRecord>(path);
+    let record: KeyRecord | undefined;
+    try {
+      record = await this.records.get<KeyRecord>(path);
+    } catch (err) {
+      throw err === ErrDecrypt ? errKeyNotAuthentic(name) : err; // the list ends with an error line naming it
+    }
     if (record === undefined) return ''; // deleted since its path was read
     const bytes = Buffer.from(record.key, 'base64');
     const line = listLine(name, record.algorithm, keyId(bytes), record.created_at, record.created_by);
