@@ -135,5 +135,5 @@ test('a record that cannot be opened ends the listing with an error line after t
     lines.map((l) => l.name ?? null),
     ['bad-a', null],
   );
-  assert.match(lines[1].error, /decrypt/);
+  assert.match(lines[1].error, /^key 'bad-b' is corrupt in the key store \(its record is not authentic/);
 });
