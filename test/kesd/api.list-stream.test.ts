@@ -136,4 +136,25 @@ test('a record that cannot be opened ends the listing with an error line after t
     ['bad-a', null],
   );
   assert.match(lines[1].error, /^key 'bad-b' is corrupt in the key store \(its record is not authentic/);
+  // Never used, but an admin can delete it; then the listing is whole again.
+  for (const [method, path] of [
+    ['GET', '/v1/key/describe/bad-b'],
+    ['POST', '/v1/key/generate/bad-b'],
+  ] as const) {
+    const r = await s.request(s.admin, method, path, method === 'POST' ? {} : undefined);
+    assert.equal(r.status, 500, r.text);
+    assert.match(
+      r.json().message,
+      /^key 'bad-b' is corrupt in the key store .*delete it, or restore it from a backup$/,
+    );
+  }
+  assert.equal((await s.request(s.admin, 'DELETE', '/v1/key/delete/bad-b')).status, 200);
+  const after = await get('/v1/key/list/bad-*');
+  assert.deepEqual(
+    (await text(after))
+      .split('\n')
+      .filter((l) => l !== '')
+      .map((l) => JSON.parse(l).name),
+    ['bad-a', 'bad-c'],
+  );
 });
