@@ -32,6 +32,7 @@ import { peer } from '../../harness/peers.js';
 import { appRole, enableKv, kvPolicy, startVault, type VaultServer } from '../../harness/vault.js';
 import { kesCli, newKesApiKey, startKesServer } from '../../harness/kes-server.js';
 import { ensureS3load, runS3load, type S3LoadResult } from '../../bench/lib/e2e-s3load.mts';
+import { STATUS_CACHE_MS } from '../../kesd/src/upstream/sync.js';
 
 const UNSEAL_ENV = 'KESD_UPSTREAM_UNSEAL';
 const MINIO_POLICY = [
@@ -100,12 +101,22 @@ async function until(what: string, check: () => Promise<boolean>, ms = 180_000):
   return Date.now() - t0;
 }
 
-/** Waits for an empty backlog with Vault reachable; resolves with how long it took. */
-const drained = () =>
-  until('the backlog to drain', async () => {
-    const s = await upstreamStatus();
-    return s.backlog === 0 && s.reachable;
-  });
+/**
+ * Waits for an empty backlog with Vault reachable; resolves with how long it took. Each worker serves its status from
+ * a cache for STATUS_CACHE_MS, so a status read right after a change may predate it (an empty backlog from before
+ * the change: stop 20's and a later CI run's red step 7): that long passes before the first read.
+ */
+const drained = async () => {
+  await sleep(STATUS_CACHE_MS + 100);
+  return (
+    STATUS_CACHE_MS +
+    100 +
+    (await until('the backlog to drain', async () => {
+      const s = await upstreamStatus();
+      return s.backlog === 0 && s.reachable;
+    }))
+  );
+};
 
 /** Every key of kesd's default enclave, read from its store (LMDB allows this process beside the server's). */
 async function kesdKeys(): Promise<Map<string, { key: string; hmac: string }>> {

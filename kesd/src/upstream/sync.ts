@@ -47,7 +47,8 @@ export interface UpstreamStatus {
 type Outcome = 'synced' | 'conflict' | 'changed';
 
 const MAX_BACKOFF_MS = 10_000;
-const STATUS_CACHE_MS = 1000;
+/** How long each process serves its upstream status from cache: a status read may predate a change by this much. */
+export const STATUS_CACHE_MS = 1000;
 const CONFLICT_RETRY_MS = 10_000;
 
 export class UpstreamSync {
