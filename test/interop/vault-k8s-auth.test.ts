@@ -17,7 +17,6 @@ import { agentFor, call, startKesd, type KesdProcess } from '../kesd/load.js';
 import { sleep, tail } from '../../harness/minio-stack.js';
 import { enableKv, kvPolicy, startVault, type VaultServer } from '../../harness/vault.js';
 import { KUBE_APISERVER_SKIP, startKubeApiServer, type KubeApiServer } from '../../harness/kube-apiserver.js';
-import { STATUS_CACHE_MS } from '../../kesd/src/upstream/sync.js';
 
 let dir: string;
 let kube: KubeApiServer | undefined;
@@ -125,7 +124,6 @@ test('kesd logs in with its ServiceAccount token (checked by a real TokenReview)
   const agent = agentFor(ids.admin);
   assert.equal((await call(agent, server.port, 'POST', '/v1/key/create/k8s-made')).status, 200);
   agent.destroy();
-  await sleep(STATUS_CACHE_MS + 100); // a status cached before the create would say drained
   await until('both keys in Vault', async () => {
     const s = await status();
     return s.backlog === 0 && s.reachable;

@@ -47,8 +47,6 @@ export interface UpstreamStatus {
 type Outcome = 'synced' | 'conflict' | 'changed';
 
 const MAX_BACKOFF_MS = 10_000;
-/** How long each process serves its upstream status from cache: a status read may predate a change by this much. */
-export const STATUS_CACHE_MS = 1000;
 const CONFLICT_RETRY_MS = 10_000;
 
 export class UpstreamSync {
@@ -67,7 +65,7 @@ export class UpstreamSync {
   private stopped = false;
   private readonly noted = new Map<string, string>();
   private readonly conflicts = new Map<string, { sealed: Buffer; until: number }>();
-  private cached: { at: number; status: Promise<UpstreamStatus> } | undefined;
+  private reading: Promise<UpstreamStatus> | undefined;
 
   constructor(
     private readonly system: System,
@@ -284,15 +282,14 @@ export class UpstreamSync {
     this.opts.log(message);
   }
 
-  /** The queue and the syncing process's view of Vault, from the store (so every process reports the same). */
+  /**
+   * The queue and the syncing process's view of Vault, from the store (so every process reports the same). Calls that
+   * come while a read is under way share it (a scrape asks once per gauge); a call after it reads again, so a status
+   * never predates a change its caller already saw, whichever process answers.
+   */
   status(): Promise<UpstreamStatus> {
-    const now = performance.now();
-    if (this.cached === undefined || now - this.cached.at > STATUS_CACHE_MS) {
-      const status = this.readStatus();
-      status.catch(() => (this.cached = undefined));
-      this.cached = { at: now, status };
-    }
-    return this.cached.status;
+    this.reading ??= this.readStatus().finally(() => (this.reading = undefined));
+    return this.reading;
   }
 
   private async readStatus(): Promise<UpstreamStatus> {
